@@ -1,0 +1,94 @@
+//! The CPU reference: every op in plain Rust, and a `Backend` that runs the U-Net with them.
+//! It is the oracle of the GPU kernels' tests and an engine of its own (`--cpu`, the page's CPU engine).
+
+pub mod ops;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::model::{Backend, ConvSpec, Model};
+use crate::tensor::Tensor;
+
+/// Runs ops immediately on host tensors. Tensors are shared, never mutated in place.
+pub struct CpuBackend {
+    weights: HashMap<String, Arc<Tensor>>,
+}
+
+impl CpuBackend {
+    pub fn new(model: &Model) -> Self {
+        let weights = model.weights.tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
+        CpuBackend { weights }
+    }
+
+    /// A backend over arbitrary named tensors (single blocks in tests).
+    pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
+        CpuBackend { weights: tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect() }
+    }
+}
+
+impl Backend for CpuBackend {
+    type T = Arc<Tensor>;
+
+    fn weight(&self, name: &str) -> Result<Self::T> {
+        self.weights.get(name).cloned().ok_or_else(|| Error::MissingTensor(name.into()))
+    }
+
+    fn dims(&self, t: &Self::T) -> [usize; 4] {
+        let mut d = [1usize; 4];
+        for (i, s) in t.shape.iter().take(4).enumerate() {
+            d[i] = *s;
+        }
+        d
+    }
+
+    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ConvSpec, chan_add: Option<&Self::T>,
+              residual: Option<&Self::T>, out_scale: f32) -> Result<Self::T> {
+        Ok(Arc::new(ops::conv2d(x, w, b, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale)?))
+    }
+
+    fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
+        Ok(Arc::new(ops::group_norm(x, gamma, beta, groups, eps, silu)?))
+    }
+
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
+        Ok(Arc::new(ops::linear(x, w, b, silu_in, silu_out)?))
+    }
+
+    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
+        Ok(Arc::new(ops::timestep_embedding(t, dim, flip, shift)))
+    }
+
+    fn class_embedding_add(&mut self, emb: &Self::T, table: &Self::T, labels: &Self::T) -> Result<Self::T> {
+        Ok(Arc::new(ops::class_embedding_add(emb, table, labels)?))
+    }
+
+    fn affine(&mut self, x: &Self::T, scale: f32, shift: f32) -> Result<Self::T> {
+        Ok(Arc::new(ops::affine(x, scale, shift)))
+    }
+
+    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+        Ok(Arc::new(ops::concat_channels(a, b)?))
+    }
+
+    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
+        Ok(Arc::new(ops::attention(q, k, v, heads, dim_head)?))
+    }
+}
+
+/// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N] (as f32).
+pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<Tensor> {
+    let mut backend = CpuBackend::new(model);
+    forward_with(&mut backend, model, sample, timesteps, class_labels)
+}
+
+/// Same as `forward` with a backend that already holds the weights (no copy per call).
+pub fn forward_with(backend: &mut CpuBackend, model: &Model, sample: &Tensor, timesteps: &[f32],
+                    class_labels: Option<&[u32]>) -> Result<Tensor> {
+    let n = crate::model::unet::check_sample(&model.config, &sample.shape, timesteps.len(), class_labels)?;
+    let t = Arc::new(Tensor::new(vec![n], timesteps.to_vec())?);
+    let labels = class_labels.map(|l| Arc::new(Tensor { shape: vec![n], data: l.iter().map(|&v| v as f32).collect() }));
+    let x = Arc::new(sample.clone());
+    let out = crate::model::unet_forward(backend, &model.config, &x, &t, labels.as_ref())?;
+    Ok(Arc::try_unwrap(out).unwrap_or_else(|a| (*a).clone()))
+}

@@ -1,0 +1,217 @@
+//! Reference implementations of every op, in plain Rust, f32 storage with f32 accumulation in the
+//! inner loops (as the kernels do) and f64 for the normalisation statistics.
+
+use crate::error::{Error, Result};
+use crate::model::ConvSpec;
+use crate::tensor::Tensor;
+
+fn dims4(t: &Tensor, what: &str) -> Result<[usize; 4]> {
+    match t.shape[..] {
+        [n, c, h, w] => Ok([n, c, h, w]),
+        [n, c] => Ok([n, c, 1, 1]),
+        _ => Err(Error::Input(format!("{what}: expected a 4-D tensor, got shape {:?}", t.shape))),
+    }
+}
+
+pub fn silu(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// out[n,o] = (Σ_{i,ky,kx} w[o,i,ky,kx]·x[n,i,iy,ix] + b[o] + chan_add[n,o] + residual[n,o]) / out_scale,
+/// with iy = oy·stride + ky − pad_top read from the (optionally 2× nearest-upsampled) input.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec, chan_add: Option<&Tensor>,
+              residual: Option<&Tensor>, out_scale: f32) -> Result<Tensor> {
+    let [n, ci, h, wd] = dims4(x, "conv2d input")?;
+    let [co, wci, k, k2] = dims4(w, "conv2d weight")?;
+    if wci != ci || k != k2 || b.len() != co {
+        return Err(Error::Input(format!("conv2d: weight {:?} / bias {:?} do not fit input {:?}", w.shape, b.shape, x.shape)));
+    }
+    let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
+    let up = if spec.upsample { 2 } else { 1 };
+    let (eh, ew) = (h * up, wd * up);
+    let mut out = vec![0.0f32; n * co * oh * ow];
+    for ni in 0..n {
+        for o in 0..co {
+            let plane = &mut out[(ni * co + o) * oh * ow..][..oh * ow];
+            let add = b.data[o] + chan_add.map_or(0.0, |t| t.data[ni * co + o]);
+            plane.iter_mut().for_each(|v| *v = add);
+            for i in 0..ci {
+                let src = &x.data[(ni * ci + i) * h * wd..][..h * wd];
+                for ky in 0..k {
+                    for kx in 0..k {
+                        let wv = w.data[((o * ci + i) * k + ky) * k + kx];
+                        for oy in 0..oh {
+                            let iy = (oy * spec.stride + ky) as isize - spec.pad[0] as isize;
+                            if iy < 0 || iy >= eh as isize {
+                                continue;
+                            }
+                            let row = &src[(iy as usize / up) * wd..][..wd];
+                            let dst = &mut plane[oy * ow..][..ow];
+                            if spec.stride == 1 && up == 1 {
+                                // Contiguous inner loop: the compiler vectorises it.
+                                let lo = spec.pad[1].saturating_sub(kx);
+                                let hi = ow.min((wd + spec.pad[1]).saturating_sub(kx));
+                                for ox in lo..hi {
+                                    dst[ox] += wv * row[ox + kx - spec.pad[1]];
+                                }
+                            } else {
+                                for (ox, d) in dst.iter_mut().enumerate() {
+                                    let ix = (ox * spec.stride + kx) as isize - spec.pad[1] as isize;
+                                    if ix >= 0 && ix < ew as isize {
+                                        *d += wv * row[ix as usize / up];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if let Some(r) = residual {
+                let rp = &r.data[(ni * co + o) * oh * ow..][..oh * ow];
+                plane.iter_mut().zip(rp).for_each(|(v, r)| *v += r);
+            }
+            if out_scale != 1.0 {
+                plane.iter_mut().for_each(|v| *v /= out_scale);
+            }
+        }
+    }
+    if let Some(r) = residual {
+        if r.len() != out.len() {
+            return Err(Error::Input(format!("conv2d: residual {:?} does not match output", r.shape)));
+        }
+    }
+    Tensor::new(vec![n, co, oh, ow], out)
+}
+
+/// torch.nn.functional.group_norm (biased variance), optionally followed by SiLU.
+pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f32, silu_after: bool) -> Result<Tensor> {
+    let [n, c, h, w] = dims4(x, "group_norm input")?;
+    if groups == 0 || c % groups != 0 || gamma.len() != c || beta.len() != c {
+        return Err(Error::Input(format!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape)));
+    }
+    let cg = c / groups;
+    let span = cg * h * w;
+    let mut out = x.data.clone();
+    for ni in 0..n {
+        for g in 0..groups {
+            let base = (ni * c + g * cg) * h * w;
+            let vals = &mut out[base..base + span];
+            let mean = vals.iter().map(|&v| v as f64).sum::<f64>() / span as f64;
+            let var = vals.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / span as f64;
+            let inv = 1.0 / (var + eps as f64).sqrt();
+            for (j, v) in vals.iter_mut().enumerate() {
+                let ch = g * cg + j / (h * w);
+                let y = ((*v as f64 - mean) * inv) as f32 * gamma.data[ch] + beta.data[ch];
+                *v = if silu_after { silu(y) } else { y };
+            }
+        }
+    }
+    Tensor::new(x.shape.clone(), out)
+}
+
+/// y[n,o] = act_out(Σ_i W[o,i]·act_in(x[n,i]) + b[o]).
+pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, silu_in: bool, silu_out: bool) -> Result<Tensor> {
+    let (n, fin) = (x.shape[0], x.len() / x.shape[0].max(1));
+    let fout = b.len();
+    if w.len() != fout * fin {
+        return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
+    }
+    let mut out = vec![0.0; n * fout];
+    for ni in 0..n {
+        let xin: Vec<f32> = x.data[ni * fin..][..fin].iter().map(|&v| if silu_in { silu(v) } else { v }).collect();
+        for o in 0..fout {
+            let row = &w.data[o * fin..][..fin];
+            let s = row.iter().zip(&xin).fold(0.0f32, |s, (a, b)| s + a * b) + b.data[o];
+            out[ni * fout + o] = if silu_out { silu(s) } else { s };
+        }
+    }
+    Tensor::new(vec![n, fout], out)
+}
+
+/// diffusers `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift)`, f32 like torch.
+pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, shift: f32) -> Tensor {
+    let half = dim / 2;
+    let n = t.len();
+    let mut out = vec![0.0f32; n * dim];
+    for (ni, &tv) in t.data.iter().enumerate() {
+        for k in 0..half {
+            let exponent = -(10000f32.ln()) * k as f32 / (half as f32 - shift);
+            let arg = tv * exponent.exp();
+            let (s, c) = ((arg as f64).sin() as f32, (arg as f64).cos() as f32);
+            let (first, second) = if flip_sin_to_cos { (c, s) } else { (s, c) };
+            out[ni * dim + k] = first;
+            out[ni * dim + half + k] = second;
+        }
+    }
+    Tensor { shape: vec![n, dim], data: out }
+}
+
+/// emb[n, :] + table[labels[n], :]
+pub fn class_embedding_add(emb: &Tensor, table: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let (n, d) = (emb.shape[0], emb.len() / emb.shape[0].max(1));
+    let classes = table.len() / d;
+    let mut out = emb.data.clone();
+    for ni in 0..n {
+        let l = labels.data[ni];
+        if l < 0.0 || l as usize >= classes || l.fract() != 0.0 {
+            return Err(Error::Input(format!("class label {l} out of range 0..{classes}")));
+        }
+        let row = &table.data[l as usize * d..][..d];
+        out[ni * d..][..d].iter_mut().zip(row).for_each(|(o, r)| *o += r);
+    }
+    Tensor::new(emb.shape.clone(), out)
+}
+
+pub fn affine(x: &Tensor, scale: f32, shift: f32) -> Tensor {
+    Tensor { shape: x.shape.clone(), data: x.data.iter().map(|v| v * scale + shift).collect() }
+}
+
+/// torch.cat([a, b], dim=1) for NCHW tensors.
+pub fn concat_channels(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let [n, ca, h, w] = dims4(a, "concat")?;
+    let [nb, cb, hb, wb] = dims4(b, "concat")?;
+    if (n, h, w) != (nb, hb, wb) {
+        return Err(Error::Input(format!("concat: {:?} and {:?} differ outside the channel axis", a.shape, b.shape)));
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    for ni in 0..n {
+        out.extend_from_slice(&a.data[ni * ca * h * w..][..ca * h * w]);
+        out.extend_from_slice(&b.data[ni * cb * h * w..][..cb * h * w]);
+    }
+    Tensor::new(vec![n, ca + cb, h, w], out)
+}
+
+/// Per head h: out[:, h] = softmax(q_hᵀ k_h / √d) v_h, on [N, heads·d, H, W] with L = H·W positions.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, d: usize) -> Result<Tensor> {
+    let [n, inner, h, w] = dims4(q, "attention q")?;
+    if inner != heads * d || k.shape != q.shape || v.shape != q.shape {
+        return Err(Error::Input(format!("attention: q {:?} k {:?} v {:?} for {heads} heads of {d}", q.shape, k.shape, v.shape)));
+    }
+    let l = h * w;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0.0f32; q.len()];
+    let mut p = vec![0.0f32; l];
+    for ni in 0..n {
+        for hd in 0..heads {
+            let base = (ni * inner + hd * d) * l;
+            for i in 0..l {
+                for (j, pj) in p.iter_mut().enumerate() {
+                    let mut s = 0.0f32;
+                    for c in 0..d {
+                        s += q.data[base + c * l + i] * k.data[base + c * l + j];
+                    }
+                    *pj = s * scale;
+                }
+                let m = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+                let mut sum = 0.0f32;
+                p.iter_mut().for_each(|v| { *v = (*v - m).exp(); sum += *v; });
+                for c in 0..d {
+                    let vr = &v.data[base + c * l..][..l];
+                    let acc = vr.iter().zip(&p).fold(0.0f32, |s, (a, b)| s + a * b);
+                    out[base + c * l + i] = acc / sum;
+                }
+            }
+        }
+    }
+    Tensor::new(q.shape.clone(), out)
+}

@@ -1,0 +1,38 @@
+//! Every failure the engine can report. Errors are values: nothing in the engine panics on input.
+
+/// The engine's error. Messages name the file, tensor or field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config.json: {0}")]
+    Config(String),
+    #[error("unsupported config: `{field}` = {value} ({why})")]
+    Unsupported { field: String, value: String, why: String },
+    #[error("safetensors `{file}`: {msg}")]
+    Safetensors { file: String, msg: String },
+    #[error("weights: missing tensor `{0}`")]
+    MissingTensor(String),
+    #[error("weights: tensor `{name}` has shape {got:?}, the config expects {expected:?}")]
+    Shape { name: String, got: Vec<usize>, expected: Vec<usize> },
+    #[error("weights: tensor `{name}` has dtype {dtype}; only F32 and F16 are supported")]
+    Dtype { name: String, dtype: String },
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+    #[error("input: {0}")]
+    Input(String),
+    #[error("model too large for this adapter: {0}")]
+    Limits(String),
+    #[error("GPU: {0}")]
+    Gpu(String),
+    #[error("{path}: {msg}")]
+    Io { path: String, msg: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn unsupported(field: &str, value: impl std::fmt::Display, why: &str) -> Self {
+        Error::Unsupported { field: field.into(), value: value.to_string(), why: why.into() }
+    }
+}

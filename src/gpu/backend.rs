@@ -1,0 +1,292 @@
+//! `GpuBackend`: the U-Net ops as WGSL dispatches. Calling an op does not run it: it allocates the
+//! output from the pool, builds the bind group and appends a `Dispatch`; `program` replays the list.
+//! A tensor's buffer returns to the pool when its last handle drops, so later ops of the same
+//! recording reuse it — safe because dispatches run in recording order.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::{grid, Gpu};
+use crate::error::{Error, Result};
+use crate::model::{Backend, ConvSpec, Model};
+
+#[derive(Default)]
+pub struct Pool {
+    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Bytes of all buffers the pool ever created (activation memory).
+    pub allocated: u64,
+}
+
+struct Slot {
+    buffer: wgpu::Buffer,
+    bytes: u64,
+    pool: Option<Rc<RefCell<Pool>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(pool) = &self.pool {
+            pool.borrow_mut().free.entry(self.bytes).or_default().push(self.buffer.clone());
+        }
+    }
+}
+
+/// A tensor on the GPU: a buffer (pooled, or owned for weights and inputs) and its shape.
+#[derive(Clone)]
+pub struct GpuTensor {
+    slot: Rc<Slot>,
+    pub shape: Vec<usize>,
+}
+
+impl GpuTensor {
+    /// A tensor that owns its buffer (weights, program inputs and outputs).
+    pub fn owned(buffer: wgpu::Buffer, shape: Vec<usize>) -> Self {
+        let bytes = buffer.size();
+        GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: None }), shape }
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.slot.buffer
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn dims(&self) -> [usize; 4] {
+        let mut d = [1usize; 4];
+        for (i, s) in self.shape.iter().take(4).enumerate() {
+            d[i] = *s;
+        }
+        d
+    }
+}
+
+/// The model's weights, uploaded once.
+pub struct GpuWeights {
+    pub tensors: HashMap<String, GpuTensor>,
+    pub bytes: u64,
+}
+
+impl GpuWeights {
+    pub fn upload(gpu: &Gpu, model: &Model) -> Result<Self> {
+        Self::upload_tensors(gpu, &model.weights.tensors)
+    }
+
+    pub fn upload_tensors(gpu: &Gpu, named: &HashMap<String, crate::Tensor>) -> Result<Self> {
+        let mut tensors = HashMap::new();
+        let mut bytes = 0;
+        for (name, t) in named {
+            let buf = gpu.upload(&t.data, name)?;
+            bytes += buf.size();
+            tensors.insert(name.clone(), GpuTensor::owned(buf, t.shape.clone()));
+        }
+        Ok(GpuWeights { tensors, bytes })
+    }
+}
+
+/// One recorded kernel launch.
+pub struct Dispatch {
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub groups: [u32; 3],
+}
+
+pub struct GpuBackend<'a> {
+    pub gpu: &'a Gpu,
+    weights: &'a GpuWeights,
+    pool: Rc<RefCell<Pool>>,
+    pub dispatches: Vec<Dispatch>,
+    dummy: wgpu::Buffer,
+}
+
+impl<'a> GpuBackend<'a> {
+    pub fn new(gpu: &'a Gpu, weights: &'a GpuWeights, pool: Rc<RefCell<Pool>>) -> Result<Self> {
+        let dummy = gpu.storage_buffer(16, "unused binding")?;
+        Ok(GpuBackend { gpu, weights, pool, dispatches: Vec::new(), dummy })
+    }
+
+    /// An activation tensor from the pool.
+    pub fn alloc(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
+        let bytes = ((shape.iter().product::<usize>() * 4) as u64).max(16);
+        let reused = self.pool.borrow_mut().free.get_mut(&bytes).and_then(|v| v.pop());
+        let buffer = match reused {
+            Some(b) => b,
+            None => {
+                let b = self.gpu.storage_buffer(bytes, what)?;
+                self.pool.borrow_mut().allocated += bytes;
+                b
+            }
+        };
+        Ok(GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: Some(self.pool.clone()) }), shape })
+    }
+
+    /// Records `kernel` ("file.entry") with buffers at their bindings and `params` at the last binding.
+    pub fn record(&mut self, kernel: &str, buffers: &[(u32, &wgpu::Buffer)], params: &[u32], params_binding: u32, groups: [u32; 3]) {
+        let uniform = self.gpu.params(params);
+        let mut entries = buffers.to_vec();
+        entries.push((params_binding, &uniform));
+        let bind_group = self.gpu.bind(kernel, &entries);
+        self.dispatches.push(Dispatch { pipeline: self.gpu.pipeline(kernel).clone(), bind_group, groups });
+    }
+}
+
+fn f(v: f32) -> u32 {
+    v.to_bits()
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+fn groups_1d(count: usize, per_group: usize) -> [u32; 3] {
+    grid(count.div_ceil(per_group) as u32)
+}
+
+impl Backend for GpuBackend<'_> {
+    type T = GpuTensor;
+
+    fn weight(&self, name: &str) -> Result<GpuTensor> {
+        self.weights.tensors.get(name).cloned().ok_or_else(|| Error::MissingTensor(name.into()))
+    }
+
+    fn dims(&self, t: &GpuTensor) -> [usize; 4] {
+        t.dims()
+    }
+
+    fn conv2d(&mut self, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, spec: ConvSpec, chan_add: Option<&GpuTensor>,
+              residual: Option<&GpuTensor>, out_scale: f32) -> Result<GpuTensor> {
+        let [n, ci, h, wd] = x.dims();
+        let [co, wci, k, _] = w.dims();
+        if wci != ci {
+            return Err(Error::Input(format!("conv2d: weight {:?} does not fit input {:?}", w.shape, x.shape)));
+        }
+        let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
+        let out = self.alloc(vec![n, co, oh, ow], "conv2d output")?;
+        let params = [u(n), u(ci), u(h), u(wd), u(co), u(oh), u(ow), u(k), u(spec.stride), u(spec.pad[0]), u(spec.pad[1]),
+                      spec.upsample as u32, chan_add.is_some() as u32, residual.is_some() as u32, f(out_scale), 0];
+        let dummy = self.dummy.clone();
+        let add = chan_add.map_or(&dummy, |t| t.buffer());
+        let res = residual.map_or(&dummy, |t| t.buffer());
+        let count = n * co.div_ceil(4) * oh * ow.div_ceil(4);
+        self.record("conv2d.main", &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
+                    &params, 6, groups_1d(count, 64));
+        Ok(out)
+    }
+
+    fn group_norm(&mut self, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, groups: usize, eps: f32, silu: bool) -> Result<GpuTensor> {
+        let [n, c, h, w] = x.dims();
+        if groups == 0 || c % groups != 0 {
+            return Err(Error::Input(format!("group_norm: {c} channels are not divisible into {groups} groups")));
+        }
+        let out = self.alloc(x.shape.clone(), "group_norm output")?;
+        let params = [u(n), u(c), u(h * w), u(groups), f(eps), silu as u32];
+        self.record("group_norm.main", &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
+                    &params, 4, grid(u(n * groups)));
+        Ok(out)
+    }
+
+    fn linear(&mut self, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, silu_in: bool, silu_out: bool) -> Result<GpuTensor> {
+        let n = x.shape[0];
+        let fin = x.len() / n.max(1);
+        let [fout, wfin, _, _] = w.dims();
+        if wfin != fin {
+            return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
+        }
+        let out = self.alloc(vec![n, fout], "linear output")?;
+        let params = [u(n), u(fin), u(fout), silu_in as u32, silu_out as u32];
+        self.record("linear.main", &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, out.buffer())],
+                    &params, 4, groups_1d(n * fout, 64));
+        Ok(out)
+    }
+
+    fn timestep_embedding(&mut self, t: &GpuTensor, dim: usize, flip: bool, shift: f32) -> Result<GpuTensor> {
+        let n = t.len();
+        let out = self.alloc(vec![n, dim], "timestep embedding")?;
+        let params = [u(n), u(dim), flip as u32, f(shift)];
+        self.record("timestep_embedding.main", &[(0, t.buffer()), (1, out.buffer())], &params, 2,
+                    [u((n * (dim / 2)).div_ceil(64).max(1)), 1, 1]);
+        Ok(out)
+    }
+
+    fn class_embedding_add(&mut self, emb: &GpuTensor, table: &GpuTensor, labels: &GpuTensor) -> Result<GpuTensor> {
+        let (n, d) = (emb.shape[0], emb.shape[1]);
+        let out = self.alloc(emb.shape.clone(), "class embedding")?;
+        let params = [u(n), u(d), u(table.shape[0]), 0];
+        self.record("class_embedding.main", &[(0, emb.buffer()), (1, table.buffer()), (2, labels.buffer()), (3, out.buffer())],
+                    &params, 4, [u((n * d).div_ceil(64).max(1)), 1, 1]);
+        Ok(out)
+    }
+
+    fn affine(&mut self, x: &GpuTensor, scale: f32, shift: f32) -> Result<GpuTensor> {
+        let out = self.alloc(x.shape.clone(), "affine output")?;
+        let params = [u(x.len()), f(scale), f(shift), 0];
+        self.record("elementwise.main", &[(0, x.buffer()), (1, out.buffer())], &params, 2, groups_1d(x.len(), 64));
+        Ok(out)
+    }
+
+    fn concat_channels(&mut self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        let [n, ca, h, w] = a.dims();
+        let [nb, cb, hb, wb] = b.dims();
+        if (n, h, w) != (nb, hb, wb) {
+            return Err(Error::Input(format!("concat: {:?} and {:?} differ outside the channel axis", a.shape, b.shape)));
+        }
+        let out = self.alloc(vec![n, ca + cb, h, w], "concat output")?;
+        let params = [u(n), u(ca), u(cb), u(h * w)];
+        self.record("concat_channels.main", &[(0, a.buffer()), (1, b.buffer()), (2, out.buffer())], &params, 3,
+                    groups_1d(out.len(), 64));
+        Ok(out)
+    }
+
+    fn attention(&mut self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, d: usize) -> Result<GpuTensor> {
+        let [n, inner, h, w] = q.dims();
+        if inner != heads * d || k.shape != q.shape || v.shape != q.shape {
+            return Err(Error::Input(format!("attention: q {:?} k {:?} v {:?} for {heads} heads of {d}", q.shape, k.shape, v.shape)));
+        }
+        let l = h * w;
+        let params = [u(n), u(heads), u(d), u(l), f(1.0 / (d as f32).sqrt())];
+        let scores = self.alloc(vec![n * heads, l, l], "attention scores")?;
+        let dummy = self.dummy.clone();
+        self.record("attention.scores", &[(0, q.buffer()), (1, k.buffer()), (2, scores.buffer())], &params, 3,
+                    groups_1d(n * heads * l * l, 64));
+        self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(u(n * heads * l)));
+        let out = self.alloc(q.shape.clone(), "attention output")?;
+        self.record("attention.apply", &[(0, scores.buffer()), (1, v.buffer()), (2, out.buffer())], &params, 3,
+                    groups_1d(n * heads * d * l, 64));
+        let _ = dummy;
+        Ok(out)
+    }
+}
+
+/// Appends recorded dispatches to a compute pass, in order.
+pub fn encode(dispatches: &[Dispatch], pass: &mut wgpu::ComputePass<'_>) {
+    for d in dispatches {
+        pass.set_pipeline(&d.pipeline);
+        pass.set_bind_group(0, &d.bind_group, &[]);
+        pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+    }
+}
+
+/// Runs one op (or a few) on the GPU right away and reads the result back: the op tests' harness.
+pub async fn run_now(gpu: &Gpu, weights: &HashMap<String, crate::Tensor>, inputs: &[&crate::Tensor],
+                     op: impl FnOnce(&mut GpuBackend, &[GpuTensor]) -> Result<GpuTensor>) -> Result<crate::Tensor> {
+    let w = GpuWeights::upload_tensors(gpu, weights)?;
+    let ins = inputs.iter()
+        .map(|t| Ok(GpuTensor::owned(gpu.upload(&t.data, "input")?, t.shape.clone())))
+        .collect::<Result<Vec<_>>>()?;
+    let mut b = GpuBackend::new(gpu, &w, Rc::default())?;
+    let out = op(&mut b, &ins)?;
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        encode(&b.dispatches, &mut pass);
+    }
+    gpu.queue.submit([enc.finish()]);
+    let data = gpu.read(out.buffer(), out.len()).await?;
+    crate::Tensor::new(out.shape.clone(), data)
+}

@@ -1,0 +1,207 @@
+//! The GPU backend: one compute pipeline per WGSL shader, a buffer pool, a `Backend` that records
+//! the U-Net as a list of dispatches once per shape (`program`), and the sampling loop (`sampler`).
+//! No blocking calls: readbacks are `async` (native code drives them with pollster at the edges).
+
+pub mod backend;
+pub mod program;
+pub mod sampler;
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Every shader of the engine, by file name, with its entry points.
+pub const SHADERS: &[(&str, &str, &[&str])] = &[
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["main"]),
+    ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["main"]),
+    ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
+    ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
+    ("class_embedding", include_str!("../../shaders/class_embedding.wgsl"), &["main"]),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl"), &["main"]),
+    ("concat_channels", include_str!("../../shaders/concat_channels.wgsl"), &["main"]),
+    ("attention", include_str!("../../shaders/attention.wgsl"), &["scores", "softmax", "apply"]),
+    ("ddim_step", include_str!("../../shaders/ddim_step.wgsl"), &["main"]),
+    ("to_rgba", include_str!("../../shaders/to_rgba.wgsl"), &["main"]),
+];
+
+/// A device, its queue, and the engine's pipelines (built once).
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
+    /// First uncaptured error or device loss, reported by the next call that checks.
+    fault: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    /// Requests the best adapter available and a device with the adapter's own limits.
+    pub async fn new() -> Result<Self> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+            .await
+            .map_err(|e| Error::Gpu(format!("no WebGPU adapter: {e}")))?;
+        Self::from_adapter(&adapter).await
+    }
+
+    pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("ddim-webgpu"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::Gpu(format!("request_device failed: {e}")))?;
+        Self::from_device(device, queue, info, limits).await
+    }
+
+    pub async fn from_device(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo, limits: wgpu::Limits) -> Result<Self> {
+        let fault = Arc::new(Mutex::new(None::<String>));
+        let f = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let f = fault.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+        });
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut pipelines = std::collections::HashMap::new();
+        for (name, source, entries) in SHADERS {
+            let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(name),
+                source: wgpu::ShaderSource::Wgsl((*source).into()),
+            });
+            for entry in entries.iter() {
+                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(&format!("{name}.{entry}")),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                });
+                pipelines.insert(format!("{name}.{entry}"), pipeline);
+            }
+        }
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("building the compute pipelines failed: {e}")));
+        }
+        Ok(Gpu { device, queue, info, limits, pipelines, fault })
+    }
+
+    /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    pub fn adapter_name(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    pub(crate) fn pipeline(&self, name: &str) -> &wgpu::ComputePipeline {
+        &self.pipelines[name]
+    }
+
+    /// The first uncaptured GPU error or device loss since the device was made, if any.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            Some(msg) => Err(Error::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// A storage buffer of `bytes`, checked against the device's per-binding limit.
+    pub fn storage_buffer(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
+        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+        if bytes > max {
+            return Err(Error::Limits(format!(
+                "{what} needs a {bytes}-byte buffer; this adapter allows {max} bytes per storage binding"
+            )));
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes.max(16).next_multiple_of(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload(&self, data: &[f32], what: &str) -> Result<wgpu::Buffer> {
+        let buf = self.storage_buffer((data.len() * 4) as u64, what)?;
+        if !data.is_empty() {
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(data));
+        }
+        Ok(buf)
+    }
+
+    /// A uniform buffer with the kernel's parameters (u32 words, padded to 16 bytes).
+    pub(crate) fn params(&self, words: &[u32]) -> wgpu::Buffer {
+        let mut padded = words.to_vec();
+        padded.resize(words.len().next_multiple_of(4), 0);
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: (padded.len() * 4) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(&padded));
+        buf
+    }
+
+    /// A bind group for `pipeline` with (binding, buffer) pairs.
+    pub(crate) fn bind(&self, pipeline: &str, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
+        let layout = self.pipeline(pipeline).get_bind_group_layout(0);
+        let entries: Vec<wgpu::BindGroupEntry> = entries
+            .iter()
+            .map(|(binding, buf)| wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(pipeline), layout: &layout, entries: &entries })
+    }
+
+    /// Copies the first `count` f32 of `buffer` back to the host (async; for tests, PNG export, CLI).
+    pub async fn read(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
+        let bytes = (count * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.max(4));
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_channel::oneshot::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait();
+        rx.await
+            .map_err(|_| Error::Gpu("readback was dropped (device lost?)".into()))?
+            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        self.check()?;
+        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback map: {e:?}")))?;
+        let out = bytemuck::cast_slice::<u8, f32>(&view)[..count].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Natively, block until the queue is idle (on the web the browser's event loop does this).
+    pub fn wait(&self) {
+        #[cfg(not(target_arch = "wasm32"))]
+        let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+    }
+}
+
+/// Workgroup counts (x, y) for `groups` 1-D workgroups within the 65535-per-dimension limit; kernels
+/// rebuild the linear index as wid.x + wid.y·nwg.x.
+pub(crate) fn grid(groups: u32) -> [u32; 3] {
+    let x = groups.clamp(1, 65535);
+    [x, groups.div_ceil(x).max(1), 1]
+}

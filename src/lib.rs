@@ -1,0 +1,14 @@
+//! ddim-webgpu: a diffusers `UNet2DModel` run through hand-written WGSL kernels (and a CPU
+//! reference of every op), stepped by DDIM/DDPM, natively and in the browser.
+
+pub mod cpu;
+pub mod gpu;
+pub mod sampler;
+pub mod error;
+pub mod model;
+pub mod present;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use model::{Model, UNetConfig};
+pub use tensor::Tensor;

@@ -1,0 +1,241 @@
+//! Weights of a UNet2DModel: read from `diffusion_pytorch_model.safetensors`, converted to f32,
+//! renamed from diffusers' legacy attention names, and checked tensor by tensor against the config.
+
+use std::collections::HashMap;
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::config::{BlockKind, UNetConfig};
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+/// All weights of one model by their (modern) diffusers name.
+#[derive(Clone, Debug)]
+pub struct Weights {
+    pub tensors: HashMap<String, Tensor>,
+    /// dtype the file stored (F32, F16 or BF16) — reported, the engine computes in f32.
+    pub stored_dtype: String,
+}
+
+impl Weights {
+    /// Parses a safetensors file and validates it against `cfg`. `file` names it in errors.
+    pub fn from_safetensors(bytes: &[u8], file: &str, cfg: &UNetConfig) -> Result<Self> {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e) })?;
+        let mut tensors = HashMap::new();
+        let mut stored_dtype = String::from("F32");
+        for (name, view) in st.tensors() {
+            let data = to_f32(&name, view.dtype(), view.data())?;
+            if view.dtype() != Dtype::F32 {
+                stored_dtype = format!("{:?}", view.dtype());
+            }
+            let t = Tensor::new(view.shape().to_vec(), data)
+                .map_err(|_| Error::Safetensors { file: file.into(), msg: format!("tensor `{name}` has a size that does not match its shape") })?;
+            tensors.insert(modern_name(&name), t);
+        }
+        let mut w = Weights { tensors, stored_dtype };
+        w.validate(cfg)?;
+        w.flatten_to_conv();
+        Ok(w)
+    }
+
+    /// Builds weights from named host tensors (used by tests) and validates them.
+    pub fn from_tensors(tensors: HashMap<String, Tensor>, cfg: &UNetConfig) -> Result<Self> {
+        let tensors = tensors.into_iter().map(|(k, v)| (modern_name(&k), v)).collect();
+        let mut w = Weights { tensors, stored_dtype: "F32".into() };
+        w.validate(cfg)?;
+        w.flatten_to_conv();
+        Ok(w)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| Error::MissingTensor(name.into()))
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.tensors.values().map(|t| t.len()).sum()
+    }
+
+    /// Attention projections are Linear layers over channels; the engine runs them as 1x1 convs,
+    /// so their [o, i] weights are viewed as [o, i, 1, 1].
+    fn flatten_to_conv(&mut self) {
+        for (name, t) in self.tensors.iter_mut() {
+            if name.contains(".attentions.") && name.ends_with(".weight") && t.shape.len() == 2 {
+                t.shape.extend([1, 1]);
+            }
+        }
+    }
+
+    /// Every expected tensor is present with the expected shape, and nothing else is there.
+    /// Attention projections may be stored as [o, i] (Linear) or [o, i, 1, 1] (legacy 1x1 conv).
+    fn validate(&self, cfg: &UNetConfig) -> Result<()> {
+        let expected = expected_shapes(cfg);
+        for (name, shape) in &expected {
+            let t = self.get(name)?;
+            let flat_ok = shape.len() == 2 && t.shape.len() == 4 && t.shape[2..] == [1, 1] && t.shape[..2] == shape[..];
+            if &t.shape != shape && !flat_ok {
+                return Err(Error::Shape { name: name.clone(), got: t.shape.clone(), expected: shape.clone() });
+            }
+        }
+        let known: std::collections::HashSet<&String> = expected.iter().map(|(n, _)| n).collect();
+        let mut extra: Vec<&String> = self.tensors.keys().filter(|k| !known.contains(k)).collect();
+        extra.sort();
+        if let Some(first) = extra.first() {
+            return Err(Error::Config(format!(
+                "the weights hold {} tensor(s) this config does not use, first `{first}`: config and weights do not match",
+                extra.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn describe(e: safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::HeaderTooSmall => "file too small to hold a safetensors header (truncated?)".into(),
+        E::HeaderTooLarge => "header length is larger than allowed (corrupt file?)".into(),
+        E::InvalidHeaderLength => "header length runs past the end of the file (truncated or corrupt)".into(),
+        E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
+            format!("header is not valid safetensors JSON ({e})")
+        }
+        E::MetadataIncompleteBuffer => "tensor data is shorter than the header says (truncated file)".into(),
+        other => format!("{other}"),
+    }
+}
+
+fn to_f32(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+    let err = || Error::Dtype { name: name.into(), dtype: format!("{dtype:?}") };
+    Ok(match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        _ => return Err(err()),
+    })
+}
+
+/// diffusers' `_convert_deprecated_attention_blocks`: old checkpoints (google/ddpm-*) name the
+/// attention projections `query`, `key`, `value`, `proj_attn`.
+fn modern_name(name: &str) -> String {
+    if !name.contains(".attentions.") {
+        return name.to_string();
+    }
+    for (old, new) in [(".query.", ".to_q."), (".key.", ".to_k."), (".value.", ".to_v."), (".proj_attn.", ".to_out.0.")] {
+        if name.contains(old) {
+            return name.replacen(old, new, 1);
+        }
+    }
+    name.to_string()
+}
+
+/// The shape of every tensor a UNet2DModel with this config has, by diffusers' module names.
+pub fn expected_shapes(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::new();
+    let ch = &cfg.block_out_channels;
+    let t = cfg.time_embed_dim;
+    let conv = |out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize, k: usize| {
+        out.push((format!("{name}.weight"), vec![o, i, k, k]));
+        out.push((format!("{name}.bias"), vec![o]));
+    };
+    conv(&mut out, "conv_in", ch[0], cfg.in_channels, 3);
+    vec_pair(&mut out, "time_embedding.linear_1", t, ch[0]);
+    vec_pair(&mut out, "time_embedding.linear_2", t, t);
+    if let Some(n) = cfg.num_class_embeds {
+        out.push(("class_embedding.weight".into(), vec![n, t]));
+    }
+    let mut c_out = ch[0];
+    for (i, &kind) in cfg.down_blocks.iter().enumerate() {
+        let c_in = c_out;
+        c_out = ch[i];
+        for j in 0..cfg.layers_per_block {
+            let p = format!("down_blocks.{i}.resnets.{j}");
+            resnet_shapes(&mut out, &p, if j == 0 { c_in } else { c_out }, c_out, t);
+            if kind == BlockKind::Attn {
+                attention_shapes(&mut out, &format!("down_blocks.{i}.attentions.{j}"), c_out, cfg);
+            }
+        }
+        if i + 1 < ch.len() {
+            conv(&mut out, &format!("down_blocks.{i}.downsamplers.0.conv"), c_out, c_out, 3);
+        }
+    }
+    let c_mid = ch[ch.len() - 1];
+    if cfg.mid_block {
+        resnet_shapes(&mut out, "mid_block.resnets.0", c_mid, c_mid, t);
+        if cfg.add_attention {
+            attention_shapes(&mut out, "mid_block.attentions.0", c_mid, cfg);
+        }
+        resnet_shapes(&mut out, "mid_block.resnets.1", c_mid, c_mid, t);
+    }
+    for (i, up) in up_block_channels(cfg).into_iter().enumerate() {
+        for (j, &(c_in, c_skip)) in up.resnet_inputs.iter().enumerate() {
+            resnet_shapes(&mut out, &format!("up_blocks.{i}.resnets.{j}"), c_in + c_skip, up.out, t);
+            if cfg.up_blocks[i] == BlockKind::Attn {
+                attention_shapes(&mut out, &format!("up_blocks.{i}.attentions.{j}"), up.out, cfg);
+            }
+        }
+        if i + 1 < ch.len() {
+            conv(&mut out, &format!("up_blocks.{i}.upsamplers.0.conv"), up.out, up.out, 3);
+        }
+    }
+    out.push(("conv_norm_out.weight".into(), vec![ch[0]]));
+    out.push(("conv_norm_out.bias".into(), vec![ch[0]]));
+    conv(&mut out, "conv_out", cfg.out_channels, ch[0], 3);
+    out
+}
+
+/// Channel bookkeeping of one up block, as `UNet2DModel.__init__` and `UpBlock2D` compute it.
+pub struct UpChannels {
+    pub out: usize,
+    /// (channels coming from below, skip channels concatenated) for each resnet.
+    pub resnet_inputs: Vec<(usize, usize)>,
+}
+
+pub fn up_block_channels(cfg: &UNetConfig) -> Vec<UpChannels> {
+    let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
+    let n = rev.len();
+    let mut output = rev[0];
+    (0..n).map(|i| {
+        let prev_output = output;
+        output = rev[i];
+        let input = rev[(i + 1).min(n - 1)];
+        let layers = cfg.layers_per_block + 1;
+        let resnet_inputs = (0..layers).map(|j| {
+            let skip = if j == layers - 1 { input } else { output };
+            let from_below = if j == 0 { prev_output } else { output };
+            (from_below, skip)
+        }).collect();
+        UpChannels { out: output, resnet_inputs }
+    }).collect()
+}
+
+fn vec_pair(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize) {
+    out.push((format!("{name}.weight"), vec![o, i]));
+    out.push((format!("{name}.bias"), vec![o]));
+}
+
+fn resnet_shapes(out: &mut Vec<(String, Vec<usize>)>, p: &str, c_in: usize, c_out: usize, t: usize) {
+    out.push((format!("{p}.norm1.weight"), vec![c_in]));
+    out.push((format!("{p}.norm1.bias"), vec![c_in]));
+    out.push((format!("{p}.conv1.weight"), vec![c_out, c_in, 3, 3]));
+    out.push((format!("{p}.conv1.bias"), vec![c_out]));
+    vec_pair(out, &format!("{p}.time_emb_proj"), c_out, t);
+    out.push((format!("{p}.norm2.weight"), vec![c_out]));
+    out.push((format!("{p}.norm2.bias"), vec![c_out]));
+    out.push((format!("{p}.conv2.weight"), vec![c_out, c_out, 3, 3]));
+    out.push((format!("{p}.conv2.bias"), vec![c_out]));
+    if c_in != c_out {
+        out.push((format!("{p}.conv_shortcut.weight"), vec![c_out, c_in, 1, 1]));
+        out.push((format!("{p}.conv_shortcut.bias"), vec![c_out]));
+    }
+}
+
+fn attention_shapes(out: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize, cfg: &UNetConfig) {
+    let (heads, dim_head) = cfg.attention_heads(c);
+    let inner = heads * dim_head;
+    out.push((format!("{p}.group_norm.weight"), vec![c]));
+    out.push((format!("{p}.group_norm.bias"), vec![c]));
+    for proj in ["to_q", "to_k", "to_v"] {
+        vec_pair(out, &format!("{p}.{proj}"), inner, c);
+    }
+    vec_pair(out, &format!("{p}.to_out.0"), c, inner);
+}

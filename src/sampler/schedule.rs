@@ -1,0 +1,287 @@
+//! The noise schedules and step rules of diffusers' `DDIMScheduler` and `DDPMScheduler`, reduced
+//! to per-step scalar coefficients that one fused kernel (or its CPU twin) applies elementwise.
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// `scheduler_config.json` (DDIM or DDPM), with diffusers' defaults.
+#[derive(Clone, Debug, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(default = "thousand")]
+    pub num_train_timesteps: usize,
+    #[serde(default = "beta_start")]
+    pub beta_start: f64,
+    #[serde(default = "beta_end")]
+    pub beta_end: f64,
+    #[serde(default = "linear")]
+    pub beta_schedule: String,
+    #[serde(default)]
+    pub trained_betas: Option<Vec<f64>>,
+    #[serde(default = "yes")]
+    pub clip_sample: bool,
+    #[serde(default = "one")]
+    pub clip_sample_range: f64,
+    #[serde(default = "yes")]
+    pub set_alpha_to_one: bool,
+    #[serde(default)]
+    pub steps_offset: usize,
+    #[serde(default = "epsilon")]
+    pub prediction_type: String,
+    #[serde(default)]
+    pub thresholding: bool,
+    #[serde(default = "leading")]
+    pub timestep_spacing: String,
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+    #[serde(default = "fixed_small")]
+    pub variance_type: Option<String>,
+}
+
+fn thousand() -> usize { 1000 }
+fn beta_start() -> f64 { 0.0001 }
+fn beta_end() -> f64 { 0.02 }
+fn linear() -> String { "linear".into() }
+fn yes() -> bool { true }
+fn one() -> f64 { 1.0 }
+fn epsilon() -> String { "epsilon".into() }
+fn leading() -> String { "leading".into() }
+fn fixed_small() -> Option<String> { Some("fixed_small".into()) }
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults parse")
+    }
+}
+
+/// Which step rule to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SamplerKind {
+    Ddim,
+    Ddpm,
+}
+
+/// Elementwise update applied at one step, with m the model output and x the current sample:
+/// x0 = x0_x·x + x0_m·m (clipped to ±clip when `clip` > 0), eps = eps_x·x + eps_m·m,
+/// x_prev = c_x0·x0 + c_eps·eps + c_x·x + c_noise·noise.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepCoeffs {
+    pub x0_x: f32,
+    pub x0_m: f32,
+    pub eps_x: f32,
+    pub eps_m: f32,
+    pub clip: f32,
+    pub c_x0: f32,
+    pub c_eps: f32,
+    pub c_x: f32,
+    pub c_noise: f32,
+}
+
+impl StepCoeffs {
+    /// The update for one element (the CPU twin of `shaders/ddim_step.wgsl`). Returns (x_prev, x0).
+    pub fn apply(&self, x: f32, m: f32, noise: f32) -> (f32, f32) {
+        let mut x0 = self.x0_x * x + self.x0_m * m;
+        let eps = self.eps_x * x + self.eps_m * m;
+        if self.clip > 0.0 {
+            x0 = x0.clamp(-self.clip, self.clip);
+        }
+        (self.c_x0 * x0 + self.c_eps * eps + self.c_x * x + self.c_noise * noise, x0)
+    }
+}
+
+/// One step of a sampling run: the model is evaluated at `timestep`, then `coeffs` are applied.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Step {
+    pub timestep: i64,
+    pub coeffs: StepCoeffs,
+}
+
+/// A noise schedule (betas → alphas_cumprod) plus the scheduler config it came from.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub config: SchedulerConfig,
+    /// As diffusers stores them: f32.
+    pub alphas_cumprod: Vec<f32>,
+}
+
+impl Schedule {
+    pub fn from_json(text: &str) -> Result<Self> {
+        let cfg: SchedulerConfig = serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        Self::new(cfg)
+    }
+
+    pub fn new(config: SchedulerConfig) -> Result<Self> {
+        if config.thresholding {
+            return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
+        }
+        if config.rescale_betas_zero_snr {
+            return Err(Error::Scheduler("`rescale_betas_zero_snr` = true is not implemented".into()));
+        }
+        if !["epsilon", "v_prediction", "sample"].contains(&config.prediction_type.as_str()) {
+            return Err(Error::Scheduler(format!("`prediction_type` = {:?}: expected epsilon, v_prediction or sample", config.prediction_type)));
+        }
+        if config.num_train_timesteps == 0 {
+            return Err(Error::Scheduler("`num_train_timesteps` = 0".into()));
+        }
+        let betas = betas(&config)?;
+        // torch.cumprod over f32 alphas; accumulate in f64 and round once per entry.
+        let mut acc = 1.0f64;
+        let alphas_cumprod = betas.iter().map(|&b| {
+            acc *= (1.0f32 - b) as f64;
+            acc as f32
+        }).collect();
+        Ok(Schedule { config, alphas_cumprod })
+    }
+
+    fn t_count(&self) -> usize {
+        self.config.num_train_timesteps
+    }
+
+    /// `set_timesteps(n)`: the timesteps visited, from noisiest to cleanest.
+    pub fn timesteps(&self, n: usize) -> Result<Vec<i64>> {
+        let t = self.t_count();
+        if n == 0 {
+            return Err(Error::Scheduler("0 inference steps: need at least 1".into()));
+        }
+        if n > t {
+            return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
+        }
+        let ts: Vec<i64> = match self.config.timestep_spacing.as_str() {
+            "linspace" => (0..n).rev().map(|i| {
+                let v = if n == 1 { 0.0 } else { (t - 1) as f64 * i as f64 / (n - 1) as f64 };
+                v.round_ties_even() as i64
+            }).collect(),
+            "leading" => {
+                let ratio = t / n;
+                (0..n).rev().map(|i| (i * ratio + self.config.steps_offset) as i64).collect()
+            }
+            "trailing" => {
+                // np.round(np.arange(T, 0, -T / n)) - 1
+                let ratio = t as f64 / n as f64;
+                let len = ((t as f64) / ratio).ceil() as usize;
+                (0..len).map(|i| (t as f64 - i as f64 * ratio).round_ties_even() as i64 - 1).collect()
+            }
+            other => return Err(Error::Scheduler(format!("`timestep_spacing` = {other:?}: expected leading, trailing or linspace"))),
+        };
+        if let Some(bad) = ts.iter().find(|&&v| v < 0 || v as usize >= t) {
+            return Err(Error::Scheduler(format!("timestep {bad} outside 0..{t} (steps_offset too large?)")));
+        }
+        Ok(ts)
+    }
+
+    fn alpha_at(&self, t: i64, otherwise: f64) -> f64 {
+        if t >= 0 { self.alphas_cumprod[t as usize] as f64 } else { otherwise }
+    }
+
+    /// (x0, eps) as linear functions of (x, m) for this prediction type at ᾱ_t = a.
+    fn prediction(&self, a: f64) -> [f64; 4] {
+        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        match self.config.prediction_type.as_str() {
+            "epsilon" => [1.0 / sa, -sb / sa, 0.0, 1.0],
+            "sample" => [0.0, 1.0, 1.0 / sb, -sa / sb],
+            _ => [sa, -sb, sb, sa], // v_prediction
+        }
+    }
+
+    fn clip(&self) -> f32 {
+        if self.config.clip_sample { self.config.clip_sample_range as f32 } else { 0.0 }
+    }
+
+    /// The steps of a DDIM run (`DDIMScheduler.step`, eta ≥ 0, variance noise added when eta > 0).
+    pub fn ddim_steps(&self, n: usize, eta: f32) -> Result<Vec<Step>> {
+        if !(eta >= 0.0) || !eta.is_finite() {
+            return Err(Error::Scheduler(format!("eta = {eta}: must be a finite number ≥ 0")));
+        }
+        let ts = self.timesteps(n)?;
+        let final_alpha = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] as f64 };
+        let stride = (self.t_count() / n) as i64;
+        Ok(ts.iter().map(|&t| {
+            let a = self.alpha_at(t, 1.0);
+            let a_prev = self.alpha_at(t - stride, final_alpha);
+            let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+            let variance = (b_prev / b) * (1.0 - a / a_prev);
+            let std = eta as f64 * variance.sqrt();
+            let p = self.prediction(a);
+            let coeffs = StepCoeffs {
+                x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32,
+                clip: self.clip(),
+                c_x0: a_prev.sqrt() as f32,
+                c_eps: (1.0 - a_prev - std * std).max(0.0).sqrt() as f32,
+                c_x: 0.0,
+                c_noise: if eta > 0.0 { std as f32 } else { 0.0 },
+            };
+            Step { timestep: t, coeffs }
+        }).collect())
+    }
+
+    /// The steps of ancestral DDPM sampling (`DDPMScheduler.step`; Ho et al. 2020, Algorithm 2).
+    pub fn ddpm_steps(&self, n: usize) -> Result<Vec<Step>> {
+        let variance_type = self.config.variance_type.clone().unwrap_or_else(|| "fixed_small".into());
+        if !["fixed_small", "fixed_small_log", "fixed_large"].contains(&variance_type.as_str()) {
+            return Err(Error::Scheduler(format!("`variance_type` = {variance_type:?}: only fixed_small, fixed_small_log, fixed_large are implemented")));
+        }
+        let ts = self.timesteps(n)?;
+        Ok(ts.iter().enumerate().map(|(i, &t)| {
+            // DDPM steps to the next timestep in the list (not t - T/n as DDIM does).
+            let prev_t = ts.get(i + 1).copied().unwrap_or(-1);
+            let a = self.alpha_at(t, 1.0);
+            let a_prev = self.alpha_at(prev_t, 1.0);
+            let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+            let alpha_t = a / a_prev;
+            let beta_t = 1.0 - alpha_t;
+            let variance = if variance_type == "fixed_large" { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
+            let p = self.prediction(a);
+            let coeffs = StepCoeffs {
+                x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32,
+                clip: self.clip(),
+                c_x0: (a_prev.sqrt() * beta_t / b) as f32,
+                c_eps: 0.0,
+                c_x: (alpha_t.sqrt() * b_prev / b) as f32,
+                c_noise: if t > 0 { variance.sqrt() as f32 } else { 0.0 },
+            };
+            Step { timestep: t, coeffs }
+        }).collect())
+    }
+
+    pub fn steps(&self, kind: SamplerKind, n: usize, eta: f32) -> Result<Vec<Step>> {
+        match kind {
+            SamplerKind::Ddim => self.ddim_steps(n, eta),
+            SamplerKind::Ddpm => self.ddpm_steps(n),
+        }
+    }
+}
+
+/// `torch.linspace(a, b, n, dtype=float32)` bit for bit: f32 step, the first half counted up from
+/// `a` and the second half down from `b`, each with one rounding (fused multiply-add).
+fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
+    let (a, b) = (a as f32, b as f32);
+    if n == 1 {
+        return vec![a];
+    }
+    let step = (b - a) / (n - 1) as f32;
+    (0..n).map(|i| {
+        if i < n / 2 { step.mul_add(i as f32, a) } else { (-step).mul_add((n - 1 - i) as f32, b) }
+    }).collect()
+}
+
+fn betas(cfg: &SchedulerConfig) -> Result<Vec<f32>> {
+    let t = cfg.num_train_timesteps;
+    if let Some(b) = &cfg.trained_betas {
+        if b.len() != t {
+            return Err(Error::Scheduler(format!("`trained_betas` has {} entries, num_train_timesteps is {t}", b.len())));
+        }
+        return Ok(b.iter().map(|&v| v as f32).collect());
+    }
+    Ok(match cfg.beta_schedule.as_str() {
+        "linear" => linspace_f32(cfg.beta_start, cfg.beta_end, t),
+        "scaled_linear" => linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).iter().map(|v| v * v).collect(),
+        "squaredcos_cap_v2" => {
+            let alpha_bar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+            (0..t).map(|i| {
+                let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
+                (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+            }).collect()
+        }
+        other => return Err(Error::Scheduler(format!("`beta_schedule` = {other:?}: expected linear, scaled_linear or squaredcos_cap_v2"))),
+    })
+}

@@ -1,0 +1,66 @@
+//! Shared test helpers: fixture loading, the GPU, tolerances.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use ddim_webgpu::gpu::Gpu;
+use ddim_webgpu::Tensor;
+use safetensors::{Dtype, SafeTensors};
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Every tensor of a safetensors file as f32 (floats and integers converted).
+pub fn load(path: &std::path::Path) -> HashMap<String, Tensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let st = SafeTensors::deserialize(&bytes).expect("fixture parses");
+    st.tensors().into_iter().map(|(name, v)| {
+        let b = v.data();
+        let data: Vec<f32> = match v.dtype() {
+            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            d => panic!("unexpected dtype {d:?} in fixture"),
+        };
+        (name, Tensor { shape: v.shape().to_vec(), data })
+    }).collect()
+}
+
+pub fn json(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+}
+
+/// The GPU every native test runs on (lavapipe in CI). No adapter is a test failure, not a skip.
+pub fn gpu() -> Gpu {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    pollster::block_on(Gpu::new()).expect("a WebGPU adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+/// Asserts |got − want| ≤ tol · max(1, max|want|) elementwise, naming the case.
+pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let scale = want.max_abs().max(1.0);
+    let diff = got.max_abs_diff(want);
+    assert!(diff <= tol * scale, "{what}: max |diff| = {diff:e} > {tol:e} × {scale}");
+}
+
+/// Asserts |got − want| ≤ tol · max|want| (the kernel-vs-reference criterion).
+pub fn assert_close_rel(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
+    assert_eq!(got.shape, want.shape, "{what}: shape");
+    let scale = want.max_abs().max(f32::MIN_POSITIVE);
+    let diff = got.max_abs_diff(want);
+    assert!(diff <= tol * scale, "{what}: max |diff| = {diff:e} > {tol:e} × {scale}");
+}
+
+pub fn randn(shape: &[usize], seed: u64) -> Tensor {
+    let n = shape.iter().product();
+    Tensor { shape: shape.to_vec(), data: ddim_webgpu::sampler::rng::normal(seed, 7, n) }
+}
+
+pub fn scaled(t: Tensor, s: f32) -> Tensor {
+    Tensor { shape: t.shape, data: t.data.into_iter().map(|v| v * s).collect() }
+}

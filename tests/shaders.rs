@@ -1,0 +1,35 @@
+//! Every WGSL shader parses and validates with naga, and declares the 3-line header.
+
+#[test]
+fn every_shader_validates_with_naga() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 10, "expected every kernel in shaders/, found {}", files.len());
+    for path in files {
+        let src = std::fs::read_to_string(&path).unwrap();
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+        let header: Vec<&str> = src.lines().take(3).collect();
+        assert!(header.iter().all(|l| l.starts_with("//")), "{}: needs a 3-line // header", path.display());
+        assert!(src.contains("Bindings:") && src.contains("Workgroup"), "{}: header names bindings and workgroup shape", path.display());
+        for ep in &module.entry_points {
+            let [x, y, z] = ep.workgroup_size;
+            assert!(x * y * z <= 256, "{}: {} uses {} invocations, over WebGPU's default 256", path.display(), ep.name, x * y * z);
+        }
+    }
+}
+
+#[test]
+fn every_shader_file_is_used_by_the_engine() {
+    let names: Vec<&str> = ddim_webgpu::gpu::SHADERS.iter().map(|(n, _, _)| *n).collect();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+        assert!(names.contains(&stem.as_str()), "{stem}.wgsl is not in gpu::SHADERS");
+    }
+}
