@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # ddim-webgpu's one build entry point. Idempotent; installs what is missing (pinned versions).
-#   ./build.sh            release wasm build + wasm-bindgen into www/pkg/, default model into www/model/
-#   ./build.sh serve [P]  build if needed, then serve www/ on 127.0.0.1:P (default 8080)
-#   ./build.sh test       native cargo test (lavapipe), wasm-bindgen-test in headless Chromium, page tests
+#   ./build.sh            release wasm build + wasm-bindgen (+ wasm-opt) into www/pkg/ (also an npm
+#                         package), the bundled default model copied to www/model/
+#   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
+#   ./build.sh test       native cargo test (wgpu on lavapipe), wasm-bindgen-test in headless
+#                         Chromium (WebGPU on SwiftShader), and the Playwright page tests
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+WASM_TARGET=wasm32-unknown-unknown
+DEFAULT_MODEL=weights/mnist-cond
+FALLBACK_MODEL=tests/fixtures/models/class_f16
 
 log() { echo "==> $*" >&2; }
 
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else log "need root for: $*"; return 1; fi; }
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"
+    elif command -v sudo >/dev/null; then sudo "$@"
+    else log "not root: please install the packages named above"; return 1; fi
+}
 
 apt_install() {
     local missing=()
@@ -22,20 +31,95 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-native_deps() { apt_install mesa-vulkan-drivers libvulkan1; }
+# The wasm-bindgen CLI must be exactly the version of the wasm-bindgen crate in Cargo.lock.
+wasm_bindgen_version() { awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock; }
 
-cmd_test_native() {
-    native_deps
-    log "native tests (wgpu on $(ls /usr/share/vulkan/icd.d 2>/dev/null | tr '\n' ' '))"
-    cargo test 2>&1
+wasm_tools() {
+    rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" || { log "rustup target add $WASM_TARGET"; rustup target add "$WASM_TARGET"; }
+    local want; want=$(wasm_bindgen_version)
+    if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+        log "cargo install wasm-bindgen-cli --version =$want (a few minutes, once)"
+        cargo install -q wasm-bindgen-cli --version "=$want"
+    fi
+}
+
+npm_tools() {
+    if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ]; then
+        log "npm ci (binaryen, playwright-core)"
+        npm ci --no-audit --no-fund --loglevel=error
+    fi
+}
+
+copy_model() {
+    rm -rf www/model && mkdir -p www/model
+    local src=$DEFAULT_MODEL
+    if [ ! -f "$src/config.json" ]; then
+        src=$FALLBACK_MODEL
+        echo "The bundled model is not trained yet: this is the random-weight test fixture $src." > www/model/NOTE.txt
+    fi
+    cp "$src"/config.json "$src"/*.safetensors www/model/
+    [ -f "$src/scheduler_config.json" ] && cp "$src/scheduler_config.json" www/model/
+    log "model for the page: $src"
+}
+
+cmd_build() {
+    wasm_tools
+    npm_tools
+    log "cargo build (wasm, release)"
+    cargo build --release --lib --target "$WASM_TARGET" --no-default-features
+    rm -rf www/pkg
+    wasm-bindgen --target web --out-dir www/pkg "target/$WASM_TARGET/release/ddim_webgpu.wasm"
+    if [ -x node_modules/.bin/wasm-opt ]; then
+        node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+            --enable-mutable-globals --enable-reference-types --enable-simd \
+            www/pkg/ddim_webgpu_bg.wasm -o www/pkg/ddim_webgpu_bg.wasm
+    fi
+    local version; version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
+    cat > www/pkg/package.json <<JSON
+{
+  "name": "ddim-webgpu",
+  "version": "$version",
+  "description": "Watch a diffusers UNet2DModel denoise live in a canvas: WGSL kernels on WebGPU, CPU fallback in wasm",
+  "license": "MIT",
+  "type": "module",
+  "main": "ddim_webgpu.js",
+  "types": "ddim_webgpu.d.ts",
+  "files": ["ddim_webgpu.js", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts"],
+  "sideEffects": false
+}
+JSON
+    copy_model
+    local raw gz; raw=$(stat -c %s www/pkg/ddim_webgpu_bg.wasm); gz=$(gzip -9c www/pkg/ddim_webgpu_bg.wasm | wc -c)
+    log "www/pkg/ddim_webgpu_bg.wasm: $raw bytes ($gz gzipped)"
+}
+
+cmd_serve() {
+    local port=${1:-8080}
+    [ -f www/pkg/ddim_webgpu_bg.wasm ] && [ -f www/model/config.json ] || cmd_build
+    log "serving www/ on http://127.0.0.1:$port/"
+    exec python3 tests/page/serve.py "$port" www
+}
+
+cmd_test() {
+    apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver
+    log "native tests (wgpu on lavapipe)"
+    cargo test
+    cmd_build
+    log "wasm tests in headless Chromium (WebGPU on SwiftShader)"
+    local tmp; tmp=$(mktemp -d)
+    TMPDIR=$tmp CHROMEDRIVER=/usr/bin/chromedriver \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver.json \
+    WASM_BINDGEN_TEST_TIMEOUT=600 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --target "$WASM_TARGET" --no-default-features --test web
+    log "page tests (Playwright driving /usr/lib/chromium/chromium)"
+    TMPDIR=$tmp node --test tests/page/
+    rm -rf "$tmp"
 }
 
 case "${1:-build}" in
-    test)
-        cmd_test_native
-        ;;
-    *)
-        echo "usage: $0 [build|serve [PORT]|test]" >&2
-        exit 2
-        ;;
+    build) cmd_build ;;
+    serve) shift; cmd_serve "$@" ;;
+    test) cmd_test ;;
+    *) echo "usage: $0 [build|serve [PORT]|test]" >&2; exit 2 ;;
 esac

@@ -8,6 +8,8 @@ pub mod error;
 pub mod model;
 pub mod present;
 pub mod tensor;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
 pub use error::{Error, Result};
 pub use model::{Model, UNetConfig};

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Every kind of bad input is answered by a typed error whose message names the problem; nothing
 //! panics or hangs.
 

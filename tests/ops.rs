@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Every op: the CPU reference against PyTorch/diffusers fixtures (tests/fixtures/ops.*), and every
 //! WGSL kernel against the CPU reference on random odd shapes.
 //! Tolerances: CPU vs PyTorch 1e-5 × max(1, max|ref|) (same f32 math, different summation order);

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! The seeded noise is pinned bit for bit: these values hold natively and in wasm
 //! (the same test body runs in the browser suite).
 

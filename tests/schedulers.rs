@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! diffusers' DDIMScheduler / DDPMScheduler golden numbers (tests/fixtures/schedulers.*):
 //! alphas_cumprod, timesteps, and single steps (mid-run and last) — on the CPU step rule and on
 //! the fused WGSL update kernel.

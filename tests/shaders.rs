@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Every WGSL shader parses and validates with naga, and declares the 3-line header.
 
 #[test]

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! Whole DDIM / DDPM sampling loops against diffusers pipelines run on the fixture models with the
 //! fixture's noise (tests/fixtures/trajectories.*), on the CPU and on the GPU engine.
 //! Tolerance 1e-3 × max(1, max|ref|) on x_1 (after the first step) and on x_0.

@@ -1,3 +1,4 @@
+#![cfg(not(target_arch = "wasm32"))]
 //! The whole U-Net, on the CPU reference and on the GPU, against diffusers' output for every
 //! fixture model (tests/fixtures/models/*/io.safetensors). Tolerance 1e-3 × max(1, max|ref|).
 

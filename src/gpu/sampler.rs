@@ -45,8 +45,9 @@ impl GpuSampler {
         self.next >= self.plan.steps.len()
     }
 
-    /// Encodes and submits the next step; `extra` may append work (e.g. drawing) to the same pass.
-    pub fn step(&mut self, gpu: &Gpu, extra: impl FnOnce(&mut wgpu::ComputePass<'_>)) -> Result<Option<StepInfo>> {
+    /// Encodes and submits the next step; `extra` may append work (e.g. drawing the frame) to the
+    /// same submission after the step's compute pass.
+    pub fn step(&mut self, gpu: &Gpu, extra: impl FnOnce(&mut wgpu::CommandEncoder)) -> Result<Option<StepInfo>> {
         let Some(step) = self.plan.steps.get(self.next).copied() else { return Ok(None) };
         let i = self.next;
         let count = self.plan.count();
@@ -68,8 +69,8 @@ impl GpuSampler {
             pass.set_bind_group(0, &self.step_groups[i], &[]);
             let g = grid(count.div_ceil(64) as u32);
             pass.dispatch_workgroups(g[0], g[1], g[2]);
-            extra(&mut pass);
         }
+        extra(&mut enc);
         gpu.queue.submit([enc.finish()]);
         self.next += 1;
         gpu.check()?;
@@ -88,10 +89,11 @@ impl GpuSampler {
 
 /// Records x → RGBA8 grid pixels (`shaders/to_rgba.wgsl`); returns the bind group and groups to
 /// dispatch. `row_pitch` is in pixels.
-pub fn rgba_pass(gpu: &Gpu, src: &wgpu::Buffer, pixels: &wgpu::Buffer, shape: [usize; 4], cols: usize, row_pitch: usize) -> (wgpu::BindGroup, [u32; 3]) {
+/// `bgra` swaps red and blue for canvases configured as bgra8unorm.
+pub fn rgba_pass(gpu: &Gpu, src: &wgpu::Buffer, pixels: &wgpu::Buffer, shape: [usize; 4], cols: usize, row_pitch: usize, bgra: bool) -> (wgpu::BindGroup, [u32; 3]) {
     let [n, c, h, w] = shape;
     let rows = n.div_ceil(cols);
-    let params = gpu.params(&[n as u32, c as u32, h as u32, w as u32, cols as u32, rows as u32, row_pitch as u32, 0]);
+    let params = gpu.params(&[n as u32, c as u32, h as u32, w as u32, cols as u32, rows as u32, row_pitch as u32, bgra as u32]);
     let bg = gpu.bind("to_rgba.main", &[(0, src), (1, pixels), (2, &params)]);
     (bg, grid((cols * w * rows * h).div_ceil(64) as u32))
 }

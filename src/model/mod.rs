@@ -8,7 +8,9 @@ pub use config::UNetConfig;
 pub use unet::{unet_forward, Backend, ConvSpec};
 pub use weights::Weights;
 
-use crate::error::{Error, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::error::Error;
+use crate::error::Result;
 
 /// A loaded diffusers UNet2DModel folder: config + weights (+ scheduler config text if present).
 #[derive(Clone, Debug)]

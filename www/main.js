@@ -1,0 +1,184 @@
+// The live denoising page: picks an engine, loads a model, runs the sampler and shows every step.
+import init, { DdimSampler } from './pkg/ddim_webgpu.js';
+
+const $ = (id) => document.getElementById(id);
+const form = $('controls');
+const params = new URLSearchParams(location.search);
+const DEFAULT_MODEL = 'model/';
+
+let sampler = null;      // the DdimSampler in use
+let samplerKey = '';     // engine + model it was built for
+let running = null;      // promise of the current run
+let userFiles = null;    // FileList chosen with the picker
+window.__frames = [];    // a checksum of the canvas after every step (read by the page tests)
+
+function setState(s) { document.body.dataset.state = s; }
+
+function showError(e) {
+  const box = $('error');
+  box.hidden = false;
+  box.textContent = 'Error: ' + (e && e.message ? e.message : String(e));
+  setState('error');
+  console.error(e);
+}
+
+function clearError() { $('error').hidden = true; $('error').textContent = ''; }
+
+for (const k of ['steps', 'eta', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model']) {
+  if (params.has(k)) form.elements[k].value = params.get(k);
+}
+if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
+
+function readForm() {
+  const f = form.elements;
+  const num = (k) => Number(f[k].value);
+  return {
+    steps: num('steps'), eta: num('eta'), seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
+    classLabel: f.class.value === '' ? undefined : Number(f.class.value),
+    sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
+  };
+}
+
+// auto: WebGPU on a real adapter; the CPU engine when there is no WebGPU, no adapter, or only a
+// fallback (software) adapter such as SwiftShader, where WebGPU is ~100x slower than wasm.
+async function chooseEngine(requested) {
+  if (requested === 'cpu') return { engine: 'cpu', reason: 'CPU engine requested.' };
+  if (!navigator.gpu) {
+    return { engine: 'cpu', reason: 'This browser has no WebGPU (navigator.gpu is missing), so the CPU engine (Rust compiled to wasm) runs instead.' };
+  }
+  let adapter = null;
+  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { /* reported below */ }
+  if (!adapter) {
+    return { engine: 'cpu', reason: 'WebGPU is present but offers no adapter here, so the CPU engine (Rust compiled to wasm) runs instead.' };
+  }
+  const info = adapter.info || {};
+  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
+  if (requested === 'webgpu') {
+    return { engine: 'webgpu', reason: info.isFallbackAdapter ? `WebGPU requested on a fallback adapter (${name}, a CPU emulation): expect it to be slow.` : `WebGPU requested (${name}).` };
+  }
+  if (info.isFallbackAdapter) {
+    return { engine: 'cpu', reason: `Only a fallback WebGPU adapter is available (${name}, a CPU emulation); the CPU engine is much faster here.` };
+  }
+  return { engine: 'webgpu', reason: `WebGPU on ${name}.` };
+}
+
+// A canvas keeps the first context type it is given, so every sampler gets a fresh one.
+function newCanvas() {
+  const old = $('canvas');
+  const c = document.createElement('canvas');
+  c.id = 'canvas';
+  c.width = old.width; c.height = old.height;
+  old.replaceWith(c);
+  return c;
+}
+
+async function readFile(files, pick) {
+  const f = [...files].find(pick);
+  return f ? new Uint8Array(await f.arrayBuffer()) : null;
+}
+
+async function createSampler(engine, opts) {
+  const canvas = newCanvas();
+  if (userFiles) {
+    const config = await readFile(userFiles, (f) => f.name === 'config.json');
+    const weights = await readFile(userFiles, (f) => f.name.endsWith('.safetensors'));
+    const sched = await readFile(userFiles, (f) => f.name === 'scheduler_config.json');
+    if (!config || !weights) throw new Error('choose a config.json and a .safetensors file of a diffusers UNet2DModel');
+    const dec = new TextDecoder();
+    return DdimSampler.create(canvas, dec.decode(config), weights, sched ? dec.decode(sched) : undefined, engine);
+  }
+  return DdimSampler.fromUrl(canvas, opts.model, engine);
+}
+
+function showModel(s) {
+  const info = s.modelInfo();
+  const k = info.numClassEmbeds;
+  const select = form.elements.class;
+  const want = params.get('class') ?? select.value;
+  select.innerHTML = '<option value="">mixed</option>';
+  if (k) for (let c = 0; c < k - 1; c++) select.add(new Option(String(c), String(c)));
+  select.disabled = !k;
+  if ([...select.options].some((o) => o.value === want)) select.value = want;
+  $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
+    `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '');
+}
+
+function checksum(canvas) {
+  const c = document.createElement('canvas');
+  c.width = canvas.width; c.height = canvas.height;
+  const ctx = c.getContext('2d');
+  ctx.drawImage(canvas, 0, 0);
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let h = 2166136261 >>> 0, min = 255, max = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    h = Math.imul(h ^ d[i], 16777619) >>> 0;
+    min = Math.min(min, d[i]); max = Math.max(max, d[i]);
+  }
+  return { hash: h, min, max };
+}
+
+async function start() {
+  if (running) { sampler?.cancel(); await running.catch(() => {}); }
+  clearError();
+  setState('starting');
+  const opts = readForm();
+  const { engine, reason } = await chooseEngine(opts.engine);
+  $('engine').textContent = engine === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
+  $('engine-reason').textContent = reason;
+  const key = `${engine}|${userFiles ? [...userFiles].map((f) => f.name + f.size).join(',') : opts.model}`;
+  if (!sampler || samplerKey !== key) {
+    sampler = null;
+    sampler = await createSampler(engine, opts);
+    samplerKey = key;
+    showModel(sampler);
+  }
+  $('adapter').textContent = sampler.adapter;
+  window.__frames = [];
+  const t0 = performance.now();
+  $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true;
+  setState('running');
+  const canvas = $('canvas');
+  try {
+    running = sampler.run({ ...opts, classLabel: readForm().classLabel }, (s) => {
+      $('step').textContent = `${s.step} / ${s.total}`;
+      $('timestep').textContent = s.timestep;
+      $('ms').textContent = s.ms.toFixed(1);
+      $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
+      window.__frames.push(checksum(canvas));
+    });
+    await running;
+    setState('done');
+    $('download').disabled = false;
+  } catch (e) {
+    if ((e && e.message) !== 'cancelled') throw e;
+    setState('stopped');
+  } finally {
+    running = null;
+    $('start').disabled = false; $('stop').disabled = true;
+  }
+}
+
+function download() {
+  const img = sampler?.lastImage();
+  if (!img) return;
+  const c = document.createElement('canvas');
+  c.width = img.width; c.height = img.height;
+  c.getContext('2d').putImageData(new ImageData(img.data, img.width, img.height), 0, 0);
+  c.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `ddim-seed${form.elements.seed.value}.png`;
+    a.click();
+  }, 'image/png');
+}
+
+form.addEventListener('submit', (e) => { e.preventDefault(); start().catch(showError); });
+$('stop').addEventListener('click', () => sampler?.cancel());
+$('download').addEventListener('click', download);
+$('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });
+form.elements.model.addEventListener('change', () => { userFiles = null; $('files').value = ''; });
+
+window.addEventListener('error', (e) => showError(e.error || e.message));
+window.addEventListener('unhandledrejection', (e) => showError(e.reason));
+
+init().then(() => start()).catch(showError);
