@@ -29,8 +29,6 @@ fn cpu_unet_matches_diffusers() {
 
 #[test]
 fn gpu_unet_matches_diffusers() {
-    let gpu = std::rc::Rc::new(());
-    let _ = gpu;
     for name in MODELS {
         let (model, x, t, labels, want) = case(name);
         let mut engine = GpuEngine::new(common::gpu(), &model).unwrap();
@@ -49,4 +47,19 @@ fn legacy_and_f16_checkpoints_are_read() {
     let (model, ..) = case("class_f16");
     assert_eq!(model.weights.stored_dtype, "F16");
     assert_eq!(model.config.num_class_embeds, Some(5));
+}
+
+/// The bundled default model (weights/mnist-cond) against diffusers, on both engines.
+#[test]
+fn bundled_model_matches_diffusers() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/mnist-cond");
+    let model = Model::load_dir(&dir).expect("the bundled model loads");
+    assert_eq!(model.weights.stored_dtype, "F16");
+    let io = load(&fixtures().join("bundled_io.safetensors"));
+    let labels: Vec<u32> = io["class_labels"].data.iter().map(|&v| v as u32).collect();
+    let cpu = ddim_webgpu::cpu::forward(&model, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
+    assert_close("bundled (cpu)", &cpu, &io["out"], 1e-3);
+    let mut engine = GpuEngine::new(common::gpu(), &model).unwrap();
+    let gpu = pollster::block_on(engine.forward(&io["sample"], &io["timestep"].data, Some(&labels))).unwrap();
+    assert_close("bundled (gpu)", &gpu, &io["out"], 1e-3);
 }

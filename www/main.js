@@ -147,6 +147,7 @@ async function start() {
       window.__frames.push(checksum(canvas));
     });
     await running;
+    window.__lastImage = sampler.lastImage();
     setState('done');
     $('download').disabled = false;
   } catch (e) {
