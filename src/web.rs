@@ -12,7 +12,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::HtmlCanvasElement;
 
 use crate::gpu::program::GpuEngine;
-use crate::gpu::sampler::{rgba_pass, GpuSampler};
+use crate::gpu::sampler::{GpuSampler, Presenter};
 use crate::gpu::Gpu;
 use crate::present::{grid_cols, grid_rgba};
 use crate::sampler::{CpuSampler, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule, StepInfo};
@@ -27,8 +27,17 @@ fn js_err(e: Error) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
+/// How WebGPU frames reach the canvas.
+enum Present {
+    /// A render pass draws x_t straight into the canvas texture (no readback).
+    Surface { surface: wgpu::Surface<'static>, format: wgpu::TextureFormat },
+    /// The browser cannot present WebGPU canvases (seen: headless Chromium on SwiftShader loses the
+    /// device at the first present), so each frame is read back and put into a 2D canvas.
+    Readback(web_sys::CanvasRenderingContext2d),
+}
+
 enum Engine {
-    Gpu { engine: GpuEngine, surface: wgpu::Surface<'static>, format: wgpu::TextureFormat },
+    Gpu { engine: GpuEngine, present: Present },
     Cpu,
 }
 
@@ -60,26 +69,108 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, Error> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(Gpu, wgpu::Surface<'static>, wgpu::TextureFormat), Error> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    let surface = instance
-        .create_surface(wgpu::SurfaceTarget::Canvas(canvas.clone()))
-        .map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
-    let adapter = instance
+async fn request_adapter(instance: &wgpu::Instance, surface: Option<&wgpu::Surface<'static>>) -> Result<wgpu::Adapter, Error> {
+    instance
         .request_adapter(&wgpu::RequestAdapterOptions {
             power_preference: wgpu::PowerPreference::HighPerformance,
-            compatible_surface: Some(&surface),
+            compatible_surface: surface,
             ..Default::default()
         })
         .await
-        .map_err(|e| Error::Gpu(format!("no WebGPU adapter in this browser: {e}")))?;
-    let caps = surface.get_capabilities(&adapter);
-    let format = [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm]
+        .map_err(|e| Error::Gpu(format!("no WebGPU adapter in this browser: {e}")))
+}
+
+fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> Result<wgpu::TextureFormat, Error> {
+    let caps = surface.get_capabilities(adapter);
+    [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm]
         .into_iter()
         .find(|f| caps.formats.contains(f))
-        .ok_or_else(|| Error::Gpu(format!("the canvas offers no 8-bit RGBA format ({:?})", caps.formats)))?;
-    let gpu = Gpu::from_adapter(&adapter).await?;
-    Ok((gpu, surface, format))
+        .ok_or_else(|| Error::Gpu(format!("the canvas offers no 8-bit RGBA format ({:?})", caps.formats)))
+}
+
+/// Resolves when the queue has finished its work; fails (instead of hanging) if the device is lost.
+async fn work_done(device: &wgpu::Device, queue: &wgpu::Queue, lost: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    queue.on_submitted_work_done(move || d.store(true, Ordering::SeqCst));
+    let _ = device;
+    while !done.load(Ordering::SeqCst) {
+        if lost.load(Ordering::SeqCst) {
+            return Err(Error::Gpu("the device was lost".into()));
+        }
+        sleep_ms(2).await;
+    }
+    Ok(())
+}
+
+/// Can this browser present a WebGPU canvas? Tried on a throwaway canvas and device: one clear,
+/// one present, then a few frames' wait for a device loss.
+async fn canvas_presentation_works() -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return false };
+    let Some(canvas) = doc.create_element("canvas").ok().and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok()) else { return false };
+    canvas.set_width(8);
+    canvas.set_height(8);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let Ok(surface) = instance.create_surface(wgpu::SurfaceTarget::Canvas(canvas)) else { return false };
+    let Ok(adapter) = request_adapter(&instance, Some(&surface)).await else { return false };
+    let Ok(format) = canvas_format(&surface, &adapter) else { return false };
+    let Ok((device, queue)) = adapter.request_device(&Default::default()).await else { return false };
+    let lost = Arc::new(AtomicBool::new(false));
+    let l = lost.clone();
+    device.set_device_lost_callback(move |_, _| l.store(true, Ordering::SeqCst));
+    surface.configure(&device, &wgpu::SurfaceConfiguration {
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT, format, width: 8, height: 8,
+        present_mode: wgpu::PresentMode::Fifo, desired_maximum_frame_latency: 2,
+        alpha_mode: wgpu::CompositeAlphaMode::Auto, view_formats: vec![], color_space: wgpu::SurfaceColorSpace::Auto,
+    });
+    let frame = match surface.get_current_texture() {
+        wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+        _ => return false,
+    };
+    let view = frame.texture.create_view(&Default::default());
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+        label: Some("presentation probe"),
+        color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+            view: &view, depth_slice: None, resolve_target: None,
+            ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+        })],
+        ..Default::default()
+    });
+    queue.submit([enc.finish()]);
+    queue.present(frame);
+    let ok = work_done(&device, &queue, &lost).await.is_ok();
+    for _ in 0..5 {
+        sleep_ms(20).await;
+    }
+    device.destroy();
+    ok && !lost.load(Ordering::SeqCst)
+}
+
+async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(Gpu, Present), Error> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    if canvas_presentation_works().await {
+        let surface = instance
+            .create_surface(wgpu::SurfaceTarget::Canvas(canvas.clone()))
+            .map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
+        let adapter = request_adapter(&instance, Some(&surface)).await?;
+        let format = canvas_format(&surface, &adapter)?;
+        Ok((Gpu::from_adapter(&adapter).await?, Present::Surface { surface, format }))
+    } else {
+        let adapter = request_adapter(&instance, None).await?;
+        let ctx = context_2d(canvas)?;
+        Ok((Gpu::from_adapter(&adapter).await?, Present::Readback(ctx)))
+    }
+}
+
+fn context_2d(canvas: &HtmlCanvasElement) -> Result<web_sys::CanvasRenderingContext2d, Error> {
+    canvas.get_context("2d").ok().flatten()
+        .and_then(|c| c.dyn_into().ok())
+        .ok_or_else(|| Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into()))
 }
 
 #[wasm_bindgen]
@@ -102,10 +193,17 @@ impl DdimSampler {
         let model = Model::from_bytes(&config_json, &weights, scheduler_json).map_err(js_err)?;
         let (engine, adapter) = match engine.as_str() {
             "webgpu" => {
-                let (gpu, surface, format) = gpu_for_canvas(&canvas).await.map_err(js_err)?;
-                let adapter = format!("{} ({})", gpu.info.name, gpu.info.driver);
+                let (gpu, present) = gpu_for_canvas(&canvas).await.map_err(js_err)?;
+                let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
+                    .iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(", ");
+                if adapter.is_empty() {
+                    adapter = "WebGPU adapter (the browser does not name it)".into();
+                }
+                if matches!(present, Present::Readback(_)) {
+                    adapter.push_str(" [frames shown by readback: this browser cannot present WebGPU canvases]");
+                }
                 let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
-                (Engine::Gpu { engine, surface, format }, adapter)
+                (Engine::Gpu { engine, present }, adapter)
             }
             "cpu" => (Engine::Cpu, "CPU (Rust reference compiled to wasm)".to_string()),
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
@@ -209,14 +307,18 @@ fn now_ms() -> f64 {
     web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
-/// Lets the browser paint and handle input: resolves on the next macrotask.
-async fn yield_to_browser() {
+/// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
+pub(crate) async fn sleep_ms(ms: i32) {
     let p = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
     });
     let _ = JsFuture::from(p).await;
+}
+
+async fn yield_to_browser() {
+    sleep_ms(0).await;
 }
 
 fn report(cb: Option<&js_sys::Function>, info: StepInfo, ms: f64) {
@@ -245,7 +347,7 @@ async fn run(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Resul
     inner.canvas.set_height(gh as u32);
     let mut engine = inner.engine.borrow_mut();
     let final_x = match &mut *engine {
-        Engine::Gpu { engine, surface, format } => run_gpu(inner, engine, surface, *format, plan, view_x0, cols, (gw, gh), cb).await?,
+        Engine::Gpu { engine, present } => run_gpu(inner, engine, present, plan, view_x0, cols, (gw, gh), cb).await?,
         Engine::Cpu => run_cpu(inner, model, plan, view_x0, cols, cb).await?,
     };
     *inner.last.borrow_mut() = Some(final_x);
@@ -253,68 +355,71 @@ async fn run(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Resul
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run_gpu(inner: &Inner, engine: &mut GpuEngine, surface: &wgpu::Surface<'static>, format: wgpu::TextureFormat, plan: RunPlan,
-                 view_x0: bool, cols: usize, (gw, gh): (usize, usize), cb: Option<&js_sys::Function>) -> Result<Tensor, Error> {
+async fn run_gpu(inner: &Inner, engine: &mut GpuEngine, present: &Present, plan: RunPlan, view_x0: bool, cols: usize,
+                 (gw, gh): (usize, usize), cb: Option<&js_sys::Function>) -> Result<Tensor, Error> {
     let shape = plan.shape;
     let mut sampler = GpuSampler::new(engine, plan)?;
     let gpu = &engine.gpu;
-    surface.configure(&gpu.device, &wgpu::SurfaceConfiguration {
-        usage: wgpu::TextureUsages::COPY_DST | wgpu::TextureUsages::RENDER_ATTACHMENT,
-        format,
-        width: gw as u32,
-        height: gh as u32,
-        present_mode: wgpu::PresentMode::Fifo,
-        desired_maximum_frame_latency: 2,
-        alpha_mode: wgpu::CompositeAlphaMode::Auto,
-        view_formats: vec![],
-        color_space: wgpu::SurfaceColorSpace::Auto,
-    });
-    // Texture copies need 256-byte rows: 64 pixels.
-    let pitch = gw.next_multiple_of(64);
-    let pixels = gpu.storage_buffer((pitch * gh * 4) as u64, "canvas pixels")?;
-    let src = if view_x0 { &sampler.x0 } else { &sampler.x };
-    let (bind, groups) = rgba_pass(gpu, src, &pixels, shape, cols, pitch, format == wgpu::TextureFormat::Bgra8Unorm);
-    let pipeline = gpu.pipeline("to_rgba.main").clone();
+    let presenter = match present {
+        Present::Surface { surface, format } => {
+            surface.configure(&gpu.device, &wgpu::SurfaceConfiguration {
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                format: *format,
+                width: gw as u32,
+                height: gh as u32,
+                present_mode: wgpu::PresentMode::Fifo,
+                desired_maximum_frame_latency: 2,
+                alpha_mode: wgpu::CompositeAlphaMode::Auto,
+                view_formats: vec![],
+                color_space: wgpu::SurfaceColorSpace::Auto,
+            });
+            let src = if view_x0 { &sampler.x0 } else { &sampler.x };
+            Some((surface, Presenter::new(gpu, src, shape, cols, *format)))
+        }
+        Present::Readback(_) => None,
+    };
+    let lost = gpu.lost_flag();
     loop {
         if inner.cancel.get() {
             return Err(Error::Cancelled);
         }
         let start = now_ms();
-        let frame = surface.get_current_texture();
-        let frame = match frame {
-            wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
-            other => return Err(Error::Gpu(format!("canvas texture unavailable: {other:?}"))),
-        };
-        let info = sampler.step(gpu, |enc| {
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        let info = match &presenter {
+            Some((surface, presenter)) => {
+                let frame = match surface.get_current_texture() {
+                    wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+                    other => return Err(Error::Gpu(format!("canvas texture unavailable: {other:?}"))),
+                };
+                let view = frame.texture.create_view(&Default::default());
+                let info = sampler.step(gpu, |enc| presenter.draw(enc, &view))?;
+                gpu.queue.present(frame);
+                info
             }
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo { buffer: &pixels, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some((pitch * 4) as u32), rows_per_image: None } },
-                frame.texture.as_image_copy(),
-                wgpu::Extent3d { width: gw as u32, height: gh as u32, depth_or_array_layers: 1 },
-            );
-        })?;
+            None => sampler.step(gpu, |_| {})?,
+        };
         let Some(info) = info else { break };
-        gpu.queue.present(frame);
         // Wait for this step's GPU work: honest ms/step, and never more than one step queued.
-        let (tx, rx) = futures_channel::oneshot::channel();
-        gpu.queue.on_submitted_work_done(move || { let _ = tx.send(()); });
-        let _ = rx.await;
+        work_done(&gpu.device, &gpu.queue, &lost).await?;
         gpu.check()?;
+        if let Present::Readback(ctx) = present {
+            let shown = if view_x0 { sampler.read_x0(gpu).await? } else { sampler.read_x(gpu).await? };
+            put_image(ctx, &shown, cols)?;
+        }
         report(cb, info, now_ms() - start);
         yield_to_browser().await;
     }
     sampler.read_x(gpu).await
 }
 
+fn put_image(ctx: &web_sys::CanvasRenderingContext2d, x: &Tensor, cols: usize) -> Result<(), Error> {
+    let (w, h, px) = grid_rgba(x, cols);
+    let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
+        .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
+    ctx.put_image_data(&img, 0.0, 0.0).map_err(|e| Error::Input(format!("putImageData: {e:?}")))
+}
+
 async fn run_cpu(inner: &Inner, model: &Model, plan: RunPlan, view_x0: bool, cols: usize, cb: Option<&js_sys::Function>) -> Result<Tensor, Error> {
-    let ctx: web_sys::CanvasRenderingContext2d = inner.canvas.get_context("2d").ok().flatten()
-        .and_then(|c| c.dyn_into().ok())
-        .ok_or_else(|| Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into()))?;
+    let ctx = context_2d(&inner.canvas)?;
     let mut s = CpuSampler::new(model, plan)?;
     loop {
         if inner.cancel.get() {
@@ -323,10 +428,7 @@ async fn run_cpu(inner: &Inner, model: &Model, plan: RunPlan, view_x0: bool, col
         let start = now_ms();
         let Some(info) = s.step()? else { break };
         let shown = Tensor::new(s.plan.shape.to_vec(), if view_x0 { s.x0.clone() } else { s.x.clone() })?;
-        let (w, h, px) = grid_rgba(&shown, cols);
-        let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
-            .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
-        ctx.put_image_data(&img, 0.0, 0.0).map_err(|e| Error::Input(format!("putImageData: {e:?}")))?;
+        put_image(&ctx, &shown, cols)?;
         report(cb, info, now_ms() - start);
         yield_to_browser().await;
     }

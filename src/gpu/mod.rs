@@ -21,8 +21,10 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("concat_channels", include_str!("../../shaders/concat_channels.wgsl"), &["main"]),
     ("attention", include_str!("../../shaders/attention.wgsl"), &["scores", "softmax", "apply"]),
     ("ddim_step", include_str!("../../shaders/ddim_step.wgsl"), &["main"]),
-    ("to_rgba", include_str!("../../shaders/to_rgba.wgsl"), &["main"]),
 ];
+
+/// The render shader that draws a sample into a canvas (`sampler::Presenter`).
+pub const PRESENT_SHADER: &str = include_str!("../../shaders/present.wgsl");
 
 /// A device, its queue, and the engine's pipelines (built once).
 pub struct Gpu {
@@ -33,6 +35,7 @@ pub struct Gpu {
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Gpu {
@@ -69,7 +72,10 @@ impl Gpu {
             slot.get_or_insert_with(|| e.to_string());
         }));
         let f = fault.clone();
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let l = lost.clone();
         device.set_device_lost_callback(move |reason, msg| {
+            l.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
         });
@@ -95,7 +101,7 @@ impl Gpu {
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(format!("building the compute pipelines failed: {e}")));
         }
-        Ok(Gpu { device, queue, info, limits, pipelines, fault })
+        Ok(Gpu { device, queue, info, limits, pipelines, fault, lost })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -105,6 +111,11 @@ impl Gpu {
 
     pub(crate) fn pipeline(&self, name: &str) -> &wgpu::ComputePipeline {
         &self.pipelines[name]
+    }
+
+    /// Set once the device is lost (lets waits give up instead of hanging).
+    pub fn lost_flag(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.lost.clone()
     }
 
     /// The first uncaptured GPU error or device loss since the device was made, if any.
@@ -176,14 +187,25 @@ impl Gpu {
         let mut enc = self.device.create_command_encoder(&Default::default());
         enc.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes.max(4));
         self.queue.submit([enc.finish()]);
-        let (tx, rx) = futures_channel::oneshot::channel();
+        let (tx, mut rx) = futures_channel::oneshot::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
         self.wait();
-        rx.await
-            .map_err(|_| Error::Gpu("readback was dropped (device lost?)".into()))?
-            .map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+        // Poll instead of awaiting: a lost device never calls back, and nothing may hang.
+        let mapped = loop {
+            match rx.try_recv() {
+                Ok(Some(r)) => break r,
+                Ok(None) => {}
+                Err(_) => return Err(Error::Gpu("readback was dropped (device lost?)".into())),
+            }
+            self.check()?;
+            #[cfg(target_arch = "wasm32")]
+            crate::web::sleep_ms(1).await;
+            #[cfg(not(target_arch = "wasm32"))]
+            return Err(Error::Gpu("readback did not complete after the queue went idle".into()));
+        };
+        mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
         self.check()?;
         let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback map: {e:?}")))?;
         let out = bytemuck::cast_slice::<u8, f32>(&view)[..count].to_vec();

@@ -87,14 +87,64 @@ impl GpuSampler {
     }
 }
 
-/// Records x → RGBA8 grid pixels (`shaders/to_rgba.wgsl`); returns the bind group and groups to
-/// dispatch. `row_pitch` is in pixels.
-/// `bgra` swaps red and blue for canvases configured as bgra8unorm.
-pub fn rgba_pass(gpu: &Gpu, src: &wgpu::Buffer, pixels: &wgpu::Buffer, shape: [usize; 4], cols: usize, row_pitch: usize, bgra: bool) -> (wgpu::BindGroup, [u32; 3]) {
-    let [n, c, h, w] = shape;
-    let rows = n.div_ceil(cols);
-    let params = gpu.params(&[n as u32, c as u32, h as u32, w as u32, cols as u32, rows as u32, row_pitch as u32, bgra as u32]);
-    let bg = gpu.bind("to_rgba.main", &[(0, src), (1, pixels), (2, &params)]);
-    (bg, grid((cols * w * rows * h).div_ceil(64) as u32))
+/// Draws a sample buffer into a surface texture with `shaders/present.wgsl`: one render pass,
+/// reading x_t (or predicted x0) straight from its storage buffer.
+pub struct Presenter {
+    pipeline: wgpu::RenderPipeline,
+    bind_group: wgpu::BindGroup,
 }
 
+impl Presenter {
+    /// `src` holds `shape` = [N,C,H,W]; the grid has `cols` columns; `format` is the target's.
+    pub fn new(gpu: &Gpu, src: &wgpu::Buffer, shape: [usize; 4], cols: usize, format: wgpu::TextureFormat) -> Self {
+        let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("present"),
+            source: wgpu::ShaderSource::Wgsl(super::PRESENT_SHADER.into()),
+        });
+        let pipeline = gpu.device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("present"),
+            layout: None,
+            vertex: wgpu::VertexState { module: &module, entry_point: Some("vs_main"), compilation_options: Default::default(), buffers: &[] },
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some("fs_main"),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState { format, blend: None, write_mask: wgpu::ColorWrites::ALL })],
+            }),
+            primitive: Default::default(),
+            depth_stencil: None,
+            multisample: Default::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let [n, c, h, w] = shape;
+        let params = gpu.params(&[n as u32, c as u32, h as u32, w as u32, cols as u32, n.div_ceil(cols) as u32, 0, 0]);
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("present"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: params.as_entire_binding() },
+            ],
+        });
+        Presenter { pipeline, bind_group }
+    }
+
+    /// Records the draw into `view`.
+    pub fn draw(&self, enc: &mut wgpu::CommandEncoder, view: &wgpu::TextureView) {
+        let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("present"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+            })],
+            ..Default::default()
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.draw(0..3, 0..1);
+    }
+}

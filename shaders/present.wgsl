@@ -1,0 +1,38 @@
+// present: draws x [N,C,H,W] (values in [−1, 1]) into the canvas as a grid of `cols` tiles: a full-screen
+//   triangle whose fragment shader reads the sample straight from its storage buffer (no readback, no copy).
+//   C = 1 or 2 → grey from channel 0; C ≥ 3 → RGB. The canvas format's channel order is handled by the blend unit.
+// Bindings: 0 x (read-only storage, fragment stage); 1 params. Workgroup: none (render pipeline, 3 vertices).
+
+struct Params { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, _p0: u32, _p1: u32 }
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<uniform> p: Params;
+
+@vertex
+fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
+    // (−1,−1), (3,−1), (−1,3): one triangle covering the viewport.
+    let uv = vec2<f32>(f32((i << 1u) & 2u), f32(i & 2u));
+    return vec4<f32>(uv * 2.0 - 1.0, 0.0, 1.0);
+}
+
+fn level(v: f32) -> f32 {
+    // The same 8-bit levels as the CPU presenter: round((v + 1) / 2 · 255) / 255.
+    return round(clamp((v + 1.0) * 0.5, 0.0, 1.0) * 255.0) / 255.0;
+}
+
+@fragment
+fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
+    let gx = u32(pos.x);
+    let gy = u32(pos.y);
+    let tile = (gy / p.h) * p.cols + gx / p.w;
+    if (tile >= p.n || gx >= p.cols * p.w || gy >= p.rows * p.h) {
+        return vec4<f32>(0.0, 0.0, 0.0, 1.0);
+    }
+    let plane = p.h * p.w;
+    let base = tile * p.c * plane + (gy % p.h) * p.w + gx % p.w;
+    let r = level(x[base]);
+    if (p.c >= 3u) {
+        return vec4<f32>(r, level(x[base + plane]), level(x[base + 2u * plane]), 1.0);
+    }
+    return vec4<f32>(r, r, r, 1.0);
+}
