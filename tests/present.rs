@@ -1,0 +1,58 @@
+#![cfg(not(target_arch = "wasm32"))]
+//! The render-pass presenter (shaders/present.wgsl) draws exactly the pixels of the CPU presenter
+//! (`present::grid_rgba`): rendered on lavapipe into an RGBA8 texture and read back.
+
+mod common;
+
+use common::*;
+use ddim_webgpu::gpu::sampler::Presenter;
+use ddim_webgpu::present::{grid_cols, grid_rgba};
+use ddim_webgpu::Tensor;
+
+fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
+    let gpu = gpu();
+    let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    let (w, h) = (cols * shape[3], shape[0].div_ceil(cols) * shape[2]);
+    let src = gpu.upload(&x.data, "x").unwrap();
+    let format = wgpu::TextureFormat::Rgba8Unorm;
+    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("canvas stand-in"),
+        size: wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
+        mip_level_count: 1, sample_count: 1, dimension: wgpu::TextureDimension::D2, format,
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    });
+    let presenter = Presenter::new(&gpu, &src, shape, cols, format);
+    let pitch = (w * 4).next_multiple_of(256);
+    let out = gpu.storage_buffer((pitch * h) as u64, "pixels").unwrap();
+    let mut enc = gpu.device.create_command_encoder(&Default::default());
+    presenter.draw(&mut enc, &texture.create_view(&Default::default()));
+    enc.copy_texture_to_buffer(
+        texture.as_image_copy(),
+        wgpu::TexelCopyBufferInfo { buffer: &out, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(pitch as u32), rows_per_image: None } },
+        wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
+    );
+    gpu.queue.submit([enc.finish()]);
+    let words = pollster::block_on(gpu.read(&out, pitch * h / 4)).unwrap();
+    let bytes: &[u8] = bytemuck::cast_slice(&words);
+    let px = (0..h).flat_map(|y| bytes[y * pitch..y * pitch + w * 4].to_vec()).collect();
+    (w, h, px)
+}
+
+#[test]
+fn present_shader_draws_the_cpu_presenters_pixels() {
+    // Grey (1 channel) and RGB (3 channels) batches, with an empty tile in the grid, values past ±1.
+    for (shape, seed) in [([5, 1, 7, 9], 1u64), ([3, 3, 6, 5], 2)] {
+        let x = scaled(randn(&shape, seed), 0.8);
+        let cols = grid_cols(shape[0]);
+        let (w, h, want) = grid_rgba(&x, cols);
+        let (gw, gh, got) = render(&x, cols);
+        assert_eq!((gw, gh), (w, h));
+        let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        // The fragment shader writes level/255 into an unorm8 target: exact, up to one level of
+        // float rounding at a .5 boundary.
+        assert!(worst <= 1, "max channel difference {worst}");
+        let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+        assert!(differing * 100 < got.len(), "{differing} of {} channels differ", got.len());
+    }
+}
