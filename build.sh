@@ -5,6 +5,7 @@
 #   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
 #   ./build.sh test       native cargo test (wgpu on lavapipe), wasm-bindgen-test in headless
 #                         Chromium (WebGPU on SwiftShader), and the Playwright page tests
+#   ./build.sh bench      ms per U-Net forward / per step: native (GPU + CPU) and in headless Chromium
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -117,9 +118,17 @@ cmd_test() {
     rm -rf "$tmp"
 }
 
+cmd_bench() {
+    apt_install mesa-vulkan-drivers libvulkan1 chromium
+    cmd_build
+    cargo run --release --bin ddim -- bench --steps 20
+    node tests/page/bench.mjs 6 1
+}
+
 case "${1:-build}" in
     build) cmd_build ;;
+    bench) cmd_bench ;;
     serve) shift; cmd_serve "$@" ;;
     test) cmd_test ;;
-    *) echo "usage: $0 [build|serve [PORT]|test]" >&2; exit 2 ;;
+    *) echo "usage: $0 [build|serve [PORT]|test|bench]" >&2; exit 2 ;;
 esac

@@ -144,7 +144,7 @@ async function start() {
       $('timestep').textContent = s.timestep;
       $('ms').textContent = s.ms.toFixed(1);
       $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-      window.__frames.push(checksum(canvas));
+      window.__frames.push({ ...checksum(canvas), ms: s.ms });
     });
     await running;
     window.__lastImage = sampler.lastImage();
