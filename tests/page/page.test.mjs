@@ -101,3 +101,31 @@ test('a broken model URL shows its error in the page', async () => {
   assert.deepEqual(errors.filter((e) => !/no-such-model/.test(e)), []);
   await page.close();
 });
+
+test('without WebGPU the page says so and runs the CPU engine', { timeout: 120_000 }, async () => {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.addInitScript(() => { delete Navigator.prototype.gpu; });
+  await page.goto(`${BASE}/?steps=3&seed=2`);
+  await waitForEnd(page);
+  assert.equal(await page.locator('#engine').textContent(), 'CPU (wasm)');
+  assert.match(await page.locator('#engine-reason').textContent(), /no WebGPU/);
+  assert.equal((await page.locator('#step').textContent()).trim(), '3 / 3');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('Stop cancels a run within a step', { timeout: 120_000 }, async () => {
+  const { page, errors } = await openPage('?steps=500&engine=cpu&batch=1');
+  await page.waitForFunction(() => (window.__frames || []).length >= 2, null, { timeout: 60_000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => document.body.dataset.state === 'stopped', null, { timeout: 10_000 });
+  const n = await page.evaluate(() => window.__frames.length);
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal(await page.evaluate(() => window.__frames.length), n, 'no steps after the stop');
+  assert.ok(n < 500);
+  assert.ok(await page.locator('#error').isHidden(), 'a stop is not an error');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
