@@ -34,7 +34,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let ew = i32(p.w << p.up);
     let kk = p.k * p.k;
     let wstride = p.ci * kk;
-    var acc: array<vec4<f32>, 4>;
+    // Four named accumulators (one per pixel, lanes = 4 output channels) rather than an indexed
+    // array: a dynamically indexed private array lives in memory on GPUs and on CPU adapters alike.
+    var a0 = vec4<f32>(0.0);
+    var a1 = vec4<f32>(0.0);
+    var a2 = vec4<f32>(0.0);
+    var a3 = vec4<f32>(0.0);
+    let last = p.co * wstride - 1u;
+    let ix0 = i32(ox0 * p.stride) - i32(p.pad_l);
+    let step = i32(p.stride);
     for (var i = 0u; i < p.ci; i++) {
         let plane = (n * p.ci + i) * p.h * p.w;
         for (var ky = 0u; ky < p.k; ky++) {
@@ -43,42 +51,49 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 continue;
             }
             let row = plane + (u32(iy) >> p.up) * p.w;
+            let wrow = (oc0 * p.ci + i) * kk + ky * p.k;
             for (var kx = 0u; kx < p.k; kx++) {
-                let wi = (oc0 * p.ci + i) * kk + ky * p.k + kx;
-                let last = p.co * wstride - 1u;
+                let wi = wrow + kx;
                 let wv = vec4<f32>(
                     select(0.0, weight[min(wi, last)], oc0 < p.co),
                     select(0.0, weight[min(wi + wstride, last)], oc0 + 1u < p.co),
                     select(0.0, weight[min(wi + 2u * wstride, last)], oc0 + 2u < p.co),
                     select(0.0, weight[min(wi + 3u * wstride, last)], oc0 + 3u < p.co));
-                for (var j = 0u; j < 4u; j++) {
-                    let ix = i32((ox0 + j) * p.stride + kx) - i32(p.pad_l);
-                    if (ix >= 0 && ix < ew) {
-                        acc[j] += wv * x[row + (u32(ix) >> p.up)];
-                    }
-                }
+                let c0 = ix0 + i32(kx);
+                let c1 = c0 + step;
+                let c2 = c1 + step;
+                let c3 = c2 + step;
+                a0 += wv * select(0.0, x[row + (u32(max(c0, 0)) >> p.up)], c0 >= 0 && c0 < ew);
+                a1 += wv * select(0.0, x[row + (u32(max(c1, 0)) >> p.up)], c1 >= 0 && c1 < ew);
+                a2 += wv * select(0.0, x[row + (u32(max(c2, 0)) >> p.up)], c2 >= 0 && c2 < ew);
+                a3 += wv * select(0.0, x[row + (u32(max(c3, 0)) >> p.up)], c3 >= 0 && c3 < ew);
             }
         }
+    }
+    store(n, oc0, oy, ox0, a0);
+    store(n, oc0, oy, ox0 + 1u, a1);
+    store(n, oc0, oy, ox0 + 2u, a2);
+    store(n, oc0, oy, ox0 + 3u, a3);
+}
+
+// Writes output channels oc0..oc0+3 of pixel (oy, ox): + bias, time-embedding add, residual, / scale.
+fn store(n: u32, oc0: u32, oy: u32, ox: u32, acc: vec4<f32>) {
+    if (ox >= p.ow) {
+        return;
     }
     for (var m = 0u; m < 4u; m++) {
         let o = oc0 + m;
         if (o >= p.co) {
-            break;
+            return;
         }
-        var add = bias[o];
+        let oi = ((n * p.co + o) * p.oh + oy) * p.ow + ox;
+        var v = acc[m] + bias[o];
         if (p.has_add != 0u) {
-            add += chan_add[n * p.co + o];
+            v += chan_add[n * p.co + o];
         }
-        for (var j = 0u; j < 4u; j++) {
-            let ox = ox0 + j;
-            if (ox < p.ow) {
-                let oi = ((n * p.co + o) * p.oh + oy) * p.ow + ox;
-                var v = acc[j][m] + add;
-                if (p.has_res != 0u) {
-                    v += residual[oi];
-                }
-                out[oi] = v / p.out_scale;
-            }
+        if (p.has_res != 0u) {
+            v += residual[oi];
         }
+        out[oi] = v / p.out_scale;
     }
 }
