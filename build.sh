@@ -121,7 +121,7 @@ cmd_test() {
 cmd_bench() {
     apt_install mesa-vulkan-drivers libvulkan1 chromium
     cmd_build
-    cargo run --release --bin ddim -- bench --steps 20
+    cargo run --release --bin ddim -- bench --steps 20 --guidance 3
     node tests/page/bench.mjs 6 1
 }
 

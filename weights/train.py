@@ -61,10 +61,10 @@ def latest_checkpoint(workdir: Path):
     return ckpts[-1] if ckpts else None
 
 
-def save_checkpoint(workdir: Path, step, model, ema, opt, gen, elapsed, losses):
+def save_checkpoint(workdir: Path, step, model, ema, opt, gen, elapsed, losses, args):
     path = workdir / f"ckpt_{step:07d}.pt"
     torch.save({"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                "gen": gen.get_state(), "elapsed": elapsed, "losses": losses}, path)
+                "gen": gen.get_state(), "elapsed": elapsed, "losses": losses, "args": vars(args)}, path)
     for old in sorted(workdir.glob("ckpt_*.pt"))[:-2]:
         old.unlink()
 
@@ -134,9 +134,9 @@ def train(args):
             run_loss = []
             print(f"step {step} loss {mean:.4f} elapsed {elapsed/60:.1f} min ({elapsed/step:.2f} s/step)", flush=True)
         if step % args.ckpt_every == 0:
-            save_checkpoint(workdir, step, model, ema, opt, gen, elapsed + time.time() - t0, losses)
+            save_checkpoint(workdir, step, model, ema, opt, gen, elapsed + time.time() - t0, losses, args)
     elapsed += time.time() - t0
-    save_checkpoint(workdir, step, model, ema, opt, gen, elapsed, losses)
+    save_checkpoint(workdir, step, model, ema, opt, gen, elapsed, losses, args)
     print(f"stopped at step {step}, {elapsed/60:.1f} min of training", flush=True)
 
 
@@ -149,12 +149,15 @@ def export(args):
     out = Path(args.export)
     model.to(torch.float16).save_pretrained(out, safe_serialization=True)
     make_scheduler().save_pretrained(out)
+    # Checkpoints written before args were stored in them were made with the defaults.
+    targs = state.get("args", {k: v for k, v in vars(args).items() if k != "export"})
     info = {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1),
             "final_loss": state["losses"][-1][1] if state["losses"] else None,
-            "params": sum(p.numel() for p in model.parameters()), "batch": args.batch, "lr": args.lr,
-            "ema": args.ema, "label_dropout": args.label_dropout, "seed": args.seed,
-            "torch": torch.__version__, "threads": args.threads,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
+            "params": sum(p.numel() for p in model.parameters()), "batch": targs["batch"], "lr": targs["lr"],
+            "ema": targs["ema"], "label_dropout": targs["label_dropout"], "seed": targs["seed"],
+            "torch": torch.__version__, "threads": targs["threads"],
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "loss_curve": [(s, round(l, 4)) for s, l in state["losses"][::10]]}
     (out / "train_info.json").write_text(json.dumps(info, indent=2))
     print(json.dumps(info, indent=2))
 
