@@ -1,4 +1,4 @@
-//! Turning samples into pixels on the host (the CPU twin of `shaders/to_rgba.wgsl`), for PNGs and
+//! Turning samples into pixels on the host (the CPU twin of `shaders/present.wgsl`), for PNGs and
 //! the CPU engine's canvas.
 
 use crate::tensor::Tensor;

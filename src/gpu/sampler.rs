@@ -1,6 +1,6 @@
 //! The sampling loop on the GPU: x_t never leaves the device. Each step is one submission:
 //! copy x_t into the program's input (twice when guiding), the recorded U-Net, the fused
-//! DDIM/DDPM update, and (optionally) the conversion of x_t or predicted x0 to RGBA pixels.
+//! DDIM/DDPM update, and (optionally) a render pass drawing x_t or predicted x0 into a canvas.
 
 use std::rc::Rc;
 
