@@ -13,7 +13,7 @@ use web_sys::HtmlCanvasElement;
 
 use crate::gpu::program::GpuEngine;
 use crate::gpu::sampler::{GpuSampler, Presenter};
-use crate::gpu::Gpu;
+use crate::gpu::{request_adapter, Gpu};
 use crate::present::{grid_cols, grid_rgba};
 use crate::sampler::{CpuSampler, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule, StepInfo};
 use crate::{Error, Model, Tensor};
@@ -69,17 +69,6 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, Error> {
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-async fn request_adapter(instance: &wgpu::Instance, surface: Option<&wgpu::Surface<'static>>) -> Result<wgpu::Adapter, Error> {
-    instance
-        .request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            compatible_surface: surface,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::Gpu(format!("no WebGPU adapter in this browser: {e}")))
-}
-
 fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> Result<wgpu::TextureFormat, Error> {
     let caps = surface.get_capabilities(adapter);
     [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm]
@@ -89,13 +78,12 @@ fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> R
 }
 
 /// Resolves when the queue has finished its work; fails (instead of hanging) if the device is lost.
-async fn work_done(device: &wgpu::Device, queue: &wgpu::Queue, lost: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
+async fn work_done(queue: &wgpu::Queue, lost: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Result<(), Error> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     queue.on_submitted_work_done(move || d.store(true, Ordering::SeqCst));
-    let _ = device;
     while !done.load(Ordering::SeqCst) {
         if lost.load(Ordering::SeqCst) {
             return Err(Error::Gpu("the device was lost".into()));
@@ -143,7 +131,7 @@ async fn canvas_presentation_works() -> bool {
     });
     queue.submit([enc.finish()]);
     queue.present(frame);
-    let ok = work_done(&device, &queue, &lost).await.is_ok();
+    let ok = work_done(&queue, &lost).await.is_ok();
     for _ in 0..5 {
         sleep_ms(20).await;
     }
@@ -399,7 +387,7 @@ async fn run_gpu(inner: &Inner, engine: &mut GpuEngine, present: &Present, plan:
         };
         let Some(info) = info else { break };
         // Wait for this step's GPU work: honest ms/step, and never more than one step queued.
-        work_done(&gpu.device, &gpu.queue, &lost).await?;
+        work_done(&gpu.queue, &lost).await?;
         gpu.check()?;
         if let Present::Readback(ctx) = present {
             let shown = if view_x0 { sampler.read_x0(gpu).await? } else { sampler.read_x(gpu).await? };

@@ -67,7 +67,7 @@ fn ddim_step_kernel_matches_cpu_rule() {
     use ddim_webgpu::gpu::sampler::GpuSampler;
     use ddim_webgpu::sampler::{NoiseSource, RunPlan, SampleOptions};
     // A full GPU DDIM run with eta > 0 and guidance is covered by the trajectory tests; here the
-    // kernel alone: run 1 step of the class fixture model through both engines from the same noise.
+    // kernel on its own: 3 steps of the class fixture model through both engines from the same noise.
     let model = ddim_webgpu::Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
     let s = Schedule::new(SchedulerConfig { clip_sample: true, prediction_type: "v_prediction".into(), ..Default::default() }).unwrap();
     let opts = SampleOptions { steps: 3, eta: 0.7, batch: 3, class_labels: Some(vec![0, 1, 2]), guidance: 1.5, seed: 9, ..Default::default() };

@@ -251,14 +251,12 @@ impl Backend for GpuBackend<'_> {
         let l = h * w;
         let params = [u(n), u(heads), u(d), u(l), f(1.0 / (d as f32).sqrt())];
         let scores = self.alloc(vec![n * heads, l, l], "attention scores")?;
-        let dummy = self.dummy.clone();
         self.record("attention.scores", &[(0, q.buffer()), (1, k.buffer()), (2, scores.buffer())], &params, 3,
                     groups_1d(n * heads * l * l, 64));
         self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(u(n * heads * l)));
         let out = self.alloc(q.shape.clone(), "attention output")?;
         self.record("attention.apply", &[(0, scores.buffer()), (1, v.buffer()), (2, out.buffer())], &params, 3,
                     groups_1d(n * heads * d * l, 64));
-        let _ = dummy;
         Ok(out)
     }
 }

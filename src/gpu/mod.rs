@@ -42,11 +42,7 @@ impl Gpu {
     /// Requests the best adapter available and a device with the adapter's own limits.
     pub async fn new() -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-        let adapter = instance
-            .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
-            .await
-            .map_err(|e| Error::Gpu(format!("no WebGPU adapter: {e}")))?;
-        Self::from_adapter(&adapter).await
+        Self::from_adapter(&request_adapter(&instance, None).await?).await
     }
 
     pub async fn from_adapter(adapter: &wgpu::Adapter) -> Result<Self> {
@@ -219,6 +215,18 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
     }
+}
+
+/// The high-performance adapter, compatible with `surface` when one is given.
+pub async fn request_adapter(instance: &wgpu::Instance, surface: Option<&wgpu::Surface<'static>>) -> Result<wgpu::Adapter> {
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            compatible_surface: surface,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::Gpu(format!("no WebGPU adapter: {e}")))
 }
 
 /// Workgroup counts (x, y) for `groups` 1-D workgroups within the 65535-per-dimension limit; kernels
