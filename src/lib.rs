@@ -3,10 +3,11 @@
 
 pub mod cpu;
 pub mod gpu;
+pub mod run;
 pub mod sampler;
 pub mod error;
 pub mod model;
-pub mod present;
+pub mod image_grid;
 pub mod tensor;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -11,10 +11,10 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::HtmlCanvasElement;
 
-use crate::gpu::program::GpuEngine;
-use crate::gpu::sampler::{GpuSampler, Presenter};
-use crate::gpu::{request_adapter, Gpu};
-use crate::present::{grid_cols, grid_rgba};
+use crate::gpu::recording::GpuUNet;
+use crate::gpu::sampler::{GpuSampler, SampleDrawer};
+use crate::gpu::{request_adapter, GpuDevice};
+use crate::image_grid::{grid_cols, grid_rgba};
 use crate::sampler::{CpuSampler, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule, StepInfo};
 use crate::{Error, Model, Tensor};
 
@@ -139,7 +139,7 @@ async fn canvas_presentation_works() -> bool {
     ok && !lost.load(Ordering::SeqCst)
 }
 
-async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(Gpu, Present), Error> {
+async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(GpuDevice, Present), Error> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
     if canvas_presentation_works().await {
         let surface = instance
@@ -147,11 +147,11 @@ async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(Gpu, Present), Er
             .map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
         let adapter = request_adapter(&instance, Some(&surface)).await?;
         let format = canvas_format(&surface, &adapter)?;
-        Ok((Gpu::from_adapter(&adapter).await?, Present::Surface { surface, format }))
+        Ok((GpuDevice::from_adapter(&adapter).await?, Present::Surface { surface, format }))
     } else {
         let adapter = request_adapter(&instance, None).await?;
         let ctx = context_2d(canvas)?;
-        Ok((Gpu::from_adapter(&adapter).await?, Present::Readback(ctx)))
+        Ok((GpuDevice::from_adapter(&adapter).await?, Present::Readback(ctx)))
     }
 }
 
@@ -362,7 +362,7 @@ async fn run_gpu(inner: &Inner, engine: &mut GpuEngine, present: &Present, plan:
                 color_space: wgpu::SurfaceColorSpace::Auto,
             });
             let src = if view_x0 { &sampler.x0 } else { &sampler.x };
-            Some((surface, Presenter::new(gpu, src, shape, cols, *format)))
+            Some((surface, SampleDrawer::new(gpu, src, shape, cols, *format)))
         }
         Present::Readback(_) => None,
     };

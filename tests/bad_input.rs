@@ -154,7 +154,7 @@ fn bad_sampler_settings() {
 fn model_over_the_adapters_limits() {
     let (cfg, st) = tiny();
     let model = Model::from_bytes(&cfg, &st, None).unwrap();
-    let mut engine = ddim_webgpu::gpu::program::GpuEngine::new(gpu(), &model).unwrap();
+    let mut engine = ddim_webgpu::gpu::recording::GpuUNet::new(gpu(), &model).unwrap();
     let max = engine.gpu.limits.max_storage_buffer_binding_size;
     // conv_in's output for this batch and size is larger than one storage binding may be.
     let side = 512;

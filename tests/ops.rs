@@ -9,10 +9,10 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use ddim_webgpu::cpu::{ops, CpuBackend};
-use ddim_webgpu::gpu::backend::run_now;
+use ddim_webgpu::cpu::{ops, CpuOps};
+use ddim_webgpu::gpu::recorder::run_now;
 use ddim_webgpu::model::unet::{attention_block, resnet_block};
-use ddim_webgpu::model::{Backend, ConvSpec};
+use ddim_webgpu::model::{UNetOps, ConvSpec};
 use ddim_webgpu::Tensor;
 
 fn case_tensors<'a>(all: &'a HashMap<String, Tensor>, name: &str) -> HashMap<String, Tensor> {
@@ -47,7 +47,7 @@ fn cpu_ops_match_pytorch() {
                 for (k, v) in w.iter_mut() {
                     if v.shape.len() == 2 && k.contains("to_") { v.shape.extend([1, 1]); }
                 }
-                let mut b = CpuBackend::from_tensors(&w);
+                let mut b = CpuOps::from_tensors(&w);
                 let x = std::sync::Arc::new(t["x"].clone());
                 let u = |k: &str| case[k].as_u64().unwrap() as usize;
                 let out = attention_block(&mut b, "a", &x, u("heads"), u("dim_head"), u("groups"), case["eps"].as_f64().unwrap() as f32,
@@ -56,7 +56,7 @@ fn cpu_ops_match_pytorch() {
             }
             "upsample" => ops::conv2d(&t["x"], &t["conv.weight"], &t["conv.bias"], ConvSpec { upsample: true, ..ConvSpec::SAME3 }, None, None, 1.0).unwrap(),
             "resnet" => {
-                let mut b = CpuBackend::from_tensors(&prefixed(&t, "r"));
+                let mut b = CpuOps::from_tensors(&prefixed(&t, "r"));
                 let (x, temb) = (std::sync::Arc::new(t["x"].clone()), std::sync::Arc::new(t["temb"].clone()));
                 let out = resnet_block(&mut b, "r", &x, &temb, case["groups"].as_u64().unwrap() as usize,
                                        case["eps"].as_f64().unwrap() as f32, case["output_scale_factor"].as_f64().unwrap() as f32).unwrap();
@@ -71,11 +71,11 @@ fn cpu_ops_match_pytorch() {
 }
 
 fn gpu_vs_cpu(what: &str, weights: &HashMap<String, Tensor>, inputs: &[&Tensor], tol: f32,
-              gpu_op: impl FnOnce(&mut ddim_webgpu::gpu::backend::GpuBackend, &[ddim_webgpu::gpu::backend::GpuTensor]) -> ddim_webgpu::Result<ddim_webgpu::gpu::backend::GpuTensor>,
-              cpu_op: impl FnOnce(&mut CpuBackend, &[std::sync::Arc<Tensor>]) -> ddim_webgpu::Result<std::sync::Arc<Tensor>>) {
+              gpu_op: impl FnOnce(&mut ddim_webgpu::gpu::recorder::GpuRecorder, &[ddim_webgpu::gpu::recorder::GpuTensor]) -> ddim_webgpu::Result<ddim_webgpu::gpu::recorder::GpuTensor>,
+              cpu_op: impl FnOnce(&mut CpuOps, &[std::sync::Arc<Tensor>]) -> ddim_webgpu::Result<std::sync::Arc<Tensor>>) {
     let gpu = gpu();
     let got = pollster::block_on(run_now(&gpu, weights, inputs, gpu_op)).unwrap();
-    let mut cpu = CpuBackend::from_tensors(weights);
+    let mut cpu = CpuOps::from_tensors(weights);
     let ins: Vec<_> = inputs.iter().map(|t| std::sync::Arc::new((*t).clone())).collect();
     let want = cpu_op(&mut cpu, &ins).unwrap();
     assert_close_rel(what, &got, &want, tol);

@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::sampler::Presenter;
-use ddim_webgpu::present::{grid_cols, grid_rgba};
+use ddim_webgpu::gpu::sampler::SampleDrawer;
+use ddim_webgpu::image_grid::{grid_cols, grid_rgba};
 use ddim_webgpu::Tensor;
 
 fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
@@ -22,7 +22,7 @@ fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
-    let presenter = Presenter::new(&gpu, &src, shape, cols, format);
+    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format);
     let pitch = (w * 4).next_multiple_of(256);
     let out = gpu.storage_buffer((pitch * h) as u64, "pixels").unwrap();
     let mut enc = gpu.device.create_command_encoder(&Default::default());

@@ -72,7 +72,7 @@ fn ddim_step_kernel_matches_cpu_rule() {
     let s = Schedule::new(SchedulerConfig { clip_sample: true, prediction_type: "v_prediction".into(), ..Default::default() }).unwrap();
     let opts = SampleOptions { steps: 3, eta: 0.7, batch: 3, class_labels: Some(vec![0, 1, 2]), guidance: 1.5, seed: 9, ..Default::default() };
     let cpu = ddim_webgpu::sampler::run_cpu(&model, &RunPlan::new(&model, &s, &opts, NoiseSource::Seed(9), 8, 8).unwrap(), |_, _, _| true).unwrap();
-    let mut engine = ddim_webgpu::gpu::program::GpuEngine::new(gpu(), &model).unwrap();
+    let mut engine = ddim_webgpu::gpu::recording::GpuUNet::new(gpu(), &model).unwrap();
     let mut g = GpuSampler::new(&mut engine, RunPlan::new(&model, &s, &opts, NoiseSource::Seed(9), 8, 8).unwrap()).unwrap();
     while g.step(&engine.gpu, |_| {}).unwrap().is_some() {}
     let got = pollster::block_on(g.read_x(&engine.gpu)).unwrap();

@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::program::GpuEngine;
+use ddim_webgpu::gpu::recording::GpuUNet;
 use ddim_webgpu::gpu::sampler::GpuSampler;
 use ddim_webgpu::sampler::{run_cpu, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule, SchedulerConfig};
 use ddim_webgpu::{Model, Tensor};

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ddim_webgpu::cpu::CpuBackend;
-use ddim_webgpu::gpu::backend::{run_now, GpuBackend, GpuTensor};
-use ddim_webgpu::gpu::program::GpuEngine;
-use ddim_webgpu::gpu::Gpu;
-use ddim_webgpu::model::{Backend, ConvSpec};
+use ddim_webgpu::cpu::CpuOps;
+use ddim_webgpu::gpu::recorder::{run_now, GpuRecorder, GpuTensor};
+use ddim_webgpu::gpu::recording::GpuUNet;
+use ddim_webgpu::gpu::GpuDevice;
+use ddim_webgpu::model::{UNetOps, ConvSpec};
 use ddim_webgpu::{Model, Result, Tensor};
 use wasm_bindgen_test::*;
 
@@ -26,13 +26,13 @@ fn close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     assert!(d <= tol * want.max_abs().max(f32::MIN_POSITIVE), "{what}: max |diff| {d:e} vs max {}", want.max_abs());
 }
 
-async fn check(gpu: &Gpu, what: &str, w: &HashMap<String, Tensor>, inputs: &[&Tensor], tol: f32,
+async fn check(gpu: &GpuDevice, what: &str, w: &HashMap<String, Tensor>, inputs: &[&Tensor], tol: f32,
                op: impl Fn(&mut dyn OpRunner, Vec<Handle>) -> Result<Handle>) {
     let got = run_now(gpu, w, inputs, |b, ins| {
         let mut r = GpuRunner(b);
         match op(&mut r, ins.iter().cloned().map(Handle::Gpu).collect())? { Handle::Gpu(t) => Ok(t), Handle::Cpu(_) => unreachable!() }
     }).await.unwrap();
-    let mut cpu = CpuBackend::from_tensors(w);
+    let mut cpu = CpuOps::from_tensors(w);
     let mut r = CpuRunner(&mut cpu);
     let want = match op(&mut r, inputs.iter().map(|t| Handle::Cpu(Arc::new((*t).clone()))).collect()).unwrap() {
         Handle::Cpu(t) => t, Handle::Gpu(_) => unreachable!() };
@@ -41,7 +41,7 @@ async fn check(gpu: &Gpu, what: &str, w: &HashMap<String, Tensor>, inputs: &[&Te
 
 /// The same op body on either backend (burn's "write the test once").
 #[derive(Clone)]
-enum Handle { Gpu(GpuTensor), Cpu(Arc<Tensor>) }
+enum Handle { GpuDevice(GpuTensor), Cpu(Arc<Tensor>) }
 
 trait OpRunner {
     fn conv(&mut self, x: &Handle, spec: ConvSpec) -> Result<Handle>;
@@ -91,16 +91,16 @@ macro_rules! runner {
         }
     };
 }
-runner!(GpuRunnerImpl, GpuBackend<'b>, Gpu);
-runner!(CpuRunnerImpl, CpuBackend, Cpu);
+runner!(GpuRunnerImpl, GpuRecorder<'b>, GpuDevice);
+runner!(CpuRunnerImpl, CpuOps, Cpu);
 
 #[allow(non_snake_case)]
-fn GpuRunner<'a, 'b>(b: &'a mut GpuBackend<'b>) -> GpuRunnerImpl<'a, 'b> { GpuRunnerImpl(b, std::marker::PhantomData) }
+fn GpuRunner<'a, 'b>(b: &'a mut GpuRecorder<'b>) -> GpuRunnerImpl<'a, 'b> { GpuRunnerImpl(b, std::marker::PhantomData) }
 #[allow(non_snake_case)]
-fn CpuRunner<'a>(b: &'a mut CpuBackend) -> CpuRunnerImpl<'a, 'static> { CpuRunnerImpl(b, std::marker::PhantomData) }
+fn CpuRunner<'a>(b: &'a mut CpuOps) -> CpuRunnerImpl<'a, 'static> { CpuRunnerImpl(b, std::marker::PhantomData) }
 
-async fn gpu() -> Gpu {
-    Gpu::new().await.expect("WebGPU adapter in headless Chromium (--enable-unsafe-webgpu)")
+async fn gpu() -> GpuDevice {
+    GpuDevice::new().await.expect("WebGPU adapter in headless Chromium (--enable-unsafe-webgpu)")
 }
 
 #[wasm_bindgen_test]

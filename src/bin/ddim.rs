@@ -4,10 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ddim_webgpu::gpu::program::GpuEngine;
-use ddim_webgpu::gpu::sampler::GpuSampler;
-use ddim_webgpu::gpu::Gpu;
-use ddim_webgpu::sampler::{self, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule};
+use ddim_webgpu::gpu::engine::GpuEngine;
+use ddim_webgpu::gpu::recording::GpuUNet;
+use ddim_webgpu::gpu::GpuDevice;
+use ddim_webgpu::run::{self, ClassLabels, CpuEngine, Engine, Flow, GivenNoise, RunOptions, StepInfo, View};
+use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
 use ddim_webgpu::{Error, Model, Result, Tensor};
 use safetensors::{Dtype, SafeTensors};
 
@@ -45,23 +46,28 @@ enum Cmd {
         scheduler_config: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "ddim")]
         sampler: SamplerArg,
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-        eta: f32,
+        /// inference steps [default: 50]
+        #[arg(long)]
+        steps: Option<usize>,
+        /// DDIM's eta [default: 0]
+        #[arg(long, allow_negative_numbers = true)]
+        eta: Option<f32>,
+        /// seed of x_T and the step noise [default: 0]
         #[arg(long, conflicts_with = "noise")]
         seed: Option<u64>,
-        /// safetensors file with `noise` [N,C,H,W] used as x_T
+        /// safetensors file with `noise` [N,C,H,W] used as x_T (sets the batch and the size), and
+        /// `step_noise` [S,N,C,H,W] for the steps that add noise (DDPM, eta > 0)
         #[arg(long)]
         noise: Option<PathBuf>,
-        #[arg(long, default_value_t = 16)]
-        num: usize,
-        /// class label for every sample (class-conditional models)
+        /// images [default: 4, or the batch of --noise]
         #[arg(long)]
-        class: Option<u32>,
-        /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅)
-        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-        guidance: f32,
+        num: Option<usize>,
+        /// class label for every sample (class-conditional models) [default: 0, 1, 2, … mixed]
+        #[arg(long, allow_negative_numbers = true)]
+        class: Option<i64>,
+        /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
+        #[arg(long, allow_negative_numbers = true)]
+        guidance: Option<f32>,
         #[arg(long)]
         cpu: bool,
         #[arg(long)]
@@ -95,8 +101,13 @@ fn main() {
         Cmd::Forward { model, input, out, cpu } => forward(model, &input, &out, cpu),
         Cmd::Sample { model, scheduler_config, sampler, steps, eta, seed, noise, num, class, guidance, cpu, out, out_tensor, frames } => {
             let kind = match sampler { SamplerArg::Ddim => SamplerKind::Ddim, SamplerArg::Ddpm => SamplerKind::Ddpm };
-            let opts = SampleOptions { kind, steps, eta, seed: seed.unwrap_or(0), batch: num,
-                                       class_labels: class.map(|c| vec![c; num]), guidance };
+            let mut opts = RunOptions::new().sampler(kind);
+            opts = match steps { Some(v) => opts.steps(v), None => opts };
+            opts = match eta { Some(v) => opts.eta(v), None => opts };
+            opts = match seed { Some(v) => opts.seed(v), None => opts };
+            opts = match num { Some(v) => opts.batch(v), None => opts };
+            opts = match class { Some(v) => opts.labels(ClassLabels::All(v)), None => opts };
+            opts = match guidance { Some(v) => opts.guidance(v), None => opts };
             sample(model, scheduler_config, opts, noise, cpu, &out, out_tensor, frames)
         }
         Cmd::Bench { model, batch, steps, guidance } => bench(model, batch, steps, guidance),
@@ -119,8 +130,8 @@ fn load(model: Option<PathBuf>) -> Result<Model> {
     Model::load_dir(&dir)
 }
 
-fn gpu() -> Result<Gpu> {
-    let gpu = pollster::block_on(Gpu::new())?;
+fn gpu() -> Result<GpuDevice> {
+    let gpu = pollster::block_on(GpuDevice::new())?;
     eprintln!("adapter: {}", gpu.adapter_name());
     Ok(gpu)
 }
@@ -171,92 +182,77 @@ fn forward(model: Option<PathBuf>, input: &Path, out: &Path, cpu: bool) -> Resul
     let n = sample.shape.first().copied().unwrap_or(0);
     let t = get_f32(&st, &file, "timestep")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `timestep`")))?;
     let timesteps = if t.len() == 1 { vec![t.data[0]; n] } else { t.data.clone() };
-    let labels: Option<Vec<u32>> = get_f32(&st, &file, "class_labels")?.map(|l| l.data.iter().map(|&v| v.max(0.0) as u32).collect());
+    let labels = get_f32(&st, &file, "class_labels")?.map(|l| l.data.iter().map(|&v| {
+        u32::try_from(v as i64).map_err(|_| Error::Input(format!("{file}: class label {v} is negative")))
+    }).collect::<Result<Vec<u32>>>()).transpose()?;
     let start = Instant::now();
     let result = if cpu {
         ddim_webgpu::cpu::forward(&model, &sample, &timesteps, labels.as_deref())?
     } else {
-        let mut engine = GpuEngine::new(gpu()?, &model)?;
-        pollster::block_on(engine.forward(&sample, &timesteps, labels.as_deref()))?
+        let mut unet = GpuUNet::new(gpu()?, &model)?;
+        pollster::block_on(unet.forward(&sample, &timesteps, labels.as_deref()))?
     };
     eprintln!("forward {:?} in {:.1} ms", result.shape, start.elapsed().as_secs_f64() * 1e3);
     write_tensors(out, &[("sample", &result)])
 }
 
-fn schedule_for(model: &Model, file: Option<PathBuf>) -> Result<Schedule> {
-    match file {
-        Some(p) => Schedule::from_json(&String::from_utf8_lossy(&std::fs::read(&p).map_err(|e| io_err(&p, e))?)),
-        None => match &model.scheduler_config {
-            Some(text) => Schedule::from_json(text),
-            None => Schedule::new(Default::default()),
-        },
-    }
+fn read_scheduler(p: &Path) -> Result<SchedulerConfig> {
+    SchedulerConfig::from_json(&String::from_utf8_lossy(&std::fs::read(p).map_err(|e| io_err(p, e))?))
+}
+
+/// `noise` [N,C,H,W] and, if present, `step_noise` [S,N,C,H,W] from a safetensors file.
+fn read_noise(p: &Path) -> Result<GivenNoise> {
+    let (bytes, file) = read_tensors(p)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
+    let x_t = get_f32(&st, &file, "noise")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `noise`")))?;
+    Ok(GivenNoise { x_t, per_step: get_f32(&st, &file, "step_noise")? })
+}
+
+/// Samples through the run layer, showing progress, writing frames if asked.
+fn sample_with<E: Engine>(engine: &mut E, plan: &run::RunPlan, frames: Option<&Path>) -> Result<Tensor> {
+    let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} t={msg}").expect("valid template"));
+    let mut last = Instant::now();
+    let result = pollster::block_on(run::run(engine, plan, async |e: &mut E, info: StepInfo| {
+        if let Some(dir) = frames {
+            save_png(&dir.join(format!("step_{:04}.png", info.index)), &e.read(View::Xt).await?)?;
+        }
+        bar.set_message(format!("{} {:.1} ms/step", info.timestep, last.elapsed().as_secs_f64() * 1e3));
+        last = Instant::now();
+        bar.inc(1);
+        Ok(Flow::Continue)
+    }));
+    bar.finish();
+    result
 }
 
 fn save_png(path: &Path, x: &Tensor) -> Result<()> {
-    let (w, h, px) = ddim_webgpu::present::grid_rgba(x, ddim_webgpu::present::grid_cols(x.shape[0]));
+    let (w, h, px) = ddim_webgpu::image_grid::grid_rgba(x, ddim_webgpu::image_grid::grid_cols(x.shape[0]));
     image::save_buffer(path, &px, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| io_err(path, e))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sample(model: Option<PathBuf>, sched: Option<PathBuf>, opts: SampleOptions, noise: Option<PathBuf>, cpu: bool,
+fn sample(model: Option<PathBuf>, sched: Option<PathBuf>, mut opts: RunOptions, noise: Option<PathBuf>, cpu: bool,
           out: &Path, out_tensor: Option<PathBuf>, frames: Option<PathBuf>) -> Result<()> {
     let model = load(model)?;
-    let schedule = schedule_for(&model, sched)?;
-    let (h, w) = model.config.sample_size.ok_or_else(|| Error::Config("config has no sample_size: cannot pick an image size".into()))?;
-    let noise = match noise {
-        Some(p) => {
-            let (bytes, file) = read_tensors(&p)?;
-            let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
-            let t = get_f32(&st, &file, "noise")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `noise`")))?;
-            NoiseSource::Given { x_t: t.data, per_step: Vec::new() }
-        }
-        None => NoiseSource::Seed(opts.seed),
-    };
-    let plan = RunPlan::new(&model, &schedule, &opts, noise, h, w)?;
+    if let Some(p) = sched {
+        opts = opts.scheduler(read_scheduler(&p)?);
+    }
+    if let Some(p) = noise {
+        opts = opts.noise(read_noise(&p)?);
+    }
+    let plan = opts.plan(&model)?;
     if let Some(dir) = &frames {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
-    let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} t={msg}").expect("valid template"));
     let start = Instant::now();
-    let frame = |i: usize, x: &Tensor| -> Result<()> {
-        match &frames { Some(d) => save_png(&d.join(format!("step_{i:04}.png")), x), None => Ok(()) }
-    };
     let result = if cpu {
         eprintln!("engine: CPU reference");
-        let mut last = Instant::now();
-        let mut err = None;
-        let res = sampler::run_cpu(&model, &plan, |info, x, _| {
-            bar.set_message(format!("{} {:.1} ms/step", info.timestep, last.elapsed().as_secs_f64() * 1e3));
-            last = Instant::now();
-            bar.inc(1);
-            if frames.is_some() {
-                if let Err(e) = Tensor::new(plan.shape.to_vec(), x.to_vec()).and_then(|t| frame(info.index, &t)) { err = Some(e); return false; }
-            }
-            true
-        });
-        if let Some(e) = err { return Err(e); }
-        res?
+        sample_with(&mut CpuEngine::new(&model), &plan, frames.as_deref())?
     } else {
-        let mut engine = GpuEngine::new(gpu()?, &model)?;
-        let mut s = GpuSampler::new(&mut engine, plan)?;
-        let gpu = &engine.gpu;
-        let mut last = Instant::now();
-        while let Some(info) = s.step(gpu, |_| {})? {
-            if frames.is_some() {
-                frame(info.index, &pollster::block_on(s.read_x(gpu))?)?;
-            } else {
-                gpu.wait();
-            }
-            bar.set_message(format!("{} {:.1} ms/step", info.timestep, last.elapsed().as_secs_f64() * 1e3));
-            last = Instant::now();
-            bar.inc(1);
-        }
-        pollster::block_on(s.read_x(gpu))?
+        sample_with(&mut GpuEngine::new(gpu()?, &model)?, &plan, frames.as_deref())?
     };
-    bar.finish();
-    eprintln!("{} steps in {:.2} s", opts.steps, start.elapsed().as_secs_f64());
+    eprintln!("{} steps in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
     save_png(out, &result)?;
     if let Some(p) = out_tensor {
         write_tensors(&p, &[("sample", &result)])?;
@@ -273,38 +269,39 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
     let ts = vec![500.0; batch];
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
-    let mut engine = GpuEngine::new(pollster::block_on(Gpu::new())?, &model)?;
-    println!("adapter: {}", engine.gpu.adapter_name());
-    pollster::block_on(engine.forward(&x, &ts, labels.as_deref()))?; // records the program, warms up
-    let prog = engine.program(batch, h, w)?;
+    let mut engine = GpuEngine::new(pollster::block_on(GpuDevice::new())?, &model)?;
+    println!("adapter: {}", engine.gpu().adapter_name());
+    let unet = &mut engine.unet;
+    pollster::block_on(unet.forward(&x, &ts, labels.as_deref()))?; // records the forward, warms up
+    let prog = pollster::block_on(unet.recording(batch, h, w))?;
     let reps = 10;
     let start = Instant::now();
     for _ in 0..reps {
-        let mut enc = engine.gpu.device.create_command_encoder(&Default::default());
+        let mut enc = unet.gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             prog.encode(&mut pass);
         }
-        engine.gpu.queue.submit([enc.finish()]);
-        engine.gpu.wait();
+        unet.gpu.queue.submit([enc.finish()]);
+        unet.gpu.wait();
     }
     let gpu_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
     println!("gpu forward: {gpu_ms:.2} ms ({} dispatches, weights {:.1} MB, activations {:.1} MB)", prog.dispatch_count(),
-             engine.weights.bytes as f64 / 1e6, engine.activation_bytes() as f64 / 1e6);
+             unet.weights.bytes as f64 / 1e6, unet.activation_bytes() as f64 / 1e6);
     let start = Instant::now();
     let cpu_reps = 3;
-    let mut backend = ddim_webgpu::cpu::CpuBackend::new(&model);
+    let mut ops = ddim_webgpu::cpu::CpuOps::new(&model);
     for _ in 0..cpu_reps {
-        ddim_webgpu::cpu::forward_with(&mut backend, &model, &x, &ts, labels.as_deref())?;
+        ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &ts, labels.as_deref())?;
     }
     println!("cpu forward: {:.2} ms", start.elapsed().as_secs_f64() * 1e3 / cpu_reps as f64);
-    let schedule = schedule_for(&model, None)?;
-    let opts = SampleOptions { steps, batch, class_labels: labels.clone(), guidance, ..Default::default() };
-    let plan = RunPlan::new(&model, &schedule, &opts, NoiseSource::Seed(0), h, w)?;
+    let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
+    if let Some(l) = &labels {
+        opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));
+    }
+    let plan = opts.plan(&model)?;
     let start = Instant::now();
-    let mut s = GpuSampler::new(&mut engine, plan)?;
-    while s.step(&engine.gpu, |_| {})?.is_some() {}
-    pollster::block_on(s.read_x(&engine.gpu))?;
+    pollster::block_on(run::run_to_end(&mut engine, &plan))?;
     println!("gpu sample: {steps} DDIM steps, batch {batch}, guidance {guidance} in {:.1} ms ({:.2} ms/step)",
              start.elapsed().as_secs_f64() * 1e3, start.elapsed().as_secs_f64() * 1e3 / steps as f64);
     Ok(())

@@ -1,4 +1,4 @@
-//! The CPU reference: every op in plain Rust, and a `Backend` that runs the U-Net with them.
+//! The CPU reference: every op in plain Rust, and a `UNetOps` that runs the U-Net with them.
 //! It is the oracle of the GPU kernels' tests and an engine of its own (`--cpu`, the page's CPU engine).
 
 pub mod ops;
@@ -7,27 +7,27 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::model::{Backend, ConvSpec, Model};
+use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
 /// Runs ops immediately on host tensors. Tensors are shared, never mutated in place.
-pub struct CpuBackend {
+pub struct CpuOps {
     weights: HashMap<String, Arc<Tensor>>,
 }
 
-impl CpuBackend {
+impl CpuOps {
     pub fn new(model: &Model) -> Self {
         let weights = model.weights.tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
-        CpuBackend { weights }
+        CpuOps { weights }
     }
 
     /// A backend over arbitrary named tensors (single blocks in tests).
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
-        CpuBackend { weights: tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect() }
+        CpuOps { weights: tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect() }
     }
 }
 
-impl Backend for CpuBackend {
+impl UNetOps for CpuOps {
     type T = Arc<Tensor>;
 
     fn weight(&self, name: &str) -> Result<Self::T> {
@@ -76,19 +76,19 @@ impl Backend for CpuBackend {
     }
 }
 
-/// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N] (as f32).
+/// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N].
 pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<Tensor> {
-    let mut backend = CpuBackend::new(model);
-    forward_with(&mut backend, model, sample, timesteps, class_labels)
+    let mut ops = CpuOps::new(model);
+    forward_with(&mut ops, &model.config, sample, timesteps, class_labels)
 }
 
-/// Same as `forward` with a backend that already holds the weights (no copy per call).
-pub fn forward_with(backend: &mut CpuBackend, model: &Model, sample: &Tensor, timesteps: &[f32],
+/// Same as `forward` with ops that already hold the weights (no copy per call).
+pub fn forward_with(ops: &mut CpuOps, config: &UNetConfig, sample: &Tensor, timesteps: &[f32],
                     class_labels: Option<&[u32]>) -> Result<Tensor> {
-    let n = crate::model::unet::check_sample(&model.config, &sample.shape, timesteps.len(), class_labels)?;
+    let n = crate::model::unet::check_sample(config, &sample.shape, timesteps.len(), class_labels)?;
     let t = Arc::new(Tensor::new(vec![n], timesteps.to_vec())?);
     let labels = class_labels.map(|l| Arc::new(Tensor { shape: vec![n], data: l.iter().map(|&v| v as f32).collect() }));
     let x = Arc::new(sample.clone());
-    let out = crate::model::unet_forward(backend, &model.config, &x, &t, labels.as_ref())?;
+    let out = crate::model::unet_forward(ops, config, &x, &t, labels.as_ref())?;
     Ok(Arc::try_unwrap(out).unwrap_or_else(|a| (*a).clone()))
 }

@@ -1,10 +1,13 @@
-//! The GPU backend: one compute pipeline per WGSL shader, a buffer pool, a `Backend` that records
-//! the U-Net as a list of dispatches once per shape (`program`), and the sampling loop (`sampler`).
+//! The GPU side: `GpuDevice` (device, queue, one compute pipeline per WGSL shader), `recorder` (the
+//! U-Net ops as dispatches over pooled buffers), `recording` (a forward recorded once per shape and
+//! the uploaded model, `GpuUNet`), `engine` (the run layer's GPU engine) and `draw` (x_t → canvas).
 //! No blocking calls: readbacks are `async` (native code drives them with pollster at the edges).
 
-pub mod backend;
-pub mod program;
-pub mod sampler;
+pub mod draw;
+pub mod engine;
+pub mod params;
+pub mod recorder;
+pub mod recording;
 
 use std::sync::{Arc, Mutex};
 
@@ -17,17 +20,17 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
     ("class_embedding", include_str!("../../shaders/class_embedding.wgsl"), &["main"]),
-    ("elementwise", include_str!("../../shaders/elementwise.wgsl"), &["main"]),
+    ("affine", include_str!("../../shaders/affine.wgsl"), &["main"]),
     ("concat_channels", include_str!("../../shaders/concat_channels.wgsl"), &["main"]),
     ("attention", include_str!("../../shaders/attention.wgsl"), &["scores", "softmax", "apply"]),
-    ("ddim_step", include_str!("../../shaders/ddim_step.wgsl"), &["main"]),
+    ("scheduler_step", include_str!("../../shaders/scheduler_step.wgsl"), &["main"]),
 ];
 
-/// The render shader that draws a sample into a canvas (`sampler::Presenter`).
+/// The render shader that draws a sample into a canvas (`sampler::SampleDrawer`).
 pub const PRESENT_SHADER: &str = include_str!("../../shaders/present.wgsl");
 
 /// A device, its queue, and the engine's pipelines (built once).
-pub struct Gpu {
+pub struct GpuDevice {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
@@ -38,7 +41,7 @@ pub struct Gpu {
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Gpu {
+impl GpuDevice {
     /// Requests the best adapter available and a device with the adapter's own limits.
     pub async fn new() -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
@@ -97,7 +100,7 @@ impl Gpu {
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(format!("building the compute pipelines failed: {e}")));
         }
-        Ok(Gpu { device, queue, info, limits, pipelines, fault, lost })
+        Ok(GpuDevice { device, queue, info, limits, pipelines, fault, lost })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -147,17 +150,17 @@ impl Gpu {
         Ok(buf)
     }
 
-    /// A uniform buffer with the kernel's parameters (u32 words, padded to 16 bytes).
-    pub(crate) fn params(&self, words: &[u32]) -> wgpu::Buffer {
-        let mut padded = words.to_vec();
-        padded.resize(words.len().next_multiple_of(4), 0);
+    /// A uniform buffer holding a kernel's parameters (their size is a multiple of 16 bytes: the
+    /// reflection test checks each struct against its WGSL twin).
+    pub(crate) fn params<P: params::KernelParams>(&self, p: &P) -> wgpu::Buffer {
+        let bytes = bytemuck::bytes_of(p);
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("params"),
-            size: (padded.len() * 4) as u64,
+            label: Some(P::SHADER),
+            size: bytes.len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(&padded));
+        self.queue.write_buffer(&buf, 0, bytes);
         buf
     }
 
@@ -208,6 +211,40 @@ impl Gpu {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+
+    /// Runs `f` (which records or creates GPU objects) inside a validation error scope, then pops
+    /// and awaits the scope: an error it captured is returned, naming `what`.
+    pub async fn validated<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = f();
+        let captured = scope.pop().await;
+        let value = result?;
+        match captured {
+            Some(e) => Err(Error::Gpu(format!("{what}: {e}"))),
+            None => Ok(value),
+        }
+    }
+
+    /// Resolves when the queue has finished its submitted work; fails (instead of hanging) on a
+    /// device loss or an uncaptured error.
+    pub async fn idle(&self) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait();
+        #[cfg(target_arch = "wasm32")]
+        {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let done = Arc::new(AtomicBool::new(false));
+            let d = done.clone();
+            self.queue.on_submitted_work_done(move || d.store(true, Ordering::SeqCst));
+            while !done.load(Ordering::SeqCst) {
+                if self.lost.load(Ordering::SeqCst) {
+                    break;
+                }
+                crate::web::sleep_ms(2).await;
+            }
+        }
+        self.check()
     }
 
     /// Natively, block until the queue is idle (on the web the browser's event loop does this).

@@ -1,31 +1,40 @@
-//! The model: config, weights, and the U-Net forward written once over any `Backend`.
+//! The model: config, weights, and the U-Net forward written once over any `UNetOps`.
 
 pub mod config;
 pub mod unet;
 pub mod weights;
 
 pub use config::UNetConfig;
-pub use unet::{unet_forward, Backend, ConvSpec};
+pub use unet::{unet_forward, UNetOps, ConvSpec};
 pub use weights::Weights;
 
 #[cfg(not(target_arch = "wasm32"))]
 use crate::error::Error;
 use crate::error::Result;
+use crate::sampler::SchedulerConfig;
 
-/// A loaded diffusers UNet2DModel folder: config + weights (+ scheduler config text if present).
+/// A loaded diffusers UNet2DModel folder: config, weights and the scheduler config (parsed once,
+/// at load; diffusers' defaults when the folder has none).
 #[derive(Clone, Debug)]
 pub struct Model {
     pub config: UNetConfig,
     pub weights: Weights,
-    pub scheduler_config: Option<String>,
+    pub scheduler: SchedulerConfig,
+    /// Where `scheduler` came from: a file name, or why the defaults are used.
+    pub scheduler_source: String,
 }
 
+/// Said when a model folder has no `scheduler_config.json`.
+pub const SCHEDULER_DEFAULTS: &str = "diffusers' DDIMScheduler defaults (no scheduler_config.json)";
+
 impl Model {
-    /// Builds a model from the bytes of `config.json` and the safetensors file.
-    pub fn from_bytes(config_json: &str, safetensors: &[u8], scheduler_config: Option<String>) -> Result<Self> {
+    /// Builds a model from the bytes of `config.json`, the safetensors file and, when the folder
+    /// has one, `scheduler_config.json`.
+    pub fn from_bytes(config_json: &str, safetensors: &[u8], scheduler_json: Option<&str>) -> Result<Self> {
         let config = UNetConfig::from_json(config_json)?;
         let weights = Weights::from_safetensors(safetensors, "diffusion_pytorch_model.safetensors", &config)?;
-        Ok(Model { config, weights, scheduler_config })
+        let (scheduler, scheduler_source) = parse_scheduler(scheduler_json, "scheduler_config.json")?;
+        Ok(Model { config, weights, scheduler, scheduler_source })
     }
 
     /// Loads a diffusers folder: `config.json`, `diffusion_pytorch_model.safetensors` (or the one
@@ -42,12 +51,20 @@ impl Model {
         let st_path = find_safetensors(dir)?;
         let bytes = read(&st_path)?;
         let weights = Weights::from_safetensors(&bytes, &st_path.display().to_string(), &config)?;
-        let scheduler_config = [dir.join("scheduler_config.json"), dir.join("../scheduler/scheduler_config.json")]
-            .iter()
-            .find(|p| p.exists())
-            .map(|p| read(p).map(|b| String::from_utf8_lossy(&b).into_owned()))
-            .transpose()?;
-        Ok(Model { config, weights, scheduler_config })
+        let sched_path = [dir.join("scheduler_config.json"), dir.join("../scheduler/scheduler_config.json")]
+            .into_iter()
+            .find(|p| p.exists());
+        let text = sched_path.as_ref().map(|p| read(p).map(|b| String::from_utf8_lossy(&b).into_owned())).transpose()?;
+        let name = sched_path.map(|p| p.display().to_string()).unwrap_or_default();
+        let (scheduler, scheduler_source) = parse_scheduler(text.as_deref(), &name)?;
+        Ok(Model { config, weights, scheduler, scheduler_source })
+    }
+}
+
+fn parse_scheduler(text: Option<&str>, name: &str) -> Result<(SchedulerConfig, String)> {
+    match text {
+        Some(t) => Ok((SchedulerConfig::from_json(t)?, name.to_string())),
+        None => Ok((SchedulerConfig::default(), SCHEDULER_DEFAULTS.to_string())),
     }
 }
 

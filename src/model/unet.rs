@@ -1,4 +1,4 @@
-//! `UNet2DModel.forward`, written once over a `Backend` (CPU reference or GPU recorder).
+//! `UNet2DModel.forward`, written once over a `UNetOps` (CPU reference or GPU recorder).
 //! It reads like diffusers' `unet_2d.py`, `unet_2d_blocks.py`, `resnet.py` and `attention_processor.py`.
 
 use super::config::{BlockKind, UNetConfig};
@@ -32,7 +32,7 @@ impl ConvSpec {
 
 /// The ops a U-Net forward needs. Tensors are NCHW (or [N, features]); `weight(name)` hands out a
 /// model tensor by its diffusers name.
-pub trait Backend {
+pub trait UNetOps {
     type T: Clone;
     fn weight(&self, name: &str) -> Result<Self::T>;
     /// [n, c, h, w] (2-D tensors report [n, f, 1, 1]).
@@ -58,7 +58,7 @@ pub trait Backend {
 
 /// `UNet2DModel.forward(sample, timestep, class_labels).sample`.
 /// `timesteps` holds one f32 per batch item; `class_labels` one label per batch item.
-pub fn unet_forward<B: Backend>(b: &mut B, cfg: &UNetConfig, sample: &B::T, timesteps: &B::T,
+pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, timesteps: &B::T,
                                 class_labels: Option<&B::T>) -> Result<B::T> {
     let mut x = sample.clone();
     if cfg.center_input_sample {
@@ -117,7 +117,7 @@ pub fn unet_forward<B: Backend>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
 }
 
 /// Timesteps(positional) → TimestepEmbedding(linear_1, silu, linear_2) (+ class embedding).
-fn time_embedding<B: Backend>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Option<&B::T>) -> Result<B::T> {
+fn time_embedding<B: UNetOps>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Option<&B::T>) -> Result<B::T> {
     let t_emb = b.timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)?;
     let (w1, b1) = (b.weight("time_embedding.linear_1.weight")?, b.weight("time_embedding.linear_1.bias")?);
     let (w2, b2) = (b.weight("time_embedding.linear_2.weight")?, b.weight("time_embedding.linear_2.bias")?);
@@ -134,7 +134,7 @@ fn time_embedding<B: Backend>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Opt
     }
 }
 
-fn conv<B: Backend>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B::T> {
+fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B::T> {
     let (w, bias) = (b.weight(&format!("{name}.weight"))?, b.weight(&format!("{name}.bias"))?);
     b.conv2d(x, &w, &bias, spec, None, None, 1.0)
 }
@@ -142,12 +142,12 @@ fn conv<B: Backend>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B
 /// ResnetBlock2D (time_scale_shift "default"):
 /// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
 /// out = (shortcut(x) + h) / output_scale_factor.
-fn resnet<B: Backend>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, temb: &B::T, scale: f32) -> Result<B::T> {
+fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, temb: &B::T, scale: f32) -> Result<B::T> {
     resnet_block(b, p, x, temb, cfg.norm_num_groups, cfg.norm_eps, scale)
 }
 
 /// ResnetBlock2D with weights under prefix `p`.
-pub fn resnet_block<B: Backend>(b: &mut B, p: &str, x: &B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
+pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     let h = b.group_norm(x, &w(b, "norm1.weight")?, &w(b, "norm1.bias")?, groups, eps, true)?;
     let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
@@ -164,7 +164,7 @@ pub fn resnet_block<B: Backend>(b: &mut B, p: &str, x: &B::T, temb: &B::T, group
 /// Attention(residual_connection=True) with AttnProcessor: group_norm → to_q/to_k/to_v →
 /// softmax(qkᵀ/√d)·v per head → to_out → + residual → / rescale_output_factor.
 /// The projections are Linear layers over channels, i.e. 1x1 convs on the NCHW tensor.
-fn attention<B: Backend>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, groups: usize, rescale: f32) -> Result<B::T> {
+fn attention<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, groups: usize, rescale: f32) -> Result<B::T> {
     let [_, c, _, _] = b.dims(x);
     let (heads, dim_head) = cfg.attention_heads(c);
     attention_block(b, p, x, heads, dim_head, groups, cfg.norm_eps, rescale)
@@ -172,7 +172,7 @@ fn attention<B: Backend>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, groups:
 
 /// The attention block with weights under prefix `p`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_block<B: Backend>(b: &mut B, p: &str, x: &B::T, heads: usize, dim_head: usize, groups: usize, eps: f32,
+pub fn attention_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, heads: usize, dim_head: usize, groups: usize, eps: f32,
                                    rescale: f32) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     let h = b.group_norm(x, &w(b, "group_norm.weight")?, &w(b, "group_norm.bias")?, groups, eps, false)?;

@@ -5,37 +5,40 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
-/// `scheduler_config.json` (DDIM or DDPM), with diffusers' defaults.
-#[derive(Clone, Debug, Deserialize)]
-pub struct SchedulerConfig {
+/// `scheduler_config.json` (DDIM or DDPM) as text fields, with diffusers' defaults; turned into the
+/// typed `SchedulerConfig` (which names the field of any unknown value) right after parsing.
+#[derive(Deserialize)]
+struct RawSchedulerConfig {
+    #[serde(rename = "_class_name", default)]
+    class_name: Option<String>,
     #[serde(default = "thousand")]
-    pub num_train_timesteps: usize,
+    num_train_timesteps: usize,
     #[serde(default = "beta_start")]
-    pub beta_start: f64,
+    beta_start: f64,
     #[serde(default = "beta_end")]
-    pub beta_end: f64,
+    beta_end: f64,
     #[serde(default = "linear")]
-    pub beta_schedule: String,
+    beta_schedule: String,
     #[serde(default)]
-    pub trained_betas: Option<Vec<f64>>,
+    trained_betas: Option<Vec<f64>>,
     #[serde(default = "yes")]
-    pub clip_sample: bool,
+    clip_sample: bool,
     #[serde(default = "one")]
-    pub clip_sample_range: f64,
+    clip_sample_range: f64,
     #[serde(default = "yes")]
-    pub set_alpha_to_one: bool,
+    set_alpha_to_one: bool,
     #[serde(default)]
-    pub steps_offset: usize,
+    steps_offset: usize,
     #[serde(default = "epsilon")]
-    pub prediction_type: String,
+    prediction_type: String,
     #[serde(default)]
-    pub thresholding: bool,
+    thresholding: bool,
     #[serde(default = "leading")]
-    pub timestep_spacing: String,
+    timestep_spacing: String,
     #[serde(default)]
-    pub rescale_betas_zero_snr: bool,
-    #[serde(default = "fixed_small")]
-    pub variance_type: Option<String>,
+    rescale_betas_zero_snr: bool,
+    #[serde(default)]
+    variance_type: Option<String>,
 }
 
 fn thousand() -> usize { 1000 }
@@ -46,11 +49,107 @@ fn yes() -> bool { true }
 fn one() -> f64 { 1.0 }
 fn epsilon() -> String { "epsilon".into() }
 fn leading() -> String { "leading".into() }
-fn fixed_small() -> Option<String> { Some("fixed_small".into()) }
+
+/// Defines a config enum whose JSON spellings are diffusers' strings; an unknown string is an
+/// `Error::Scheduler` naming the field and the accepted values.
+macro_rules! config_enum {
+    ($(#[$doc:meta])* $name:ident, $field:literal { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub fn parse(text: &str) -> Result<Self> {
+                match text {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(Error::Scheduler(format!(
+                        "`{}` = {other:?}: expected one of {}", $field, [$($text),+].join(", ")))),
+                }
+            }
+
+            pub fn as_str(&self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+    };
+}
+
+config_enum!(/// How betas are laid out over the training timesteps.
+    BetaSchedule, "beta_schedule" { Linear = "linear", ScaledLinear = "scaled_linear", SquaredcosCapV2 = "squaredcos_cap_v2" });
+config_enum!(/// How `set_timesteps(n)` picks the n timesteps.
+    TimestepSpacing, "timestep_spacing" { Leading = "leading", Trailing = "trailing", Linspace = "linspace" });
+config_enum!(/// What the U-Net predicts.
+    PredictionType, "prediction_type" { Epsilon = "epsilon", VPrediction = "v_prediction", Sample = "sample" });
+config_enum!(/// DDPM's posterior variance (`learned*` parse but need a model that predicts the variance).
+    VarianceType, "variance_type" { FixedSmall = "fixed_small", FixedSmallLog = "fixed_small_log", FixedLarge = "fixed_large",
+                                    Learned = "learned", LearnedRange = "learned_range" });
+
+/// A validated `scheduler_config.json`: parsed once, at load, into typed settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchedulerConfig {
+    /// `_class_name` when present ("DDIMScheduler", "DDPMScheduler", ...).
+    pub class_name: Option<String>,
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub trained_betas: Option<Vec<f64>>,
+    pub clip_sample: bool,
+    pub clip_sample_range: f64,
+    pub set_alpha_to_one: bool,
+    pub steps_offset: usize,
+    pub prediction_type: PredictionType,
+    pub timestep_spacing: TimestepSpacing,
+    pub variance_type: VarianceType,
+}
+
+impl SchedulerConfig {
+    /// Parses and validates `scheduler_config.json`; every error names its field.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        let raw: RawSchedulerConfig =
+            serde_json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        if raw.thresholding {
+            return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
+        }
+        if raw.rescale_betas_zero_snr {
+            return Err(Error::Scheduler("`rescale_betas_zero_snr` = true is not implemented".into()));
+        }
+        if raw.num_train_timesteps == 0 {
+            return Err(Error::Scheduler("`num_train_timesteps` = 0".into()));
+        }
+        if let Some(b) = &raw.trained_betas {
+            if b.len() != raw.num_train_timesteps {
+                return Err(Error::Scheduler(format!("`trained_betas` has {} entries, num_train_timesteps is {}",
+                                                    b.len(), raw.num_train_timesteps)));
+            }
+        }
+        Ok(SchedulerConfig {
+            class_name: raw.class_name,
+            num_train_timesteps: raw.num_train_timesteps,
+            beta_start: raw.beta_start,
+            beta_end: raw.beta_end,
+            beta_schedule: BetaSchedule::parse(&raw.beta_schedule)?,
+            trained_betas: raw.trained_betas,
+            clip_sample: raw.clip_sample,
+            clip_sample_range: raw.clip_sample_range,
+            set_alpha_to_one: raw.set_alpha_to_one,
+            steps_offset: raw.steps_offset,
+            prediction_type: PredictionType::parse(&raw.prediction_type)?,
+            timestep_spacing: TimestepSpacing::parse(&raw.timestep_spacing)?,
+            variance_type: VarianceType::parse(raw.variance_type.as_deref().unwrap_or("fixed_small"))?,
+        })
+    }
+}
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        serde_json::from_str("{}").expect("defaults parse")
+        Self::from_json("{}").expect("defaults parse")
     }
 }
 
@@ -78,7 +177,7 @@ pub struct StepCoeffs {
 }
 
 impl StepCoeffs {
-    /// The update for one element (the CPU twin of `shaders/ddim_step.wgsl`). Returns (x_prev, x0).
+    /// The update for one element (the CPU twin of `shaders/scheduler_step.wgsl`). Returns (x_prev, x0).
     pub fn apply(&self, x: f32, m: f32, noise: f32) -> (f32, f32) {
         let mut x0 = self.x0_x * x + self.x0_m * m;
         let eps = self.eps_x * x + self.eps_m * m;
@@ -106,31 +205,18 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn from_json(text: &str) -> Result<Self> {
-        let cfg: SchedulerConfig = serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
-        Self::new(cfg)
+        Ok(Self::new(SchedulerConfig::from_json(text)?))
     }
 
-    pub fn new(config: SchedulerConfig) -> Result<Self> {
-        if config.thresholding {
-            return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
-        }
-        if config.rescale_betas_zero_snr {
-            return Err(Error::Scheduler("`rescale_betas_zero_snr` = true is not implemented".into()));
-        }
-        if !["epsilon", "v_prediction", "sample"].contains(&config.prediction_type.as_str()) {
-            return Err(Error::Scheduler(format!("`prediction_type` = {:?}: expected epsilon, v_prediction or sample", config.prediction_type)));
-        }
-        if config.num_train_timesteps == 0 {
-            return Err(Error::Scheduler("`num_train_timesteps` = 0".into()));
-        }
-        let betas = betas(&config)?;
+    pub fn new(config: SchedulerConfig) -> Self {
+        let betas = betas(&config);
         // torch.cumprod over f32 alphas; accumulate in f64 and round once per entry.
         let mut acc = 1.0f64;
         let alphas_cumprod = betas.iter().map(|&b| {
             acc *= (1.0f32 - b) as f64;
             acc as f32
         }).collect();
-        Ok(Schedule { config, alphas_cumprod })
+        Schedule { config, alphas_cumprod }
     }
 
     fn t_count(&self) -> usize {
@@ -146,22 +232,21 @@ impl Schedule {
         if n > t {
             return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
         }
-        let ts: Vec<i64> = match self.config.timestep_spacing.as_str() {
-            "linspace" => (0..n).rev().map(|i| {
+        let ts: Vec<i64> = match self.config.timestep_spacing {
+            TimestepSpacing::Linspace => (0..n).rev().map(|i| {
                 let v = if n == 1 { 0.0 } else { (t - 1) as f64 * i as f64 / (n - 1) as f64 };
                 v.round_ties_even() as i64
             }).collect(),
-            "leading" => {
+            TimestepSpacing::Leading => {
                 let ratio = t / n;
                 (0..n).rev().map(|i| (i * ratio + self.config.steps_offset) as i64).collect()
             }
-            "trailing" => {
+            TimestepSpacing::Trailing => {
                 // np.round(np.arange(T, 0, -T / n)) - 1
                 let ratio = t as f64 / n as f64;
                 let len = ((t as f64) / ratio).ceil() as usize;
                 (0..len).map(|i| (t as f64 - i as f64 * ratio).round_ties_even() as i64 - 1).collect()
             }
-            other => return Err(Error::Scheduler(format!("`timestep_spacing` = {other:?}: expected leading, trailing or linspace"))),
         };
         if let Some(bad) = ts.iter().find(|&&v| v < 0 || v as usize >= t) {
             return Err(Error::Scheduler(format!("timestep {bad} outside 0..{t} (steps_offset too large?)")));
@@ -176,10 +261,10 @@ impl Schedule {
     /// (x0, eps) as linear functions of (x, m) for this prediction type at ᾱ_t = a.
     fn prediction(&self, a: f64) -> [f64; 4] {
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
-        match self.config.prediction_type.as_str() {
-            "epsilon" => [1.0 / sa, -sb / sa, 0.0, 1.0],
-            "sample" => [0.0, 1.0, 1.0 / sb, -sa / sb],
-            _ => [sa, -sb, sb, sa], // v_prediction
+        match self.config.prediction_type {
+            PredictionType::Epsilon => [1.0 / sa, -sb / sa, 0.0, 1.0],
+            PredictionType::Sample => [0.0, 1.0, 1.0 / sb, -sa / sb],
+            PredictionType::VPrediction => [sa, -sb, sb, sa],
         }
     }
 
@@ -216,9 +301,10 @@ impl Schedule {
 
     /// The steps of ancestral DDPM sampling (`DDPMScheduler.step`; Ho et al. 2020, Algorithm 2).
     pub fn ddpm_steps(&self, n: usize) -> Result<Vec<Step>> {
-        let variance_type = self.config.variance_type.clone().unwrap_or_else(|| "fixed_small".into());
-        if !["fixed_small", "fixed_small_log", "fixed_large"].contains(&variance_type.as_str()) {
-            return Err(Error::Scheduler(format!("`variance_type` = {variance_type:?}: only fixed_small, fixed_small_log, fixed_large are implemented")));
+        let variance_type = self.config.variance_type;
+        if matches!(variance_type, VarianceType::Learned | VarianceType::LearnedRange) {
+            return Err(Error::Scheduler(format!("`variance_type` = {:?}: a learned variance needs a model that predicts it; \
+                                                 only fixed_small, fixed_small_log, fixed_large are implemented", variance_type.as_str())));
         }
         let ts = self.timesteps(n)?;
         Ok(ts.iter().enumerate().map(|(i, &t)| {
@@ -229,7 +315,7 @@ impl Schedule {
             let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
             let alpha_t = a / a_prev;
             let beta_t = 1.0 - alpha_t;
-            let variance = if variance_type == "fixed_large" { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
+            let variance = if variance_type == VarianceType::FixedLarge { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
             let p = self.prediction(a);
             let coeffs = StepCoeffs {
                 x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32,
@@ -264,24 +350,20 @@ fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
     }).collect()
 }
 
-fn betas(cfg: &SchedulerConfig) -> Result<Vec<f32>> {
+fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
     let t = cfg.num_train_timesteps;
     if let Some(b) = &cfg.trained_betas {
-        if b.len() != t {
-            return Err(Error::Scheduler(format!("`trained_betas` has {} entries, num_train_timesteps is {t}", b.len())));
-        }
-        return Ok(b.iter().map(|&v| v as f32).collect());
+        return b.iter().map(|&v| v as f32).collect();
     }
-    Ok(match cfg.beta_schedule.as_str() {
-        "linear" => linspace_f32(cfg.beta_start, cfg.beta_end, t),
-        "scaled_linear" => linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).iter().map(|v| v * v).collect(),
-        "squaredcos_cap_v2" => {
+    match cfg.beta_schedule {
+        BetaSchedule::Linear => linspace_f32(cfg.beta_start, cfg.beta_end, t),
+        BetaSchedule::ScaledLinear => linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).iter().map(|v| v * v).collect(),
+        BetaSchedule::SquaredcosCapV2 => {
             let alpha_bar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
             (0..t).map(|i| {
                 let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
                 (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
             }).collect()
         }
-        other => return Err(Error::Scheduler(format!("`beta_schedule` = {other:?}: expected linear, scaled_linear or squaredcos_cap_v2"))),
-    })
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use ddim_webgpu::gpu::Gpu;
+use ddim_webgpu::gpu::GpuDevice;
 use ddim_webgpu::Tensor;
 use safetensors::{Dtype, SafeTensors};
 
@@ -33,11 +33,11 @@ pub fn json(name: &str) -> serde_json::Value {
 }
 
 /// The GPU every native test runs on (lavapipe in CI). No adapter is a test failure, not a skip.
-pub fn gpu() -> Gpu {
+pub fn gpu() -> GpuDevice {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
-    pollster::block_on(Gpu::new()).expect("a WebGPU adapter (install mesa-vulkan-drivers for lavapipe)")
+    pollster::block_on(GpuDevice::new()).expect("a WebGPU adapter (install mesa-vulkan-drivers for lavapipe)")
 }
 
 /// Asserts |got − want| ≤ tol · max(1, max|want|) elementwise, naming the case.

@@ -5,13 +5,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::backend::{Dispatch, GpuBackend, GpuTensor, GpuWeights, Pool};
-use super::Gpu;
+use super::recorder::{Dispatch, GpuRecorder, GpuTensor, GpuWeights, Pool};
+use super::GpuDevice;
 use crate::error::Result;
 use crate::model::{unet_forward, Model, UNetConfig};
 use crate::tensor::Tensor;
 
-pub struct UNetProgram {
+pub struct RecordedForward {
     pub batch: usize,
     pub sample: GpuTensor,
     pub timesteps: GpuTensor,
@@ -20,9 +20,11 @@ pub struct UNetProgram {
     dispatches: Vec<Dispatch>,
 }
 
-impl UNetProgram {
-    /// Records the forward for `batch` samples of `h`×`w`.
-    pub fn record(gpu: &Gpu, weights: &GpuWeights, pool: Rc<RefCell<Pool>>, cfg: &UNetConfig, batch: usize, h: usize, w: usize) -> Result<Self> {
+impl RecordedForward {
+    /// Records the forward for `batch` samples of `h`×`w`; any validation error of the recording
+    /// (a bind group that does not fit its pipeline, a binding over the adapter's limits) is returned.
+    pub async fn record(gpu: &GpuDevice, weights: &GpuWeights, pool: Rc<RefCell<Pool>>, cfg: &UNetConfig, batch: usize, h: usize,
+                        w: usize) -> Result<Self> {
         cfg.check_input_size(h, w)?;
         let sample = GpuTensor::owned(gpu.storage_buffer((batch * cfg.in_channels * h * w * 4) as u64, "sample")?,
                                       vec![batch, cfg.in_channels, h, w]);
@@ -31,13 +33,12 @@ impl UNetProgram {
             Some(_) => Some(GpuTensor::owned(gpu.storage_buffer((batch * 4) as u64, "class labels")?, vec![batch])),
             None => None,
         };
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let mut backend = GpuBackend::new(gpu, weights, pool)?;
-        let out = unet_forward(&mut backend, cfg, &sample, &timesteps, labels.as_ref())?;
-        let dispatches = std::mem::take(&mut backend.dispatches);
-        drop(scope); // errors, if any, surface through the device's uncaptured-error slot
-        gpu.check()?;
-        Ok(UNetProgram { batch, sample, timesteps, labels, out, dispatches })
+        let (out, dispatches) = gpu.validated("recording the U-Net forward", || {
+            let mut recorder = GpuRecorder::new(gpu, weights, pool)?;
+            let out = unet_forward(&mut recorder, cfg, &sample, &timesteps, labels.as_ref())?;
+            Ok((out, std::mem::take(&mut recorder.dispatches)))
+        }).await?;
+        Ok(RecordedForward { batch, sample, timesteps, labels, out, dispatches })
     }
 
     pub fn dispatch_count(&self) -> usize {
@@ -46,11 +47,11 @@ impl UNetProgram {
 
     /// Appends the whole forward to a compute pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
-        super::backend::encode(&self.dispatches, pass);
+        super::recorder::encode(&self.dispatches, pass);
     }
 
     /// Writes the per-step inputs (timesteps, labels) into their buffers.
-    pub fn write_conditioning(&self, gpu: &Gpu, timesteps: &[f32], labels: Option<&[u32]>) {
+    pub fn write_conditioning(&self, gpu: &GpuDevice, timesteps: &[f32], labels: Option<&[u32]>) {
         gpu.queue.write_buffer(self.timesteps.buffer(), 0, bytemuck::cast_slice(timesteps));
         if let (Some(buf), Some(l)) = (&self.labels, labels) {
             gpu.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(l));
@@ -58,29 +59,29 @@ impl UNetProgram {
     }
 }
 
-/// The GPU engine: device, uploaded weights, and one recorded program per input shape.
-pub struct GpuEngine {
-    pub gpu: Gpu,
+/// A model on the GPU: the device, the uploaded weights, and one recorded forward per input shape.
+pub struct GpuUNet {
+    pub gpu: GpuDevice,
     pub config: UNetConfig,
     pub weights: GpuWeights,
     pool: Rc<RefCell<Pool>>,
-    programs: HashMap<(usize, usize, usize), Rc<UNetProgram>>,
+    recordings: HashMap<(usize, usize, usize), Rc<RecordedForward>>,
 }
 
-impl GpuEngine {
-    pub fn new(gpu: Gpu, model: &Model) -> Result<Self> {
+impl GpuUNet {
+    pub fn new(gpu: GpuDevice, model: &Model) -> Result<Self> {
         let weights = GpuWeights::upload(&gpu, model)?;
         gpu.check()?;
-        Ok(GpuEngine { gpu, config: model.config.clone(), weights, pool: Rc::default(), programs: HashMap::new() })
+        Ok(GpuUNet { gpu, config: model.config.clone(), weights, pool: Rc::default(), recordings: HashMap::new() })
     }
 
-    /// The program for this shape, recorded on first use.
-    pub fn program(&mut self, batch: usize, h: usize, w: usize) -> Result<Rc<UNetProgram>> {
-        if let Some(p) = self.programs.get(&(batch, h, w)) {
+    /// The recorded forward for this shape, recorded on first use.
+    pub async fn recording(&mut self, batch: usize, h: usize, w: usize) -> Result<Rc<RecordedForward>> {
+        if let Some(p) = self.recordings.get(&(batch, h, w)) {
             return Ok(p.clone());
         }
-        let p = Rc::new(UNetProgram::record(&self.gpu, &self.weights, self.pool.clone(), &self.config, batch, h, w)?);
-        self.programs.insert((batch, h, w), p.clone());
+        let p = Rc::new(RecordedForward::record(&self.gpu, &self.weights, self.pool.clone(), &self.config, batch, h, w).await?);
+        self.recordings.insert((batch, h, w), p.clone());
         Ok(p)
     }
 
@@ -93,7 +94,7 @@ impl GpuEngine {
     /// (class-conditional models) one label per item.
     pub async fn forward(&mut self, sample: &Tensor, timesteps: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
         let n = crate::model::unet::check_sample(&self.config, &sample.shape, timesteps.len(), labels)?;
-        let prog = self.program(n, sample.shape[2], sample.shape[3])?;
+        let prog = self.recording(n, sample.shape[2], sample.shape[3]).await?;
         self.gpu.queue.write_buffer(prog.sample.buffer(), 0, bytemuck::cast_slice(&sample.data));
         prog.write_conditioning(&self.gpu, timesteps, labels);
         let mut enc = self.gpu.device.create_command_encoder(&Default::default());

@@ -1,4 +1,4 @@
-//! `GpuBackend`: the U-Net ops as WGSL dispatches. Calling an op does not run it: it allocates the
+//! `GpuRecorder`: the U-Net ops as WGSL dispatches. Calling an op does not run it: it allocates the
 //! output from the pool, builds the bind group and appends a `Dispatch`; `program` replays the list.
 //! A tensor's buffer returns to the pool when its last handle drops, so later ops of the same
 //! recording reuse it — safe because dispatches run in recording order.
@@ -7,9 +7,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::{grid, Gpu};
+use super::params::KernelParams;
+use super::{grid, GpuDevice};
+use crate::kernel_params;
 use crate::error::{Error, Result};
-use crate::model::{Backend, ConvSpec, Model};
+use crate::model::{UNetOps, ConvSpec, Model};
 
 #[derive(Default)]
 pub struct Pool {
@@ -74,11 +76,11 @@ pub struct GpuWeights {
 }
 
 impl GpuWeights {
-    pub fn upload(gpu: &Gpu, model: &Model) -> Result<Self> {
+    pub fn upload(gpu: &GpuDevice, model: &Model) -> Result<Self> {
         Self::upload_tensors(gpu, &model.weights.tensors)
     }
 
-    pub fn upload_tensors(gpu: &Gpu, named: &HashMap<String, crate::Tensor>) -> Result<Self> {
+    pub fn upload_tensors(gpu: &GpuDevice, named: &HashMap<String, crate::Tensor>) -> Result<Self> {
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         for (name, t) in named {
@@ -97,18 +99,18 @@ pub struct Dispatch {
     pub groups: [u32; 3],
 }
 
-pub struct GpuBackend<'a> {
-    pub gpu: &'a Gpu,
+pub struct GpuRecorder<'a> {
+    pub gpu: &'a GpuDevice,
     weights: &'a GpuWeights,
     pool: Rc<RefCell<Pool>>,
     pub dispatches: Vec<Dispatch>,
     dummy: wgpu::Buffer,
 }
 
-impl<'a> GpuBackend<'a> {
-    pub fn new(gpu: &'a Gpu, weights: &'a GpuWeights, pool: Rc<RefCell<Pool>>) -> Result<Self> {
+impl<'a> GpuRecorder<'a> {
+    pub fn new(gpu: &'a GpuDevice, weights: &'a GpuWeights, pool: Rc<RefCell<Pool>>) -> Result<Self> {
         let dummy = gpu.storage_buffer(16, "unused binding")?;
-        Ok(GpuBackend { gpu, weights, pool, dispatches: Vec::new(), dummy })
+        Ok(GpuRecorder { gpu, weights, pool, dispatches: Vec::new(), dummy })
     }
 
     /// An activation tensor from the pool.
@@ -127,7 +129,9 @@ impl<'a> GpuBackend<'a> {
     }
 
     /// Records `kernel` ("file.entry") with buffers at their bindings and `params` at the last binding.
-    pub fn record(&mut self, kernel: &str, buffers: &[(u32, &wgpu::Buffer)], params: &[u32], params_binding: u32, groups: [u32; 3]) {
+    pub fn record<P: KernelParams>(&mut self, kernel: &str, buffers: &[(u32, &wgpu::Buffer)], params: &P, params_binding: u32,
+                                   groups: [u32; 3]) {
+        debug_assert!(kernel.starts_with(P::SHADER), "{kernel} recorded with the params of {}", P::SHADER);
         let uniform = self.gpu.params(params);
         let mut entries = buffers.to_vec();
         entries.push((params_binding, &uniform));
@@ -136,19 +140,29 @@ impl<'a> GpuBackend<'a> {
     }
 }
 
-fn f(v: f32) -> u32 {
-    v.to_bits()
-}
-
 fn u(v: usize) -> u32 {
     v as u32
 }
+
+kernel_params!(Conv2dParams for "conv2d" {
+    n: u32, ci: u32, h: u32, w: u32,
+    co: u32, oh: u32, ow: u32, k: u32,
+    stride: u32, pad_t: u32, pad_l: u32, up: u32,
+    has_add: u32, has_res: u32, out_scale: f32, _pad: u32,
+});
+kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, _p0: u32, _p1: u32 });
+kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
+kernel_params!(TimestepEmbeddingParams for "timestep_embedding" { n: u32, dim: u32, flip: u32, shift: f32 });
+kernel_params!(ClassEmbeddingParams for "class_embedding" { n: u32, d: u32, classes: u32, _p: u32 });
+kernel_params!(AffineParams for "affine" { count: u32, scale: f32, shift: f32, _p: u32 });
+kernel_params!(ConcatParams for "concat_channels" { n: u32, ca: u32, cb: u32, hw: u32 });
+kernel_params!(AttentionParams for "attention" { n: u32, heads: u32, d: u32, l: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 });
 
 fn groups_1d(count: usize, per_group: usize) -> [u32; 3] {
     grid(count.div_ceil(per_group) as u32)
 }
 
-impl Backend for GpuBackend<'_> {
+impl UNetOps for GpuRecorder<'_> {
     type T = GpuTensor;
 
     fn weight(&self, name: &str) -> Result<GpuTensor> {
@@ -168,8 +182,11 @@ impl Backend for GpuBackend<'_> {
         }
         let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
         let out = self.alloc(vec![n, co, oh, ow], "conv2d output")?;
-        let params = [u(n), u(ci), u(h), u(wd), u(co), u(oh), u(ow), u(k), u(spec.stride), u(spec.pad[0]), u(spec.pad[1]),
-                      spec.upsample as u32, chan_add.is_some() as u32, residual.is_some() as u32, f(out_scale), 0];
+        let params = Conv2dParams {
+            n: u(n), ci: u(ci), h: u(h), w: u(wd), co: u(co), oh: u(oh), ow: u(ow), k: u(k),
+            stride: u(spec.stride), pad_t: u(spec.pad[0]), pad_l: u(spec.pad[1]), up: spec.upsample as u32,
+            has_add: chan_add.is_some() as u32, has_res: residual.is_some() as u32, out_scale, _pad: 0,
+        };
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
@@ -185,7 +202,7 @@ impl Backend for GpuBackend<'_> {
             return Err(Error::Input(format!("group_norm: {c} channels are not divisible into {groups} groups")));
         }
         let out = self.alloc(x.shape.clone(), "group_norm output")?;
-        let params = [u(n), u(c), u(h * w), u(groups), f(eps), silu as u32];
+        let params = GroupNormParams { n: u(n), c: u(c), hw: u(h * w), groups: u(groups), eps, silu: silu as u32, ..Default::default() };
         self.record("group_norm.main", &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
                     &params, 4, grid(u(n * groups)));
         Ok(out)
@@ -199,7 +216,7 @@ impl Backend for GpuBackend<'_> {
             return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
         }
         let out = self.alloc(vec![n, fout], "linear output")?;
-        let params = [u(n), u(fin), u(fout), silu_in as u32, silu_out as u32];
+        let params = LinearParams { n: u(n), fin: u(fin), fout: u(fout), silu_in: silu_in as u32, silu_out: silu_out as u32, ..Default::default() };
         self.record("linear.main", &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, out.buffer())],
                     &params, 4, groups_1d(n * fout, 64));
         Ok(out)
@@ -208,7 +225,7 @@ impl Backend for GpuBackend<'_> {
     fn timestep_embedding(&mut self, t: &GpuTensor, dim: usize, flip: bool, shift: f32) -> Result<GpuTensor> {
         let n = t.len();
         let out = self.alloc(vec![n, dim], "timestep embedding")?;
-        let params = [u(n), u(dim), flip as u32, f(shift)];
+        let params = TimestepEmbeddingParams { n: u(n), dim: u(dim), flip: flip as u32, shift };
         self.record("timestep_embedding.main", &[(0, t.buffer()), (1, out.buffer())], &params, 2,
                     [u((n * (dim / 2)).div_ceil(64).max(1)), 1, 1]);
         Ok(out)
@@ -217,7 +234,7 @@ impl Backend for GpuBackend<'_> {
     fn class_embedding_add(&mut self, emb: &GpuTensor, table: &GpuTensor, labels: &GpuTensor) -> Result<GpuTensor> {
         let (n, d) = (emb.shape[0], emb.shape[1]);
         let out = self.alloc(emb.shape.clone(), "class embedding")?;
-        let params = [u(n), u(d), u(table.shape[0]), 0];
+        let params = ClassEmbeddingParams { n: u(n), d: u(d), classes: u(table.shape[0]), _p: 0 };
         self.record("class_embedding.main", &[(0, emb.buffer()), (1, table.buffer()), (2, labels.buffer()), (3, out.buffer())],
                     &params, 4, [u((n * d).div_ceil(64).max(1)), 1, 1]);
         Ok(out)
@@ -225,8 +242,8 @@ impl Backend for GpuBackend<'_> {
 
     fn affine(&mut self, x: &GpuTensor, scale: f32, shift: f32) -> Result<GpuTensor> {
         let out = self.alloc(x.shape.clone(), "affine output")?;
-        let params = [u(x.len()), f(scale), f(shift), 0];
-        self.record("elementwise.main", &[(0, x.buffer()), (1, out.buffer())], &params, 2, groups_1d(x.len(), 64));
+        let params = AffineParams { count: u(x.len()), scale, shift, _p: 0 };
+        self.record("affine.main", &[(0, x.buffer()), (1, out.buffer())], &params, 2, groups_1d(x.len(), 64));
         Ok(out)
     }
 
@@ -237,7 +254,7 @@ impl Backend for GpuBackend<'_> {
             return Err(Error::Input(format!("concat: {:?} and {:?} differ outside the channel axis", a.shape, b.shape)));
         }
         let out = self.alloc(vec![n, ca + cb, h, w], "concat output")?;
-        let params = [u(n), u(ca), u(cb), u(h * w)];
+        let params = ConcatParams { n: u(n), ca: u(ca), cb: u(cb), hw: u(h * w) };
         self.record("concat_channels.main", &[(0, a.buffer()), (1, b.buffer()), (2, out.buffer())], &params, 3,
                     groups_1d(out.len(), 64));
         Ok(out)
@@ -249,7 +266,7 @@ impl Backend for GpuBackend<'_> {
             return Err(Error::Input(format!("attention: q {:?} k {:?} v {:?} for {heads} heads of {d}", q.shape, k.shape, v.shape)));
         }
         let l = h * w;
-        let params = [u(n), u(heads), u(d), u(l), f(1.0 / (d as f32).sqrt())];
+        let params = AttentionParams { n: u(n), heads: u(heads), d: u(d), l: u(l), scale: 1.0 / (d as f32).sqrt(), ..Default::default() };
         let scores = self.alloc(vec![n * heads, l, l], "attention scores")?;
         self.record("attention.scores", &[(0, q.buffer()), (1, k.buffer()), (2, scores.buffer())], &params, 3,
                     groups_1d(n * heads * l * l, 64));
@@ -271,13 +288,13 @@ pub fn encode(dispatches: &[Dispatch], pass: &mut wgpu::ComputePass<'_>) {
 }
 
 /// Runs one op (or a few) on the GPU right away and reads the result back: the op tests' harness.
-pub async fn run_now(gpu: &Gpu, weights: &HashMap<String, crate::Tensor>, inputs: &[&crate::Tensor],
-                     op: impl FnOnce(&mut GpuBackend, &[GpuTensor]) -> Result<GpuTensor>) -> Result<crate::Tensor> {
+pub async fn run_now(gpu: &GpuDevice, weights: &HashMap<String, crate::Tensor>, inputs: &[&crate::Tensor],
+                     op: impl FnOnce(&mut GpuRecorder, &[GpuTensor]) -> Result<GpuTensor>) -> Result<crate::Tensor> {
     let w = GpuWeights::upload_tensors(gpu, weights)?;
     let ins = inputs.iter()
         .map(|t| Ok(GpuTensor::owned(gpu.upload(&t.data, "input")?, t.shape.clone())))
         .collect::<Result<Vec<_>>>()?;
-    let mut b = GpuBackend::new(gpu, &w, Rc::default())?;
+    let mut b = GpuRecorder::new(gpu, &w, Rc::default())?;
     let out = op(&mut b, &ins)?;
     let mut enc = gpu.device.create_command_encoder(&Default::default());
     {

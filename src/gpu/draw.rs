@@ -1,0 +1,68 @@
+//! Draws a sample buffer into a texture (a canvas's, or any render target) with
+//! `shaders/present.wgsl`: one render pass reading x_t (or x̂₀) straight from its storage buffer.
+
+use super::GpuDevice;
+use crate::kernel_params;
+
+kernel_params!(DrawParams for "present" { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, _p0: u32, _p1: u32 });
+
+pub struct SampleDrawer {
+    pipeline: wgpu::RenderPipeline,
+    bind_group: wgpu::BindGroup,
+}
+
+impl SampleDrawer {
+    /// `src` holds `shape` = [N,C,H,W]; the grid has `cols` columns; `format` is the target's.
+    pub fn new(gpu: &GpuDevice, src: &wgpu::Buffer, shape: [usize; 4], cols: usize, format: wgpu::TextureFormat) -> Self {
+        let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("present"),
+            source: wgpu::ShaderSource::Wgsl(super::PRESENT_SHADER.into()),
+        });
+        let pipeline = gpu.device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("present"),
+            layout: None,
+            vertex: wgpu::VertexState { module: &module, entry_point: Some("vs_main"), compilation_options: Default::default(), buffers: &[] },
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some("fs_main"),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState { format, blend: None, write_mask: wgpu::ColorWrites::ALL })],
+            }),
+            primitive: Default::default(),
+            depth_stencil: None,
+            multisample: Default::default(),
+            multiview_mask: None,
+            cache: None,
+        });
+        let [n, c, h, w] = shape;
+        let u = |v: usize| v as u32;
+        let params = gpu.params(&DrawParams { n: u(n), c: u(c), h: u(h), w: u(w), cols: u(cols), rows: u(n.div_ceil(cols)), _p0: 0, _p1: 0 });
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("present"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: src.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 1, resource: params.as_entire_binding() },
+            ],
+        });
+        SampleDrawer { pipeline, bind_group }
+    }
+
+    /// Records the draw into `view`.
+    pub fn draw(&self, enc: &mut wgpu::CommandEncoder, view: &wgpu::TextureView) {
+        let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("present"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+            })],
+            ..Default::default()
+        });
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.draw(0..3, 0..1);
+    }
+}

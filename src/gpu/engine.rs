@@ -1,0 +1,126 @@
+//! The GPU engine of the run layer: x_t never leaves the device. A step is one submission: copy
+//! x_t into the recorded forward's input (twice when guiding), the recorded U-Net, and the fused
+//! scheduler update (`shaders/scheduler_step.wgsl`, DDIM and DDPM alike).
+
+use std::rc::Rc;
+
+use super::recording::{GpuUNet, RecordedForward};
+use super::{grid, GpuDevice};
+use crate::error::{Error, Result};
+use crate::kernel_params;
+use crate::run::{Engine, RunPlan, View};
+use crate::{Model, Tensor};
+
+kernel_params!(SchedulerStepParams for "scheduler_step" {
+    count: u32, guiding: u32, guidance: f32, clip: f32,
+    x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
+    c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
+});
+
+/// The buffers of the run in progress.
+struct GpuRun {
+    recording: Rc<RecordedForward>,
+    shape: [usize; 4],
+    x: wgpu::Buffer,
+    x0: wgpu::Buffer,
+    noise: wgpu::Buffer,
+    step_groups: Vec<wgpu::BindGroup>,
+}
+
+pub struct GpuEngine {
+    pub unet: GpuUNet,
+    run: Option<GpuRun>,
+}
+
+impl GpuEngine {
+    pub fn new(gpu: GpuDevice, model: &Model) -> Result<Self> {
+        Ok(GpuEngine { unet: GpuUNet::new(gpu, model)?, run: None })
+    }
+
+    pub fn gpu(&self) -> &GpuDevice {
+        &self.unet.gpu
+    }
+
+    /// The buffer holding x_t or x̂₀ of the run in progress (for drawing it without a readback).
+    pub fn buffer(&self, view: View) -> Option<&wgpu::Buffer> {
+        self.run.as_ref().map(|r| match view { View::Xt => &r.x, View::X0 => &r.x0 })
+    }
+
+    fn current(&self) -> Result<&GpuRun> {
+        self.run.as_ref().ok_or_else(|| Error::Input("no run was started on this engine".into()))
+    }
+}
+
+impl Engine for GpuEngine {
+    async fn start(&mut self, plan: &RunPlan) -> Result<()> {
+        let [_, _, h, w] = plan.shape;
+        let recording = self.unet.recording(plan.unet_batch(), h, w).await?;
+        let gpu = &self.unet.gpu;
+        let count = plan.count();
+        let x = gpu.upload(&plan.x_start, "x_t")?;
+        let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
+        let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
+        let step_groups = gpu.validated("building the scheduler steps", || {
+            Ok(plan.steps.iter().map(|s| {
+                let c = s.coeffs;
+                let params = gpu.params(&SchedulerStepParams {
+                    count: count as u32, guiding: plan.guidance.doubles_batch() as u32, guidance: plan.guidance.weight,
+                    clip: c.clip, x0_x: c.x0_x, x0_m: c.x0_m, eps_x: c.eps_x, eps_m: c.eps_m,
+                    c_x0: c.c_x0, c_eps: c.c_eps, c_x: c.c_x, c_noise: c.c_noise,
+                });
+                gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, &params)])
+            }).collect())
+        }).await?;
+        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, step_groups });
+        Ok(())
+    }
+
+    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+        let gpu = &self.unet.gpu;
+        let run = self.current()?;
+        let step = plan.steps[index];
+        if let Some(z) = noise {
+            gpu.queue.write_buffer(&run.noise, 0, bytemuck::cast_slice(z));
+        }
+        let ub = plan.unet_batch();
+        run.recording.write_conditioning(gpu, &vec![step.timestep as f32; ub], plan.guidance.unet_labels.as_deref());
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        let count = plan.count();
+        let bytes = (count * 4) as u64;
+        enc.copy_buffer_to_buffer(&run.x, 0, run.recording.sample.buffer(), 0, bytes);
+        if ub != plan.shape[0] {
+            enc.copy_buffer_to_buffer(&run.x, 0, run.recording.sample.buffer(), bytes, bytes);
+        }
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            run.recording.encode(&mut pass);
+            pass.set_pipeline(gpu.pipeline("scheduler_step.main"));
+            pass.set_bind_group(0, &run.step_groups[index], &[]);
+            let g = grid(count.div_ceil(64) as u32);
+            pass.dispatch_workgroups(g[0], g[1], g[2]);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.check()
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        self.unet.gpu.idle().await
+    }
+
+    async fn read(&mut self, view: View) -> Result<Tensor> {
+        let run = self.current()?;
+        let buf = match view { View::Xt => &run.x, View::X0 => &run.x0 };
+        let count = run.shape.iter().product();
+        Tensor::new(run.shape.to_vec(), self.unet.gpu.read(buf, count).await?)
+    }
+
+    fn write_x(&mut self, x: &[f32]) -> Result<()> {
+        let run = self.current()?;
+        let count: usize = run.shape.iter().product();
+        if x.len() != count {
+            return Err(Error::Input(format!("write_x: {} values for a sample of {count}", x.len())));
+        }
+        self.unet.gpu.queue.write_buffer(&run.x, 0, bytemuck::cast_slice(x));
+        Ok(())
+    }
+}

@@ -1,0 +1,80 @@
+//! One run layer: options → plan → one loop over an `Engine` (the CPU engine or the GPU engine).
+//! The CLI, the wasm API and the tests all sample through `run`; editing runs (start from a noised
+//! image, keep a masked region, run the ODE backwards) are new plans and step hooks, not new loops.
+
+pub mod cpu;
+pub mod options;
+pub mod plan;
+
+pub use cpu::CpuEngine;
+pub use options::{ClassLabels, GivenNoise, RunOptions};
+pub use plan::{Guidance, NoiseSource, RunPlan};
+
+use crate::error::{Error, Result};
+use crate::Tensor;
+
+/// Which tensor a frame shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum View {
+    /// The current sample x_t.
+    #[default]
+    Xt,
+    /// The model's prediction of the clean image, x̂₀, at the last step.
+    X0,
+}
+
+/// Reported after each step.
+#[derive(Clone, Copy, Debug)]
+pub struct StepInfo {
+    pub index: usize,
+    pub total: usize,
+    pub timestep: i64,
+}
+
+/// What the step hook tells the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Executes plans: holds x_t (and x̂₀) where it computes, the U-Net, and the fused step update.
+/// `async fn` in this trait is used through generics only (never `dyn`).
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// Prepares a run of `plan`, with x_t = `plan.x_start`.
+    async fn start(&mut self, plan: &RunPlan) -> Result<()>;
+    /// Submits step `index`: the U-Net at its timestep (both guidance halves), then the update
+    /// with `noise` (None for steps that add none).
+    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()>;
+    /// Resolves when the submitted work is done; reports device errors and losses.
+    async fn sync(&mut self) -> Result<()>;
+    /// x_t or x̂₀ on the host, [N, C, H, W].
+    async fn read(&mut self, view: View) -> Result<Tensor>;
+    /// Replaces x_t (step hooks: inpainting keeps a region, inversion restarts from a latent).
+    fn write_x(&mut self, x: &[f32]) -> Result<()>;
+}
+
+/// The sampling loop. After every step, `on_step(engine, info)` may show a frame (read or draw
+/// the engine's state), change x_t through `write_x`, or stop the run (`Error::Cancelled`).
+/// Returns the final sample.
+pub async fn run<E: Engine>(engine: &mut E, plan: &RunPlan,
+                            mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>) -> Result<Tensor> {
+    plan.check_noise()?;
+    engine.start(plan).await?;
+    for (index, step) in plan.steps.iter().enumerate() {
+        let noise = plan.step_noise(index)?;
+        engine.step(plan, index, noise.as_deref())?;
+        engine.sync().await?;
+        let info = StepInfo { index, total: plan.steps.len(), timestep: step.timestep };
+        if on_step(engine, info).await? == Flow::Stop {
+            return Err(Error::Cancelled);
+        }
+    }
+    engine.read(View::Xt).await
+}
+
+/// `run` to the end without a hook.
+pub async fn run_to_end<E: Engine>(engine: &mut E, plan: &RunPlan) -> Result<Tensor> {
+    run(engine, plan, async |_, _| Ok(Flow::Continue)).await
+}

@@ -1,0 +1,111 @@
+//! A run described as data: the initial latent, the list of steps, the guidance setup and where
+//! each step's noise comes from. Engines only execute plans; they decide nothing.
+
+use crate::error::{Error, Result};
+use crate::sampler::{rng, Step};
+
+/// Where the variance noise of each step comes from.
+#[derive(Clone, Debug)]
+pub enum NoiseSource {
+    Seed(u64),
+    /// One vector per step (fixtures, noise files). A step that adds noise must find its entry.
+    Given { per_step: Vec<Vec<f32>> },
+}
+
+impl NoiseSource {
+    /// The noise of step `index` (only called for steps that add noise).
+    pub fn step(&self, index: usize, count: usize) -> Result<Vec<f32>> {
+        match self {
+            NoiseSource::Seed(s) => Ok(rng::normal(*s, index as u64 + 1, count)),
+            NoiseSource::Given { per_step } => match per_step.get(index) {
+                Some(v) if v.len() == count => Ok(v.clone()),
+                Some(v) => Err(Error::Input(format!("step {index} noise has {} values, needs {count}", v.len()))),
+                None => Err(Error::Input(format!(
+                    "step {index} adds noise (DDPM, or DDIM with eta > 0) but the given noise has only {} step(s): \
+                     give `step_noise` [S, N, C, H, W] with S ≥ {}", per_step.len(), index + 1))),
+            },
+        }
+    }
+}
+
+/// The guidance setup of a run: which labels go through the U-Net and how outputs combine.
+#[derive(Clone, Debug)]
+pub struct Guidance {
+    /// Labels of the U-Net batch: [cond; null] when guiding, [cond] otherwise; None if unconditional.
+    pub unet_labels: Option<Vec<u32>>,
+    pub weight: f32,
+}
+
+impl Guidance {
+    /// `labels` are already checked against the model (one per item, in range).
+    pub fn new(num_class_embeds: Option<usize>, labels: Option<Vec<u32>>, weight: f32) -> Result<Self> {
+        if !weight.is_finite() || weight < 0.0 {
+            return Err(Error::Input(format!("guidance = {weight}: must be a finite number ≥ 0")));
+        }
+        match (num_class_embeds, labels) {
+            (None, _) if weight != 0.0 => Err(Error::Input("guidance needs a class-conditional model".into())),
+            (_, labels) if weight == 0.0 => Ok(Guidance { unet_labels: labels, weight }),
+            (Some(k), Some(labels)) => {
+                let null = (k - 1) as u32;
+                let mut both = labels.clone();
+                both.extend(std::iter::repeat_n(null, labels.len()));
+                Ok(Guidance { unet_labels: Some(both), weight })
+            }
+            (Some(_), None) => Err(Error::Input("this model is class-conditional: class labels are required".into())),
+            (None, _) => Err(Error::Input("this model has no class embedding: class labels are not accepted".into())),
+        }
+    }
+
+    pub fn doubles_batch(&self) -> bool {
+        self.weight != 0.0
+    }
+
+    /// The guided output of element i from the U-Net output `m` ([2N] when guiding).
+    pub fn combine(&self, m: &[f32], i: usize, half: usize) -> f32 {
+        if self.doubles_batch() { (1.0 + self.weight) * m[i] - self.weight * m[i + half] } else { m[i] }
+    }
+}
+
+/// Everything a run does, decided before it starts.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub steps: Vec<Step>,
+    pub guidance: Guidance,
+    pub noise: NoiseSource,
+    /// [N, C, H, W] of the samples being denoised.
+    pub shape: [usize; 4],
+    /// The latent the run starts from (x_T for plain sampling).
+    pub x_start: Vec<f32>,
+}
+
+impl RunPlan {
+    pub fn count(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Batch size of the U-Net call (doubled for classifier-free guidance).
+    pub fn unet_batch(&self) -> usize {
+        if self.guidance.doubles_batch() { 2 * self.shape[0] } else { self.shape[0] }
+    }
+
+    /// The noise step `index` adds, or None when it adds none.
+    pub fn step_noise(&self, index: usize) -> Result<Option<Vec<f32>>> {
+        if self.steps[index].coeffs.c_noise == 0.0 {
+            return Ok(None);
+        }
+        self.noise.step(index, self.count()).map(Some)
+    }
+
+    /// Fails before the run starts if the starting latent or any step's noise is missing or misshaped.
+    pub fn check_noise(&self) -> Result<()> {
+        if self.x_start.len() != self.count() {
+            return Err(Error::Input(format!("initial latent has {} values, the run needs {}", self.x_start.len(), self.count())));
+        }
+        if let NoiseSource::Given { .. } = self.noise {
+            for i in 0..self.steps.len() {
+                self.step_noise(i)?;
+            }
+        }
+        Ok(())
+    }
+}
