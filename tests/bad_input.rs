@@ -5,7 +5,8 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::sampler::{NoiseSource, RunPlan, SampleOptions, Schedule, SchedulerConfig};
+use ddim_webgpu::run::{ClassLabels, CpuEngine, GivenNoise, RunOptions};
+use ddim_webgpu::sampler::{SamplerKind, Schedule, SchedulerConfig};
 use ddim_webgpu::{Error, Model, Tensor};
 use safetensors::Dtype;
 
@@ -133,21 +134,75 @@ fn bad_forward_inputs() {
 
 #[test]
 fn bad_sampler_settings() {
-    let s = Schedule::new(SchedulerConfig::default()).unwrap();
+    let s = Schedule::new(SchedulerConfig::default());
     assert!(err(s.ddim_steps(0, 0.0)).to_string().contains("0 inference steps"));
     assert!(err(s.ddim_steps(1001, 0.0)).to_string().contains("more than num_train_timesteps"));
     assert!(err(s.ddim_steps(10, -0.5)).to_string().contains("eta"));
-    assert!(err(Schedule::from_json(r#"{"beta_schedule": "sigmoid"}"#)).to_string().contains("beta_schedule"));
-    assert!(err(Schedule::from_json(r#"{"prediction_type": "flow"}"#)).to_string().contains("prediction_type"));
-    assert!(err(Schedule::from_json(r#"{"thresholding": true}"#)).to_string().contains("thresholding"));
-    assert!(err(Schedule::from_json(r#"{"timestep_spacing": "karras"}"#.replace("karras", "uniform").as_str()).and_then(|s| s.timesteps(10))).to_string().contains("timestep_spacing"));
+    // Unknown strings are load-time errors naming the field (not run-time surprises).
+    for (json, field) in [(r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"), (r#"{"prediction_type": "flow"}"#, "prediction_type"),
+                          (r#"{"thresholding": true}"#, "thresholding"), (r#"{"timestep_spacing": "uniform"}"#, "timestep_spacing"),
+                          (r#"{"variance_type": "wide"}"#, "variance_type"), (r#"{"trained_betas": [0.1]}"#, "trained_betas")] {
+        assert!(err(SchedulerConfig::from_json(json)).to_string().contains(field), "{json}");
+        let (cfg, st) = tiny();
+        assert!(err(Model::from_bytes(&cfg, &st, Some(json))).to_string().contains(field), "{json} at model load");
+    }
     let class = Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
-    let opts = SampleOptions { batch: 2, class_labels: Some(vec![1]), ..Default::default() };
-    assert!(err(RunPlan::new(&class, &s, &opts, NoiseSource::Seed(0), 8, 8)).to_string().contains("class labels for a batch"));
-    let opts = SampleOptions { batch: 1, class_labels: Some(vec![1]), guidance: -1.0, ..Default::default() };
-    assert!(err(RunPlan::new(&class, &s, &opts, NoiseSource::Seed(0), 8, 8)).to_string().contains("guidance"));
-    let opts = SampleOptions { batch: 1, ..Default::default() };
-    assert!(err(RunPlan::new(&class, &s, &opts, NoiseSource::Seed(0), 8, 8)).to_string().contains("class-conditional"));
+    let plan = |o: RunOptions| o.plan(&class).map(|_| ());
+    assert!(err(plan(RunOptions::new().batch(2).labels(ClassLabels::Each(vec![1])))).to_string().contains("class labels for a batch"));
+    assert!(err(plan(RunOptions::new().guidance(-1.0))).to_string().contains("guidance"));
+    assert!(err(plan(RunOptions::new().batch(0))).to_string().contains("batch = 0"));
+    // Labels out of range are errors, never clamped.
+    for bad in [-1i64, 5, 1 << 40] {
+        let e = err(plan(RunOptions::new().labels(ClassLabels::All(bad))));
+        assert!(e.to_string().contains(&format!("class label {bad} out of range")), "{e}");
+    }
+    let tiny_model = { let (c, s) = tiny(); Model::from_bytes(&c, &s, None).unwrap() };
+    assert!(err(RunOptions::new().labels(ClassLabels::All(0)).plan(&tiny_model)).to_string().contains("no class embedding"));
+}
+
+#[test]
+fn given_noise_is_never_filled_in_silently() {
+    let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
+    let x_t = randn(&[3, 3, 12, 12], 1);
+    let given = |per_step: Option<Tensor>| GivenNoise { x_t: x_t.clone(), per_step };
+    // The noise sets the batch and the size; a different --num is refused.
+    let plan = RunOptions::new().steps(4).noise(given(None)).plan(&model).unwrap();
+    assert_eq!(plan.shape, [3, 3, 12, 12]);
+    assert!(err(RunOptions::new().steps(4).batch(2).noise(given(None)).plan(&model)).to_string().contains("holds 3 images"));
+    assert!(err(RunOptions::new().seed(1).noise(given(None)).plan(&model)).to_string().contains("pick one"));
+    // DDPM and DDIM with eta > 0 add noise at each step: without step noise they fail up front.
+    for opts in [RunOptions::new().sampler(SamplerKind::Ddpm), RunOptions::new().eta(0.5)] {
+        let e = err(opts.clone().steps(4).noise(given(None)).plan(&model));
+        assert!(e.to_string().contains("step_noise"), "{e}");
+        let e = err(opts.clone().steps(4).noise(given(Some(randn(&[2, 3, 3, 12, 12], 2)))).plan(&model));
+        assert!(e.to_string().contains("step 2 adds noise"), "{e}");
+        let plan = opts.steps(4).noise(given(Some(randn(&[4, 3, 3, 12, 12], 2)))).plan(&model).unwrap();
+        pollster::block_on(ddim_webgpu::run::run_to_end(&mut CpuEngine::new(&model), &plan)).unwrap();
+    }
+    assert!(err(RunOptions::new().noise(given(Some(randn(&[4, 3, 12, 12], 2)))).plan(&model)).to_string().contains("[S, 3, 3, 12, 12]"));
+}
+
+#[test]
+fn recording_errors_are_popped_and_returned() {
+    use ddim_webgpu::gpu::recorder::{AffineParams, GpuRecorder, GpuWeights};
+    let gpu = gpu();
+    let weights = GpuWeights::upload_tensors(&gpu, &Default::default()).unwrap();
+    let x = gpu.upload(&[1.0; 8], "x").unwrap();
+    // A bind group without the kernel's output binding: a validation error inside the scope.
+    let e = err(pollster::block_on(gpu.validated("a bad dispatch", || {
+        let mut r = GpuRecorder::new(&gpu, &weights, Default::default())?;
+        r.record("affine.main", &[(0, &x)], &AffineParams { count: 8, scale: 1.0, shift: 0.0, _p: 0 }, 2, [1, 1, 1]);
+        Ok(())
+    })));
+    assert!(matches!(e, Error::Gpu(_)) && e.to_string().contains("a bad dispatch"), "{e}");
+    gpu.check().expect("the error was captured by the scope, not left for the device");
+    // The same recording with every binding is fine.
+    let out = gpu.upload(&[0.0; 8], "out").unwrap();
+    pollster::block_on(gpu.validated("a good dispatch", || {
+        let mut r = GpuRecorder::new(&gpu, &weights, Default::default())?;
+        r.record("affine.main", &[(0, &x), (1, &out)], &AffineParams { count: 8, scale: 1.0, shift: 0.0, _p: 0 }, 2, [1, 1, 1]);
+        Ok(())
+    })).unwrap();
 }
 
 #[test]
@@ -159,7 +214,7 @@ fn model_over_the_adapters_limits() {
     // conv_in's output for this batch and size is larger than one storage binding may be.
     let side = 512;
     let n = (max / (16 * side * side * 4) + 1) as usize;
-    let e = err(engine.program(n, side as usize, side as usize).map(|_| ()));
+    let e = err(pollster::block_on(engine.recording(n, side as usize, side as usize)).map(|_| ()));
     assert!(matches!(e, Error::Limits(_)), "{e}");
     assert!(e.to_string().contains("bytes"), "{e}");
 }

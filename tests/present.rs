@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::sampler::SampleDrawer;
+use ddim_webgpu::gpu::draw::SampleDrawer;
 use ddim_webgpu::image_grid::{grid_cols, grid_rgba};
 use ddim_webgpu::Tensor;
 

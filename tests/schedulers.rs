@@ -6,16 +6,25 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::sampler::{SamplerKind, Schedule, SchedulerConfig};
+use ddim_webgpu::sampler::{SamplerKind, Schedule, Scheduler, SchedulerConfig};
 use ddim_webgpu::Tensor;
 
 fn schedule(case: &serde_json::Value) -> Schedule {
-    let cfg: SchedulerConfig = serde_json::from_value(case["config"].clone()).unwrap();
-    Schedule::new(cfg).unwrap()
+    Schedule::new(SchedulerConfig::from_value(case["config"].clone()).unwrap())
 }
 
 fn kind(case: &serde_json::Value) -> SamplerKind {
     if case["scheduler"] == "ddpm" { SamplerKind::Ddpm } else { SamplerKind::Ddim }
+}
+
+/// The public scheduler API, set up as the fixture's diffusers scheduler was.
+fn scheduler(case: &serde_json::Value) -> Scheduler {
+    let mut json = case["config"].clone();
+    json["_class_name"] = if case["scheduler"] == "ddpm" { "DDPMScheduler" } else { "DDIMScheduler" }.into();
+    let mut s = Scheduler::from_config(&json.to_string()).unwrap().with_eta(case["eta"].as_f64().unwrap_or(0.0) as f32);
+    assert_eq!(s.kind, kind(case));
+    s.set_timesteps(case["num_inference_steps"].as_u64().unwrap() as usize).unwrap();
+    s
 }
 
 #[test]
@@ -34,19 +43,14 @@ fn alphas_cumprod_and_timesteps_match_diffusers() {
     }
 }
 
-fn step_check(name: &str, s: &Schedule, case: &serde_json::Value, all: &std::collections::HashMap<String, Tensor>, index: usize, prefix: &str) {
-    let n = case["num_inference_steps"].as_u64().unwrap() as usize;
-    let eta = case["eta"].as_f64().unwrap_or(0.0) as f32;
-    let steps = s.steps(kind(case), n, eta).unwrap();
-    let step = steps[index];
+/// `Scheduler::step` at the fixture's timestep `t` against diffusers' `step` outputs.
+fn step_check(name: &str, s: &Scheduler, all: &std::collections::HashMap<String, Tensor>, t: i64, prefix: &str) {
     let (x, m, noise) = (&all[&format!("{name}.sample")], &all[&format!("{name}.model_output")], &all[&format!("{name}.noise")]);
-    let mut prev = x.clone();
-    let mut x0 = x.clone();
-    for i in 0..x.len() {
-        (prev.data[i], x0.data[i]) = step.coeffs.apply(x.data[i], m.data[i], noise.data[i]);
-    }
-    assert_close(&format!("{name}: {prefix}prev_sample"), &prev, &all[&format!("{name}.{prefix}prev_sample")], 1e-5);
-    assert_close(&format!("{name}: {prefix}pred_original_sample"), &x0, &all[&format!("{name}.{prefix}pred_original_sample")], 1e-5);
+    let out = s.step(&m.data, t, &x.data, Some(&noise.data)).unwrap();
+    let t = |data: Vec<f32>| Tensor { shape: x.shape.clone(), data };
+    assert_close(&format!("{name}: {prefix}prev_sample"), &t(out.prev_sample), &all[&format!("{name}.{prefix}prev_sample")], 1e-5);
+    assert_close(&format!("{name}: {prefix}pred_original_sample"), &t(out.pred_original_sample),
+                 &all[&format!("{name}.{prefix}pred_original_sample")], 1e-5);
 }
 
 #[test]
@@ -55,26 +59,55 @@ fn single_steps_match_diffusers() {
     let cases = json("schedulers.json");
     for case in cases.as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
-        let s = schedule(case);
-        let n = case["num_inference_steps"].as_u64().unwrap() as usize;
-        step_check(name, &s, case, &all, 1, "");
-        step_check(name, &s, case, &all, n - 1, "last_");
+        let s = scheduler(case);
+        let ts = s.timesteps();
+        assert_eq!(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), all[&format!("{name}.timesteps")].data, "{name}: timesteps");
+        step_check(name, &s, &all, ts[1], "");
+        step_check(name, &s, &all, *ts.last().unwrap(), "last_");
     }
 }
 
 #[test]
+fn scheduler_api_refuses_what_it_cannot_do() {
+    let mut s = Scheduler::from_config(r#"{"_class_name": "DDPMScheduler"}"#).unwrap();
+    s.set_timesteps(10).unwrap();
+    let x = vec![0.5f32; 6];
+    // DDPM adds noise at t > 0: leaving it out is an error, not zeros.
+    assert!(s.step(&x, s.timesteps()[0], &x, None).unwrap_err().to_string().contains("adds noise"));
+    // ... and not at t = 0.
+    s.step(&x, 0, &x, None).unwrap();
+    assert!(s.step(&x, 1, &x, None).unwrap_err().to_string().contains("not one of the timesteps"));
+    assert!(s.step(&x[..3], 0, &x, None).unwrap_err().to_string().contains("model_output has 3"));
+    assert!(s.add_noise(&x, &x, 1000).unwrap_err().to_string().contains("outside"));
+}
+
+#[test]
+fn add_noise_matches_diffusers() {
+    let all = load(&fixtures().join("schedulers.safetensors"));
+    let mut checked = 0;
+    for case in json("schedulers.json").as_array().unwrap() {
+        let name = case["name"].as_str().unwrap();
+        let Some(want) = all.get(&format!("{name}.noisy")) else { continue };
+        let s = scheduler(case);
+        let t = case["add_noise_t"].as_i64().unwrap();
+        let got = s.add_noise(&all[&format!("{name}.sample")].data, &all[&format!("{name}.noise")].data, t).unwrap();
+        assert_close(&format!("{name}: add_noise at t = {t}"), &Tensor { shape: want.shape.clone(), data: got }, want, 1e-6);
+        checked += 1;
+    }
+    assert!(checked >= 10, "add_noise fixtures missing (regenerate tests/fixtures)");
+}
+
+#[test]
 fn ddim_step_kernel_matches_cpu_rule() {
-    use ddim_webgpu::gpu::sampler::GpuSampler;
-    use ddim_webgpu::sampler::{NoiseSource, RunPlan, SampleOptions};
+    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, RunOptions};
     // A full GPU DDIM run with eta > 0 and guidance is covered by the trajectory tests; here the
     // kernel on its own: 3 steps of the class fixture model through both engines from the same noise.
     let model = ddim_webgpu::Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
-    let s = Schedule::new(SchedulerConfig { clip_sample: true, prediction_type: "v_prediction".into(), ..Default::default() }).unwrap();
-    let opts = SampleOptions { steps: 3, eta: 0.7, batch: 3, class_labels: Some(vec![0, 1, 2]), guidance: 1.5, seed: 9, ..Default::default() };
-    let cpu = ddim_webgpu::sampler::run_cpu(&model, &RunPlan::new(&model, &s, &opts, NoiseSource::Seed(9), 8, 8).unwrap(), |_, _, _| true).unwrap();
-    let mut engine = ddim_webgpu::gpu::recording::GpuUNet::new(gpu(), &model).unwrap();
-    let mut g = GpuSampler::new(&mut engine, RunPlan::new(&model, &s, &opts, NoiseSource::Seed(9), 8, 8).unwrap()).unwrap();
-    while g.step(&engine.gpu, |_| {}).unwrap().is_some() {}
-    let got = pollster::block_on(g.read_x(&engine.gpu)).unwrap();
+    let cfg = SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
+    let plan = RunOptions::new().scheduler(cfg).steps(3).eta(0.7).batch(3).labels(ClassLabels::Each(vec![0, 1, 2])).guidance(1.5)
+        .seed(9).plan(&model).unwrap();
+    let cpu = pollster::block_on(run_to_end(&mut CpuEngine::new(&model), &plan)).unwrap();
+    let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu(), &model).unwrap();
+    let got = pollster::block_on(run_to_end(&mut engine, &plan)).unwrap();
     assert_close("gpu vs cpu sampler (v-pred, eta 0.7, cfg 1.5)", &got, &cpu, 1e-4);
 }

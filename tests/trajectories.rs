@@ -1,23 +1,23 @@
 #![cfg(not(target_arch = "wasm32"))]
 //! Whole DDIM / DDPM sampling loops against diffusers pipelines run on the fixture models with the
-//! fixture's noise (tests/fixtures/trajectories.*), on the CPU and on the GPU engine.
-//! Tolerance 1e-3 × max(1, max|ref|) on x_1 (after the first step) and on x_0.
+//! fixture's noise (tests/fixtures/trajectories.*), through the run layer on both engines.
+//! Measured error ~6e-6; tolerance 1e-4 × max(1, max|ref|) on x_1 (after the first step) and x_0.
+//! Three cases use clip_sample = false, so x_0 is not saturated at ±1.
 
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::recording::GpuUNet;
-use ddim_webgpu::gpu::sampler::GpuSampler;
-use ddim_webgpu::sampler::{run_cpu, NoiseSource, RunPlan, SampleOptions, SamplerKind, Schedule, SchedulerConfig};
+use ddim_webgpu::gpu::engine::GpuEngine;
+use ddim_webgpu::run::{run, ClassLabels, CpuEngine, Engine, Flow, GivenNoise, RunOptions, RunPlan, View};
+use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
 use ddim_webgpu::{Model, Tensor};
+
+const TOL: f32 = 1e-4;
 
 struct Case {
     name: String,
     model: Model,
-    schedule: Schedule,
-    opts: SampleOptions,
-    x_t: Tensor,
-    noise: Vec<Vec<f32>>,
+    plan: RunPlan,
     x_1: Tensor,
     x_0: Tensor,
 }
@@ -27,52 +27,50 @@ fn cases() -> Vec<Case> {
     json("trajectories.json").as_array().unwrap().iter().map(|c| {
         let name = c["name"].as_str().unwrap().to_string();
         let model = Model::load_dir(&fixtures().join("models").join(c["model"].as_str().unwrap())).unwrap();
-        let cfg: SchedulerConfig = serde_json::from_value(c["config"].clone()).unwrap();
-        let kind = if c["scheduler"] == "ddpm" { SamplerKind::Ddpm } else { SamplerKind::Ddim };
         let x_t = all[&format!("{name}.x_T")].clone();
-        let noise_t = &all[&format!("{name}.noise")];
-        let per = x_t.len();
-        let noise = noise_t.data.chunks(per).map(|c| c.to_vec()).collect();
-        let labels = c["class_labels"].as_array().map(|a| a.iter().map(|v| v.as_u64().unwrap() as u32).collect());
-        let opts = SampleOptions {
-            kind, steps: c["num_inference_steps"].as_u64().unwrap() as usize, eta: c["eta"].as_f64().unwrap_or(0.0) as f32,
-            seed: 0, batch: x_t.shape[0], class_labels: labels, guidance: c["guidance"].as_f64().unwrap_or(0.0) as f32,
-        };
-        Case { x_1: all[&format!("{name}.x_1")].clone(), x_0: all[&format!("{name}.x_0")].clone(), name, model,
-               schedule: Schedule::new(cfg).unwrap(), opts, x_t, noise }
+        let mut opts = RunOptions::new()
+            .scheduler(SchedulerConfig::from_value(c["config"].clone()).unwrap())
+            .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
+            .eta(c["eta"].as_f64().unwrap_or(0.0) as f32)
+            .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
+            .noise(GivenNoise { x_t, per_step: Some(all[&format!("{name}.noise")].clone()) });
+        if c["scheduler"] == "ddpm" {
+            opts = opts.sampler(SamplerKind::Ddpm);
+        }
+        if let Some(labels) = c["class_labels"].as_array() {
+            opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
+        }
+        let plan = opts.plan(&model).unwrap();
+        Case { x_1: all[&format!("{name}.x_1")].clone(), x_0: all[&format!("{name}.x_0")].clone(), name, model, plan }
     }).collect()
 }
 
-fn plan(c: &Case) -> RunPlan {
-    let noise = NoiseSource::Given { x_t: c.x_t.data.clone(), per_step: c.noise.clone() };
-    RunPlan::new(&c.model, &c.schedule, &c.opts, noise, c.x_t.shape[2], c.x_t.shape[3]).unwrap()
+/// One body for both engines: x_1 read after the first step, x_0 at the end.
+fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
+    let mut first = None;
+    let x0 = pollster::block_on(run(engine, &c.plan, async |e: &mut E, info| {
+        if info.index == 0 {
+            first = Some(e.read(View::Xt).await?);
+        }
+        Ok(Flow::Continue)
+    })).unwrap();
+    assert_close(&format!("{} x_1 ({label})", c.name), first.as_ref().unwrap(), &c.x_1, TOL);
+    assert_close(&format!("{} x_0 ({label})", c.name), &x0, &c.x_0, TOL);
 }
 
 #[test]
 fn cpu_trajectories_match_diffusers() {
     let cases = cases();
-    assert_eq!(cases.len(), 7);
+    assert_eq!(cases.len(), 10);
+    assert!(cases.iter().filter(|c| c.x_0.max_abs() > 1.5).count() >= 3, "unclipped cases present");
     for c in &cases {
-        let mut first = None;
-        let x0 = run_cpu(&c.model, &plan(c), |info, x, _| {
-            if info.index == 0 { first = Some(Tensor { shape: c.x_t.shape.clone(), data: x.to_vec() }); }
-            true
-        }).unwrap();
-        assert_close(&format!("{} x_1 (cpu)", c.name), first.as_ref().unwrap(), &c.x_1, 1e-3);
-        assert_close(&format!("{} x_0 (cpu)", c.name), &x0, &c.x_0, 1e-3);
+        check(&mut CpuEngine::new(&c.model), c, "cpu");
     }
 }
 
 #[test]
 fn gpu_trajectories_match_diffusers() {
     for c in &cases() {
-        let mut engine = GpuEngine::new(gpu(), &c.model).unwrap();
-        let mut s = GpuSampler::new(&mut engine, plan(c)).unwrap();
-        s.step(&engine.gpu, |_| {}).unwrap();
-        let x1 = pollster::block_on(s.read_x(&engine.gpu)).unwrap();
-        assert_close(&format!("{} x_1 (gpu)", c.name), &x1, &c.x_1, 1e-3);
-        while s.step(&engine.gpu, |_| {}).unwrap().is_some() {}
-        let x0 = pollster::block_on(s.read_x(&engine.gpu)).unwrap();
-        assert_close(&format!("{} x_0 (gpu)", c.name), &x0, &c.x_0, 1e-3);
+        check(&mut GpuEngine::new(gpu(), &c.model).unwrap(), c, "gpu");
     }
 }

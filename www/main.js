@@ -1,12 +1,12 @@
 // The live denoising page: picks an engine, loads a model, runs the sampler and shows every step.
-import init, { DdimSampler } from './pkg/ddim_webgpu.js';
+import init, { DiffusionSampler } from './pkg/ddim_webgpu.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('controls');
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = 'model/';
 
-let sampler = null;      // the DdimSampler in use
+let sampler = null;      // the DiffusionSampler in use
 let samplerKey = '';     // engine + model it was built for
 let running = null;      // promise of the current run
 let userFiles = null;    // FileList chosen with the picker
@@ -85,9 +85,9 @@ async function createSampler(engine, opts) {
     const sched = await readFile(userFiles, (f) => f.name === 'scheduler_config.json');
     if (!config || !weights) throw new Error('choose a config.json and a .safetensors file of a diffusers UNet2DModel');
     const dec = new TextDecoder();
-    return DdimSampler.create(canvas, dec.decode(config), weights, sched ? dec.decode(sched) : undefined, engine);
+    return DiffusionSampler.create(canvas, dec.decode(config), weights, sched ? dec.decode(sched) : undefined, engine);
   }
-  return DdimSampler.fromUrl(canvas, opts.model, engine);
+  return DiffusionSampler.fromUrl(canvas, opts.model, engine);
 }
 
 function showModel(s) {

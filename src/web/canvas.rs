@@ -1,0 +1,147 @@
+//! Getting frames onto the page's `<canvas>`: WebGPU presentation (a render pass draws x_t into
+//! the canvas texture, no readback) where the browser can present WebGPU canvases, otherwise
+//! readback into a 2D context (the CPU engine always uses the 2D context).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use wasm_bindgen::JsCast;
+use web_sys::HtmlCanvasElement;
+
+use crate::error::{Error, Result};
+use crate::gpu::draw::SampleDrawer;
+use crate::gpu::{request_adapter, GpuDevice};
+use crate::image_grid::grid_rgba;
+use crate::Tensor;
+
+/// How WebGPU frames reach the canvas.
+pub enum FrameTarget {
+    /// A render pass draws x_t straight into the canvas texture (no readback).
+    Surface { surface: wgpu::Surface<'static>, format: wgpu::TextureFormat },
+    /// The browser cannot present WebGPU canvases (seen: headless Chromium on SwiftShader loses the
+    /// device at the first present), so each frame is read back and put into a 2D canvas.
+    Readback(web_sys::CanvasRenderingContext2d),
+}
+
+fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> Result<wgpu::TextureFormat> {
+    let caps = surface.get_capabilities(adapter);
+    [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm]
+        .into_iter()
+        .find(|f| caps.formats.contains(f))
+        .ok_or_else(|| Error::Gpu(format!("the canvas offers no 8-bit RGBA format ({:?})", caps.formats)))
+}
+
+fn surface_config(format: wgpu::TextureFormat, width: u32, height: u32) -> wgpu::SurfaceConfiguration {
+    wgpu::SurfaceConfiguration {
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT, format, width, height,
+        present_mode: wgpu::PresentMode::Fifo, desired_maximum_frame_latency: 2,
+        alpha_mode: wgpu::CompositeAlphaMode::Auto, view_formats: vec![], color_space: wgpu::SurfaceColorSpace::Auto,
+    }
+}
+
+/// Can this browser present a WebGPU canvas? Tried on a throwaway canvas and device: one clear,
+/// one present, then a few frames' wait for a device loss.
+async fn canvas_presentation_works() -> bool {
+    let Some(doc) = web_sys::window().and_then(|w| w.document()) else { return false };
+    let Some(canvas) = doc.create_element("canvas").ok().and_then(|e| e.dyn_into::<HtmlCanvasElement>().ok()) else { return false };
+    canvas.set_width(8);
+    canvas.set_height(8);
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let Ok(surface) = instance.create_surface(wgpu::SurfaceTarget::Canvas(canvas)) else { return false };
+    let Ok(adapter) = request_adapter(&instance, Some(&surface)).await else { return false };
+    let Ok(format) = canvas_format(&surface, &adapter) else { return false };
+    let Ok((device, queue)) = adapter.request_device(&Default::default()).await else { return false };
+    let lost = Arc::new(AtomicBool::new(false));
+    let l = lost.clone();
+    device.set_device_lost_callback(move |_, _| l.store(true, Ordering::SeqCst));
+    surface.configure(&device, &surface_config(format, 8, 8));
+    let frame = match surface.get_current_texture() {
+        wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+        _ => return false,
+    };
+    let view = frame.texture.create_view(&Default::default());
+    let mut enc = device.create_command_encoder(&Default::default());
+    enc.begin_render_pass(&wgpu::RenderPassDescriptor {
+        label: Some("presentation probe"),
+        color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+            view: &view, depth_slice: None, resolve_target: None,
+            ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+        })],
+        ..Default::default()
+    });
+    queue.submit([enc.finish()]);
+    queue.present(frame);
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    queue.on_submitted_work_done(move || d.store(true, Ordering::SeqCst));
+    for _ in 0..500 {
+        if done.load(Ordering::SeqCst) || lost.load(Ordering::SeqCst) {
+            break;
+        }
+        super::sleep_ms(2).await;
+    }
+    for _ in 0..5 {
+        super::sleep_ms(20).await;
+    }
+    device.destroy();
+    done.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst)
+}
+
+/// A device for `canvas` and how its frames will be shown.
+pub async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(GpuDevice, FrameTarget)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    if canvas_presentation_works().await {
+        let surface = instance
+            .create_surface(wgpu::SurfaceTarget::Canvas(canvas.clone()))
+            .map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
+        let adapter = request_adapter(&instance, Some(&surface)).await?;
+        let format = canvas_format(&surface, &adapter)?;
+        Ok((GpuDevice::from_adapter(&adapter).await?, FrameTarget::Surface { surface, format }))
+    } else {
+        let adapter = request_adapter(&instance, None).await?;
+        Ok((GpuDevice::from_adapter(&adapter).await?, FrameTarget::Readback(context_2d(canvas)?)))
+    }
+}
+
+pub fn context_2d(canvas: &HtmlCanvasElement) -> Result<web_sys::CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok().flatten()
+        .and_then(|c| c.dyn_into().ok())
+        .ok_or_else(|| Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into()))
+}
+
+/// Puts a batch, as a grid of `cols` columns, into a 2D context.
+pub fn put_image(ctx: &web_sys::CanvasRenderingContext2d, x: &Tensor, cols: usize) -> Result<()> {
+    let (w, h, px) = grid_rgba(x, cols);
+    let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
+        .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
+    ctx.put_image_data(&img, 0.0, 0.0).map_err(|e| Error::Input(format!("putImageData: {e:?}")))
+}
+
+/// Draws GPU buffers into the canvas texture, frame after frame.
+pub struct SurfaceFrames<'a> {
+    surface: &'a wgpu::Surface<'static>,
+    drawer: SampleDrawer,
+}
+
+impl<'a> SurfaceFrames<'a> {
+    /// Configures the surface for a `width`×`height` grid drawn from `src` ([N,C,H,W] = `shape`).
+    pub fn new(gpu: &GpuDevice, surface: &'a wgpu::Surface<'static>, format: wgpu::TextureFormat, src: &wgpu::Buffer,
+               shape: [usize; 4], cols: usize, (width, height): (u32, u32)) -> Self {
+        surface.configure(&gpu.device, &surface_config(format, width, height));
+        SurfaceFrames { surface, drawer: SampleDrawer::new(gpu, src, shape, cols, format) }
+    }
+
+    /// One frame: draw and present.
+    pub fn show(&self, gpu: &GpuDevice) -> Result<()> {
+        let frame = match self.surface.get_current_texture() {
+            wgpu::CurrentSurfaceTexture::Success(t) | wgpu::CurrentSurfaceTexture::Suboptimal(t) => t,
+            other => return Err(Error::Gpu(format!("canvas texture unavailable: {other:?}"))),
+        };
+        let view = frame.texture.create_view(&Default::default());
+        let mut enc = gpu.device.create_command_encoder(&Default::default());
+        self.drawer.draw(&mut enc, &view);
+        gpu.queue.submit([enc.finish()]);
+        gpu.queue.present(frame);
+        gpu.check()
+    }
+}

@@ -1,0 +1,225 @@
+//! The browser API (wasm-bindgen): a `DiffusionSampler` bound to a `<canvas>`, running either the
+//! WebGPU engine (frames drawn straight from the GPU into the canvas texture) or the CPU engine
+//! (the Rust reference compiled to wasm, frames put into a 2D canvas). Both run through the run
+//! layer (`crate::run`). Every failure becomes a JS `Error` carrying the engine's message.
+//!
+//! Files: `mod.rs` the JS API, `options.rs` the JS options object, `canvas.rs` presentation and
+//! readback, `fetch.rs` fetching a model folder.
+
+mod canvas;
+mod fetch;
+mod options;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use js_sys::{Object, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::HtmlCanvasElement;
+
+use crate::gpu::engine::GpuEngine;
+use crate::image_grid::{grid_cols, grid_rgba};
+use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
+use crate::{Error, Model, Tensor};
+use canvas::{context_2d, gpu_for_canvas, put_image, FrameTarget, SurfaceFrames};
+
+#[wasm_bindgen(start)]
+pub fn start() {
+    console_error_panic_hook::set_once();
+}
+
+fn js_err(e: Error) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+/// The engine a sampler runs on.
+enum EngineKind {
+    WebGpu { engine: GpuEngine, target: FrameTarget },
+    Cpu(CpuEngine),
+}
+
+struct Inner {
+    model: Model,
+    canvas: HtmlCanvasElement,
+    engine: RefCell<EngineKind>,
+    adapter: String,
+    cancel: Cell<bool>,
+    running: Cell<bool>,
+    last: RefCell<Option<Tensor>>,
+}
+
+/// A diffusion model bound to a canvas; samples with DDIM or DDPM.
+#[wasm_bindgen]
+pub struct DiffusionSampler {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl DiffusionSampler {
+    /// Loads `config.json`, the safetensors weights and `scheduler_config.json` (diffusers'
+    /// defaults if it is absent: `modelInfo().scheduler` says so) from `base_url`, a diffusers
+    /// model folder served over HTTP. `engine` is "webgpu" or "cpu".
+    #[wasm_bindgen(js_name = fromUrl)]
+    pub async fn from_url(canvas: HtmlCanvasElement, base_url: String, engine: String) -> Result<DiffusionSampler, JsValue> {
+        let (config, weights, sched) = fetch::model_folder(&base_url).await.map_err(js_err)?;
+        Self::create(canvas, config, weights, sched, engine).await
+    }
+
+    /// Builds a sampler from the bytes of a diffusers model folder.
+    pub async fn create(canvas: HtmlCanvasElement, config_json: String, weights: Vec<u8>, scheduler_json: Option<String>,
+                        engine: String) -> Result<DiffusionSampler, JsValue> {
+        let model = Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()).map_err(js_err)?;
+        if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
+            web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
+        }
+        let (engine, adapter) = match engine.as_str() {
+            "webgpu" => {
+                let (gpu, target) = gpu_for_canvas(&canvas).await.map_err(js_err)?;
+                let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
+                    .iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(", ");
+                if adapter.is_empty() {
+                    adapter = "WebGPU adapter (the browser does not name it)".into();
+                }
+                if matches!(target, FrameTarget::Readback(_)) {
+                    adapter.push_str(" [frames shown by readback: this browser cannot present WebGPU canvases]");
+                }
+                let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
+                (EngineKind::WebGpu { engine, target }, adapter)
+            }
+            "cpu" => (EngineKind::Cpu(CpuEngine::new(&model)), "CPU (Rust reference compiled to wasm)".to_string()),
+            other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
+        };
+        let inner = Inner { model, canvas, engine: RefCell::new(engine), adapter, cancel: Cell::new(false), running: Cell::new(false),
+                            last: RefCell::new(None) };
+        Ok(DiffusionSampler { inner: Rc::new(inner) })
+    }
+
+    /// The adapter (or "CPU …") this sampler runs on.
+    #[wasm_bindgen(getter)]
+    pub fn adapter(&self) -> String {
+        self.inner.adapter.clone()
+    }
+
+    /// {parameters, sampleSize, inChannels, numClassEmbeds, storedDtype, scheduler}
+    #[wasm_bindgen(js_name = modelInfo)]
+    pub fn model_info(&self) -> JsValue {
+        let m = &self.inner.model;
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&o, &k.into(), &v);
+        };
+        set("parameters", (m.weights.parameter_count() as f64).into());
+        set("sampleSize", m.config.sample_size.map(|s| s.0 as f64).into());
+        set("inChannels", (m.config.in_channels as f64).into());
+        set("numClassEmbeds", m.config.num_class_embeds.map(|k| k as f64).into());
+        set("storedDtype", m.weights.stored_dtype.clone().into());
+        set("scheduler", m.scheduler_source.clone().into());
+        o.into()
+    }
+
+    /// Stops a running `run` within one step (it then rejects with "cancelled").
+    pub fn cancel(&self) {
+        self.inner.cancel.set(true);
+    }
+
+    /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel, guidance,
+    /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step.
+    pub fn run(&self, options: JsValue, on_step: Option<js_sys::Function>) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            if inner.running.replace(true) {
+                return Err(js_err(Error::Input("a run is already in progress: cancel it first".into())));
+            }
+            inner.cancel.set(false);
+            let result = sample(&inner, &options, on_step.as_ref()).await;
+            inner.running.set(false);
+            result.map(|_| JsValue::UNDEFINED).map_err(js_err)
+        })
+    }
+
+    /// The last finished sample as {width, height, data: RGBA Uint8ClampedArray} (for PNG export).
+    #[wasm_bindgen(js_name = lastImage)]
+    pub fn last_image(&self) -> JsValue {
+        let Some(x) = self.inner.last.borrow().clone() else { return JsValue::NULL };
+        let (w, h, px) = grid_rgba(&x, grid_cols(x.shape[0]));
+        let o = Object::new();
+        let _ = Reflect::set(&o, &"width".into(), &(w as f64).into());
+        let _ = Reflect::set(&o, &"height".into(), &(h as f64).into());
+        let _ = Reflect::set(&o, &"data".into(), &js_sys::Uint8ClampedArray::from(&px[..]).into());
+        o.into()
+    }
+}
+
+fn now_ms() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
+}
+
+/// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
+pub(crate) async fn sleep_ms(ms: i32) {
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = JsFuture::from(p).await;
+}
+
+/// Reports a drawn step to the page and lets the browser paint; Stop once `cancel` was called.
+async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo, started: &mut f64) -> Flow {
+    if let Some(cb) = cb {
+        let o = Object::new();
+        let _ = Reflect::set(&o, &"step".into(), &((info.index + 1) as f64).into());
+        let _ = Reflect::set(&o, &"total".into(), &(info.total as f64).into());
+        let _ = Reflect::set(&o, &"timestep".into(), &(info.timestep as f64).into());
+        let _ = Reflect::set(&o, &"ms".into(), &(now_ms() - *started).into());
+        let _ = cb.call1(&JsValue::NULL, &o);
+    }
+    sleep_ms(0).await;
+    *started = now_ms();
+    if inner.cancel.get() { Flow::Stop } else { Flow::Continue }
+}
+
+async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<(), Error> {
+    let (opts, view) = options::read(o)?;
+    let plan = opts.plan(&inner.model)?;
+    let [n, _, h, w] = plan.shape;
+    let cols = grid_cols(n);
+    let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
+    inner.canvas.set_width(gw);
+    inner.canvas.set_height(gh);
+    let mut engine = inner.engine.borrow_mut();
+    let mut started = now_ms();
+    let final_x = match &mut *engine {
+        EngineKind::WebGpu { engine, target: FrameTarget::Surface { surface, format } } => {
+            let mut frames: Option<SurfaceFrames> = None;
+            run::run(engine, &plan, async |e: &mut GpuEngine, info| {
+                if frames.is_none() {
+                    let src = e.buffer(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
+                    frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, src, plan.shape, cols, (gw, gh)));
+                }
+                frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
+                Ok(after_step(inner, cb, info, &mut started).await)
+            }).await?
+        }
+        EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
+            readback_run(inner, engine, &plan, ctx, view, cols, cb, &mut started).await?
+        }
+        EngineKind::Cpu(engine) => {
+            let ctx = context_2d(&inner.canvas)?;
+            readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
+        }
+    };
+    *inner.last.borrow_mut() = Some(final_x);
+    Ok(())
+}
+
+/// A run whose frames are read to the host and put into a 2D canvas.
+#[allow(clippy::too_many_arguments)]
+async fn readback_run<E: Engine>(inner: &Inner, engine: &mut E, plan: &RunPlan, ctx: &web_sys::CanvasRenderingContext2d, view: View,
+                                 cols: usize, cb: Option<&js_sys::Function>, started: &mut f64) -> Result<Tensor, Error> {
+    run::run(engine, plan, async |e: &mut E, info| {
+        put_image(ctx, &e.read(view).await?, cols)?;
+        Ok(after_step(inner, cb, info, started).await)
+    }).await
+}
