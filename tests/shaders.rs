@@ -17,9 +17,6 @@ fn every_shader_validates_with_naga() {
         let header: Vec<&str> = src.lines().take(3).collect();
         assert!(header.iter().all(|l| l.starts_with("//")), "{}: needs a 3-line // header", path.display());
         assert!(src.contains("Bindings:") && src.contains("Workgroup"), "{}: header names bindings and workgroup shape", path.display());
-        if path.file_stem().unwrap() == "present" {
-            assert_eq!(src, ddim_webgpu::gpu::PRESENT_SHADER);
-        }
         for ep in &module.entry_points {
             let [x, y, z] = ep.workgroup_size;
             if ep.stage != naga::ShaderStage::Compute { continue; }
@@ -37,4 +34,31 @@ fn every_shader_file_is_used_by_the_engine() {
         let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
         assert!(names.contains(&stem.as_str()) || stem == "present", "{stem}.wgsl is not in gpu::SHADERS");
     }
+}
+
+/// Every `kernel_params!` struct has the size and field offsets naga reflects from its shader's
+/// uniform `Params` struct, field by field, by name.
+#[test]
+fn kernel_params_match_their_wgsl_structs() {
+    let layouts = ddim_webgpu::gpu::params::all_layouts();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut shaders_with_params = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let module = naga::front::wgsl::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let stem = path.file_stem().unwrap().to_str().unwrap();
+        let uniforms: Vec<_> = module.global_variables.iter()
+            .filter(|(_, g)| g.space == naga::AddressSpace::Uniform)
+            .map(|(_, g)| &module.types[g.ty])
+            .collect();
+        for ty in uniforms {
+            shaders_with_params += 1;
+            let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{stem}: uniform is not a struct") };
+            let l = layouts.iter().find(|l| l.shader == stem).unwrap_or_else(|| panic!("{stem}.wgsl: no kernel_params! struct"));
+            assert_eq!(l.size, *span as usize, "{stem}: {} is {} bytes, WGSL says {span}", l.rust_name, l.size);
+            let wgsl: Vec<(&str, usize)> = members.iter().map(|m| (m.name.as_deref().unwrap(), m.offset as usize)).collect();
+            assert_eq!(l.fields, wgsl, "{stem}: {} fields (name, offset) differ from WGSL", l.rust_name);
+        }
+    }
+    assert_eq!(shaders_with_params, layouts.len(), "one struct per shader with a uniform");
 }

@@ -1,0 +1,215 @@
+//! Op tests written once (burn's style): every case is data (an `Op`, its weights and inputs, and
+//! PyTorch's output where a fixture has one), and `apply` runs a case on any `UNetOps` backend.
+//! The same cases run as CPU vs PyTorch and native GPU vs CPU (`tests/ops.rs`), and browser GPU vs
+//! CPU (`tests/web.rs`). Block parameters come from `tests/fixtures/ops.json`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use ddim_webgpu::model::unet::{attention_block, resnet_block};
+use ddim_webgpu::model::{ConvSpec, UNetOps};
+use ddim_webgpu::{Result, Tensor};
+
+/// GPU vs CPU reference: |diff| ≤ TOL · max|ref| (same f32 math, different summation order).
+pub const KERNEL_TOL: f32 = 1e-5;
+/// CPU reference vs PyTorch: |diff| ≤ TOL · max(1, max|ref|).
+pub const PYTORCH_TOL: f32 = 1e-5;
+
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Weights `w`, `b`; inputs x [, chan_add, residual].
+    Conv2d { spec: ConvSpec, fused: bool, out_scale: f32 },
+    /// Weights `g`, `b`; input x.
+    GroupNorm { groups: usize, eps: f32, silu: bool },
+    /// Weights `w`, `b`; input x.
+    Linear { silu_in: bool, silu_out: bool },
+    /// Input t.
+    TimestepEmbedding { dim: usize, flip: bool, shift: f32 },
+    /// Weight `table`; inputs emb, labels (u32 bit patterns on the GPU, values on the CPU).
+    ClassEmbedding,
+    Affine { scale: f32, shift: f32 },
+    /// Inputs a, b.
+    Concat,
+    /// Inputs q, k, v.
+    Attention { heads: usize, d: usize },
+    /// diffusers' Attention block, weights under `a.`; input x.
+    AttentionBlock { heads: usize, dim_head: usize, groups: usize, eps: f32, rescale: f32 },
+    /// diffusers' ResnetBlock2D, weights under `r.`; inputs x, temb.
+    Resnet { groups: usize, eps: f32, scale: f32 },
+}
+
+pub struct OpCase {
+    pub name: String,
+    pub op: Op,
+    pub weights: HashMap<String, Tensor>,
+    pub inputs: Vec<Tensor>,
+    /// PyTorch's output (fixture cases only).
+    pub expected: Option<Tensor>,
+    /// GPU vs CPU tolerance (× max|ref|).
+    pub tol: f32,
+}
+
+/// Runs one case's op on backend `b`.
+pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
+    let w = |b: &B, n: &str| b.weight(n);
+    match *op {
+        Op::Conv2d { spec, fused, out_scale } => {
+            let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
+            b.conv2d(&x[0], &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+        }
+        Op::GroupNorm { groups, eps, silu } => b.group_norm(&x[0], &w(b, "g")?, &w(b, "b")?, groups, eps, silu),
+        Op::Linear { silu_in, silu_out } => b.linear(&x[0], &w(b, "w")?, &w(b, "b")?, silu_in, silu_out),
+        Op::TimestepEmbedding { dim, flip, shift } => b.timestep_embedding(&x[0], dim, flip, shift),
+        Op::ClassEmbedding => b.class_embedding_add(&x[0], &w(b, "table")?, &x[1]),
+        Op::Affine { scale, shift } => b.affine(&x[0], scale, shift),
+        Op::Concat => b.concat_channels(&x[0], &x[1]),
+        Op::Attention { heads, d } => b.attention(&x[0], &x[1], &x[2], heads, d),
+        Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale),
+        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", &x[0], &x[1], groups, eps, scale),
+    }
+}
+
+/// The inputs as the GPU reads them (class labels as u32 bit patterns).
+pub fn gpu_inputs(case: &OpCase) -> Vec<Tensor> {
+    let mut ins = case.inputs.clone();
+    if let Op::ClassEmbedding = case.op {
+        ins[1].data = ins[1].data.iter().map(|&v| f32::from_bits(v as u32)).collect();
+    }
+    ins
+}
+
+pub fn randn(shape: &[usize], seed: u64) -> Tensor {
+    Tensor { shape: shape.to_vec(), data: ddim_webgpu::sampler::rng::normal(seed, 7, shape.iter().product()) }
+}
+
+fn scaled(t: Tensor, s: f32) -> Tensor {
+    Tensor { shape: t.shape, data: t.data.into_iter().map(|v| v * s).collect() }
+}
+
+fn named(pairs: Vec<(&str, Tensor)>) -> HashMap<String, Tensor> {
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn conv_weights(o: usize, i: usize, k: usize, seed: u64) -> HashMap<String, Tensor> {
+    named(vec![("w", scaled(randn(&[o, i, k, k], seed), 0.3)), ("b", randn(&[o], seed + 1))])
+}
+
+fn case(name: &str, op: Op, weights: HashMap<String, Tensor>, inputs: Vec<Tensor>) -> OpCase {
+    OpCase { name: name.into(), op, weights, inputs, expected: None, tol: KERNEL_TOL }
+}
+
+/// Random odd shapes for every kernel (GPU vs CPU).
+pub fn random_cases() -> Vec<OpCase> {
+    let mut cases = Vec::new();
+    let conv = |stride, pad, upsample| ConvSpec { stride, pad, upsample };
+    for (i, (name, k, spec, shape, co)) in [
+        ("conv 3x3", 3, ConvSpec::SAME3, [2, 5, 7, 9], 6),
+        ("conv 3x3 stride 2 symmetric", 3, conv(2, [1, 1, 1, 1], false), [1, 3, 9, 7], 5),
+        ("conv 3x3 stride 2 asymmetric", 3, conv(2, [0, 0, 1, 1], false), [1, 3, 10, 6], 5),
+        ("conv 1x1", 1, ConvSpec::POINTWISE, [1, 13, 5, 3], 9),
+        ("conv 3x3 upsample", 3, conv(1, [1, 1, 1, 1], true), [1, 5, 3, 5], 3),
+    ].into_iter().enumerate() {
+        let inputs = vec![randn(&shape, 20 + i as u64)];
+        cases.push(case(name, Op::Conv2d { spec, fused: false, out_scale: 1.0 }, conv_weights(co, shape[1], k, 10 + 2 * i as u64), inputs));
+    }
+    // The resnet's conv2: time-embedding add, residual and output scale fused into the conv.
+    cases.push(case("conv 3x3 fused add+residual+scale", Op::Conv2d { spec: ConvSpec::SAME3, fused: true, out_scale: 1.5 },
+                    conv_weights(6, 5, 3, 40), vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)]));
+    for (i, (shape, groups, silu)) in [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate() {
+        let c = shape[1];
+        let w = named(vec![("g", randn(&[c], 50 + i as u64)), ("b", randn(&[c], 60 + i as u64))]);
+        cases.push(case("group_norm", Op::GroupNorm { groups, eps: 1e-5, silu }, w, vec![randn(&shape, 70 + i as u64)]));
+    }
+    for (i, (silu_in, silu_out)) in [(false, false), (true, false), (false, true)].into_iter().enumerate() {
+        let w = named(vec![("w", scaled(randn(&[17, 13], 80 + i as u64), 0.3)), ("b", randn(&[17], 90))]);
+        cases.push(case("linear", Op::Linear { silu_in, silu_out }, w, vec![randn(&[3, 13], 95 + i as u64)]));
+    }
+    // The argument t·freq is formed in f32 from exp(), which WGSL and Rust may round one ulp apart
+    // (WGSL allows 3 ulp): at t = 999 one ulp of freq moves the argument by up to 999·2⁻²³ ≈ 1.2e-4
+    // radians, so 1.5e-4 × max(=1) is the bound a correct kernel can promise here.
+    let t = Tensor { shape: vec![6], data: vec![0.0, 1.0, 17.0, 500.0, 998.0, 999.0] };
+    for (dim, flip, shift) in [(32, true, 0.0), (20, false, 1.0), (33, true, 1.0)] {
+        let mut c = case("timestep_embedding", Op::TimestepEmbedding { dim, flip, shift }, HashMap::new(), vec![t.clone()]);
+        c.tol = 1.5e-4;
+        cases.push(c);
+    }
+    let labels = Tensor { shape: vec![3], data: vec![4.0, 0.0, 2.0] };
+    cases.push(case("class_embedding", Op::ClassEmbedding, named(vec![("table", randn(&[5, 12], 100))]), vec![randn(&[3, 12], 101), labels]));
+    cases.push(case("affine", Op::Affine { scale: 2.0, shift: -1.0 }, HashMap::new(), vec![randn(&[2, 3, 5, 7], 102)]));
+    cases.push(case("concat", Op::Concat, HashMap::new(), vec![randn(&[2, 3, 5, 7], 103), randn(&[2, 5, 5, 7], 104)]));
+    for (i, (n, heads, d, h, w)) in [(2, 3, 4, 5, 3), (1, 1, 24, 7, 7), (2, 2, 5, 9, 11)].into_iter().enumerate() {
+        let s = [n, heads * d, h, w];
+        let ins = vec![randn(&s, 110 + i as u64), randn(&s, 120 + i as u64), randn(&s, 130 + i as u64)];
+        cases.push(case("attention", Op::Attention { heads, d }, HashMap::new(), ins));
+    }
+    cases
+}
+
+fn tensors(bytes: &[u8]) -> HashMap<String, Tensor> {
+    let st = safetensors::SafeTensors::deserialize(bytes).expect("fixture parses");
+    st.tensors().into_iter().map(|(name, v)| {
+        let b = v.data();
+        let data: Vec<f32> = match v.dtype() {
+            safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            safetensors::Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            d => panic!("unexpected dtype {d:?} in fixture"),
+        };
+        (name, Tensor { shape: v.shape().to_vec(), data })
+    }).collect()
+}
+
+/// The PyTorch/diffusers cases of `tests/fixtures/ops.{json,safetensors}`, parameters from the JSON.
+pub fn fixture_cases(ops_json: &str, ops_safetensors: &[u8]) -> Vec<OpCase> {
+    let all = tensors(ops_safetensors);
+    let cases: serde_json::Value = serde_json::from_str(ops_json).unwrap();
+    cases.as_array().unwrap().iter().map(|c| {
+        let name = c["name"].as_str().unwrap().to_string();
+        let t: HashMap<String, Tensor> = all.iter()
+            .filter_map(|(k, v)| k.strip_prefix(&format!("{name}.")).map(|s| (s.to_string(), v.clone())))
+            .collect();
+        let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{name}: {k}")) as usize;
+        let f = |k: &str| c[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}")) as f32;
+        let b = |k: &str| c[k].as_bool().unwrap_or_else(|| panic!("{name}: {k}"));
+        let wb = |w: &str, bias: &str| named(vec![("w", t[w].clone()), ("b", t[bias].clone())]);
+        let prefixed = |p: &str| -> HashMap<String, Tensor> {
+            t.iter().filter(|(k, _)| !["x", "temb", "out"].contains(&k.as_str())).map(|(k, v)| {
+                let mut v = v.clone();
+                if p == "a" && v.shape.len() == 2 && k.contains("to_") {
+                    v.shape.extend([1, 1]); // Linear over channels = 1x1 conv
+                }
+                (format!("{p}.{k}"), v)
+            }).collect()
+        };
+        let (op, weights, inputs) = match c["op"].as_str().unwrap() {
+            "conv2d" => {
+                let pad: Vec<usize> = c["pad"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+                let spec = ConvSpec { stride: u("stride"), pad: [pad[0], pad[1], pad[2], pad[3]], upsample: false };
+                (Op::Conv2d { spec, fused: false, out_scale: 1.0 }, wb("weight", "bias"), vec![t["x"].clone()])
+            }
+            "upsample" => (Op::Conv2d { spec: ConvSpec { upsample: true, ..ConvSpec::SAME3 }, fused: false, out_scale: 1.0 },
+                           wb("conv.weight", "conv.bias"), vec![t["x"].clone()]),
+            "group_norm" => (Op::GroupNorm { groups: u("groups"), eps: f("eps"), silu: b("silu") },
+                             named(vec![("g", t["weight"].clone()), ("b", t["bias"].clone())]), vec![t["x"].clone()]),
+            "linear" => (Op::Linear { silu_in: b("silu_in"), silu_out: b("silu_out") }, wb("weight", "bias"), vec![t["x"].clone()]),
+            "timestep_embedding" => (Op::TimestepEmbedding { dim: u("dim"), flip: b("flip_sin_to_cos"), shift: f("downscale_freq_shift") },
+                                     HashMap::new(), vec![t["t"].clone()]),
+            "attention" => (Op::AttentionBlock { heads: u("heads"), dim_head: u("dim_head"), groups: u("groups"), eps: f("eps"),
+                                                 rescale: f("rescale") }, prefixed("a"), vec![t["x"].clone()]),
+            "resnet" => (Op::Resnet { groups: u("groups"), eps: f("eps"), scale: f("output_scale_factor") }, prefixed("r"),
+                         vec![t["x"].clone(), t["temb"].clone()]),
+            other => panic!("unknown op {other}"),
+        };
+        let tol = if matches!(op, Op::TimestepEmbedding { .. }) { 1.5e-4 } else { KERNEL_TOL };
+        OpCase { name, op, weights, inputs, expected: Some(t["out"].clone()), tol }
+    }).collect()
+}
+
+/// |got − want| ≤ tol · max(floor, max|want|); the message names the case and the numbers.
+pub fn check_close(what: &str, got: &Tensor, want: &Tensor, tol: f32, floor: f32) -> std::result::Result<(), String> {
+    if got.shape != want.shape {
+        return Err(format!("{what}: shape {:?} vs {:?}", got.shape, want.shape));
+    }
+    let scale = want.max_abs().max(floor);
+    let diff = got.max_abs_diff(want);
+    if diff <= tol * scale { Ok(()) } else { Err(format!("{what}: max |diff| = {diff:e} > {tol:e} × {scale}")) }
+}
