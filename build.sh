@@ -16,6 +16,21 @@ DEFAULT_MODEL=weights/mnist-cond
 FALLBACK_MODEL=tests/fixtures/models/class_f16
 
 log() { echo "==> $*" >&2; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# Prerequisites this script does not install itself: Rust (rustup) and Node.js >= 20.
+need_rust() {
+    command -v cargo >/dev/null && command -v rustup >/dev/null ||
+        die "Rust is not installed: get it with  curl https://sh.rustup.rs -sSf | sh  (then open a new shell)"
+}
+need_node() {
+    local major; major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    [ "$major" -ge 20 ] ||
+        die "Node.js >= 20 is needed (found ${major/#0/none}; Debian 12 ships 18): install it from https://nodejs.org or NodeSource"
+}
+
+# Where cargo puts its output (honours CARGO_TARGET_DIR and .cargo/config).
+target_dir() { cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'; }
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"
@@ -36,6 +51,7 @@ apt_install() {
 wasm_bindgen_version() { awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock; }
 
 wasm_tools() {
+    need_rust
     rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" || { log "rustup target add $WASM_TARGET"; rustup target add "$WASM_TARGET"; }
     local want; want=$(wasm_bindgen_version)
     if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
@@ -45,6 +61,7 @@ wasm_tools() {
 }
 
 npm_tools() {
+    need_node
     if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ]; then
         log "npm ci (binaryen, playwright-core)"
         npm ci --no-audit --no-fund --loglevel=error
@@ -69,7 +86,7 @@ cmd_build() {
     log "cargo build (wasm, release)"
     cargo build --release --lib --target "$WASM_TARGET" --no-default-features
     rm -rf www/pkg
-    wasm-bindgen --target web --out-dir www/pkg "target/$WASM_TARGET/release/ddim_webgpu.wasm"
+    wasm-bindgen --target web --out-dir www/pkg "$(target_dir)/$WASM_TARGET/release/ddim_webgpu.wasm"
     if [ -x node_modules/.bin/wasm-opt ]; then
         node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
             --enable-mutable-globals --enable-reference-types --enable-simd \
@@ -101,8 +118,18 @@ cmd_serve() {
     exec python3 tests/page/serve.py "$port" www
 }
 
+lint() {
+    for c in clippy rustfmt; do rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"; done
+    log "cargo fmt --check; cargo clippy -D warnings (native and wasm)"
+    cargo fmt --check
+    cargo clippy -q --all-targets -- -D warnings
+    cargo clippy -q --target "$WASM_TARGET" --no-default-features --lib --tests -- -D warnings
+}
+
 cmd_test() {
     apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver
+    wasm_tools
+    lint
     log "native tests (wgpu on lavapipe)"
     cargo test
     cmd_build

@@ -13,7 +13,7 @@ pub enum Error {
     MissingTensor(String),
     #[error("weights: tensor `{name}` has shape {got:?}, the config expects {expected:?}")]
     Shape { name: String, got: Vec<usize>, expected: Vec<usize> },
-    #[error("weights: tensor `{name}` has dtype {dtype}; only F32 and F16 are supported")]
+    #[error("weights: tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 are supported")]
     Dtype { name: String, dtype: String },
     #[error("scheduler: {0}")]
     Scheduler(String),

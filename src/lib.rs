@@ -2,12 +2,12 @@
 //! reference of every op), stepped by DDIM/DDPM, natively and in the browser.
 
 pub mod cpu;
+pub mod error;
 pub mod gpu;
+pub mod image_grid;
+pub mod model;
 pub mod run;
 pub mod sampler;
-pub mod error;
-pub mod model;
-pub mod image_grid;
 pub mod tensor;
 #[cfg(target_arch = "wasm32")]
 pub mod web;

@@ -42,7 +42,11 @@ impl Tensor {
         }
         self.data.iter().zip(&other.data).fold(0.0f32, |m, (a, b)| {
             let d = (a - b).abs();
-            if d.is_nan() { f32::INFINITY } else { m.max(d) }
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                m.max(d)
+            }
         })
     }
 }

@@ -37,7 +37,8 @@ fn with_tensors(edit: impl Fn(&str, &mut Dtype, &mut Vec<usize>, &mut Vec<u8>) -
             owned.push((name, dt, shape, data));
         }
     }
-    let views: Vec<_> = owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    let views: Vec<_> =
+        owned.iter().map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap())).collect();
     safetensors::serialize(views, None).unwrap()
 }
 
@@ -66,7 +67,10 @@ fn truncated_garbled_and_lying_safetensors() {
 fn integer_dtype_missing_key_and_wrong_shape() {
     let (cfg, _) = tiny();
     let ints = with_tensors(|name, dt, shape, data| {
-        if name == "conv_in.bias" { *dt = Dtype::I32; *shape = vec![data.len() / 4]; }
+        if name == "conv_in.bias" {
+            *dt = Dtype::I32;
+            *shape = vec![data.len() / 4];
+        }
         true
     });
     let e = err(Model::from_bytes(&cfg, &ints, None));
@@ -139,9 +143,14 @@ fn bad_sampler_settings() {
     assert!(err(s.ddim_steps(1001, 0.0)).to_string().contains("more than num_train_timesteps"));
     assert!(err(s.ddim_steps(10, -0.5)).to_string().contains("eta"));
     // Unknown strings are load-time errors naming the field (not run-time surprises).
-    for (json, field) in [(r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"), (r#"{"prediction_type": "flow"}"#, "prediction_type"),
-                          (r#"{"thresholding": true}"#, "thresholding"), (r#"{"timestep_spacing": "uniform"}"#, "timestep_spacing"),
-                          (r#"{"variance_type": "wide"}"#, "variance_type"), (r#"{"trained_betas": [0.1]}"#, "trained_betas")] {
+    for (json, field) in [
+        (r#"{"beta_schedule": "sigmoid"}"#, "beta_schedule"),
+        (r#"{"prediction_type": "flow"}"#, "prediction_type"),
+        (r#"{"thresholding": true}"#, "thresholding"),
+        (r#"{"timestep_spacing": "uniform"}"#, "timestep_spacing"),
+        (r#"{"variance_type": "wide"}"#, "variance_type"),
+        (r#"{"trained_betas": [0.1]}"#, "trained_betas"),
+    ] {
         assert!(err(SchedulerConfig::from_json(json)).to_string().contains(field), "{json}");
         let (cfg, st) = tiny();
         assert!(err(Model::from_bytes(&cfg, &st, Some(json))).to_string().contains(field), "{json} at model load");
@@ -156,7 +165,10 @@ fn bad_sampler_settings() {
         let e = err(plan(RunOptions::new().labels(ClassLabels::All(bad))));
         assert!(e.to_string().contains(&format!("class label {bad} out of range")), "{e}");
     }
-    let tiny_model = { let (c, s) = tiny(); Model::from_bytes(&c, &s, None).unwrap() };
+    let tiny_model = {
+        let (c, s) = tiny();
+        Model::from_bytes(&c, &s, None).unwrap()
+    };
     assert!(err(RunOptions::new().labels(ClassLabels::All(0)).plan(&tiny_model)).to_string().contains("no class embedding"));
 }
 
@@ -202,7 +214,8 @@ fn recording_errors_are_popped_and_returned() {
         let mut r = GpuRecorder::new(&gpu, &weights, Default::default())?;
         r.record("affine.main", &[(0, &x), (1, &out)], &AffineParams { count: 8, scale: 1.0, shift: 0.0, _p: 0 }, 2, [1, 1, 1]);
         Ok(())
-    })).unwrap();
+    }))
+    .unwrap();
 }
 
 #[test]
@@ -217,4 +230,23 @@ fn model_over_the_adapters_limits() {
     let e = err(pollster::block_on(engine.recording(n, side as usize, side as usize)).map(|_| ()));
     assert!(matches!(e, Error::Limits(_)), "{e}");
     assert!(e.to_string().contains("bytes"), "{e}");
+}
+
+#[test]
+fn cpu_ops_check_lengths_before_indexing() {
+    use ddim_webgpu::cpu::ops;
+    use ddim_webgpu::model::ConvSpec;
+    let x = randn(&[1, 2, 4, 4], 1);
+    let (w, b) = (randn(&[3, 2, 3, 3], 2), randn(&[3], 3));
+    let short = randn(&[1, 3, 2, 2], 4);
+    assert!(err(ops::conv2d(&x, &w, &b, ConvSpec::SAME3, None, Some(&short), 1.0)).to_string().contains("residual"));
+    assert!(err(ops::conv2d(&x, &w, &b, ConvSpec::SAME3, Some(&randn(&[1, 2], 5)), None, 1.0)).to_string().contains("channel add"));
+    let scalar = Tensor { shape: vec![], data: vec![1.0] };
+    assert!(err(ops::linear(&scalar, &w, &b, false, false)).to_string().contains("scalar"));
+    let emb = randn(&[2, 4], 6);
+    let one_label = Tensor { shape: vec![1], data: vec![0.0] };
+    assert!(err(ops::class_embedding_add(&emb, &randn(&[3, 4], 7), &one_label)).to_string().contains("1 labels"));
+    assert!(err(ops::class_embedding_add(&emb, &randn(&[3, 5], 7), &Tensor { shape: vec![2], data: vec![0.0, 1.0] }))
+        .to_string()
+        .contains("table"));
 }

@@ -18,7 +18,10 @@ fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
         label: Some("canvas stand-in"),
         size: wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
-        mip_level_count: 1, sample_count: 1, dimension: wgpu::TextureDimension::D2, format,
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
@@ -29,7 +32,10 @@ fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
     presenter.draw(&mut enc, &texture.create_view(&Default::default()));
     enc.copy_texture_to_buffer(
         texture.as_image_copy(),
-        wgpu::TexelCopyBufferInfo { buffer: &out, layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(pitch as u32), rows_per_image: None } },
+        wgpu::TexelCopyBufferInfo {
+            buffer: &out,
+            layout: wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some(pitch as u32), rows_per_image: None },
+        },
         wgpu::Extent3d { width: w as u32, height: h as u32, depth_or_array_layers: 1 },
     );
     gpu.queue.submit([enc.finish()]);

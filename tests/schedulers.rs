@@ -14,7 +14,11 @@ fn schedule(case: &serde_json::Value) -> Schedule {
 }
 
 fn kind(case: &serde_json::Value) -> SamplerKind {
-    if case["scheduler"] == "ddpm" { SamplerKind::Ddpm } else { SamplerKind::Ddim }
+    if case["scheduler"] == "ddpm" {
+        SamplerKind::Ddpm
+    } else {
+        SamplerKind::Ddim
+    }
 }
 
 /// The public scheduler API, set up as the fixture's diffusers scheduler was.
@@ -49,8 +53,12 @@ fn step_check(name: &str, s: &Scheduler, all: &std::collections::HashMap<String,
     let out = s.step(&m.data, t, &x.data, Some(&noise.data)).unwrap();
     let t = |data: Vec<f32>| Tensor { shape: x.shape.clone(), data };
     assert_close(&format!("{name}: {prefix}prev_sample"), &t(out.prev_sample), &all[&format!("{name}.{prefix}prev_sample")], 1e-5);
-    assert_close(&format!("{name}: {prefix}pred_original_sample"), &t(out.pred_original_sample),
-                 &all[&format!("{name}.{prefix}pred_original_sample")], 1e-5);
+    assert_close(
+        &format!("{name}: {prefix}pred_original_sample"),
+        &t(out.pred_original_sample),
+        &all[&format!("{name}.{prefix}pred_original_sample")],
+        1e-5,
+    );
 }
 
 #[test]
@@ -104,8 +112,16 @@ fn ddim_step_kernel_matches_cpu_rule() {
     // kernel on its own: 3 steps of the class fixture model through both engines from the same noise.
     let model = ddim_webgpu::Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
     let cfg = SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
-    let plan = RunOptions::new().scheduler(cfg).steps(3).eta(0.7).batch(3).labels(ClassLabels::Each(vec![0, 1, 2])).guidance(1.5)
-        .seed(9).plan(&model).unwrap();
+    let plan = RunOptions::new()
+        .scheduler(cfg)
+        .steps(3)
+        .eta(0.7)
+        .batch(3)
+        .labels(ClassLabels::Each(vec![0, 1, 2]))
+        .guidance(1.5)
+        .seed(9)
+        .plan(&model)
+        .unwrap();
     let cpu = pollster::block_on(run_to_end(&mut CpuEngine::new(&model), &plan)).unwrap();
     let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu(), &model).unwrap();
     let got = pollster::block_on(run_to_end(&mut engine, &plan)).unwrap();

@@ -9,8 +9,7 @@ fn every_shader_validates_with_naga() {
     assert!(files.len() >= 10, "expected every kernel in shaders/, found {}", files.len());
     for path in files {
         let src = std::fs::read_to_string(&path).unwrap();
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
@@ -19,7 +18,9 @@ fn every_shader_validates_with_naga() {
         assert!(src.contains("Bindings:") && src.contains("Workgroup"), "{}: header names bindings and workgroup shape", path.display());
         for ep in &module.entry_points {
             let [x, y, z] = ep.workgroup_size;
-            if ep.stage != naga::ShaderStage::Compute { continue; }
+            if ep.stage != naga::ShaderStage::Compute {
+                continue;
+            }
             assert!(x * y * z <= 256, "{}: {} uses {} invocations, over WebGPU's default 256", path.display(), ep.name, x * y * z);
         }
     }
@@ -47,7 +48,9 @@ fn kernel_params_match_their_wgsl_structs() {
         let path = e.unwrap().path();
         let module = naga::front::wgsl::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let stem = path.file_stem().unwrap().to_str().unwrap();
-        let uniforms: Vec<_> = module.global_variables.iter()
+        let uniforms: Vec<_> = module
+            .global_variables
+            .iter()
             .filter(|(_, g)| g.space == naga::AddressSpace::Uniform)
             .map(|(_, g)| &module.types[g.ty])
             .collect();

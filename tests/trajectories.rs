@@ -24,25 +24,30 @@ struct Case {
 
 fn cases() -> Vec<Case> {
     let all = load(&fixtures().join("trajectories.safetensors"));
-    json("trajectories.json").as_array().unwrap().iter().map(|c| {
-        let name = c["name"].as_str().unwrap().to_string();
-        let model = Model::load_dir(&fixtures().join("models").join(c["model"].as_str().unwrap())).unwrap();
-        let x_t = all[&format!("{name}.x_T")].clone();
-        let mut opts = RunOptions::new()
-            .scheduler(SchedulerConfig::from_value(c["config"].clone()).unwrap())
-            .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
-            .eta(c["eta"].as_f64().unwrap_or(0.0) as f32)
-            .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
-            .noise(GivenNoise { x_t, per_step: Some(all[&format!("{name}.noise")].clone()) });
-        if c["scheduler"] == "ddpm" {
-            opts = opts.sampler(SamplerKind::Ddpm);
-        }
-        if let Some(labels) = c["class_labels"].as_array() {
-            opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
-        }
-        let plan = opts.plan(&model).unwrap();
-        Case { x_1: all[&format!("{name}.x_1")].clone(), x_0: all[&format!("{name}.x_0")].clone(), name, model, plan }
-    }).collect()
+    json("trajectories.json")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap().to_string();
+            let model = Model::load_dir(&fixtures().join("models").join(c["model"].as_str().unwrap())).unwrap();
+            let x_t = all[&format!("{name}.x_T")].clone();
+            let mut opts = RunOptions::new()
+                .scheduler(SchedulerConfig::from_value(c["config"].clone()).unwrap())
+                .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
+                .eta(c["eta"].as_f64().unwrap_or(0.0) as f32)
+                .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
+                .noise(GivenNoise { x_t, per_step: Some(all[&format!("{name}.noise")].clone()) });
+            if c["scheduler"] == "ddpm" {
+                opts = opts.sampler(SamplerKind::Ddpm);
+            }
+            if let Some(labels) = c["class_labels"].as_array() {
+                opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
+            }
+            let plan = opts.plan(&model).unwrap();
+            Case { x_1: all[&format!("{name}.x_1")].clone(), x_0: all[&format!("{name}.x_0")].clone(), name, model, plan }
+        })
+        .collect()
 }
 
 /// One body for both engines: x_1 read after the first step, x_0 at the end.
@@ -53,7 +58,8 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
             first = Some(e.read(View::Xt).await?);
         }
         Ok(Flow::Continue)
-    })).unwrap();
+    }))
+    .unwrap();
     assert_close(&format!("{} x_1 ({label})", c.name), first.as_ref().unwrap(), &c.x_1, TOL);
     assert_close(&format!("{} x_0 ({label})", c.name), &x0, &c.x_0, TOL);
 }

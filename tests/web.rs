@@ -52,11 +52,23 @@ async fn kernels_match_cpu_reference_in_the_browser() {
 /// the CPU engine's step rule, through the run layer.
 #[wasm_bindgen_test]
 async fn scheduler_step_kernel_matches_cpu_in_the_browser() {
-    let model = Model::from_bytes(include_str!("fixtures/models/class_f16/config.json"),
-                                  include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors"), None).unwrap();
+    let model = Model::from_bytes(
+        include_str!("fixtures/models/class_f16/config.json"),
+        include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors"),
+        None,
+    )
+    .unwrap();
     let cfg = SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
-    let plan = RunOptions::new().scheduler(cfg).steps(3).eta(0.7).batch(3).labels(ClassLabels::Each(vec![0, 1, 2])).guidance(1.5)
-        .seed(9).plan(&model).unwrap();
+    let plan = RunOptions::new()
+        .scheduler(cfg)
+        .steps(3)
+        .eta(0.7)
+        .batch(3)
+        .labels(ClassLabels::Each(vec![0, 1, 2]))
+        .guidance(1.5)
+        .seed(9)
+        .plan(&model)
+        .unwrap();
     let cpu = run_to_end(&mut CpuEngine::new(&model), &plan).await.unwrap();
     let got = run_to_end(&mut GpuEngine::new(gpu().await, &model).unwrap(), &plan).await.unwrap();
     check_close("scheduler step (browser gpu vs cpu)", &got, &cpu, 1e-4, 1.0).unwrap();
@@ -64,8 +76,12 @@ async fn scheduler_step_kernel_matches_cpu_in_the_browser() {
 
 #[wasm_bindgen_test]
 async fn fixture_unet_matches_diffusers_in_the_browser() {
-    let model = Model::from_bytes(include_str!("fixtures/models/class_f16/config.json"),
-                                  include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors"), None).unwrap();
+    let model = Model::from_bytes(
+        include_str!("fixtures/models/class_f16/config.json"),
+        include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors"),
+        None,
+    )
+    .unwrap();
     let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/models/class_f16/io.safetensors")).unwrap();
     let get = |n: &str| -> Vec<f32> {
         let v = st.tensor(n).unwrap();

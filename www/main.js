@@ -100,7 +100,8 @@ function showModel(s) {
   select.disabled = !k;
   if ([...select.options].some((o) => o.value === want)) select.value = want;
   $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
-    `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '');
+    `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '') +
+    `; scheduler: ${info.scheduler}`;
 }
 
 function checksum(canvas) {

@@ -100,14 +100,35 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Forward { model, input, out, cpu } => forward(model, &input, &out, cpu),
         Cmd::Sample { model, scheduler_config, sampler, steps, eta, seed, noise, num, class, guidance, cpu, out, out_tensor, frames } => {
-            let kind = match sampler { SamplerArg::Ddim => SamplerKind::Ddim, SamplerArg::Ddpm => SamplerKind::Ddpm };
+            let kind = match sampler {
+                SamplerArg::Ddim => SamplerKind::Ddim,
+                SamplerArg::Ddpm => SamplerKind::Ddpm,
+            };
             let mut opts = RunOptions::new().sampler(kind);
-            opts = match steps { Some(v) => opts.steps(v), None => opts };
-            opts = match eta { Some(v) => opts.eta(v), None => opts };
-            opts = match seed { Some(v) => opts.seed(v), None => opts };
-            opts = match num { Some(v) => opts.batch(v), None => opts };
-            opts = match class { Some(v) => opts.labels(ClassLabels::All(v)), None => opts };
-            opts = match guidance { Some(v) => opts.guidance(v), None => opts };
+            opts = match steps {
+                Some(v) => opts.steps(v),
+                None => opts,
+            };
+            opts = match eta {
+                Some(v) => opts.eta(v),
+                None => opts,
+            };
+            opts = match seed {
+                Some(v) => opts.seed(v),
+                None => opts,
+            };
+            opts = match num {
+                Some(v) => opts.batch(v),
+                None => opts,
+            };
+            opts = match class {
+                Some(v) => opts.labels(ClassLabels::All(v)),
+                None => opts,
+            };
+            opts = match guidance {
+                Some(v) => opts.guidance(v),
+                None => opts,
+            };
             sample(model, scheduler_config, opts, noise, cpu, &out, out_tensor, frames)
         }
         Cmd::Bench { model, batch, steps, guidance } => bench(model, batch, steps, guidance),
@@ -122,7 +143,11 @@ fn main() {
 fn default_model() -> PathBuf {
     let rel = Path::new("weights").join("mnist-cond");
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel);
-    if here.exists() { here } else { rel }
+    if here.exists() {
+        here
+    } else {
+        rel
+    }
 }
 
 fn load(model: Option<PathBuf>) -> Result<Model> {
@@ -164,10 +189,10 @@ fn get_f32(st: &SafeTensors, file: &str, name: &str) -> Result<Option<Tensor>> {
 }
 
 fn write_tensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors.iter()
-        .map(|(n, t)| (n.to_string(), bytemuck::cast_slice(&t.data).to_vec(), t.shape.clone()))
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes.iter()
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        tensors.iter().map(|(n, t)| (n.to_string(), bytemuck::cast_slice(&t.data).to_vec(), t.shape.clone())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
         .map(|(n, b, s)| (n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b).expect("sizes match")))
         .collect();
     let out = safetensors::serialize(views, None).map_err(|e| io_err(path, e))?;
@@ -182,9 +207,14 @@ fn forward(model: Option<PathBuf>, input: &Path, out: &Path, cpu: bool) -> Resul
     let n = sample.shape.first().copied().unwrap_or(0);
     let t = get_f32(&st, &file, "timestep")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `timestep`")))?;
     let timesteps = if t.len() == 1 { vec![t.data[0]; n] } else { t.data.clone() };
-    let labels = get_f32(&st, &file, "class_labels")?.map(|l| l.data.iter().map(|&v| {
-        u32::try_from(v as i64).map_err(|_| Error::Input(format!("{file}: class label {v} is negative")))
-    }).collect::<Result<Vec<u32>>>()).transpose()?;
+    let labels = get_f32(&st, &file, "class_labels")?
+        .map(|l| {
+            l.data
+                .iter()
+                .map(|&v| u32::try_from(v as i64).map_err(|_| Error::Input(format!("{file}: class label {v} is negative"))))
+                .collect::<Result<Vec<u32>>>()
+        })
+        .transpose()?;
     let start = Instant::now();
     let result = if cpu {
         ddim_webgpu::cpu::forward(&model, &sample, &timesteps, labels.as_deref())?
@@ -232,8 +262,16 @@ fn save_png(path: &Path, x: &Tensor) -> Result<()> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sample(model: Option<PathBuf>, sched: Option<PathBuf>, mut opts: RunOptions, noise: Option<PathBuf>, cpu: bool,
-          out: &Path, out_tensor: Option<PathBuf>, frames: Option<PathBuf>) -> Result<()> {
+fn sample(
+    model: Option<PathBuf>,
+    sched: Option<PathBuf>,
+    mut opts: RunOptions,
+    noise: Option<PathBuf>,
+    cpu: bool,
+    out: &Path,
+    out_tensor: Option<PathBuf>,
+    frames: Option<PathBuf>,
+) -> Result<()> {
     let model = load(model)?;
     if let Some(p) = sched {
         opts = opts.scheduler(read_scheduler(&p)?);
@@ -286,8 +324,12 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
         unet.gpu.wait();
     }
     let gpu_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
-    println!("gpu forward: {gpu_ms:.2} ms ({} dispatches, weights {:.1} MB, activations {:.1} MB)", prog.dispatch_count(),
-             unet.weights.bytes as f64 / 1e6, unet.activation_bytes() as f64 / 1e6);
+    println!(
+        "gpu forward: {gpu_ms:.2} ms ({} dispatches, weights {:.1} MB, activations {:.1} MB)",
+        prog.dispatch_count(),
+        unet.weights.bytes as f64 / 1e6,
+        unet.activation_bytes() as f64 / 1e6
+    );
     let start = Instant::now();
     let cpu_reps = 3;
     let mut ops = ddim_webgpu::cpu::CpuOps::new(&model);
@@ -302,7 +344,10 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
     let plan = opts.plan(&model)?;
     let start = Instant::now();
     pollster::block_on(run::run_to_end(&mut engine, &plan))?;
-    println!("gpu sample: {steps} DDIM steps, batch {batch}, guidance {guidance} in {:.1} ms ({:.2} ms/step)",
-             start.elapsed().as_secs_f64() * 1e3, start.elapsed().as_secs_f64() * 1e3 / steps as f64);
+    println!(
+        "gpu sample: {steps} DDIM steps, batch {batch}, guidance {guidance} in {:.1} ms ({:.2} ms/step)",
+        start.elapsed().as_secs_f64() * 1e3,
+        start.elapsed().as_secs_f64() * 1e3 / steps as f64
+    );
     Ok(())
 }

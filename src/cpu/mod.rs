@@ -42,8 +42,16 @@ impl UNetOps for CpuOps {
         d
     }
 
-    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ConvSpec, chan_add: Option<&Self::T>,
-              residual: Option<&Self::T>, out_scale: f32) -> Result<Self::T> {
+    fn conv2d(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ConvSpec,
+        chan_add: Option<&Self::T>,
+        residual: Option<&Self::T>,
+        out_scale: f32,
+    ) -> Result<Self::T> {
         Ok(Arc::new(ops::conv2d(x, w, b, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale)?))
     }
 
@@ -83,8 +91,13 @@ pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: 
 }
 
 /// Same as `forward` with ops that already hold the weights (no copy per call).
-pub fn forward_with(ops: &mut CpuOps, config: &UNetConfig, sample: &Tensor, timesteps: &[f32],
-                    class_labels: Option<&[u32]>) -> Result<Tensor> {
+pub fn forward_with(
+    ops: &mut CpuOps,
+    config: &UNetConfig,
+    sample: &Tensor,
+    timesteps: &[f32],
+    class_labels: Option<&[u32]>,
+) -> Result<Tensor> {
     let n = crate::model::unet::check_sample(config, &sample.shape, timesteps.len(), class_labels)?;
     let t = Arc::new(Tensor::new(vec![n], timesteps.to_vec())?);
     let labels = class_labels.map(|l| Arc::new(Tensor { shape: vec![n], data: l.iter().map(|&v| v as f32).collect() }));

@@ -19,14 +19,31 @@ pub fn silu(v: f32) -> f32 {
 
 /// out[n,o] = (Σ_{i,ky,kx} w[o,i,ky,kx]·x[n,i,iy,ix] + b[o] + chan_add[n,o] + residual[n,o]) / out_scale,
 /// with iy = oy·stride + ky − pad_top read from the (optionally 2× nearest-upsampled) input.
-pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec, chan_add: Option<&Tensor>,
-              residual: Option<&Tensor>, out_scale: f32) -> Result<Tensor> {
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    spec: ConvSpec,
+    chan_add: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_scale: f32,
+) -> Result<Tensor> {
     let [n, ci, h, wd] = dims4(x, "conv2d input")?;
     let [co, wci, k, k2] = dims4(w, "conv2d weight")?;
     if wci != ci || k != k2 || b.len() != co {
         return Err(Error::Input(format!("conv2d: weight {:?} / bias {:?} do not fit input {:?}", w.shape, b.shape, x.shape)));
     }
     let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
+    if let Some(a) = chan_add {
+        if a.len() != n * co {
+            return Err(Error::Input(format!("conv2d: channel add {:?} does not fit [{n}, {co}]", a.shape)));
+        }
+    }
+    if let Some(r) = residual {
+        if r.len() != n * co * oh * ow {
+            return Err(Error::Input(format!("conv2d: residual {:?} does not match the output [{n}, {co}, {oh}, {ow}]", r.shape)));
+        }
+    }
     let up = if spec.upsample { 2 } else { 1 };
     let (eh, ew) = (h * up, wd * up);
     let mut out = vec![0.0f32; n * co * oh * ow];
@@ -75,11 +92,6 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, spec: ConvSpec, chan_add: Opti
             }
         }
     }
-    if let Some(r) = residual {
-        if r.len() != out.len() {
-            return Err(Error::Input(format!("conv2d: residual {:?} does not match output", r.shape)));
-        }
-    }
     Tensor::new(vec![n, co, oh, ow], out)
 }
 
@@ -111,7 +123,8 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
 
 /// y[n,o] = act_out(Σ_i W[o,i]·act_in(x[n,i]) + b[o]).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, silu_in: bool, silu_out: bool) -> Result<Tensor> {
-    let (n, fin) = (x.shape[0], x.len() / x.shape[0].max(1));
+    let n = *x.shape.first().ok_or_else(|| Error::Input("linear: input is a scalar".into()))?;
+    let fin = x.len() / n.max(1);
     let fout = b.len();
     if w.len() != fout * fin {
         return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
@@ -148,7 +161,16 @@ pub fn timestep_embedding(t: &Tensor, dim: usize, flip_sin_to_cos: bool, shift: 
 
 /// emb[n, :] + table[labels[n], :]
 pub fn class_embedding_add(emb: &Tensor, table: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let (n, d) = (emb.shape[0], emb.len() / emb.shape[0].max(1));
+    let n = *emb.shape.first().ok_or_else(|| Error::Input("class embedding: embedding is a scalar".into()))?;
+    let d = emb.len() / n.max(1);
+    if labels.len() != n || d == 0 || !table.len().is_multiple_of(d) {
+        return Err(Error::Input(format!(
+            "class embedding: {} labels, embedding {:?} and table {:?} do not fit",
+            labels.len(),
+            emb.shape,
+            table.shape
+        )));
+    }
     let classes = table.len() / d;
     let mut out = emb.data.clone();
     for ni in 0..n {
@@ -204,7 +226,10 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, d: usize) -> 
                 }
                 let m = p.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
                 let mut sum = 0.0f32;
-                p.iter_mut().for_each(|v| { *v = (*v - m).exp(); sum += *v; });
+                p.iter_mut().for_each(|v| {
+                    *v = (*v - m).exp();
+                    sum += *v;
+                });
                 for c in 0..d {
                     let vr = &v.data[base + c * l..][..l];
                     let acc = vr.iter().zip(&p).fold(0.0f32, |s, (a, b)| s + a * b);

@@ -21,7 +21,12 @@ impl SampleDrawer {
         let pipeline = gpu.device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
             label: Some("present"),
             layout: None,
-            vertex: wgpu::VertexState { module: &module, entry_point: Some("vs_main"), compilation_options: Default::default(), buffers: &[] },
+            vertex: wgpu::VertexState {
+                module: &module,
+                entry_point: Some("vs_main"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
             fragment: Some(wgpu::FragmentState {
                 module: &module,
                 entry_point: Some("fs_main"),
@@ -36,7 +41,8 @@ impl SampleDrawer {
         });
         let [n, c, h, w] = shape;
         let u = |v: usize| v as u32;
-        let params = gpu.params(&DrawParams { n: u(n), c: u(c), h: u(h), w: u(w), cols: u(cols), rows: u(n.div_ceil(cols)), _p0: 0, _p1: 0 });
+        let params =
+            gpu.params(&DrawParams { n: u(n), c: u(c), h: u(h), w: u(w), cols: u(cols), rows: u(n.div_ceil(cols)), _p0: 0, _p1: 0 });
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("present"),

@@ -43,7 +43,10 @@ impl GpuEngine {
 
     /// The buffer holding x_t or x̂₀ of the run in progress (for drawing it without a readback).
     pub fn buffer(&self, view: View) -> Option<&wgpu::Buffer> {
-        self.run.as_ref().map(|r| match view { View::Xt => &r.x, View::X0 => &r.x0 })
+        self.run.as_ref().map(|r| match view {
+            View::Xt => &r.x,
+            View::X0 => &r.x0,
+        })
     }
 
     fn current(&self) -> Result<&GpuRun> {
@@ -60,17 +63,32 @@ impl Engine for GpuEngine {
         let x = gpu.upload(&plan.x_start, "x_t")?;
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
         let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
-        let step_groups = gpu.validated("building the scheduler steps", || {
-            Ok(plan.steps.iter().map(|s| {
-                let c = s.coeffs;
-                let params = gpu.params(&SchedulerStepParams {
-                    count: count as u32, guiding: plan.guidance.doubles_batch() as u32, guidance: plan.guidance.weight,
-                    clip: c.clip, x0_x: c.x0_x, x0_m: c.x0_m, eps_x: c.eps_x, eps_m: c.eps_m,
-                    c_x0: c.c_x0, c_eps: c.c_eps, c_x: c.c_x, c_noise: c.c_noise,
-                });
-                gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, &params)])
-            }).collect())
-        }).await?;
+        let step_groups = gpu
+            .validated("building the scheduler steps", || {
+                Ok(plan
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        let c = s.coeffs;
+                        let params = gpu.params(&SchedulerStepParams {
+                            count: count as u32,
+                            guiding: plan.guidance.doubles_batch() as u32,
+                            guidance: plan.guidance.weight,
+                            clip: c.clip,
+                            x0_x: c.x0_x,
+                            x0_m: c.x0_m,
+                            eps_x: c.eps_x,
+                            eps_m: c.eps_m,
+                            c_x0: c.c_x0,
+                            c_eps: c.c_eps,
+                            c_x: c.c_x,
+                            c_noise: c.c_noise,
+                        });
+                        gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, &params)])
+                    })
+                    .collect())
+            })
+            .await?;
         self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, step_groups });
         Ok(())
     }
@@ -109,7 +127,10 @@ impl Engine for GpuEngine {
 
     async fn read(&mut self, view: View) -> Result<Tensor> {
         let run = self.current()?;
-        let buf = match view { View::Xt => &run.x, View::X0 => &run.x0 };
+        let buf = match view {
+            View::Xt => &run.x,
+            View::X0 => &run.x0,
+        };
         let count = run.shape.iter().product();
         Tensor::new(run.shape.to_vec(), self.unet.gpu.read(buf, count).await?)
     }

@@ -129,9 +129,7 @@ impl GpuDevice {
     pub fn storage_buffer(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
         let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > max {
-            return Err(Error::Limits(format!(
-                "{what} needs a {bytes}-byte buffer; this adapter allows {max} bytes per storage binding"
-            )));
+            return Err(Error::Limits(format!("{what} needs a {bytes}-byte buffer; this adapter allows {max} bytes per storage binding")));
         }
         Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
@@ -167,13 +165,13 @@ impl GpuDevice {
     /// A bind group for `pipeline` with (binding, buffer) pairs.
     pub(crate) fn bind(&self, pipeline: &str, entries: &[(u32, &wgpu::Buffer)]) -> wgpu::BindGroup {
         let layout = self.pipeline(pipeline).get_bind_group_layout(0);
-        let entries: Vec<wgpu::BindGroupEntry> = entries
-            .iter()
-            .map(|(binding, buf)| wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() })
-            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> =
+            entries.iter().map(|(binding, buf)| wgpu::BindGroupEntry { binding: *binding, resource: buf.as_entire_binding() }).collect();
         self.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(pipeline), layout: &layout, entries: &entries })
     }
 
+    // Natively the queue is idle before the loop, so it runs once; on the web it polls.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(clippy::never_loop))]
     /// Copies the first `count` f32 of `buffer` back to the host (async; for tests, PNG export, CLI).
     pub async fn read(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
         let bytes = (count * 4) as u64;

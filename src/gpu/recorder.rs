@@ -9,9 +9,9 @@ use std::rc::Rc;
 
 use super::params::KernelParams;
 use super::{grid, GpuDevice};
-use crate::kernel_params;
 use crate::error::{Error, Result};
-use crate::model::{UNetOps, ConvSpec, Model};
+use crate::kernel_params;
+use crate::model::{ConvSpec, Model, UNetOps};
 
 #[derive(Default)]
 pub struct Pool {
@@ -129,8 +129,14 @@ impl<'a> GpuRecorder<'a> {
     }
 
     /// Records `kernel` ("file.entry") with buffers at their bindings and `params` at the last binding.
-    pub fn record<P: KernelParams>(&mut self, kernel: &str, buffers: &[(u32, &wgpu::Buffer)], params: &P, params_binding: u32,
-                                   groups: [u32; 3]) {
+    pub fn record<P: KernelParams>(
+        &mut self,
+        kernel: &str,
+        buffers: &[(u32, &wgpu::Buffer)],
+        params: &P,
+        params_binding: u32,
+        groups: [u32; 3],
+    ) {
         debug_assert!(kernel.starts_with(P::SHADER), "{kernel} recorded with the params of {}", P::SHADER);
         let uniform = self.gpu.params(params);
         let mut entries = buffers.to_vec();
@@ -173,8 +179,16 @@ impl UNetOps for GpuRecorder<'_> {
         t.dims()
     }
 
-    fn conv2d(&mut self, x: &GpuTensor, w: &GpuTensor, b: &GpuTensor, spec: ConvSpec, chan_add: Option<&GpuTensor>,
-              residual: Option<&GpuTensor>, out_scale: f32) -> Result<GpuTensor> {
+    fn conv2d(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        spec: ConvSpec,
+        chan_add: Option<&GpuTensor>,
+        residual: Option<&GpuTensor>,
+        out_scale: f32,
+    ) -> Result<GpuTensor> {
         let [n, ci, h, wd] = x.dims();
         let [co, wci, k, _] = w.dims();
         if wci != ci {
@@ -183,16 +197,34 @@ impl UNetOps for GpuRecorder<'_> {
         let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
         let out = self.alloc(vec![n, co, oh, ow], "conv2d output")?;
         let params = Conv2dParams {
-            n: u(n), ci: u(ci), h: u(h), w: u(wd), co: u(co), oh: u(oh), ow: u(ow), k: u(k),
-            stride: u(spec.stride), pad_t: u(spec.pad[0]), pad_l: u(spec.pad[1]), up: spec.upsample as u32,
-            has_add: chan_add.is_some() as u32, has_res: residual.is_some() as u32, out_scale, _pad: 0,
+            n: u(n),
+            ci: u(ci),
+            h: u(h),
+            w: u(wd),
+            co: u(co),
+            oh: u(oh),
+            ow: u(ow),
+            k: u(k),
+            stride: u(spec.stride),
+            pad_t: u(spec.pad[0]),
+            pad_l: u(spec.pad[1]),
+            up: spec.upsample as u32,
+            has_add: chan_add.is_some() as u32,
+            has_res: residual.is_some() as u32,
+            out_scale,
+            _pad: 0,
         };
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
         let count = n * co.div_ceil(4) * oh * ow.div_ceil(4);
-        self.record("conv2d.main", &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
-                    &params, 6, groups_1d(count, 64));
+        self.record(
+            "conv2d.main",
+            &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
+            &params,
+            6,
+            groups_1d(count, 64),
+        );
         Ok(out)
     }
 
@@ -203,8 +235,13 @@ impl UNetOps for GpuRecorder<'_> {
         }
         let out = self.alloc(x.shape.clone(), "group_norm output")?;
         let params = GroupNormParams { n: u(n), c: u(c), hw: u(h * w), groups: u(groups), eps, silu: silu as u32, ..Default::default() };
-        self.record("group_norm.main", &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
-                    &params, 4, grid(u(n * groups)));
+        self.record(
+            "group_norm.main",
+            &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
+            &params,
+            4,
+            grid(u(n * groups)),
+        );
         Ok(out)
     }
 
@@ -216,9 +253,15 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
         }
         let out = self.alloc(vec![n, fout], "linear output")?;
-        let params = LinearParams { n: u(n), fin: u(fin), fout: u(fout), silu_in: silu_in as u32, silu_out: silu_out as u32, ..Default::default() };
-        self.record("linear.main", &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, out.buffer())],
-                    &params, 4, groups_1d(n * fout, 64));
+        let params =
+            LinearParams { n: u(n), fin: u(fin), fout: u(fout), silu_in: silu_in as u32, silu_out: silu_out as u32, ..Default::default() };
+        self.record(
+            "linear.main",
+            &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, out.buffer())],
+            &params,
+            4,
+            groups_1d(n * fout, 64),
+        );
         Ok(out)
     }
 
@@ -226,8 +269,13 @@ impl UNetOps for GpuRecorder<'_> {
         let n = t.len();
         let out = self.alloc(vec![n, dim], "timestep embedding")?;
         let params = TimestepEmbeddingParams { n: u(n), dim: u(dim), flip: flip as u32, shift };
-        self.record("timestep_embedding.main", &[(0, t.buffer()), (1, out.buffer())], &params, 2,
-                    [u((n * (dim / 2)).div_ceil(64).max(1)), 1, 1]);
+        self.record(
+            "timestep_embedding.main",
+            &[(0, t.buffer()), (1, out.buffer())],
+            &params,
+            2,
+            [u((n * (dim / 2)).div_ceil(64).max(1)), 1, 1],
+        );
         Ok(out)
     }
 
@@ -235,8 +283,13 @@ impl UNetOps for GpuRecorder<'_> {
         let (n, d) = (emb.shape[0], emb.shape[1]);
         let out = self.alloc(emb.shape.clone(), "class embedding")?;
         let params = ClassEmbeddingParams { n: u(n), d: u(d), classes: u(table.shape[0]), _p: 0 };
-        self.record("class_embedding.main", &[(0, emb.buffer()), (1, table.buffer()), (2, labels.buffer()), (3, out.buffer())],
-                    &params, 4, [u((n * d).div_ceil(64).max(1)), 1, 1]);
+        self.record(
+            "class_embedding.main",
+            &[(0, emb.buffer()), (1, table.buffer()), (2, labels.buffer()), (3, out.buffer())],
+            &params,
+            4,
+            [u((n * d).div_ceil(64).max(1)), 1, 1],
+        );
         Ok(out)
     }
 
@@ -255,8 +308,7 @@ impl UNetOps for GpuRecorder<'_> {
         }
         let out = self.alloc(vec![n, ca + cb, h, w], "concat output")?;
         let params = ConcatParams { n: u(n), ca: u(ca), cb: u(cb), hw: u(h * w) };
-        self.record("concat_channels.main", &[(0, a.buffer()), (1, b.buffer()), (2, out.buffer())], &params, 3,
-                    groups_1d(out.len(), 64));
+        self.record("concat_channels.main", &[(0, a.buffer()), (1, b.buffer()), (2, out.buffer())], &params, 3, groups_1d(out.len(), 64));
         Ok(out)
     }
 
@@ -268,12 +320,22 @@ impl UNetOps for GpuRecorder<'_> {
         let l = h * w;
         let params = AttentionParams { n: u(n), heads: u(heads), d: u(d), l: u(l), scale: 1.0 / (d as f32).sqrt(), ..Default::default() };
         let scores = self.alloc(vec![n * heads, l, l], "attention scores")?;
-        self.record("attention.scores", &[(0, q.buffer()), (1, k.buffer()), (2, scores.buffer())], &params, 3,
-                    groups_1d(n * heads * l * l, 64));
+        self.record(
+            "attention.scores",
+            &[(0, q.buffer()), (1, k.buffer()), (2, scores.buffer())],
+            &params,
+            3,
+            groups_1d(n * heads * l * l, 64),
+        );
         self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(u(n * heads * l)));
         let out = self.alloc(q.shape.clone(), "attention output")?;
-        self.record("attention.apply", &[(0, scores.buffer()), (1, v.buffer()), (2, out.buffer())], &params, 3,
-                    groups_1d(n * heads * d * l, 64));
+        self.record(
+            "attention.apply",
+            &[(0, scores.buffer()), (1, v.buffer()), (2, out.buffer())],
+            &params,
+            3,
+            groups_1d(n * heads * d * l, 64),
+        );
         Ok(out)
     }
 }
@@ -288,12 +350,14 @@ pub fn encode(dispatches: &[Dispatch], pass: &mut wgpu::ComputePass<'_>) {
 }
 
 /// Runs one op (or a few) on the GPU right away and reads the result back: the op tests' harness.
-pub async fn run_now(gpu: &GpuDevice, weights: &HashMap<String, crate::Tensor>, inputs: &[&crate::Tensor],
-                     op: impl FnOnce(&mut GpuRecorder, &[GpuTensor]) -> Result<GpuTensor>) -> Result<crate::Tensor> {
+pub async fn run_now(
+    gpu: &GpuDevice,
+    weights: &HashMap<String, crate::Tensor>,
+    inputs: &[&crate::Tensor],
+    op: impl FnOnce(&mut GpuRecorder, &[GpuTensor]) -> Result<GpuTensor>,
+) -> Result<crate::Tensor> {
     let w = GpuWeights::upload_tensors(gpu, weights)?;
-    let ins = inputs.iter()
-        .map(|t| Ok(GpuTensor::owned(gpu.upload(&t.data, "input")?, t.shape.clone())))
-        .collect::<Result<Vec<_>>>()?;
+    let ins = inputs.iter().map(|t| Ok(GpuTensor::owned(gpu.upload(&t.data, "input")?, t.shape.clone()))).collect::<Result<Vec<_>>>()?;
     let mut b = GpuRecorder::new(gpu, &w, Rc::default())?;
     let out = op(&mut b, &ins)?;
     let mut enc = gpu.device.create_command_encoder(&Default::default());

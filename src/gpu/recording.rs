@@ -23,21 +23,32 @@ pub struct RecordedForward {
 impl RecordedForward {
     /// Records the forward for `batch` samples of `h`×`w`; any validation error of the recording
     /// (a bind group that does not fit its pipeline, a binding over the adapter's limits) is returned.
-    pub async fn record(gpu: &GpuDevice, weights: &GpuWeights, pool: Rc<RefCell<Pool>>, cfg: &UNetConfig, batch: usize, h: usize,
-                        w: usize) -> Result<Self> {
+    pub async fn record(
+        gpu: &GpuDevice,
+        weights: &GpuWeights,
+        pool: Rc<RefCell<Pool>>,
+        cfg: &UNetConfig,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Self> {
         cfg.check_input_size(h, w)?;
-        let sample = GpuTensor::owned(gpu.storage_buffer((batch * cfg.in_channels * h * w * 4) as u64, "sample")?,
-                                      vec![batch, cfg.in_channels, h, w]);
+        let sample = GpuTensor::owned(
+            gpu.storage_buffer((batch * cfg.in_channels * h * w * 4) as u64, "sample")?,
+            vec![batch, cfg.in_channels, h, w],
+        );
         let timesteps = GpuTensor::owned(gpu.storage_buffer((batch * 4) as u64, "timesteps")?, vec![batch]);
         let labels = match cfg.num_class_embeds {
             Some(_) => Some(GpuTensor::owned(gpu.storage_buffer((batch * 4) as u64, "class labels")?, vec![batch])),
             None => None,
         };
-        let (out, dispatches) = gpu.validated("recording the U-Net forward", || {
-            let mut recorder = GpuRecorder::new(gpu, weights, pool)?;
-            let out = unet_forward(&mut recorder, cfg, &sample, &timesteps, labels.as_ref())?;
-            Ok((out, std::mem::take(&mut recorder.dispatches)))
-        }).await?;
+        let (out, dispatches) = gpu
+            .validated("recording the U-Net forward", || {
+                let mut recorder = GpuRecorder::new(gpu, weights, pool)?;
+                let out = unet_forward(&mut recorder, cfg, &sample, &timesteps, labels.as_ref())?;
+                Ok((out, std::mem::take(&mut recorder.dispatches)))
+            })
+            .await?;
         Ok(RecordedForward { batch, sample, timesteps, labels, out, dispatches })
     }
 

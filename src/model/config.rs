@@ -94,20 +94,48 @@ struct RawConfig {
     num_class_embeds: Option<usize>,
 }
 
-fn three() -> usize { 3 }
-fn two() -> usize { 2 }
-fn one() -> usize { 1 }
-fn one_f() -> f64 { 1.0 }
-fn eight() -> Option<usize> { Some(8) }
-fn thirty_two() -> Option<usize> { Some(32) }
-fn eps() -> f64 { 1e-5 }
-fn yes() -> bool { true }
-fn positional() -> String { "positional".into() }
-fn conv() -> String { "conv".into() }
-fn silu() -> String { "silu".into() }
-fn default_shift() -> String { "default".into() }
-fn default_mid() -> Option<String> { Some("UNetMidBlock2D".into()) }
-fn default_channels() -> Vec<usize> { vec![224, 448, 672, 896] }
+fn three() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+fn one() -> usize {
+    1
+}
+fn one_f() -> f64 {
+    1.0
+}
+fn eight() -> Option<usize> {
+    Some(8)
+}
+fn thirty_two() -> Option<usize> {
+    Some(32)
+}
+fn eps() -> f64 {
+    1e-5
+}
+fn yes() -> bool {
+    true
+}
+fn positional() -> String {
+    "positional".into()
+}
+fn conv() -> String {
+    "conv".into()
+}
+fn silu() -> String {
+    "silu".into()
+}
+fn default_shift() -> String {
+    "default".into()
+}
+fn default_mid() -> Option<String> {
+    Some("UNetMidBlock2D".into())
+}
+fn default_channels() -> Vec<usize> {
+    vec![224, 448, 672, 896]
+}
 fn default_down() -> Vec<String> {
     ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"].map(String::from).to_vec()
 }
@@ -139,7 +167,7 @@ impl UNetConfig {
     /// Checks that an input of `h`×`w` halves cleanly at every downsample.
     pub fn check_input_size(&self, h: usize, w: usize) -> Result<()> {
         let factor = 1usize << (self.levels() - 1);
-        if h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
+        if h == 0 || w == 0 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
             return Err(Error::Input(format!(
                 "sample size {h}x{w} does not halve cleanly {} times (needs multiples of {factor})",
                 self.levels() - 1
@@ -157,7 +185,11 @@ impl RawConfig {
             }
         }
         let check = |field: &str, value: &str, want: &str, why: &str| -> Result<()> {
-            if value != want { Err(Error::unsupported(field, value, why)) } else { Ok(()) }
+            if value != want {
+                Err(Error::unsupported(field, value, why))
+            } else {
+                Ok(())
+            }
         };
         check("time_embedding_type", &self.time_embedding_type, "positional", "only positional embeddings are implemented")?;
         check("act_fn", &self.act_fn, "silu", "only silu is implemented")?;
@@ -176,11 +208,18 @@ impl RawConfig {
             Some(other) => return Err(Error::unsupported("mid_block_type", other, "only UNetMidBlock2D or null")),
         };
         let kinds = |field: &str, names: &[String], plain: &str, attn: &str| -> Result<Vec<BlockKind>> {
-            names.iter().map(|n| {
-                if n == plain { Ok(BlockKind::Plain) }
-                else if n == attn { Ok(BlockKind::Attn) }
-                else { Err(Error::unsupported(field, n, &format!("only {plain} and {attn} are implemented"))) }
-            }).collect()
+            names
+                .iter()
+                .map(|n| {
+                    if n == plain {
+                        Ok(BlockKind::Plain)
+                    } else if n == attn {
+                        Ok(BlockKind::Attn)
+                    } else {
+                        Err(Error::unsupported(field, n, &format!("only {plain} and {attn} are implemented")))
+                    }
+                })
+                .collect()
         };
         let down_blocks = kinds("down_block_types", &self.down_block_types, "DownBlock2D", "AttnDownBlock2D")?;
         let up_blocks = kinds("up_block_types", &self.up_block_types, "UpBlock2D", "AttnUpBlock2D")?;
@@ -191,7 +230,9 @@ impl RawConfig {
         if down_blocks.len() != ch.len() || up_blocks.len() != ch.len() {
             return Err(Error::Config(format!(
                 "block_out_channels has {} entries but down_block_types {} and up_block_types {}",
-                ch.len(), down_blocks.len(), up_blocks.len()
+                ch.len(),
+                down_blocks.len(),
+                up_blocks.len()
             )));
         }
         if self.layers_per_block == 0 {
@@ -206,12 +247,15 @@ impl RawConfig {
         }
         for &c in ch {
             if c % norm_num_groups != 0 {
-                return Err(Error::unsupported("norm_num_groups", norm_num_groups,
-                    &format!("block_out_channels entry {c} is not divisible by it")));
+                return Err(Error::unsupported(
+                    "norm_num_groups",
+                    norm_num_groups,
+                    &format!("block_out_channels entry {c} is not divisible by it"),
+                ));
             }
         }
         if let Some(g) = self.attn_norm_num_groups {
-            if g == 0 || ch[ch.len() - 1] % g != 0 {
+            if g == 0 || !ch[ch.len() - 1].is_multiple_of(g) {
                 return Err(Error::unsupported("attn_norm_num_groups", g, "must divide the last block_out_channels"));
             }
         }
@@ -220,7 +264,7 @@ impl RawConfig {
                 return Err(Error::unsupported("attention_head_dim", 0, "must be positive or null"));
             }
         }
-        if !(self.norm_eps > 0.0) {
+        if self.norm_eps.is_nan() || self.norm_eps <= 0.0 {
             return Err(Error::unsupported("norm_eps", self.norm_eps, "must be positive"));
         }
         if self.downsample_padding > 1 {
@@ -262,15 +306,17 @@ impl RawConfig {
         };
         if let Some((h, w)) = cfg.sample_size {
             cfg.check_input_size(h, w).map_err(|_| {
-                Error::unsupported("sample_size", format!("{h}x{w}"),
-                    &format!("does not halve cleanly {} times", cfg.levels() - 1))
+                Error::unsupported("sample_size", format!("{h}x{w}"), &format!("does not halve cleanly {} times", cfg.levels() - 1))
             })?;
         }
         for (level, &kind) in cfg.down_blocks.iter().chain(cfg.up_blocks.iter()).enumerate() {
             let c = if level < ch.len() { ch[level] } else { ch[ch.len() - 1 - (level - ch.len())] };
             if kind == BlockKind::Attn && cfg.attention_heads(c).0 == 0 {
-                return Err(Error::unsupported("attention_head_dim", cfg.attention_head_dim.unwrap_or(0),
-                    &format!("larger than the {c} channels of an attention block")));
+                return Err(Error::unsupported(
+                    "attention_head_dim",
+                    cfg.attention_head_dim.unwrap_or(0),
+                    &format!("larger than the {c} channels of an attention block"),
+                ));
             }
         }
         Ok(cfg)

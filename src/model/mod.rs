@@ -5,7 +5,7 @@ pub mod unet;
 pub mod weights;
 
 pub use config::UNetConfig;
-pub use unet::{unet_forward, UNetOps, ConvSpec};
+pub use unet::{unet_forward, ConvSpec, UNetOps};
 pub use weights::Weights;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -41,19 +41,15 @@ impl Model {
     /// `*.safetensors` there), optional `scheduler_config.json` here or in `../scheduler/`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path) -> Result<Self> {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| Error::Io { path: p.display().to_string(), msg: e.to_string() })
-        };
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Io { path: p.display().to_string(), msg: e.to_string() });
         let cfg_path = dir.join("config.json");
-        let config_text = String::from_utf8(read(&cfg_path)?)
-            .map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
+        let config_text = String::from_utf8(read(&cfg_path)?).map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
         let config = UNetConfig::from_json(&config_text)?;
         let st_path = find_safetensors(dir)?;
         let bytes = read(&st_path)?;
         let weights = Weights::from_safetensors(&bytes, &st_path.display().to_string(), &config)?;
-        let sched_path = [dir.join("scheduler_config.json"), dir.join("../scheduler/scheduler_config.json")]
-            .into_iter()
-            .find(|p| p.exists());
+        let sched_path =
+            [dir.join("scheduler_config.json"), dir.join("../scheduler/scheduler_config.json")].into_iter().find(|p| p.exists());
         let text = sched_path.as_ref().map(|p| read(p).map(|b| String::from_utf8_lossy(&b).into_owned())).transpose()?;
         let name = sched_path.map(|p| p.display().to_string()).unwrap_or_default();
         let (scheduler, scheduler_source) = parse_scheduler(text.as_deref(), &name)?;
@@ -75,14 +71,15 @@ fn find_safetensors(dir: &std::path::Path) -> Result<std::path::PathBuf> {
         return Ok(preferred);
     }
     let entries = std::fs::read_dir(dir).map_err(|e| Error::Io { path: dir.display().to_string(), msg: e.to_string() })?;
-    let mut found: Vec<_> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .collect();
+    let mut found: Vec<_> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "safetensors")).collect();
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
         0 => Err(Error::Io { path: dir.display().to_string(), msg: "no *.safetensors weights in this folder".into() }),
-        _ => Err(Error::Io { path: dir.display().to_string(), msg: "several *.safetensors files and no diffusion_pytorch_model.safetensors".into() }),
+        _ => Err(Error::Io {
+            path: dir.display().to_string(),
+            msg: "several *.safetensors files and no diffusion_pytorch_model.safetensors".into(),
+        }),
     }
 }

@@ -39,8 +39,16 @@ pub trait UNetOps {
     fn dims(&self, t: &Self::T) -> [usize; 4];
     /// out = (conv(x) + bias + chan_add[n, o] + residual) / out_scale
     #[allow(clippy::too_many_arguments)]
-    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ConvSpec,
-              chan_add: Option<&Self::T>, residual: Option<&Self::T>, out_scale: f32) -> Result<Self::T>;
+    fn conv2d(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ConvSpec,
+        chan_add: Option<&Self::T>,
+        residual: Option<&Self::T>,
+        out_scale: f32,
+    ) -> Result<Self::T>;
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T>;
     /// y = act_out(W act_in(x) + b) on [N, in] → [N, out].
     fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T>;
@@ -58,8 +66,7 @@ pub trait UNetOps {
 
 /// `UNet2DModel.forward(sample, timestep, class_labels).sample`.
 /// `timesteps` holds one f32 per batch item; `class_labels` one label per batch item.
-pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, timesteps: &B::T,
-                                class_labels: Option<&B::T>) -> Result<B::T> {
+pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, timesteps: &B::T, class_labels: Option<&B::T>) -> Result<B::T> {
     let mut x = sample.clone();
     if cfg.center_input_sample {
         x = b.affine(&x, 2.0, -1.0)?;
@@ -172,8 +179,16 @@ fn attention<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, groups:
 
 /// The attention block with weights under prefix `p`.
 #[allow(clippy::too_many_arguments)]
-pub fn attention_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, heads: usize, dim_head: usize, groups: usize, eps: f32,
-                                   rescale: f32) -> Result<B::T> {
+pub fn attention_block<B: UNetOps>(
+    b: &mut B,
+    p: &str,
+    x: &B::T,
+    heads: usize,
+    dim_head: usize,
+    groups: usize,
+    eps: f32,
+    rescale: f32,
+) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     let h = b.group_norm(x, &w(b, "group_norm.weight")?, &w(b, "group_norm.bias")?, groups, eps, false)?;
     let q = b.conv2d(&h, &w(b, "to_q.weight")?, &w(b, "to_q.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
@@ -210,7 +225,9 @@ pub fn check_sample(cfg: &UNetConfig, shape: &[usize], n_timesteps: usize, label
             }
         }
         (Some(_), None) => return Err(Error::Input("this model is class-conditional: class labels are required".into())),
-        (None, Some(_)) => return Err(Error::Input("this model has no class embedding (num_class_embeds is null): class labels are not accepted".into())),
+        (None, Some(_)) => {
+            return Err(Error::Input("this model has no class embedding (num_class_embeds is null): class labels are not accepted".into()))
+        }
         (None, None) => {}
     }
     Ok(n)

@@ -20,8 +20,7 @@ pub struct Weights {
 impl Weights {
     /// Parses a safetensors file and validates it against `cfg`. `file` names it in errors.
     pub fn from_safetensors(bytes: &[u8], file: &str, cfg: &UNetConfig) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e) })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e) })?;
         let mut tensors = HashMap::new();
         let mut stored_dtype = String::from("F32");
         for (name, view) in st.tensors() {
@@ -29,8 +28,10 @@ impl Weights {
             if view.dtype() != Dtype::F32 {
                 stored_dtype = format!("{:?}", view.dtype());
             }
-            let t = Tensor::new(view.shape().to_vec(), data)
-                .map_err(|_| Error::Safetensors { file: file.into(), msg: format!("tensor `{name}` has a size that does not match its shape") })?;
+            let t = Tensor::new(view.shape().to_vec(), data).map_err(|_| Error::Safetensors {
+                file: file.into(),
+                msg: format!("tensor `{name}` has a size that does not match its shape"),
+            })?;
             tensors.insert(modern_name(&name), t);
         }
         let mut w = Weights { tensors, stored_dtype };
@@ -194,18 +195,22 @@ pub fn up_block_channels(cfg: &UNetConfig) -> Vec<UpChannels> {
     let rev: Vec<usize> = cfg.block_out_channels.iter().rev().copied().collect();
     let n = rev.len();
     let mut output = rev[0];
-    (0..n).map(|i| {
-        let prev_output = output;
-        output = rev[i];
-        let input = rev[(i + 1).min(n - 1)];
-        let layers = cfg.layers_per_block + 1;
-        let resnet_inputs = (0..layers).map(|j| {
-            let skip = if j == layers - 1 { input } else { output };
-            let from_below = if j == 0 { prev_output } else { output };
-            (from_below, skip)
-        }).collect();
-        UpChannels { out: output, resnet_inputs }
-    }).collect()
+    (0..n)
+        .map(|i| {
+            let prev_output = output;
+            output = rev[i];
+            let input = rev[(i + 1).min(n - 1)];
+            let layers = cfg.layers_per_block + 1;
+            let resnet_inputs = (0..layers)
+                .map(|j| {
+                    let skip = if j == layers - 1 { input } else { output };
+                    let from_below = if j == 0 { prev_output } else { output };
+                    (from_below, skip)
+                })
+                .collect();
+            UpChannels { out: output, resnet_inputs }
+        })
+        .collect()
 }
 
 fn vec_pair(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize) {

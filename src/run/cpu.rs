@@ -53,7 +53,10 @@ impl Engine for CpuEngine {
     }
 
     async fn read(&mut self, view: View) -> Result<Tensor> {
-        let data = match view { View::Xt => &self.x, View::X0 => &self.x0 };
+        let data = match view {
+            View::Xt => &self.x,
+            View::X0 => &self.x0,
+        };
         Tensor::new(self.shape.to_vec(), data.clone())
     }
 

@@ -58,8 +58,11 @@ pub trait Engine {
 /// The sampling loop. After every step, `on_step(engine, info)` may show a frame (read or draw
 /// the engine's state), change x_t through `write_x`, or stop the run (`Error::Cancelled`).
 /// Returns the final sample.
-pub async fn run<E: Engine>(engine: &mut E, plan: &RunPlan,
-                            mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>) -> Result<Tensor> {
+pub async fn run<E: Engine>(
+    engine: &mut E,
+    plan: &RunPlan,
+    mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>,
+) -> Result<Tensor> {
     plan.check_noise()?;
     engine.start(plan).await?;
     for (index, step) in plan.steps.iter().enumerate() {

@@ -137,9 +137,10 @@ impl RunOptions {
 
     fn batch_and_size(&self, model: &Model) -> Result<(usize, (usize, usize))> {
         let Some(given) = &self.noise else {
-            let size = model.config.sample_size.ok_or_else(|| {
-                Error::Config("config has no sample_size: give noise of the wanted [N, C, H, W] shape".into())
-            })?;
+            let size = model
+                .config
+                .sample_size
+                .ok_or_else(|| Error::Config("config has no sample_size: give noise of the wanted [N, C, H, W] shape".into()))?;
             return Ok((self.batch.unwrap_or(DEFAULT_BATCH), size));
         };
         let &[n, c, h, w] = &given.x_t.shape[..] else {
@@ -158,7 +159,9 @@ impl RunOptions {
         let Some(k) = num_class_embeds else {
             return match self.labels {
                 None => Ok(None),
-                Some(_) => Err(Error::Input("this model has no class embedding (num_class_embeds is null): class labels are not accepted".into())),
+                Some(_) => {
+                    Err(Error::Input("this model has no class embedding (num_class_embeds is null): class labels are not accepted".into()))
+                }
             };
         };
         let labels: Vec<i64> = match self.labels.clone().unwrap_or(ClassLabels::Mixed) {
@@ -167,10 +170,16 @@ impl RunOptions {
             ClassLabels::Each(v) if v.len() == batch => v,
             ClassLabels::Each(v) => return Err(Error::Input(format!("{} class labels for a batch of {batch}", v.len()))),
         };
-        labels.iter().map(|&l| match u32::try_from(l) {
-            Ok(l) if (l as usize) < k => Ok(l),
-            _ => Err(Error::Input(format!("class label {l} out of range: the model has num_class_embeds = {k} (labels 0..={})", k - 1))),
-        }).collect::<Result<Vec<u32>>>().map(Some)
+        labels
+            .iter()
+            .map(|&l| match u32::try_from(l) {
+                Ok(l) if (l as usize) < k => Ok(l),
+                _ => {
+                    Err(Error::Input(format!("class label {l} out of range: the model has num_class_embeds = {k} (labels 0..={})", k - 1)))
+                }
+            })
+            .collect::<Result<Vec<u32>>>()
+            .map(Some)
     }
 }
 
@@ -178,7 +187,10 @@ impl RunOptions {
 fn split_step_noise(t: Option<&Tensor>, shape: [usize; 4]) -> Result<Vec<Vec<f32>>> {
     let Some(t) = t else { return Ok(Vec::new()) };
     if t.shape.len() != 5 || t.shape[1..] != shape {
-        return Err(Error::Input(format!("step noise must be [S, {}, {}, {}, {}], got {:?}", shape[0], shape[1], shape[2], shape[3], t.shape)));
+        return Err(Error::Input(format!(
+            "step noise must be [S, {}, {}, {}, {}], got {:?}",
+            shape[0], shape[1], shape[2], shape[3], t.shape
+        )));
     }
     Ok(t.data.chunks(shape.iter().product()).map(|c| c.to_vec()).collect())
 }

@@ -9,7 +9,9 @@ use crate::sampler::{rng, Step};
 pub enum NoiseSource {
     Seed(u64),
     /// One vector per step (fixtures, noise files). A step that adds noise must find its entry.
-    Given { per_step: Vec<Vec<f32>> },
+    Given {
+        per_step: Vec<Vec<f32>>,
+    },
 }
 
 impl NoiseSource {
@@ -22,7 +24,10 @@ impl NoiseSource {
                 Some(v) => Err(Error::Input(format!("step {index} noise has {} values, needs {count}", v.len()))),
                 None => Err(Error::Input(format!(
                     "step {index} adds noise (DDPM, or DDIM with eta > 0) but the given noise has only {} step(s): \
-                     give `step_noise` [S, N, C, H, W] with S ≥ {}", per_step.len(), index + 1))),
+                     give `step_noise` [S, N, C, H, W] with S ≥ {}",
+                    per_step.len(),
+                    index + 1
+                ))),
             },
         }
     }
@@ -62,7 +67,11 @@ impl Guidance {
 
     /// The guided output of element i from the U-Net output `m` ([2N] when guiding).
     pub fn combine(&self, m: &[f32], i: usize, half: usize) -> f32 {
-        if self.doubles_batch() { (1.0 + self.weight) * m[i] - self.weight * m[i + half] } else { m[i] }
+        if self.doubles_batch() {
+            (1.0 + self.weight) * m[i] - self.weight * m[i + half]
+        } else {
+            m[i]
+        }
     }
 }
 
@@ -85,7 +94,11 @@ impl RunPlan {
 
     /// Batch size of the U-Net call (doubled for classifier-free guidance).
     pub fn unet_batch(&self) -> usize {
-        if self.guidance.doubles_batch() { 2 * self.shape[0] } else { self.shape[0] }
+        if self.guidance.doubles_batch() {
+            2 * self.shape[0]
+        } else {
+            self.shape[0]
+        }
     }
 
     /// The noise step `index` adds, or None when it adds none.

@@ -15,12 +15,7 @@ pub fn philox4x32_10(mut ctr: [u32; 4], mut key: [u32; 2]) -> [u32; 4] {
         }
         let p0 = (M0 as u64) * (ctr[0] as u64);
         let p1 = (M1 as u64) * (ctr[2] as u64);
-        ctr = [
-            ((p1 >> 32) as u32) ^ ctr[1] ^ key[0],
-            p1 as u32,
-            ((p0 >> 32) as u32) ^ ctr[3] ^ key[1],
-            p0 as u32,
-        ];
+        ctr = [((p1 >> 32) as u32) ^ ctr[1] ^ key[0], p1 as u32, ((p0 >> 32) as u32) ^ ctr[3] ^ key[1], p0 as u32];
     }
     ctr
 }

@@ -41,14 +41,30 @@ struct RawSchedulerConfig {
     variance_type: Option<String>,
 }
 
-fn thousand() -> usize { 1000 }
-fn beta_start() -> f64 { 0.0001 }
-fn beta_end() -> f64 { 0.02 }
-fn linear() -> String { "linear".into() }
-fn yes() -> bool { true }
-fn one() -> f64 { 1.0 }
-fn epsilon() -> String { "epsilon".into() }
-fn leading() -> String { "leading".into() }
+fn thousand() -> usize {
+    1000
+}
+fn beta_start() -> f64 {
+    0.0001
+}
+fn beta_end() -> f64 {
+    0.02
+}
+fn linear() -> String {
+    "linear".into()
+}
+fn yes() -> bool {
+    true
+}
+fn one() -> f64 {
+    1.0
+}
+fn epsilon() -> String {
+    "epsilon".into()
+}
+fn leading() -> String {
+    "leading".into()
+}
 
 /// Defines a config enum whose JSON spellings are diffusers' strings; an unknown string is an
 /// `Error::Scheduler` naming the field and the accepted values.
@@ -106,14 +122,12 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Parses and validates `scheduler_config.json`; every error names its field.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let raw: RawSchedulerConfig =
-            serde_json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        let raw: RawSchedulerConfig = serde_json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         if raw.thresholding {
             return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
         }
@@ -125,8 +139,11 @@ impl SchedulerConfig {
         }
         if let Some(b) = &raw.trained_betas {
             if b.len() != raw.num_train_timesteps {
-                return Err(Error::Scheduler(format!("`trained_betas` has {} entries, num_train_timesteps is {}",
-                                                    b.len(), raw.num_train_timesteps)));
+                return Err(Error::Scheduler(format!(
+                    "`trained_betas` has {} entries, num_train_timesteps is {}",
+                    b.len(),
+                    raw.num_train_timesteps
+                )));
             }
         }
         Ok(SchedulerConfig {
@@ -212,10 +229,13 @@ impl Schedule {
         let betas = betas(&config);
         // torch.cumprod over f32 alphas; accumulate in f64 and round once per entry.
         let mut acc = 1.0f64;
-        let alphas_cumprod = betas.iter().map(|&b| {
-            acc *= (1.0f32 - b) as f64;
-            acc as f32
-        }).collect();
+        let alphas_cumprod = betas
+            .iter()
+            .map(|&b| {
+                acc *= (1.0f32 - b) as f64;
+                acc as f32
+            })
+            .collect();
         Schedule { config, alphas_cumprod }
     }
 
@@ -233,10 +253,13 @@ impl Schedule {
             return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
         }
         let ts: Vec<i64> = match self.config.timestep_spacing {
-            TimestepSpacing::Linspace => (0..n).rev().map(|i| {
-                let v = if n == 1 { 0.0 } else { (t - 1) as f64 * i as f64 / (n - 1) as f64 };
-                v.round_ties_even() as i64
-            }).collect(),
+            TimestepSpacing::Linspace => (0..n)
+                .rev()
+                .map(|i| {
+                    let v = if n == 1 { 0.0 } else { (t - 1) as f64 * i as f64 / (n - 1) as f64 };
+                    v.round_ties_even() as i64
+                })
+                .collect(),
             TimestepSpacing::Leading => {
                 let ratio = t / n;
                 (0..n).rev().map(|i| (i * ratio + self.config.steps_offset) as i64).collect()
@@ -255,7 +278,11 @@ impl Schedule {
     }
 
     fn alpha_at(&self, t: i64, otherwise: f64) -> f64 {
-        if t >= 0 { self.alphas_cumprod[t as usize] as f64 } else { otherwise }
+        if t >= 0 {
+            self.alphas_cumprod[t as usize] as f64
+        } else {
+            otherwise
+        }
     }
 
     /// (x0, eps) as linear functions of (x, m) for this prediction type at ᾱ_t = a.
@@ -269,64 +296,84 @@ impl Schedule {
     }
 
     fn clip(&self) -> f32 {
-        if self.config.clip_sample { self.config.clip_sample_range as f32 } else { 0.0 }
+        if self.config.clip_sample {
+            self.config.clip_sample_range as f32
+        } else {
+            0.0
+        }
     }
 
     /// The steps of a DDIM run (`DDIMScheduler.step`, eta ≥ 0, variance noise added when eta > 0).
     pub fn ddim_steps(&self, n: usize, eta: f32) -> Result<Vec<Step>> {
-        if !(eta >= 0.0) || !eta.is_finite() {
+        if !eta.is_finite() || eta < 0.0 {
             return Err(Error::Scheduler(format!("eta = {eta}: must be a finite number ≥ 0")));
         }
         let ts = self.timesteps(n)?;
         let final_alpha = if self.config.set_alpha_to_one { 1.0 } else { self.alphas_cumprod[0] as f64 };
         let stride = (self.t_count() / n) as i64;
-        Ok(ts.iter().map(|&t| {
-            let a = self.alpha_at(t, 1.0);
-            let a_prev = self.alpha_at(t - stride, final_alpha);
-            let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
-            let variance = (b_prev / b) * (1.0 - a / a_prev);
-            let std = eta as f64 * variance.sqrt();
-            let p = self.prediction(a);
-            let coeffs = StepCoeffs {
-                x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32,
-                clip: self.clip(),
-                c_x0: a_prev.sqrt() as f32,
-                c_eps: (1.0 - a_prev - std * std).max(0.0).sqrt() as f32,
-                c_x: 0.0,
-                c_noise: if eta > 0.0 { std as f32 } else { 0.0 },
-            };
-            Step { timestep: t, coeffs }
-        }).collect())
+        Ok(ts
+            .iter()
+            .map(|&t| {
+                let a = self.alpha_at(t, 1.0);
+                let a_prev = self.alpha_at(t - stride, final_alpha);
+                let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+                let variance = (b_prev / b) * (1.0 - a / a_prev);
+                let std = eta as f64 * variance.sqrt();
+                let p = self.prediction(a);
+                let coeffs = StepCoeffs {
+                    x0_x: p[0] as f32,
+                    x0_m: p[1] as f32,
+                    eps_x: p[2] as f32,
+                    eps_m: p[3] as f32,
+                    clip: self.clip(),
+                    c_x0: a_prev.sqrt() as f32,
+                    c_eps: (1.0 - a_prev - std * std).max(0.0).sqrt() as f32,
+                    c_x: 0.0,
+                    c_noise: if eta > 0.0 { std as f32 } else { 0.0 },
+                };
+                Step { timestep: t, coeffs }
+            })
+            .collect())
     }
 
     /// The steps of ancestral DDPM sampling (`DDPMScheduler.step`; Ho et al. 2020, Algorithm 2).
     pub fn ddpm_steps(&self, n: usize) -> Result<Vec<Step>> {
         let variance_type = self.config.variance_type;
         if matches!(variance_type, VarianceType::Learned | VarianceType::LearnedRange) {
-            return Err(Error::Scheduler(format!("`variance_type` = {:?}: a learned variance needs a model that predicts it; \
-                                                 only fixed_small, fixed_small_log, fixed_large are implemented", variance_type.as_str())));
+            return Err(Error::Scheduler(format!(
+                "`variance_type` = {:?}: a learned variance needs a model that predicts it; \
+                                                 only fixed_small, fixed_small_log, fixed_large are implemented",
+                variance_type.as_str()
+            )));
         }
         let ts = self.timesteps(n)?;
-        Ok(ts.iter().enumerate().map(|(i, &t)| {
-            // DDPM steps to the next timestep in the list (not t - T/n as DDIM does).
-            let prev_t = ts.get(i + 1).copied().unwrap_or(-1);
-            let a = self.alpha_at(t, 1.0);
-            let a_prev = self.alpha_at(prev_t, 1.0);
-            let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
-            let alpha_t = a / a_prev;
-            let beta_t = 1.0 - alpha_t;
-            let variance = if variance_type == VarianceType::FixedLarge { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
-            let p = self.prediction(a);
-            let coeffs = StepCoeffs {
-                x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32,
-                clip: self.clip(),
-                c_x0: (a_prev.sqrt() * beta_t / b) as f32,
-                c_eps: 0.0,
-                c_x: (alpha_t.sqrt() * b_prev / b) as f32,
-                c_noise: if t > 0 { variance.sqrt() as f32 } else { 0.0 },
-            };
-            Step { timestep: t, coeffs }
-        }).collect())
+        Ok(ts
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| {
+                // DDPM steps to the next timestep in the list (not t - T/n as DDIM does).
+                let prev_t = ts.get(i + 1).copied().unwrap_or(-1);
+                let a = self.alpha_at(t, 1.0);
+                let a_prev = self.alpha_at(prev_t, 1.0);
+                let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
+                let alpha_t = a / a_prev;
+                let beta_t = 1.0 - alpha_t;
+                let variance = if variance_type == VarianceType::FixedLarge { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
+                let p = self.prediction(a);
+                let coeffs = StepCoeffs {
+                    x0_x: p[0] as f32,
+                    x0_m: p[1] as f32,
+                    eps_x: p[2] as f32,
+                    eps_m: p[3] as f32,
+                    clip: self.clip(),
+                    c_x0: (a_prev.sqrt() * beta_t / b) as f32,
+                    c_eps: 0.0,
+                    c_x: (alpha_t.sqrt() * b_prev / b) as f32,
+                    c_noise: if t > 0 { variance.sqrt() as f32 } else { 0.0 },
+                };
+                Step { timestep: t, coeffs }
+            })
+            .collect())
     }
 
     pub fn steps(&self, kind: SamplerKind, n: usize, eta: f32) -> Result<Vec<Step>> {
@@ -345,9 +392,7 @@ fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
         return vec![a];
     }
     let step = (b - a) / (n - 1) as f32;
-    (0..n).map(|i| {
-        if i < n / 2 { step.mul_add(i as f32, a) } else { (-step).mul_add((n - 1 - i) as f32, b) }
-    }).collect()
+    (0..n).map(|i| if i < n / 2 { step.mul_add(i as f32, a) } else { (-step).mul_add((n - 1 - i) as f32, b) }).collect()
 }
 
 fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
@@ -360,10 +405,12 @@ fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
         BetaSchedule::ScaledLinear => linspace_f32(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), t).iter().map(|v| v * v).collect(),
         BetaSchedule::SquaredcosCapV2 => {
             let alpha_bar = |s: f64| ((s + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
-            (0..t).map(|i| {
-                let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
-                (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
-            }).collect()
+            (0..t)
+                .map(|i| {
+                    let (t1, t2) = (i as f64 / t as f64, (i + 1) as f64 / t as f64);
+                    (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32
+                })
+                .collect()
         }
     }
 }

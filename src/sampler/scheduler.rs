@@ -93,9 +93,10 @@ impl Scheduler {
 impl Schedule {
     /// √ᾱ_t·x0 + √(1−ᾱ_t)·noise, computed in f32 like diffusers' `add_noise`.
     pub fn add_noise(&self, x0: &[f32], noise: &[f32], t: i64) -> Result<Vec<f32>> {
-        let a = *usize::try_from(t).ok().and_then(|t| self.alphas_cumprod.get(t)).ok_or_else(|| {
-            Error::Scheduler(format!("timestep {t} outside 0..{}", self.alphas_cumprod.len()))
-        })?;
+        let a = *usize::try_from(t)
+            .ok()
+            .and_then(|t| self.alphas_cumprod.get(t))
+            .ok_or_else(|| Error::Scheduler(format!("timestep {t} outside 0..{}", self.alphas_cumprod.len())))?;
         if x0.len() != noise.len() {
             return Err(Error::Input(format!("add_noise: {} samples and {} noise values", x0.len(), noise.len())));
         }

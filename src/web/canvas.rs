@@ -33,9 +33,15 @@ fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> R
 
 fn surface_config(format: wgpu::TextureFormat, width: u32, height: u32) -> wgpu::SurfaceConfiguration {
     wgpu::SurfaceConfiguration {
-        usage: wgpu::TextureUsages::RENDER_ATTACHMENT, format, width, height,
-        present_mode: wgpu::PresentMode::Fifo, desired_maximum_frame_latency: 2,
-        alpha_mode: wgpu::CompositeAlphaMode::Auto, view_formats: vec![], color_space: wgpu::SurfaceColorSpace::Auto,
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+        format,
+        width,
+        height,
+        present_mode: wgpu::PresentMode::Fifo,
+        desired_maximum_frame_latency: 2,
+        alpha_mode: wgpu::CompositeAlphaMode::Auto,
+        view_formats: vec![],
+        color_space: wgpu::SurfaceColorSpace::Auto,
     }
 }
 
@@ -64,7 +70,9 @@ async fn canvas_presentation_works() -> bool {
     enc.begin_render_pass(&wgpu::RenderPassDescriptor {
         label: Some("presentation probe"),
         color_attachments: &[Some(wgpu::RenderPassColorAttachment {
-            view: &view, depth_slice: None, resolve_target: None,
+            view: &view,
+            depth_slice: None,
+            resolve_target: None,
             ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
         })],
         ..Default::default()
@@ -104,7 +112,10 @@ pub async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(GpuDevice, Fr
 }
 
 pub fn context_2d(canvas: &HtmlCanvasElement) -> Result<web_sys::CanvasRenderingContext2d> {
-    canvas.get_context("2d").ok().flatten()
+    canvas
+        .get_context("2d")
+        .ok()
+        .flatten()
         .and_then(|c| c.dyn_into().ok())
         .ok_or_else(|| Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into()))
 }
@@ -125,8 +136,15 @@ pub struct SurfaceFrames<'a> {
 
 impl<'a> SurfaceFrames<'a> {
     /// Configures the surface for a `width`×`height` grid drawn from `src` ([N,C,H,W] = `shape`).
-    pub fn new(gpu: &GpuDevice, surface: &'a wgpu::Surface<'static>, format: wgpu::TextureFormat, src: &wgpu::Buffer,
-               shape: [usize; 4], cols: usize, (width, height): (u32, u32)) -> Self {
+    pub fn new(
+        gpu: &GpuDevice,
+        surface: &'a wgpu::Surface<'static>,
+        format: wgpu::TextureFormat,
+        src: &wgpu::Buffer,
+        shape: [usize; 4],
+        cols: usize,
+        (width, height): (u32, u32),
+    ) -> Self {
         surface.configure(&gpu.device, &surface_config(format, width, height));
         SurfaceFrames { surface, drawer: SampleDrawer::new(gpu, src, shape, cols, format) }
     }

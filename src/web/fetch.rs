@@ -35,8 +35,7 @@ pub async fn model_folder(base: &str) -> Result<(String, Vec<u8>, Option<String>
     let weights = fetch_required(&format!("{base}/diffusion_pytorch_model.safetensors")).await?;
     let sched = fetch_optional(&format!("{base}/scheduler_config.json")).await?;
     let config = String::from_utf8(config).map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
-    let sched = sched
-        .map(|b| String::from_utf8(b).map_err(|_| Error::Scheduler("scheduler_config.json is not UTF-8".into())))
-        .transpose()?;
+    let sched =
+        sched.map(|b| String::from_utf8(b).map_err(|_| Error::Scheduler("scheduler_config.json is not UTF-8".into()))).transpose()?;
     Ok((config, weights, sched))
 }

@@ -35,7 +35,7 @@ fn js_err(e: Error) -> JsValue {
 
 /// The engine a sampler runs on.
 enum EngineKind {
-    WebGpu { engine: GpuEngine, target: FrameTarget },
+    WebGpu { engine: Box<GpuEngine>, target: FrameTarget },
     Cpu(CpuEngine),
 }
 
@@ -67,8 +67,13 @@ impl DiffusionSampler {
     }
 
     /// Builds a sampler from the bytes of a diffusers model folder.
-    pub async fn create(canvas: HtmlCanvasElement, config_json: String, weights: Vec<u8>, scheduler_json: Option<String>,
-                        engine: String) -> Result<DiffusionSampler, JsValue> {
+    pub async fn create(
+        canvas: HtmlCanvasElement,
+        config_json: String,
+        weights: Vec<u8>,
+        scheduler_json: Option<String>,
+        engine: String,
+    ) -> Result<DiffusionSampler, JsValue> {
         let model = Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()).map_err(js_err)?;
         if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
             web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
@@ -77,7 +82,11 @@ impl DiffusionSampler {
             "webgpu" => {
                 let (gpu, target) = gpu_for_canvas(&canvas).await.map_err(js_err)?;
                 let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
-                    .iter().filter(|s| !s.is_empty()).cloned().collect::<Vec<_>>().join(", ");
+                    .iter()
+                    .filter(|s| !s.is_empty())
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 if adapter.is_empty() {
                     adapter = "WebGPU adapter (the browser does not name it)".into();
                 }
@@ -85,13 +94,20 @@ impl DiffusionSampler {
                     adapter.push_str(" [frames shown by readback: this browser cannot present WebGPU canvases]");
                 }
                 let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
-                (EngineKind::WebGpu { engine, target }, adapter)
+                (EngineKind::WebGpu { engine: Box::new(engine), target }, adapter)
             }
             "cpu" => (EngineKind::Cpu(CpuEngine::new(&model)), "CPU (Rust reference compiled to wasm)".to_string()),
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
         };
-        let inner = Inner { model, canvas, engine: RefCell::new(engine), adapter, cancel: Cell::new(false), running: Cell::new(false),
-                            last: RefCell::new(None) };
+        let inner = Inner {
+            model,
+            canvas,
+            engine: RefCell::new(engine),
+            adapter,
+            cancel: Cell::new(false),
+            running: Cell::new(false),
+            last: RefCell::new(None),
+        };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
     }
 
@@ -177,9 +193,16 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
     }
     sleep_ms(0).await;
     *started = now_ms();
-    if inner.cancel.get() { Flow::Stop } else { Flow::Continue }
+    if inner.cancel.get() {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
 }
 
+// The engine stays borrowed for the whole run: `running` admits one run at a time, and nothing
+// else borrows the engine.
+#[allow(clippy::await_holding_refcell_ref)]
 async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<(), Error> {
     let (opts, view) = options::read(o)?;
     let plan = opts.plan(&inner.model)?;
@@ -193,17 +216,18 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
     let final_x = match &mut *engine {
         EngineKind::WebGpu { engine, target: FrameTarget::Surface { surface, format } } => {
             let mut frames: Option<SurfaceFrames> = None;
-            run::run(engine, &plan, async |e: &mut GpuEngine, info| {
+            run::run(&mut **engine, &plan, async |e: &mut GpuEngine, info| {
                 if frames.is_none() {
                     let src = e.buffer(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
                     frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, src, plan.shape, cols, (gw, gh)));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
                 Ok(after_step(inner, cb, info, &mut started).await)
-            }).await?
+            })
+            .await?
         }
         EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
-            readback_run(inner, engine, &plan, ctx, view, cols, cb, &mut started).await?
+            readback_run(inner, &mut **engine, &plan, ctx, view, cols, cb, &mut started).await?
         }
         EngineKind::Cpu(engine) => {
             let ctx = context_2d(&inner.canvas)?;
@@ -216,10 +240,19 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
 
 /// A run whose frames are read to the host and put into a 2D canvas.
 #[allow(clippy::too_many_arguments)]
-async fn readback_run<E: Engine>(inner: &Inner, engine: &mut E, plan: &RunPlan, ctx: &web_sys::CanvasRenderingContext2d, view: View,
-                                 cols: usize, cb: Option<&js_sys::Function>, started: &mut f64) -> Result<Tensor, Error> {
+async fn readback_run<E: Engine>(
+    inner: &Inner,
+    engine: &mut E,
+    plan: &RunPlan,
+    ctx: &web_sys::CanvasRenderingContext2d,
+    view: View,
+    cols: usize,
+    cb: Option<&js_sys::Function>,
+    started: &mut f64,
+) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
         put_image(ctx, &e.read(view).await?, cols)?;
         Ok(after_step(inner, cb, info, started).await)
-    }).await
+    })
+    .await
 }

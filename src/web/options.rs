@@ -49,8 +49,9 @@ pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
     if let Some(v) = get(o, "classLabel") {
         let labels = match v.as_f64() {
             Some(n) => ClassLabels::All(label(n)?),
-            None if js_sys::Array::is_array(&v) => ClassLabels::Each(
-                js_sys::Array::from(&v).iter().map(|x| label(x.as_f64().unwrap_or(f64::NAN))).collect::<Result<_>>()?),
+            None if js_sys::Array::is_array(&v) => {
+                ClassLabels::Each(js_sys::Array::from(&v).iter().map(|x| label(x.as_f64().unwrap_or(f64::NAN))).collect::<Result<_>>()?)
+            }
             None => return Err(Error::Input(format!("classLabel: expected a number or an array of numbers, got {v:?}"))),
         };
         opts = opts.labels(labels);

@@ -16,16 +16,19 @@ pub fn fixtures() -> PathBuf {
 pub fn load(path: &std::path::Path) -> HashMap<String, Tensor> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = SafeTensors::deserialize(&bytes).expect("fixture parses");
-    st.tensors().into_iter().map(|(name, v)| {
-        let b = v.data();
-        let data: Vec<f32> = match v.dtype() {
-            Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            d => panic!("unexpected dtype {d:?} in fixture"),
-        };
-        (name, Tensor { shape: v.shape().to_vec(), data })
-    }).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let b = v.data();
+            let data: Vec<f32> = match v.dtype() {
+                Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                Dtype::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                d => panic!("unexpected dtype {d:?} in fixture"),
+            };
+            (name, Tensor { shape: v.shape().to_vec(), data })
+        })
+        .collect()
 }
 
 pub fn json(name: &str) -> serde_json::Value {

@@ -18,24 +18,55 @@ pub const PYTORCH_TOL: f32 = 1e-5;
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Weights `w`, `b`; inputs x [, chan_add, residual].
-    Conv2d { spec: ConvSpec, fused: bool, out_scale: f32 },
+    Conv2d {
+        spec: ConvSpec,
+        fused: bool,
+        out_scale: f32,
+    },
     /// Weights `g`, `b`; input x.
-    GroupNorm { groups: usize, eps: f32, silu: bool },
+    GroupNorm {
+        groups: usize,
+        eps: f32,
+        silu: bool,
+    },
     /// Weights `w`, `b`; input x.
-    Linear { silu_in: bool, silu_out: bool },
+    Linear {
+        silu_in: bool,
+        silu_out: bool,
+    },
     /// Input t.
-    TimestepEmbedding { dim: usize, flip: bool, shift: f32 },
+    TimestepEmbedding {
+        dim: usize,
+        flip: bool,
+        shift: f32,
+    },
     /// Weight `table`; inputs emb, labels (u32 bit patterns on the GPU, values on the CPU).
     ClassEmbedding,
-    Affine { scale: f32, shift: f32 },
+    Affine {
+        scale: f32,
+        shift: f32,
+    },
     /// Inputs a, b.
     Concat,
     /// Inputs q, k, v.
-    Attention { heads: usize, d: usize },
+    Attention {
+        heads: usize,
+        d: usize,
+    },
     /// diffusers' Attention block, weights under `a.`; input x.
-    AttentionBlock { heads: usize, dim_head: usize, groups: usize, eps: f32, rescale: f32 },
+    AttentionBlock {
+        heads: usize,
+        dim_head: usize,
+        groups: usize,
+        eps: f32,
+        rescale: f32,
+    },
     /// diffusers' ResnetBlock2D, weights under `r.`; inputs x, temb.
-    Resnet { groups: usize, eps: f32, scale: f32 },
+    Resnet {
+        groups: usize,
+        eps: f32,
+        scale: f32,
+    },
 }
 
 pub struct OpCase {
@@ -64,7 +95,9 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::Affine { scale, shift } => b.affine(&x[0], scale, shift),
         Op::Concat => b.concat_channels(&x[0], &x[1]),
         Op::Attention { heads, d } => b.attention(&x[0], &x[1], &x[2], heads, d),
-        Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale),
+        Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => {
+            attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale)
+        }
         Op::Resnet { groups, eps, scale } => resnet_block(b, "r", &x[0], &x[1], groups, eps, scale),
     }
 }
@@ -108,14 +141,23 @@ pub fn random_cases() -> Vec<OpCase> {
         ("conv 3x3 stride 2 asymmetric", 3, conv(2, [0, 0, 1, 1], false), [1, 3, 10, 6], 5),
         ("conv 1x1", 1, ConvSpec::POINTWISE, [1, 13, 5, 3], 9),
         ("conv 3x3 upsample", 3, conv(1, [1, 1, 1, 1], true), [1, 5, 3, 5], 3),
-    ].into_iter().enumerate() {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let inputs = vec![randn(&shape, 20 + i as u64)];
         cases.push(case(name, Op::Conv2d { spec, fused: false, out_scale: 1.0 }, conv_weights(co, shape[1], k, 10 + 2 * i as u64), inputs));
     }
     // The resnet's conv2: time-embedding add, residual and output scale fused into the conv.
-    cases.push(case("conv 3x3 fused add+residual+scale", Op::Conv2d { spec: ConvSpec::SAME3, fused: true, out_scale: 1.5 },
-                    conv_weights(6, 5, 3, 40), vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)]));
-    for (i, (shape, groups, silu)) in [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate() {
+    cases.push(case(
+        "conv 3x3 fused add+residual+scale",
+        Op::Conv2d { spec: ConvSpec::SAME3, fused: true, out_scale: 1.5 },
+        conv_weights(6, 5, 3, 40),
+        vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)],
+    ));
+    for (i, (shape, groups, silu)) in
+        [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate()
+    {
         let c = shape[1];
         let w = named(vec![("g", randn(&[c], 50 + i as u64)), ("b", randn(&[c], 60 + i as u64))]);
         cases.push(case("group_norm", Op::GroupNorm { groups, eps: 1e-5, silu }, w, vec![randn(&shape, 70 + i as u64)]));
@@ -134,7 +176,12 @@ pub fn random_cases() -> Vec<OpCase> {
         cases.push(c);
     }
     let labels = Tensor { shape: vec![3], data: vec![4.0, 0.0, 2.0] };
-    cases.push(case("class_embedding", Op::ClassEmbedding, named(vec![("table", randn(&[5, 12], 100))]), vec![randn(&[3, 12], 101), labels]));
+    cases.push(case(
+        "class_embedding",
+        Op::ClassEmbedding,
+        named(vec![("table", randn(&[5, 12], 100))]),
+        vec![randn(&[3, 12], 101), labels],
+    ));
     cases.push(case("affine", Op::Affine { scale: 2.0, shift: -1.0 }, HashMap::new(), vec![randn(&[2, 3, 5, 7], 102)]));
     cases.push(case("concat", Op::Concat, HashMap::new(), vec![randn(&[2, 3, 5, 7], 103), randn(&[2, 5, 5, 7], 104)]));
     for (i, (n, heads, d, h, w)) in [(2, 3, 4, 5, 3), (1, 1, 24, 7, 7), (2, 2, 5, 9, 11)].into_iter().enumerate() {
@@ -147,61 +194,92 @@ pub fn random_cases() -> Vec<OpCase> {
 
 fn tensors(bytes: &[u8]) -> HashMap<String, Tensor> {
     let st = safetensors::SafeTensors::deserialize(bytes).expect("fixture parses");
-    st.tensors().into_iter().map(|(name, v)| {
-        let b = v.data();
-        let data: Vec<f32> = match v.dtype() {
-            safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            safetensors::Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            d => panic!("unexpected dtype {d:?} in fixture"),
-        };
-        (name, Tensor { shape: v.shape().to_vec(), data })
-    }).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let b = v.data();
+            let data: Vec<f32> = match v.dtype() {
+                safetensors::Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                safetensors::Dtype::I64 => b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+                d => panic!("unexpected dtype {d:?} in fixture"),
+            };
+            (name, Tensor { shape: v.shape().to_vec(), data })
+        })
+        .collect()
 }
 
 /// The PyTorch/diffusers cases of `tests/fixtures/ops.{json,safetensors}`, parameters from the JSON.
 pub fn fixture_cases(ops_json: &str, ops_safetensors: &[u8]) -> Vec<OpCase> {
     let all = tensors(ops_safetensors);
     let cases: serde_json::Value = serde_json::from_str(ops_json).unwrap();
-    cases.as_array().unwrap().iter().map(|c| {
-        let name = c["name"].as_str().unwrap().to_string();
-        let t: HashMap<String, Tensor> = all.iter()
-            .filter_map(|(k, v)| k.strip_prefix(&format!("{name}.")).map(|s| (s.to_string(), v.clone())))
-            .collect();
-        let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{name}: {k}")) as usize;
-        let f = |k: &str| c[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}")) as f32;
-        let b = |k: &str| c[k].as_bool().unwrap_or_else(|| panic!("{name}: {k}"));
-        let wb = |w: &str, bias: &str| named(vec![("w", t[w].clone()), ("b", t[bias].clone())]);
-        let prefixed = |p: &str| -> HashMap<String, Tensor> {
-            t.iter().filter(|(k, _)| !["x", "temb", "out"].contains(&k.as_str())).map(|(k, v)| {
-                let mut v = v.clone();
-                if p == "a" && v.shape.len() == 2 && k.contains("to_") {
-                    v.shape.extend([1, 1]); // Linear over channels = 1x1 conv
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let name = c["name"].as_str().unwrap().to_string();
+            let t: HashMap<String, Tensor> =
+                all.iter().filter_map(|(k, v)| k.strip_prefix(&format!("{name}.")).map(|s| (s.to_string(), v.clone()))).collect();
+            let u = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{name}: {k}")) as usize;
+            let f = |k: &str| c[k].as_f64().unwrap_or_else(|| panic!("{name}: {k}")) as f32;
+            let b = |k: &str| c[k].as_bool().unwrap_or_else(|| panic!("{name}: {k}"));
+            let wb = |w: &str, bias: &str| named(vec![("w", t[w].clone()), ("b", t[bias].clone())]);
+            let prefixed = |p: &str| -> HashMap<String, Tensor> {
+                t.iter()
+                    .filter(|(k, _)| !["x", "temb", "out"].contains(&k.as_str()))
+                    .map(|(k, v)| {
+                        let mut v = v.clone();
+                        if p == "a" && v.shape.len() == 2 && k.contains("to_") {
+                            v.shape.extend([1, 1]); // Linear over channels = 1x1 conv
+                        }
+                        (format!("{p}.{k}"), v)
+                    })
+                    .collect()
+            };
+            let (op, weights, inputs) = match c["op"].as_str().unwrap() {
+                "conv2d" => {
+                    let pad: Vec<usize> = c["pad"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+                    let spec = ConvSpec { stride: u("stride"), pad: [pad[0], pad[1], pad[2], pad[3]], upsample: false };
+                    (Op::Conv2d { spec, fused: false, out_scale: 1.0 }, wb("weight", "bias"), vec![t["x"].clone()])
                 }
-                (format!("{p}.{k}"), v)
-            }).collect()
-        };
-        let (op, weights, inputs) = match c["op"].as_str().unwrap() {
-            "conv2d" => {
-                let pad: Vec<usize> = c["pad"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-                let spec = ConvSpec { stride: u("stride"), pad: [pad[0], pad[1], pad[2], pad[3]], upsample: false };
-                (Op::Conv2d { spec, fused: false, out_scale: 1.0 }, wb("weight", "bias"), vec![t["x"].clone()])
-            }
-            "upsample" => (Op::Conv2d { spec: ConvSpec { upsample: true, ..ConvSpec::SAME3 }, fused: false, out_scale: 1.0 },
-                           wb("conv.weight", "conv.bias"), vec![t["x"].clone()]),
-            "group_norm" => (Op::GroupNorm { groups: u("groups"), eps: f("eps"), silu: b("silu") },
-                             named(vec![("g", t["weight"].clone()), ("b", t["bias"].clone())]), vec![t["x"].clone()]),
-            "linear" => (Op::Linear { silu_in: b("silu_in"), silu_out: b("silu_out") }, wb("weight", "bias"), vec![t["x"].clone()]),
-            "timestep_embedding" => (Op::TimestepEmbedding { dim: u("dim"), flip: b("flip_sin_to_cos"), shift: f("downscale_freq_shift") },
-                                     HashMap::new(), vec![t["t"].clone()]),
-            "attention" => (Op::AttentionBlock { heads: u("heads"), dim_head: u("dim_head"), groups: u("groups"), eps: f("eps"),
-                                                 rescale: f("rescale") }, prefixed("a"), vec![t["x"].clone()]),
-            "resnet" => (Op::Resnet { groups: u("groups"), eps: f("eps"), scale: f("output_scale_factor") }, prefixed("r"),
-                         vec![t["x"].clone(), t["temb"].clone()]),
-            other => panic!("unknown op {other}"),
-        };
-        let tol = if matches!(op, Op::TimestepEmbedding { .. }) { 1.5e-4 } else { KERNEL_TOL };
-        OpCase { name, op, weights, inputs, expected: Some(t["out"].clone()), tol }
-    }).collect()
+                "upsample" => (
+                    Op::Conv2d { spec: ConvSpec { upsample: true, ..ConvSpec::SAME3 }, fused: false, out_scale: 1.0 },
+                    wb("conv.weight", "conv.bias"),
+                    vec![t["x"].clone()],
+                ),
+                "group_norm" => (
+                    Op::GroupNorm { groups: u("groups"), eps: f("eps"), silu: b("silu") },
+                    named(vec![("g", t["weight"].clone()), ("b", t["bias"].clone())]),
+                    vec![t["x"].clone()],
+                ),
+                "linear" => (Op::Linear { silu_in: b("silu_in"), silu_out: b("silu_out") }, wb("weight", "bias"), vec![t["x"].clone()]),
+                "timestep_embedding" => (
+                    Op::TimestepEmbedding { dim: u("dim"), flip: b("flip_sin_to_cos"), shift: f("downscale_freq_shift") },
+                    HashMap::new(),
+                    vec![t["t"].clone()],
+                ),
+                "attention" => (
+                    Op::AttentionBlock {
+                        heads: u("heads"),
+                        dim_head: u("dim_head"),
+                        groups: u("groups"),
+                        eps: f("eps"),
+                        rescale: f("rescale"),
+                    },
+                    prefixed("a"),
+                    vec![t["x"].clone()],
+                ),
+                "resnet" => (
+                    Op::Resnet { groups: u("groups"), eps: f("eps"), scale: f("output_scale_factor") },
+                    prefixed("r"),
+                    vec![t["x"].clone(), t["temb"].clone()],
+                ),
+                other => panic!("unknown op {other}"),
+            };
+            let tol = if matches!(op, Op::TimestepEmbedding { .. }) { 1.5e-4 } else { KERNEL_TOL };
+            OpCase { name, op, weights, inputs, expected: Some(t["out"].clone()), tol }
+        })
+        .collect()
 }
 
 /// |got − want| ≤ tol · max(floor, max|want|); the message names the case and the numbers.
@@ -211,5 +289,9 @@ pub fn check_close(what: &str, got: &Tensor, want: &Tensor, tol: f32, floor: f32
     }
     let scale = want.max_abs().max(floor);
     let diff = got.max_abs_diff(want);
-    if diff <= tol * scale { Ok(()) } else { Err(format!("{what}: max |diff| = {diff:e} > {tol:e} × {scale}")) }
+    if diff <= tol * scale {
+        Ok(())
+    } else {
+        Err(format!("{what}: max |diff| = {diff:e} > {tol:e} × {scale}"))
+    }
 }

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, copyFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -100,6 +100,22 @@ test('a broken model URL shows its error in the page', async () => {
   await page.screenshot({ path: path.join(OUT, 'page-bad-model.png') });
   assert.deepEqual(errors.filter((e) => !/no-such-model/.test(e)), []);
   await page.close();
+});
+
+test('a model folder without scheduler_config.json samples with the defaults and says so', { timeout: 120_000 }, async () => {
+  // The bundled model's weights in a folder that has no scheduler_config.json (served: HTTP 404).
+  const dir = path.join(ROOT, 'www', 'test-model-no-scheduler');
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['config.json', 'diffusion_pytorch_model.safetensors']) copyFileSync(path.join(ROOT, 'www', 'model', f), path.join(dir, f));
+  try {
+    const { page, errors } = await openPage('?engine=cpu&steps=2&batch=1&model=test-model-no-scheduler/');
+    await waitForEnd(page);
+    assert.match(await page.locator('#model-info').textContent(), /scheduler: diffusers' DDIMScheduler defaults \(no scheduler_config\.json\)/);
+    assert.deepEqual(errors, []);
+    await page.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('without WebGPU the page says so and runs the CPU engine', { timeout: 120_000 }, async () => {
