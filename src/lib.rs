@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod fast;
 pub mod gpu;
 pub mod image_grid;
 pub mod model;

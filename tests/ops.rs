@@ -11,6 +11,7 @@ mod op_cases;
 use std::sync::Arc;
 
 use ddim_webgpu::cpu::CpuOps;
+use ddim_webgpu::fast::FastOps;
 use ddim_webgpu::gpu::recorder::run_now;
 use ddim_webgpu::Tensor;
 use op_cases::{apply, check_close, fixture_cases, gpu_inputs, random_cases, OpCase, PYTORCH_TOL};
@@ -39,6 +40,25 @@ fn cpu_ops_match_pytorch() {
     for c in &cases {
         check_close(&c.name, &on_cpu(c), c.expected.as_ref().unwrap(), PYTORCH_TOL, 1.0).unwrap();
     }
+}
+
+fn on_fast(case: &OpCase) -> Tensor {
+    let ins: Vec<_> = case.inputs.iter().map(|t| Arc::new(t.clone())).collect();
+    let out = apply(&mut FastOps::from_tensors(&case.weights), &case.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    (*out).clone()
+}
+
+#[test]
+fn fast_cpu_ops_match_reference_and_pytorch() {
+    let mut failures = Vec::new();
+    for c in fixtures().iter().chain(&random_cases()) {
+        let got = on_fast(c);
+        failures.extend(check_close(&format!("{} (fast vs reference)", c.name), &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+        if let Some(want) = &c.expected {
+            failures.extend(check_close(&format!("{} (fast vs pytorch)", c.name), &got, want, PYTORCH_TOL, 1.0).err());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]

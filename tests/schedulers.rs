@@ -4,6 +4,8 @@
 //! the fused WGSL update kernel.
 
 mod common;
+#[path = "op_cases/mod.rs"]
+mod op_cases;
 
 use common::*;
 use ddim_webgpu::sampler::{SamplerKind, Schedule, Scheduler, SchedulerConfig};
@@ -106,24 +108,7 @@ fn add_noise_matches_diffusers() {
 }
 
 #[test]
-fn ddim_step_kernel_matches_cpu_rule() {
-    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, RunOptions};
-    // A full GPU DDIM run with eta > 0 and guidance is covered by the trajectory tests; here the
-    // kernel on its own: 3 steps of the class fixture model through both engines from the same noise.
+fn scheduler_step_kernel_matches_cpu_rule() {
     let model = ddim_webgpu::Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
-    let cfg = SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
-    let plan = RunOptions::new()
-        .scheduler(cfg)
-        .steps(3)
-        .eta(0.7)
-        .batch(3)
-        .labels(ClassLabels::Each(vec![0, 1, 2]))
-        .guidance(1.5)
-        .seed(9)
-        .plan(&model)
-        .unwrap();
-    let cpu = pollster::block_on(run_to_end(&mut CpuEngine::new(&model), &plan)).unwrap();
-    let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu(), &model).unwrap();
-    let got = pollster::block_on(run_to_end(&mut engine, &plan)).unwrap();
-    assert_close("gpu vs cpu sampler (v-pred, eta 0.7, cfg 1.5)", &got, &cpu, 1e-4);
+    pollster::block_on(op_cases::scheduler_step_gpu_vs_cpu(gpu(), &model)).unwrap();
 }

@@ -70,7 +70,8 @@ fn cpu_trajectories_match_diffusers() {
     assert_eq!(cases.len(), 10);
     assert!(cases.iter().filter(|c| c.x_0.max_abs() > 1.5).count() >= 3, "unclipped cases present");
     for c in &cases {
-        check(&mut CpuEngine::new(&c.model), c, "cpu");
+        check(&mut CpuEngine::new(&c.model), c, "fast cpu");
+        check(&mut CpuEngine::reference(&c.model), c, "reference cpu");
     }
 }
 

@@ -28,6 +28,16 @@ fn cpu_unet_matches_diffusers() {
 }
 
 #[test]
+fn fast_cpu_unet_matches_diffusers() {
+    for name in MODELS {
+        let (model, x, t, labels, want) = case(name);
+        let mut ops = ddim_webgpu::fast::FastOps::new(&model);
+        let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
+        assert_close(&format!("{name} (fast cpu)"), &got, &want, 1e-4);
+    }
+}
+
+#[test]
 fn gpu_unet_matches_diffusers() {
     for name in MODELS {
         let (model, x, t, labels, want) = case(name);
@@ -59,6 +69,9 @@ fn bundled_model_matches_diffusers() {
     let labels: Vec<u32> = io["class_labels"].data.iter().map(|&v| v as u32).collect();
     let cpu = ddim_webgpu::cpu::forward(&model, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
     assert_close("bundled (cpu)", &cpu, &io["out"], 1e-4);
+    let mut ops = ddim_webgpu::fast::FastOps::new(&model);
+    let fast = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
+    assert_close("bundled (fast cpu)", &fast, &io["out"], 1e-4);
     let mut engine = GpuUNet::new(common::gpu(), &model).unwrap();
     let gpu = pollster::block_on(engine.forward(&io["sample"], &io["timestep"].data, Some(&labels))).unwrap();
     assert_close("bundled (gpu)", &gpu, &io["out"], 1e-4);

@@ -10,12 +10,9 @@ mod op_cases;
 use std::sync::Arc;
 
 use ddim_webgpu::cpu::CpuOps;
-use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::gpu::recorder::run_now;
 use ddim_webgpu::gpu::recording::GpuUNet;
 use ddim_webgpu::gpu::GpuDevice;
-use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, RunOptions};
-use ddim_webgpu::sampler::SchedulerConfig;
 use ddim_webgpu::{Model, Tensor};
 use op_cases::{apply, check_close, fixture_cases, gpu_inputs, random_cases, PYTORCH_TOL};
 use wasm_bindgen_test::*;
@@ -48,8 +45,6 @@ async fn kernels_match_cpu_reference_in_the_browser() {
     assert_eq!(checked, 36, "15 fixture cases and 21 random cases");
 }
 
-/// The fused scheduler-step kernel (DDIM with eta > 0, v-prediction, clipping, guidance) against
-/// the CPU engine's step rule, through the run layer.
 #[wasm_bindgen_test]
 async fn scheduler_step_kernel_matches_cpu_in_the_browser() {
     let model = Model::from_bytes(
@@ -58,20 +53,7 @@ async fn scheduler_step_kernel_matches_cpu_in_the_browser() {
         None,
     )
     .unwrap();
-    let cfg = SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
-    let plan = RunOptions::new()
-        .scheduler(cfg)
-        .steps(3)
-        .eta(0.7)
-        .batch(3)
-        .labels(ClassLabels::Each(vec![0, 1, 2]))
-        .guidance(1.5)
-        .seed(9)
-        .plan(&model)
-        .unwrap();
-    let cpu = run_to_end(&mut CpuEngine::new(&model), &plan).await.unwrap();
-    let got = run_to_end(&mut GpuEngine::new(gpu().await, &model).unwrap(), &plan).await.unwrap();
-    check_close("scheduler step (browser gpu vs cpu)", &got, &cpu, 1e-4, 1.0).unwrap();
+    op_cases::scheduler_step_gpu_vs_cpu(gpu().await, &model).await.unwrap();
 }
 
 #[wasm_bindgen_test]

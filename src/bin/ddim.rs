@@ -299,6 +299,20 @@ fn sample(
     Ok(())
 }
 
+/// Median (min–max) ms of `reps` forwards after one warm-up.
+fn time_forwards<O: ddim_webgpu::cpu::HostOps>(ops: &mut O, model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>,
+                                               reps: usize) -> Result<String> {
+    ddim_webgpu::cpu::forward_with(ops, &model.config, x, ts, labels)?;
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        ddim_webgpu::cpu::forward_with(ops, &model.config, x, ts, labels)?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(format!("{:.2} ms median ({:.2}–{:.2}, {reps} runs)", ms[reps / 2], ms[0], ms[reps - 1]))
+}
+
 fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> Result<()> {
     let model = load(model)?;
     let (h, w) = model.config.sample_size.unwrap_or((32, 32));
@@ -330,13 +344,12 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
         unet.weights.bytes as f64 / 1e6,
         unet.activation_bytes() as f64 / 1e6
     );
-    let start = Instant::now();
-    let cpu_reps = 3;
-    let mut ops = ddim_webgpu::cpu::CpuOps::new(&model);
-    for _ in 0..cpu_reps {
-        ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &ts, labels.as_deref())?;
-    }
-    println!("cpu forward: {:.2} ms", start.elapsed().as_secs_f64() * 1e3 / cpu_reps as f64);
+    let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
+    println!("cpu reference forward (1 thread): {reference}");
+    let mut fast = ddim_webgpu::fast::FastOps::new(&model);
+    let kernel = fast.kernel_name();
+    let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
+    println!("cpu fast forward ({kernel}): {fast}");
     let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
     if let Some(l) = &labels {
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));

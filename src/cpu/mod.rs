@@ -10,6 +10,21 @@ use crate::error::{Error, Result};
 use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
+/// Ops that run immediately on host tensors (the reference `CpuOps` and `fast::FastOps`): what the
+/// CPU engine and `forward_with` run on.
+pub trait HostOps: UNetOps<T = Arc<Tensor>> {}
+
+impl HostOps for CpuOps {}
+
+/// [n, c, h, w] of a host tensor (2-D tensors report [n, f, 1, 1]).
+pub fn dims(t: &Tensor) -> [usize; 4] {
+    let mut d = [1usize; 4];
+    for (i, s) in t.shape.iter().take(4).enumerate() {
+        d[i] = *s;
+    }
+    d
+}
+
 /// Runs ops immediately on host tensors. Tensors are shared, never mutated in place.
 pub struct CpuOps {
     weights: HashMap<String, Arc<Tensor>>,
@@ -35,11 +50,7 @@ impl UNetOps for CpuOps {
     }
 
     fn dims(&self, t: &Self::T) -> [usize; 4] {
-        let mut d = [1usize; 4];
-        for (i, s) in t.shape.iter().take(4).enumerate() {
-            d[i] = *s;
-        }
-        d
+        dims(t)
     }
 
     fn conv2d(
@@ -91,8 +102,8 @@ pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: 
 }
 
 /// Same as `forward` with ops that already hold the weights (no copy per call).
-pub fn forward_with(
-    ops: &mut CpuOps,
+pub fn forward_with<O: HostOps>(
+    ops: &mut O,
     config: &UNetConfig,
     sample: &Tensor,
     timesteps: &[f32],

@@ -1,26 +1,42 @@
-//! The CPU engine: the plain reference ops (`cpu::CpuOps`) driven by the run layer.
+//! The CPU engines: the run layer driving host ops, either the fast engine (`fast::FastOps`: packed
+//! weights, SIMD GEMM) or the plain reference (`cpu::CpuOps`, the oracle).
 
 use super::{Engine, RunPlan, View};
-use crate::cpu::{forward_with, CpuOps};
+use crate::cpu::{forward_with, CpuOps, HostOps};
+use crate::fast::FastOps;
 use crate::error::{Error, Result};
 use crate::model::UNetConfig;
 use crate::{Model, Tensor};
 
-pub struct CpuEngine {
+pub struct CpuEngine<O: HostOps = FastOps> {
     config: UNetConfig,
-    ops: CpuOps,
+    ops: O,
     shape: [usize; 4],
     x: Vec<f32>,
     x0: Vec<f32>,
 }
 
-impl CpuEngine {
+impl CpuEngine<FastOps> {
+    /// The fast CPU engine (what `--cpu` and the page's CPU engine run).
     pub fn new(model: &Model) -> Self {
-        CpuEngine { config: model.config.clone(), ops: CpuOps::new(model), shape: [0; 4], x: Vec::new(), x0: Vec::new() }
+        Self::with_ops(model, FastOps::new(model))
     }
 }
 
-impl Engine for CpuEngine {
+impl CpuEngine<CpuOps> {
+    /// The plain reference engine (the oracle; `--reference`).
+    pub fn reference(model: &Model) -> Self {
+        Self::with_ops(model, CpuOps::new(model))
+    }
+}
+
+impl<O: HostOps> CpuEngine<O> {
+    pub fn with_ops(model: &Model, ops: O) -> Self {
+        CpuEngine { config: model.config.clone(), ops, shape: [0; 4], x: Vec::new(), x0: Vec::new() }
+    }
+}
+
+impl<O: HostOps> Engine for CpuEngine<O> {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
         self.shape = plan.shape;
         self.x = plan.x_start.clone();

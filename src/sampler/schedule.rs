@@ -285,22 +285,17 @@ impl Schedule {
         }
     }
 
-    /// (x0, eps) as linear functions of (x, m) for this prediction type at ᾱ_t = a.
-    fn prediction(&self, a: f64) -> [f64; 4] {
+    /// The coefficients giving (x0, eps) as linear functions of (x, m) for this prediction type at
+    /// ᾱ_t = a, and the clipping of x0; the update coefficients are left at 0 for the step rule.
+    fn prediction(&self, a: f64) -> StepCoeffs {
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
-        match self.config.prediction_type {
+        let p = match self.config.prediction_type {
             PredictionType::Epsilon => [1.0 / sa, -sb / sa, 0.0, 1.0],
             PredictionType::Sample => [0.0, 1.0, 1.0 / sb, -sa / sb],
             PredictionType::VPrediction => [sa, -sb, sb, sa],
-        }
-    }
-
-    fn clip(&self) -> f32 {
-        if self.config.clip_sample {
-            self.config.clip_sample_range as f32
-        } else {
-            0.0
-        }
+        };
+        let clip = if self.config.clip_sample { self.config.clip_sample_range as f32 } else { 0.0 };
+        StepCoeffs { x0_x: p[0] as f32, x0_m: p[1] as f32, eps_x: p[2] as f32, eps_m: p[3] as f32, clip, ..Default::default() }
     }
 
     /// The steps of a DDIM run (`DDIMScheduler.step`, eta ≥ 0, variance noise added when eta > 0).
@@ -319,17 +314,12 @@ impl Schedule {
                 let (b, b_prev) = (1.0 - a, 1.0 - a_prev);
                 let variance = (b_prev / b) * (1.0 - a / a_prev);
                 let std = eta as f64 * variance.sqrt();
-                let p = self.prediction(a);
                 let coeffs = StepCoeffs {
-                    x0_x: p[0] as f32,
-                    x0_m: p[1] as f32,
-                    eps_x: p[2] as f32,
-                    eps_m: p[3] as f32,
-                    clip: self.clip(),
                     c_x0: a_prev.sqrt() as f32,
                     c_eps: (1.0 - a_prev - std * std).max(0.0).sqrt() as f32,
                     c_x: 0.0,
                     c_noise: if eta > 0.0 { std as f32 } else { 0.0 },
+                    ..self.prediction(a)
                 };
                 Step { timestep: t, coeffs }
             })
@@ -359,17 +349,12 @@ impl Schedule {
                 let alpha_t = a / a_prev;
                 let beta_t = 1.0 - alpha_t;
                 let variance = if variance_type == VarianceType::FixedLarge { beta_t } else { (b_prev / b * beta_t).max(1e-20) };
-                let p = self.prediction(a);
                 let coeffs = StepCoeffs {
-                    x0_x: p[0] as f32,
-                    x0_m: p[1] as f32,
-                    eps_x: p[2] as f32,
-                    eps_m: p[3] as f32,
-                    clip: self.clip(),
                     c_x0: (a_prev.sqrt() * beta_t / b) as f32,
                     c_eps: 0.0,
                     c_x: (alpha_t.sqrt() * b_prev / b) as f32,
                     c_noise: if t > 0 { variance.sqrt() as f32 } else { 0.0 },
+                    ..self.prediction(a)
                 };
                 Step { timestep: t, coeffs }
             })

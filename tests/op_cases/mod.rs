@@ -295,3 +295,15 @@ pub fn check_close(what: &str, got: &Tensor, want: &Tensor, tol: f32, floor: f32
         Err(format!("{what}: max |diff| = {diff:e} > {tol:e} × {scale}"))
     }
 }
+
+/// The fused scheduler-step kernel (DDIM with eta > 0, v-prediction, clipping, guidance) against the
+/// CPU engine's step rule: 3 steps of the class fixture model through the run layer on both engines.
+pub async fn scheduler_step_gpu_vs_cpu(gpu: ddim_webgpu::gpu::GpuDevice, model: &ddim_webgpu::Model) -> std::result::Result<(), String> {
+    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, RunOptions};
+    let cfg = ddim_webgpu::sampler::SchedulerConfig::from_json(r#"{"clip_sample": true, "prediction_type": "v_prediction"}"#).unwrap();
+    let plan = RunOptions::new().scheduler(cfg).steps(3).eta(0.7).batch(3).labels(ClassLabels::Each(vec![0, 1, 2])).guidance(1.5);
+    let plan = plan.seed(9).plan(model).unwrap();
+    let cpu = run_to_end(&mut CpuEngine::new(model), &plan).await.unwrap();
+    let got = run_to_end(&mut ddim_webgpu::gpu::engine::GpuEngine::new(gpu, model).unwrap(), &plan).await.unwrap();
+    check_close("scheduler step (gpu vs cpu, v-pred, eta 0.7, cfg 1.5)", &got, &cpu, 1e-4, 1.0)
+}
