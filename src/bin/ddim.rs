@@ -25,6 +25,21 @@ enum SamplerArg {
     Ddpm,
 }
 
+/// Which engine runs the U-Net.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// WGSL kernels on the best WebGPU adapter
+    Gpu,
+    /// the fast CPU engine (packed weights, SIMD GEMM)
+    Cpu,
+    /// the plain CPU reference (the test oracle)
+    Reference,
+}
+
+fn engine_arg(engine: EngineArg, cpu: bool) -> EngineArg {
+    if cpu { EngineArg::Cpu } else { engine }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// One U-Net forward: IN holds `sample` [N,C,H,W], `timestep` [N], optional `class_labels` [N].
@@ -35,6 +50,9 @@ enum Cmd {
         input: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        #[arg(long, value_enum, default_value = "gpu")]
+        engine: EngineArg,
+        /// same as --engine cpu
         #[arg(long)]
         cpu: bool,
     },
@@ -68,6 +86,9 @@ enum Cmd {
         /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
         #[arg(long, allow_negative_numbers = true)]
         guidance: Option<f32>,
+        #[arg(long, value_enum, default_value = "gpu")]
+        engine: EngineArg,
+        /// same as --engine cpu
         #[arg(long)]
         cpu: bool,
         #[arg(long)]
@@ -98,8 +119,8 @@ fn main() {
     }
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Forward { model, input, out, cpu } => forward(model, &input, &out, cpu),
-        Cmd::Sample { model, scheduler_config, sampler, steps, eta, seed, noise, num, class, guidance, cpu, out, out_tensor, frames } => {
+        Cmd::Forward { model, input, out, engine, cpu } => forward(model, &input, &out, engine_arg(engine, cpu)),
+        Cmd::Sample { model, scheduler_config, sampler, steps, eta, seed, noise, num, class, guidance, engine, cpu, out, out_tensor, frames } => {
             let kind = match sampler {
                 SamplerArg::Ddim => SamplerKind::Ddim,
                 SamplerArg::Ddpm => SamplerKind::Ddpm,
@@ -129,7 +150,7 @@ fn main() {
                 Some(v) => opts.guidance(v),
                 None => opts,
             };
-            sample(model, scheduler_config, opts, noise, cpu, &out, out_tensor, frames)
+            sample(model, scheduler_config, opts, noise, engine_arg(engine, cpu), &out, out_tensor, frames)
         }
         Cmd::Bench { model, batch, steps, guidance } => bench(model, batch, steps, guidance),
     };
@@ -199,7 +220,7 @@ fn write_tensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
     std::fs::write(path, out).map_err(|e| io_err(path, e))
 }
 
-fn forward(model: Option<PathBuf>, input: &Path, out: &Path, cpu: bool) -> Result<()> {
+fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineArg) -> Result<()> {
     let model = load(model)?;
     let (bytes, file) = read_tensors(input)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
@@ -216,11 +237,14 @@ fn forward(model: Option<PathBuf>, input: &Path, out: &Path, cpu: bool) -> Resul
         })
         .transpose()?;
     let start = Instant::now();
-    let result = if cpu {
-        ddim_webgpu::cpu::forward(&model, &sample, &timesteps, labels.as_deref())?
+    let labels = labels.as_deref();
+    let result = if engine == EngineArg::Reference {
+        ddim_webgpu::cpu::forward(&model, &sample, &timesteps, labels)?
+    } else if engine == EngineArg::Cpu {
+        ddim_webgpu::cpu::forward_with(&mut ddim_webgpu::fast::FastOps::new(&model), &model.config, &sample, &timesteps, labels)?
     } else {
         let mut unet = GpuUNet::new(gpu()?, &model)?;
-        pollster::block_on(unet.forward(&sample, &timesteps, labels.as_deref()))?
+        pollster::block_on(unet.forward(&sample, &timesteps, labels))?
     };
     eprintln!("forward {:?} in {:.1} ms", result.shape, start.elapsed().as_secs_f64() * 1e3);
     write_tensors(out, &[("sample", &result)])
@@ -267,7 +291,7 @@ fn sample(
     sched: Option<PathBuf>,
     mut opts: RunOptions,
     noise: Option<PathBuf>,
-    cpu: bool,
+    engine: EngineArg,
     out: &Path,
     out_tensor: Option<PathBuf>,
     frames: Option<PathBuf>,
@@ -284,9 +308,13 @@ fn sample(
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
     let start = Instant::now();
-    let result = if cpu {
+    let result = if engine == EngineArg::Reference {
         eprintln!("engine: CPU reference");
-        sample_with(&mut CpuEngine::new(&model), &plan, frames.as_deref())?
+        sample_with(&mut CpuEngine::reference(&model), &plan, frames.as_deref())?
+    } else if engine == EngineArg::Cpu {
+        let mut cpu = CpuEngine::new(&model);
+        eprintln!("engine: fast CPU ({})", cpu.ops().kernel_name());
+        sample_with(&mut cpu, &plan, frames.as_deref())?
     } else {
         sample_with(&mut GpuEngine::new(gpu()?, &model)?, &plan, frames.as_deref())?
     };
@@ -350,6 +378,16 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
     let kernel = fast.kernel_name();
     let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
     println!("cpu fast forward ({kernel}): {fast}");
+    let mut profiled = Profiled { ops: ddim_webgpu::fast::FastOps::new(&model), conv_flops: 0.0, ms: Default::default() };
+    let reps = 10;
+    for _ in 0..reps {
+        ddim_webgpu::cpu::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
+    }
+    let parts: Vec<String> = profiled.ms.iter().map(|(k, v)| format!("{k} {:.2}", v / reps as f64)).collect();
+    println!("  fast forward by op (ms): {}", parts.join(", "));
+    let conv_ms = profiled.ms.iter().filter(|(k, _)| k.starts_with("conv")).map(|(_, v)| v).sum::<f64>();
+    println!("  convolutions: {:.3} GFLOP per forward at {:.1} GFLOP/s", profiled.conv_flops / reps as f64 / 1e9,
+             profiled.conv_flops / conv_ms / 1e6);
     let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
     if let Some(l) = &labels {
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));
@@ -363,4 +401,60 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
         start.elapsed().as_secs_f64() * 1e3 / steps as f64
     );
     Ok(())
+}
+
+/// Host ops that time every call by op kind (`bench` prints where a forward's time goes).
+struct Profiled<O> {
+    ops: O,
+    conv_flops: f64,
+    ms: std::collections::BTreeMap<&'static str, f64>,
+}
+
+impl<O: ddim_webgpu::cpu::HostOps> Profiled<O> {
+    fn time<T>(&mut self, op: &'static str, f: impl FnOnce(&mut O) -> T) -> T {
+        let start = Instant::now();
+        let out = f(&mut self.ops);
+        *self.ms.entry(op).or_default() += start.elapsed().as_secs_f64() * 1e3;
+        out
+    }
+}
+
+impl<O: ddim_webgpu::cpu::HostOps> ddim_webgpu::cpu::HostOps for Profiled<O> {}
+
+impl<O: ddim_webgpu::cpu::HostOps> ddim_webgpu::model::UNetOps for Profiled<O> {
+    type T = std::sync::Arc<Tensor>;
+    fn weight(&self, name: &str) -> Result<Self::T> {
+        self.ops.weight(name)
+    }
+    fn dims(&self, t: &Self::T) -> [usize; 4] {
+        self.ops.dims(t)
+    }
+    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ddim_webgpu::model::ConvSpec, add: Option<&Self::T>,
+              res: Option<&Self::T>, scale: f32) -> Result<Self::T> {
+        let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
+        let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
+        self.conv_flops += 2.0 * (w.len() * out.len() / w.shape[0]) as f64;
+        Ok(out)
+    }
+    fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
+        self.time("group_norm", |o| o.group_norm(x, g, b, groups, eps, silu))
+    }
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, si: bool, so: bool) -> Result<Self::T> {
+        self.time("linear", |o| o.linear(x, w, b, si, so))
+    }
+    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
+        self.time("embeddings", |o| o.timestep_embedding(t, dim, flip, shift))
+    }
+    fn class_embedding_add(&mut self, e: &Self::T, t: &Self::T, l: &Self::T) -> Result<Self::T> {
+        self.time("embeddings", |o| o.class_embedding_add(e, t, l))
+    }
+    fn affine(&mut self, x: &Self::T, s: f32, b: f32) -> Result<Self::T> {
+        self.time("affine", |o| o.affine(x, s, b))
+    }
+    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+        self.time("concat", |o| o.concat_channels(a, b))
+    }
+    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, h: usize, d: usize) -> Result<Self::T> {
+        self.time("attention", |o| o.attention(q, k, v, h, d))
+    }
 }

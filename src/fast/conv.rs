@@ -1,8 +1,13 @@
 //! conv2d as a GEMM: out[n][co][p] = Σ_k W[co][k] · im2col(x)[k][p] with k = (ci, ky, kx) in the
-//! weights' own order, p an output pixel. Weights are packed once (`PackedA`); each tile of NR
-//! output pixels packs its im2col panel (zero padding, stride, 2× nearest upsample all handled
-//! there) and runs the microkernel against every weight panel; the epilogue fuses bias, the
-//! per-channel time-embedding add, the residual and the output scale into the single store.
+//! weights' own order, p an output pixel. Weights are packed once (`PackedA`).
+//! - Stride 1 (every 3×3 and 1×1 conv of a U-Net but the downsamplers): an indirect GEMM. The input
+//!   is zero-padded (and 2×-upsampled for Upsample2D) once; outputs are computed on the padded
+//!   width, so the B row of tap (ci, ky, kx) for NR consecutive outputs is the contiguous window at
+//!   ci·plane + ky·Wp + kx: no im2col copy. The k−1 extra columns per row are computed and dropped.
+//! - Stride 2: each tile of NR output pixels packs its im2col panel.
+//!
+//! The epilogue fuses bias, the per-channel time-embedding add, the residual and the output scale
+//! into the single store.
 
 use super::gemm::{Kernel, PackedA, MR, NR};
 use crate::error::{Error, Result};
@@ -76,6 +81,73 @@ impl Geometry {
     }
 }
 
+/// What is added to every output and how it is stored.
+struct Epilogue<'a> {
+    bias: &'a [f32],
+    /// chan_add[n, co] of this item, if any.
+    add: Option<&'a [f32]>,
+    /// The residual [Co, P] of this item, if any.
+    residual: Option<&'a [f32]>,
+    out_scale: f32,
+    co: usize,
+    pixels: usize,
+}
+
+impl Epilogue<'_> {
+    /// Stores rows t·MR.. of `acc` for output pixels `px` (index into [P]; None = dropped column).
+    #[inline]
+    fn store(&self, out: &mut [f32], t: usize, acc: &[[f32; NR]; MR], px: impl Fn(usize) -> Option<usize>) {
+        for (i, row) in acc.iter().enumerate().take(self.co - t * MR) {
+            let o = t * MR + i;
+            let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
+            let dst = &mut out[o * self.pixels..][..self.pixels];
+            let res = self.residual.map(|r| &r[o * self.pixels..][..self.pixels]);
+            for (j, &v) in row.iter().enumerate() {
+                let Some(p) = px(j) else { continue };
+                let v = v + add + res.map_or(0.0, |r| r[p]);
+                dst[p] = if self.out_scale != 1.0 { v / self.out_scale } else { v };
+            }
+        }
+    }
+}
+
+/// Stride-1 conv of one item as an indirect GEMM over its zero-padded (and upsampled) input.
+fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, spec: ConvSpec, (oh, ow): (usize, usize),
+                epi: &Epilogue, out: &mut [f32]) {
+    let k = cw.k;
+    let (pt, pl) = (spec.pad[0], spec.pad[1]);
+    let (hp, wp) = (oh + k - 1, ow + k - 1);
+    let plane = hp * wp;
+    // Reads of dropped outputs run up to NR + k past the last plane.
+    let mut padded = vec![0.0f32; cw.ci * plane + NR + k];
+    for c in 0..cw.ci {
+        let src = &x[c * geo.h * geo.w..][..geo.h * geo.w];
+        for y in 0..geo.eh as usize {
+            let row = &mut padded[c * plane + (y + pt) * wp + pl..][..geo.ew as usize];
+            let src_row = &src[(y / geo.up) * geo.w..][..geo.w];
+            if geo.up == 1 {
+                row.copy_from_slice(src_row);
+            } else {
+                row.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / geo.up]);
+            }
+        }
+    }
+    let offsets: Vec<usize> =
+        (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
+    let q_total = oh * wp;
+    for q0 in (0..q_total).step_by(NR) {
+        let window = &padded[q0..];
+        for t in 0..cw.a.tiles() {
+            let acc = kernel.tile_indirect(cw.a.panel(t), window, &offsets);
+            epi.store(out, t, &acc, |j| {
+                let q = q0 + j;
+                let (oy, ox) = (q / wp, q % wp);
+                (q < q_total && ox < ow).then_some(oy * ow + ox)
+            });
+        }
+    }
+}
+
 /// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(kernel: Kernel, x: &Tensor, cw: &ConvWeights, bias: &[f32], spec: ConvSpec, chan_add: Option<&Tensor>,
@@ -96,31 +168,29 @@ pub fn conv2d(kernel: Kernel, x: &Tensor, cw: &ConvWeights, bias: &[f32], spec: 
     let geo = Geometry {
         h, w, eh: (h * up) as isize, ew: (w * up) as isize, up, stride: spec.stride, pad_t: spec.pad[0] as isize, pad_l: spec.pad[1] as isize,
     };
-    let depth = cw.a.depth;
     let mut out = vec![0.0f32; n * co * p_total];
-    let mut panel = vec![0.0f32; depth * NR];
-    let inv = out_scale != 1.0;
+    let mut panel = vec![0.0f32; cw.a.depth * NR];
     for item in 0..n {
         let xs = &x.data[item * ci * h * w..][..ci * h * w];
         let out_item = &mut out[item * co * p_total..][..co * p_total];
+        let epi = Epilogue {
+            bias,
+            add: chan_add.map(|a| &a.data[item * co..][..co]),
+            residual: residual.map(|r| &r.data[item * co * p_total..][..co * p_total]),
+            out_scale,
+            co,
+            pixels: p_total,
+        };
+        if spec.stride == 1 {
+            conv_stride1(kernel, xs, cw, &geo, spec, (oh, ow), &epi, out_item);
+            continue;
+        }
         for p0 in (0..p_total).step_by(NR) {
             let pixels = NR.min(p_total - p0);
             geo.pack_panel(xs, cw, ow, p0, pixels, &mut panel);
             for t in 0..cw.a.tiles() {
                 let acc = kernel.tile(cw.a.panel(t), &panel);
-                for (i, acc_row) in acc.iter().enumerate().take(co - t * MR).take(MR) {
-                    let o = t * MR + i;
-                    let add = bias[o] + chan_add.map_or(0.0, |a| a.data[item * co + o]);
-                    let dst = &mut out_item[o * p_total + p0..][..pixels];
-                    let res = residual.map(|r| &r.data[(item * co + o) * p_total + p0..][..pixels]);
-                    for j in 0..pixels {
-                        let mut v = acc_row[j] + add;
-                        if let Some(r) = res {
-                            v += r[j];
-                        }
-                        dst[j] = if inv { v / out_scale } else { v };
-                    }
-                }
+                epi.store(out_item, t, &acc, |j| (j < pixels).then_some(p0 + j));
             }
         }
     }

@@ -29,6 +29,23 @@ fn microkernel_body<const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     c
 }
 
+/// The same over an unpacked B: row k is `b[offsets[k]..][..NR]` (an "indirect" GEMM: the rows are
+/// shifted windows of the zero-padded input, so stride-1 convolutions need no im2col copy).
+#[inline(always)]
+fn indirect_body<const FMA: bool>(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
+    let mut c = [[0f32; NR]; MR];
+    for (av, &o) in a.chunks_exact(MR).zip(offsets) {
+        let av: &[f32; MR] = av.try_into().expect("chunks_exact");
+        let bv: &[f32; NR] = b[o..o + NR].try_into().expect("NR");
+        for i in 0..MR {
+            for j in 0..NR {
+                c[i][j] = if FMA { av[i].mul_add(bv[j], c[i][j]) } else { c[i][j] + av[i] * bv[j] };
+            }
+        }
+    }
+    c
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn microkernel_avx2(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
@@ -37,6 +54,16 @@ fn microkernel_avx2(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 
 fn microkernel_portable(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     microkernel_body::<false>(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn indirect_avx2(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
+    indirect_body::<true>(a, b, offsets)
+}
+
+fn indirect_portable(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
+    indirect_body::<false>(a, b, offsets)
 }
 
 /// The microkernel this CPU runs best.
@@ -73,6 +100,17 @@ impl Kernel {
             return unsafe { microkernel_avx2(a, b) };
         }
         microkernel_portable(a, b)
+    }
+
+    /// One MR×NR tile of A·B with B's rows at `b[base + offsets[k]..][..NR]` (`b` pre-sliced at base).
+    #[inline]
+    pub fn tile_indirect(&self, a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: avx2 and fma were detected on this CPU.
+            return unsafe { indirect_avx2(a, b, offsets) };
+        }
+        indirect_portable(a, b, offsets)
     }
 }
 

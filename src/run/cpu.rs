@@ -34,6 +34,10 @@ impl<O: HostOps> CpuEngine<O> {
     pub fn with_ops(model: &Model, ops: O) -> Self {
         CpuEngine { config: model.config.clone(), ops, shape: [0; 4], x: Vec::new(), x0: Vec::new() }
     }
+
+    pub fn ops(&self) -> &O {
+        &self.ops
+    }
 }
 
 impl<O: HostOps> Engine for CpuEngine<O> {

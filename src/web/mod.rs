@@ -96,7 +96,11 @@ impl DiffusionSampler {
                 let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
                 (EngineKind::WebGpu { engine: Box::new(engine), target }, adapter)
             }
-            "cpu" => (EngineKind::Cpu(CpuEngine::new(&model)), "CPU (Rust reference compiled to wasm)".to_string()),
+            "cpu" => {
+                let engine = CpuEngine::new(&model);
+                let adapter = format!("CPU (Rust compiled to wasm, packed-weight GEMM: {})", engine.ops().kernel_name());
+                (EngineKind::Cpu(engine), adapter)
+            }
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
         };
         let inner = Inner {
