@@ -37,7 +37,11 @@ enum EngineArg {
 }
 
 fn engine_arg(engine: EngineArg, cpu: bool) -> EngineArg {
-    if cpu { EngineArg::Cpu } else { engine }
+    if cpu {
+        EngineArg::Cpu
+    } else {
+        engine
+    }
 }
 
 #[derive(Subcommand)]
@@ -120,7 +124,23 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Forward { model, input, out, engine, cpu } => forward(model, &input, &out, engine_arg(engine, cpu)),
-        Cmd::Sample { model, scheduler_config, sampler, steps, eta, seed, noise, num, class, guidance, engine, cpu, out, out_tensor, frames } => {
+        Cmd::Sample {
+            model,
+            scheduler_config,
+            sampler,
+            steps,
+            eta,
+            seed,
+            noise,
+            num,
+            class,
+            guidance,
+            engine,
+            cpu,
+            out,
+            out_tensor,
+            frames,
+        } => {
             let kind = match sampler {
                 SamplerArg::Ddim => SamplerKind::Ddim,
                 SamplerArg::Ddpm => SamplerKind::Ddpm,
@@ -328,8 +348,14 @@ fn sample(
 }
 
 /// Median (min–max) ms of `reps` forwards after one warm-up.
-fn time_forwards<O: ddim_webgpu::cpu::HostOps>(ops: &mut O, model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>,
-                                               reps: usize) -> Result<String> {
+fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
+    ops: &mut O,
+    model: &Model,
+    x: &Tensor,
+    ts: &[f32],
+    labels: Option<&[u32]>,
+    reps: usize,
+) -> Result<String> {
     ddim_webgpu::cpu::forward_with(ops, &model.config, x, ts, labels)?;
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -386,8 +412,11 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
     let parts: Vec<String> = profiled.ms.iter().map(|(k, v)| format!("{k} {:.2}", v / reps as f64)).collect();
     println!("  fast forward by op (ms): {}", parts.join(", "));
     let conv_ms = profiled.ms.iter().filter(|(k, _)| k.starts_with("conv")).map(|(_, v)| v).sum::<f64>();
-    println!("  convolutions: {:.3} GFLOP per forward at {:.1} GFLOP/s", profiled.conv_flops / reps as f64 / 1e9,
-             profiled.conv_flops / conv_ms / 1e6);
+    println!(
+        "  convolutions: {:.3} GFLOP per forward at {:.1} GFLOP/s",
+        profiled.conv_flops / reps as f64 / 1e9,
+        profiled.conv_flops / conv_ms / 1e6
+    );
     let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
     if let Some(l) = &labels {
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));
@@ -429,8 +458,16 @@ impl<O: ddim_webgpu::cpu::HostOps> ddim_webgpu::model::UNetOps for Profiled<O> {
     fn dims(&self, t: &Self::T) -> [usize; 4] {
         self.ops.dims(t)
     }
-    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ddim_webgpu::model::ConvSpec, add: Option<&Self::T>,
-              res: Option<&Self::T>, scale: f32) -> Result<Self::T> {
+    fn conv2d(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ddim_webgpu::model::ConvSpec,
+        add: Option<&Self::T>,
+        res: Option<&Self::T>,
+        scale: f32,
+    ) -> Result<Self::T> {
         let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
         let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
         self.conv_flops += 2.0 * (w.len() * out.len() / w.shape[0]) as f64;

@@ -112,8 +112,16 @@ impl Epilogue<'_> {
 }
 
 /// Stride-1 conv of one item as an indirect GEMM over its zero-padded (and upsampled) input.
-fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, spec: ConvSpec, (oh, ow): (usize, usize),
-                epi: &Epilogue, out: &mut [f32]) {
+fn conv_stride1(
+    kernel: Kernel,
+    x: &[f32],
+    cw: &ConvWeights,
+    geo: &Geometry,
+    spec: ConvSpec,
+    (oh, ow): (usize, usize),
+    epi: &Epilogue,
+    out: &mut [f32],
+) {
     let k = cw.k;
     let (pt, pl) = (spec.pad[0], spec.pad[1]);
     let (hp, wp) = (oh + k - 1, ow + k - 1);
@@ -132,8 +140,7 @@ fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, spe
             }
         }
     }
-    let offsets: Vec<usize> =
-        (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
+    let offsets: Vec<usize> = (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
     let q_total = oh * wp;
     for q0 in (0..q_total).step_by(NR) {
         let window = &padded[q0..];
@@ -150,14 +157,28 @@ fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, spe
 
 /// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`.
 #[allow(clippy::too_many_arguments)]
-pub fn conv2d(kernel: Kernel, x: &Tensor, cw: &ConvWeights, bias: &[f32], spec: ConvSpec, chan_add: Option<&Tensor>,
-              residual: Option<&Tensor>, out_scale: f32) -> Result<Tensor> {
+pub fn conv2d(
+    kernel: Kernel,
+    x: &Tensor,
+    cw: &ConvWeights,
+    bias: &[f32],
+    spec: ConvSpec,
+    chan_add: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out_scale: f32,
+) -> Result<Tensor> {
     let &[n, ci, h, w] = &x.shape[..] else {
         return Err(Error::Input(format!("conv2d: input must be [N, C, H, W], got {:?}", x.shape)));
     };
     let co = cw.co;
     if ci != cw.ci || bias.len() != co {
-        return Err(Error::Input(format!("conv2d: weight [{co}, {}, {k}, {k}] / bias {} do not fit input {:?}", cw.ci, bias.len(), x.shape, k = cw.k)));
+        return Err(Error::Input(format!(
+            "conv2d: weight [{co}, {}, {k}, {k}] / bias {} do not fit input {:?}",
+            cw.ci,
+            bias.len(),
+            x.shape,
+            k = cw.k
+        )));
     }
     let (oh, ow) = spec.out_size(h, w, cw.k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{w} too small")))?;
     let p_total = oh * ow;
@@ -166,7 +187,14 @@ pub fn conv2d(kernel: Kernel, x: &Tensor, cw: &ConvWeights, bias: &[f32], spec: 
     }
     let up = if spec.upsample { 2 } else { 1 };
     let geo = Geometry {
-        h, w, eh: (h * up) as isize, ew: (w * up) as isize, up, stride: spec.stride, pad_t: spec.pad[0] as isize, pad_l: spec.pad[1] as isize,
+        h,
+        w,
+        eh: (h * up) as isize,
+        ew: (w * up) as isize,
+        up,
+        stride: spec.stride,
+        pad_t: spec.pad[0] as isize,
+        pad_l: spec.pad[1] as isize,
     };
     let mut out = vec![0.0f32; n * co * p_total];
     let mut panel = vec![0.0f32; cw.a.depth * NR];

@@ -59,8 +59,16 @@ impl UNetOps for FastOps {
         crate::cpu::dims(t)
     }
 
-    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, spec: ConvSpec, chan_add: Option<&Self::T>,
-              residual: Option<&Self::T>, out_scale: f32) -> Result<Self::T> {
+    fn conv2d(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ConvSpec,
+        chan_add: Option<&Self::T>,
+        residual: Option<&Self::T>,
+        out_scale: f32,
+    ) -> Result<Self::T> {
         let packed;
         let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
             Some(cw) => cw,

@@ -3,8 +3,8 @@
 
 use super::{Engine, RunPlan, View};
 use crate::cpu::{forward_with, CpuOps, HostOps};
-use crate::fast::FastOps;
 use crate::error::{Error, Result};
+use crate::fast::FastOps;
 use crate::model::UNetConfig;
 use crate::{Model, Tensor};
 
