@@ -112,18 +112,9 @@ impl Epilogue<'_> {
 }
 
 /// Stride-1 conv of one item as an indirect GEMM over its zero-padded (and upsampled) input.
-fn conv_stride1(
-    kernel: Kernel,
-    x: &[f32],
-    cw: &ConvWeights,
-    geo: &Geometry,
-    spec: ConvSpec,
-    (oh, ow): (usize, usize),
-    epi: &Epilogue,
-    out: &mut [f32],
-) {
+fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, (oh, ow): (usize, usize), epi: &Epilogue, out: &mut [f32]) {
     let k = cw.k;
-    let (pt, pl) = (spec.pad[0], spec.pad[1]);
+    let (pt, pl) = (geo.pad_t as usize, geo.pad_l as usize);
     let (hp, wp) = (oh + k - 1, ow + k - 1);
     let plane = hp * wp;
     // Reads of dropped outputs run up to NR + k past the last plane.
@@ -210,7 +201,7 @@ pub fn conv2d(
             pixels: p_total,
         };
         if spec.stride == 1 {
-            conv_stride1(kernel, xs, cw, &geo, spec, (oh, ow), &epi, out_item);
+            conv_stride1(kernel, xs, cw, &geo, (oh, ow), &epi, out_item);
             continue;
         }
         for p0 in (0..p_total).step_by(NR) {
