@@ -1,11 +1,12 @@
 //! The CPU engines: the run layer driving host ops, either the fast engine (`fast::FastOps`: packed
 //! weights, SIMD GEMM) or the plain reference (`cpu::CpuOps`, the oracle).
 
-use super::{Engine, RunPlan, View};
+use super::{Engine, Guidance, RunPlan, View};
 use crate::cpu::{forward_with, CpuOps, HostOps};
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
+use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
 
 pub struct CpuEngine<O: HostOps = FastOps> {
@@ -50,21 +51,12 @@ impl<O: HostOps> Engine for CpuEngine<O> {
 
     fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
         let step = plan.steps[index];
-        let [n, c, h, w] = plan.shape;
+        let [_, c, h, w] = plan.shape;
         let ub = plan.unet_batch();
-        let mut input = self.x.clone();
-        if ub != n {
-            input.extend_from_slice(&self.x);
-        }
-        let sample = Tensor::new(vec![ub, c, h, w], input)?;
+        let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, &self.x))?;
         let ts = vec![step.timestep as f32; ub];
         let m = forward_with(&mut self.ops, &self.config, &sample, &ts, plan.guidance.unet_labels.as_deref())?;
-        let count = plan.count();
-        for j in 0..count {
-            let mj = plan.guidance.combine(&m.data, j, count);
-            let z = noise.map_or(0.0, |z| z[j]);
-            (self.x[j], self.x0[j]) = step.coeffs.apply(self.x[j], mj, z);
-        }
+        apply_step(&plan.guidance, step.coeffs, &m.data, noise, &mut self.x, &mut self.x0);
         Ok(())
     }
 
@@ -86,5 +78,25 @@ impl<O: HostOps> Engine for CpuEngine<O> {
         }
         self.x.copy_from_slice(x);
         Ok(())
+    }
+}
+
+/// The U-Net input of a step: x_t, twice when guiding (conditional half, then the null-class half).
+pub fn unet_input(plan: &RunPlan, x: &[f32]) -> Vec<f32> {
+    let mut input = x.to_vec();
+    if plan.unet_batch() != plan.shape[0] {
+        input.extend_from_slice(x);
+    }
+    input
+}
+
+/// A step's scheduler update on host arrays, from the U-Net output `m` (both guidance halves):
+/// x ← x_prev, x0 ← x̂₀ (the CPU twin of shaders/scheduler_step.wgsl).
+pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, x: &mut [f32], x0: &mut [f32]) {
+    let count = x.len();
+    for j in 0..count {
+        let mj = guidance.combine(m, j, count);
+        let z = noise.map_or(0.0, |z| z[j]);
+        (x[j], x0[j]) = coeffs.apply(x[j], mj, z);
     }
 }

@@ -9,6 +9,7 @@
 mod canvas;
 mod fetch;
 mod options;
+mod workers;
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -23,6 +24,8 @@ use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 use canvas::{context_2d, gpu_for_canvas, put_image, FrameTarget, SurfaceFrames};
+pub use workers::UNetWorker;
+use workers::WorkerEngine;
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -35,7 +38,13 @@ fn js_err(e: Error) -> JsValue {
 
 /// The engine a sampler runs on.
 enum EngineKind {
-    WebGpu { engine: Box<GpuEngine>, target: FrameTarget },
+    WebGpu {
+        engine: Box<GpuEngine>,
+        target: FrameTarget,
+    },
+    /// The fast CPU engine in Web Workers (the page's CPU engine).
+    Workers(WorkerEngine),
+    /// The fast CPU engine on this thread (where workers cannot start).
     Cpu(CpuEngine),
 }
 
@@ -98,8 +107,18 @@ impl DiffusionSampler {
             }
             "cpu" => {
                 let engine = CpuEngine::new(&model);
-                let adapter = format!("CPU (Rust compiled to wasm, packed-weight GEMM: {})", engine.ops().kernel_name());
-                (EngineKind::Cpu(engine), adapter)
+                let kernel = engine.ops().kernel_name();
+                let threads = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency()) as usize;
+                match WorkerEngine::new(&config_json, &weights, threads.clamp(1, 4)).await {
+                    Ok(workers) => {
+                        let n = workers.worker_count();
+                        (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) in {n} Web Worker(s)"))
+                    }
+                    Err(e) => {
+                        let note = format!("CPU: Rust compiled to wasm ({kernel} GEMM) on the page's thread [no Web Workers: {e}]");
+                        (EngineKind::Cpu(engine), note)
+                    }
+                }
             }
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
         };
@@ -232,6 +251,10 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
         }
         EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
             readback_run(inner, &mut **engine, &plan, ctx, view, cols, cb, &mut started).await?
+        }
+        EngineKind::Workers(engine) => {
+            let ctx = context_2d(&inner.canvas)?;
+            readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
         }
         EngineKind::Cpu(engine) => {
             let ctx = context_2d(&inner.canvas)?;

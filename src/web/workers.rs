@@ -1,0 +1,250 @@
+//! The CPU engine off the main thread: the fast CPU ops run in module Web Workers, each with its own
+//! wasm instance and copy of the weights (no SharedArrayBuffer, so any static server works). A step
+//! splits the U-Net batch (guidance halves, batch items) across the workers, and the main thread
+//! only applies the scheduler update and draws: the page stays responsive while sampling.
+//!
+//! Protocol (structured clone; result buffers are transferred):
+//!   main → worker {type: "load", config, weights}      → {type: "ready"} | {type: "error", message}
+//!   main → worker {type: "forward", sample, shape, timesteps, labels}
+//!                                                      → {type: "result", out} | {type: "error", message}
+
+use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint32Array, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::cpu::forward_with;
+use crate::error::{Error, Result};
+use crate::fast::FastOps;
+use crate::model::UNetConfig;
+use crate::run::cpu::{apply_step, unet_input};
+use crate::run::{Engine, Guidance, RunPlan, View};
+use crate::sampler::StepCoeffs;
+use crate::{Model, Tensor};
+
+/// The worker side: one U-Net on the fast CPU ops (used by the worker script, not by pages).
+#[wasm_bindgen]
+pub struct UNetWorker {
+    ops: FastOps,
+    config: UNetConfig,
+}
+
+#[wasm_bindgen]
+impl UNetWorker {
+    #[wasm_bindgen(constructor)]
+    pub fn new(config_json: &str, weights: &[u8]) -> std::result::Result<UNetWorker, JsValue> {
+        let model = Model::from_bytes(config_json, weights, None).map_err(super::js_err)?;
+        Ok(UNetWorker { ops: FastOps::new(&model), config: model.config })
+    }
+
+    /// One forward: `sample` of `shape` [N,C,H,W], one timestep and (class-conditional) one label per item.
+    pub fn forward(
+        &mut self,
+        sample: Vec<f32>,
+        shape: Vec<u32>,
+        timesteps: Vec<f32>,
+        labels: Option<Vec<u32>>,
+    ) -> std::result::Result<Vec<f32>, JsValue> {
+        let x = Tensor::new(shape.iter().map(|&d| d as usize).collect(), sample).map_err(super::js_err)?;
+        let out = forward_with(&mut self.ops, &self.config, &x, &timesteps, labels.as_deref()).map_err(super::js_err)?;
+        Ok(out.data)
+    }
+}
+
+#[wasm_bindgen(inline_js = "
+export function worker_script() {
+  // This snippet lives in pkg/snippets/<crate>-<hash>/: the package root is two folders up.
+  const pkg = new URL('../../', import.meta.url).href;
+  return `import init, { UNetWorker } from '${pkg}ddim_webgpu.js';
+const ready = init({ module_or_path: '${pkg}ddim_webgpu_bg.wasm' });
+let unet = null;
+onmessage = async (e) => {
+  const m = e.data;
+  try {
+    await ready;
+    if (m.type === 'load') {
+      unet = new UNetWorker(m.config, new Uint8Array(m.weights));
+      postMessage({ type: 'ready' });
+    } else {
+      const out = unet.forward(m.sample, m.shape, m.timesteps, m.labels);
+      postMessage({ type: 'result', out }, [out.buffer]);
+    }
+  } catch (err) {
+    postMessage({ type: 'error', message: String((err && err.message) || err) });
+  }
+};`;
+}")]
+extern "C" {
+    fn worker_script() -> String;
+}
+
+fn js_msg(e: JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Posts `msg` (transferring `transfer`) and resolves with the worker's reply; a reply of type
+/// "error", a worker error event or an unloadable script reject with its message.
+async fn request(worker: &web_sys::Worker, msg: Object, transfer: Array) -> Result<JsValue> {
+    let reply = Promise::new(&mut |resolve, reject| {
+        let reject2 = reject.clone();
+        let on_message = Closure::once_into_js(move |e: web_sys::MessageEvent| {
+            let data = e.data();
+            if Reflect::get(&data, &"type".into()).ok().and_then(|t| t.as_string()).as_deref() == Some("error") {
+                let _ = reject.call1(&JsValue::NULL, &Reflect::get(&data, &"message".into()).unwrap_or(JsValue::NULL));
+            } else {
+                let _ = resolve.call1(&JsValue::NULL, &data);
+            }
+        });
+        let on_error = Closure::once_into_js(move |e: web_sys::ErrorEvent| {
+            let _ = reject2.call1(&JsValue::NULL, &format!("worker failed: {}", e.message()).into());
+        });
+        worker.set_onmessage(Some(on_message.unchecked_ref()));
+        worker.set_onerror(Some(on_error.unchecked_ref()));
+    });
+    worker.post_message_with_transfer(&msg, &transfer).map_err(|e| Error::Input(format!("postMessage: {}", js_msg(e))))?;
+    JsFuture::from(reply).await.map_err(|e| Error::Input(format!("CPU worker: {}", js_msg(e))))
+}
+
+fn message(pairs: &[(&str, JsValue)]) -> Object {
+    let o = Object::new();
+    for (k, v) in pairs {
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o
+}
+
+/// The run layer's CPU engine on Web Workers.
+pub struct WorkerEngine {
+    workers: Vec<web_sys::Worker>,
+    shape: [usize; 4],
+    x: Vec<f32>,
+    x0: Vec<f32>,
+    pending: Option<Pending>,
+}
+
+/// The step submitted by `step` and finished by `sync`.
+struct Pending {
+    coeffs: StepCoeffs,
+    guidance: Guidance,
+    noise: Option<Vec<f32>>,
+    /// One promise per worker, resolving to its share of the U-Net batch, in batch order.
+    replies: Vec<Promise>,
+}
+
+impl WorkerEngine {
+    /// Starts `count` workers and loads the model into each.
+    pub async fn new(config_json: &str, weights: &[u8], count: usize) -> Result<Self> {
+        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script().into()), &{
+            let o = web_sys::BlobPropertyBag::new();
+            o.set_type("text/javascript");
+            o
+        })
+        .map_err(|e| Error::Input(format!("worker script: {}", js_msg(e))))?;
+        let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| Error::Input(js_msg(e)))?;
+        let opts = web_sys::WorkerOptions::new();
+        opts.set_type(web_sys::WorkerType::Module);
+        let mut workers = Vec::new();
+        for _ in 0..count.max(1) {
+            workers.push(
+                web_sys::Worker::new_with_options(&url, &opts)
+                    .map_err(|e| Error::Input(format!("cannot start a Web Worker: {}", js_msg(e))))?,
+            );
+        }
+        let loads: Vec<_> = workers
+            .iter()
+            .map(|w| {
+                let bytes = Uint8Array::from(weights).buffer();
+                request(
+                    w,
+                    message(&[("type", "load".into()), ("config", config_json.into()), ("weights", bytes.clone().into())]),
+                    Array::of1(&bytes),
+                )
+            })
+            .collect();
+        for load in loads {
+            load.await?;
+        }
+        Ok(WorkerEngine { workers, shape: [0; 4], x: Vec::new(), x0: Vec::new(), pending: None })
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+}
+
+impl Drop for WorkerEngine {
+    fn drop(&mut self) {
+        self.workers.iter().for_each(|w| w.terminate());
+    }
+}
+
+impl Engine for WorkerEngine {
+    async fn start(&mut self, plan: &RunPlan) -> Result<()> {
+        self.shape = plan.shape;
+        self.x = plan.x_start.clone();
+        self.x0 = vec![0.0; plan.count()];
+        self.pending = None;
+        Ok(())
+    }
+
+    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+        let [_, c, h, w] = plan.shape;
+        let item = c * h * w;
+        let ub = plan.unet_batch();
+        let input = unet_input(plan, &self.x);
+        let labels = plan.guidance.unet_labels.as_deref();
+        let t = plan.steps[index].timestep as f32;
+        let per = ub.div_ceil(self.workers.len());
+        let mut replies = Vec::new();
+        for (wi, worker) in self.workers.iter().enumerate() {
+            let (a, b) = (wi * per, ((wi + 1) * per).min(ub));
+            if a >= b {
+                break;
+            }
+            let sample = Float32Array::from(&input[a * item..b * item]);
+            let shape: Vec<u32> = vec![(b - a) as u32, c as u32, h as u32, w as u32];
+            let msg = message(&[
+                ("type", "forward".into()),
+                ("sample", sample.clone().into()),
+                ("shape", Uint32Array::from(&shape[..]).into()),
+                ("timesteps", Float32Array::from(&vec![t; b - a][..]).into()),
+                ("labels", labels.map_or(JsValue::NULL, |l| Uint32Array::from(&l[a..b]).into())),
+            ]);
+            let transfer = Array::of1(&sample.buffer());
+            let worker = worker.clone();
+            replies.push(wasm_bindgen_futures::future_to_promise(async move {
+                request(&worker, msg, transfer).await.map_err(|e| JsValue::from(e.to_string()))
+            }));
+        }
+        let (coeffs, guidance) = (plan.steps[index].coeffs, plan.guidance.clone());
+        self.pending = Some(Pending { coeffs, guidance, noise: noise.map(<[f32]>::to_vec), replies });
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<()> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        let mut m = Vec::with_capacity(2 * self.x.len());
+        for reply in p.replies {
+            let data = JsFuture::from(reply).await.map_err(|e| Error::Input(js_msg(e)))?;
+            let out: Float32Array = Reflect::get(&data, &"out".into()).map_err(|e| Error::Input(js_msg(e)))?.unchecked_into();
+            m.extend(out.to_vec());
+        }
+        apply_step(&p.guidance, p.coeffs, &m, p.noise.as_deref(), &mut self.x, &mut self.x0);
+        Ok(())
+    }
+
+    async fn read(&mut self, view: View) -> Result<Tensor> {
+        let data = match view {
+            View::Xt => &self.x,
+            View::X0 => &self.x0,
+        };
+        Tensor::new(self.shape.to_vec(), data.clone())
+    }
+
+    fn write_x(&mut self, x: &[f32]) -> Result<()> {
+        if x.len() != self.x.len() {
+            return Err(Error::Input(format!("write_x: {} values for a sample of {}", x.len(), self.x.len())));
+        }
+        self.x.copy_from_slice(x);
+        Ok(())
+    }
+}
