@@ -114,6 +114,9 @@ enum Cmd {
         /// classifier-free guidance for the full-sample timing (doubles the U-Net batch)
         #[arg(long, default_value_t = 0.0)]
         guidance: f32,
+        /// only the CPU engines (no GPU timings)
+        #[arg(long)]
+        cpu_only: bool,
     },
 }
 
@@ -172,7 +175,7 @@ fn main() {
             };
             sample(model, scheduler_config, opts, noise, engine_arg(engine, cpu), &out, out_tensor, frames)
         }
-        Cmd::Bench { model, batch, steps, guidance } => bench(model, batch, steps, guidance),
+        Cmd::Bench { model, batch, steps, guidance, cpu_only } => bench(model, batch, steps, guidance, cpu_only),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -347,6 +350,34 @@ fn sample(
     Ok(())
 }
 
+/// Times the recorded GPU forward alone (no readback).
+fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<()> {
+    let [batch, _, h, w] = x.shape[..] else { return Err(Error::Input("bench input is 4-D".into())) };
+    let mut unet = GpuUNet::new(pollster::block_on(GpuDevice::new())?, model)?;
+    println!("adapter: {}", unet.gpu.adapter_name());
+    pollster::block_on(unet.forward(x, ts, labels))?; // records the forward, warms up
+    let prog = pollster::block_on(unet.recording(batch, h, w))?;
+    let reps = 10;
+    let start = Instant::now();
+    for _ in 0..reps {
+        let mut enc = unet.gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = enc.begin_compute_pass(&Default::default());
+            prog.encode(&mut pass);
+        }
+        unet.gpu.queue.submit([enc.finish()]);
+        unet.gpu.wait();
+    }
+    let gpu_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+    println!(
+        "gpu forward: {gpu_ms:.2} ms ({} dispatches, weights {:.1} MB, activations {:.1} MB)",
+        prog.dispatch_count(),
+        unet.weights.bytes as f64 / 1e6,
+        unet.activation_bytes() as f64 / 1e6
+    );
+    Ok(())
+}
+
 /// Median (min–max) ms of `reps` forwards after one warm-up.
 fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
     ops: &mut O,
@@ -367,7 +398,7 @@ fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
     Ok(format!("{:.2} ms median ({:.2}–{:.2}, {reps} runs)", ms[reps / 2], ms[0], ms[reps - 1]))
 }
 
-fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> Result<()> {
+fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_only: bool) -> Result<()> {
     let model = load(model)?;
     let (h, w) = model.config.sample_size.unwrap_or((32, 32));
     let c = model.config.in_channels;
@@ -375,35 +406,15 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
     let ts = vec![500.0; batch];
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
-    let mut engine = GpuEngine::new(pollster::block_on(GpuDevice::new())?, &model)?;
-    println!("adapter: {}", engine.gpu().adapter_name());
-    let unet = &mut engine.unet;
-    pollster::block_on(unet.forward(&x, &ts, labels.as_deref()))?; // records the forward, warms up
-    let prog = pollster::block_on(unet.recording(batch, h, w))?;
-    let reps = 10;
-    let start = Instant::now();
-    for _ in 0..reps {
-        let mut enc = unet.gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            prog.encode(&mut pass);
-        }
-        unet.gpu.queue.submit([enc.finish()]);
-        unet.gpu.wait();
+    if !cpu_only {
+        bench_gpu_forward(&model, &x, &ts, labels.as_deref())?;
     }
-    let gpu_ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
-    println!(
-        "gpu forward: {gpu_ms:.2} ms ({} dispatches, weights {:.1} MB, activations {:.1} MB)",
-        prog.dispatch_count(),
-        unet.weights.bytes as f64 / 1e6,
-        unet.activation_bytes() as f64 / 1e6
-    );
     let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
     println!("cpu reference forward (1 thread): {reference}");
     let mut fast = ddim_webgpu::fast::FastOps::new(&model);
-    let kernel = fast.kernel_name();
+    let (kernel, threads) = (fast.kernel_name(), fast.threads());
     let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
-    println!("cpu fast forward ({kernel}): {fast}");
+    println!("cpu fast forward ({kernel}, {threads} thread(s)): {fast}");
     let mut profiled = Profiled { ops: ddim_webgpu::fast::FastOps::new(&model), conv_flops: 0.0, ms: Default::default() };
     let reps = 10;
     for _ in 0..reps {
@@ -422,6 +433,10 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32) -> R
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));
     }
     let plan = opts.plan(&model)?;
+    if cpu_only {
+        return Ok(());
+    }
+    let mut engine = GpuEngine::new(pollster::block_on(GpuDevice::new())?, &model)?;
     let start = Instant::now();
     pollster::block_on(run::run_to_end(&mut engine, &plan))?;
     println!(

@@ -12,7 +12,13 @@ use crate::tensor::Tensor;
 
 /// Ops that run immediately on host tensors (the reference `CpuOps` and `fast::FastOps`): what the
 /// CPU engine and `forward_with` run on.
-pub trait HostOps: UNetOps<T = Arc<Tensor>> {}
+pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
+    /// One U-Net forward over the whole batch (inputs already checked). The fast ops split the
+    /// batch across threads natively; the reference runs it as one.
+    fn forward_batch(&mut self, config: &UNetConfig, sample: &Tensor, timesteps: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
+        forward_in_place(self, config, sample, timesteps, labels)
+    }
+}
 
 impl HostOps for CpuOps {}
 
@@ -109,7 +115,19 @@ pub fn forward_with<O: HostOps>(
     timesteps: &[f32],
     class_labels: Option<&[u32]>,
 ) -> Result<Tensor> {
-    let n = crate::model::unet::check_sample(config, &sample.shape, timesteps.len(), class_labels)?;
+    crate::model::unet::check_sample(config, &sample.shape, timesteps.len(), class_labels)?;
+    ops.forward_batch(config, sample, timesteps, class_labels)
+}
+
+/// The forward of a checked batch on this thread.
+pub fn forward_in_place<O: HostOps>(
+    ops: &mut O,
+    config: &UNetConfig,
+    sample: &Tensor,
+    timesteps: &[f32],
+    class_labels: Option<&[u32]>,
+) -> Result<Tensor> {
+    let n = sample.shape[0];
     let t = Arc::new(Tensor::new(vec![n], timesteps.to_vec())?);
     let labels = class_labels.map(|l| Arc::new(Tensor { shape: vec![n], data: l.iter().map(|&v| v as f32).collect() }));
     let x = Arc::new(sample.clone());

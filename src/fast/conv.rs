@@ -94,13 +94,14 @@ struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// Stores rows t·MR.. of `acc` for output pixels `px` (index into [P]; None = dropped column).
+    /// Stores `acc`, the outputs of channels t·MR.., into `rows` (those channels' [P] rows) for
+    /// output pixels `px` (index into [P]; None = dropped column).
     #[inline]
-    fn store(&self, out: &mut [f32], t: usize, acc: &[[f32; NR]; MR], px: impl Fn(usize) -> Option<usize>) {
+    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; NR]; MR], px: impl Fn(usize) -> Option<usize>) {
         for (i, row) in acc.iter().enumerate().take(self.co - t * MR) {
             let o = t * MR + i;
             let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
-            let dst = &mut out[o * self.pixels..][..self.pixels];
+            let dst = &mut rows[i * self.pixels..][..self.pixels];
             let res = self.residual.map(|r| &r[o * self.pixels..][..self.pixels]);
             for (j, &v) in row.iter().enumerate() {
                 let Some(p) = px(j) else { continue };
@@ -133,17 +134,24 @@ fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, (oh
     }
     let offsets: Vec<usize> = (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
     let q_total = oh * wp;
-    for q0 in (0..q_total).step_by(NR) {
-        let window = &padded[q0..];
-        for t in 0..cw.a.tiles() {
-            let acc = kernel.tile_indirect(cw.a.panel(t), window, &offsets);
-            epi.store(out, t, &acc, |j| {
+    for_each_channel_tile(out, MR * epi.pixels, |t, rows| {
+        for q0 in (0..q_total).step_by(NR) {
+            let acc = kernel.tile_indirect(cw.a.panel(t), &padded[q0..], &offsets);
+            epi.store(rows, t, &acc, |j| {
                 let q = q0 + j;
                 let (oy, ox) = (q / wp, q % wp);
                 (q < q_total && ox < ow).then_some(oy * ow + ox)
             });
         }
-    }
+    });
+}
+
+/// Runs `f(t, rows)` for every tile t of MR output channels, `rows` being their part of `out`
+/// (`tile_len` values each). Kept sequential: threads split the batch instead (`FastOps::forward`),
+/// since per-op fork/join costs more than these small convolutions take (measured with rayon: 2×
+/// slower on 2 cores, its idle workers spinning against the caller).
+fn for_each_channel_tile(out: &mut [f32], tile_len: usize, f: impl Fn(usize, &mut [f32])) {
+    out.chunks_mut(tile_len).enumerate().for_each(|(t, rows)| f(t, rows));
 }
 
 /// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`.
@@ -188,7 +196,8 @@ pub fn conv2d(
         pad_l: spec.pad[1] as isize,
     };
     let mut out = vec![0.0f32; n * co * p_total];
-    let mut panel = vec![0.0f32; cw.a.depth * NR];
+    let tiles_p = p_total.div_ceil(NR);
+    let mut panels = vec![0.0f32; tiles_p * cw.a.depth * NR];
     for item in 0..n {
         let xs = &x.data[item * ci * h * w..][..ci * h * w];
         let out_item = &mut out[item * co * p_total..][..co * p_total];
@@ -204,14 +213,17 @@ pub fn conv2d(
             conv_stride1(kernel, xs, cw, &geo, (oh, ow), &epi, out_item);
             continue;
         }
-        for p0 in (0..p_total).step_by(NR) {
-            let pixels = NR.min(p_total - p0);
-            geo.pack_panel(xs, cw, ow, p0, pixels, &mut panel);
-            for t in 0..cw.a.tiles() {
-                let acc = kernel.tile(cw.a.panel(t), &panel);
-                epi.store(out_item, t, &acc, |j| (j < pixels).then_some(p0 + j));
-            }
+        // Strided convs (the downsamplers): im2col panels of every pixel tile, then the GEMM.
+        for (pt, panel) in panels.chunks_exact_mut(cw.a.depth * NR).enumerate() {
+            geo.pack_panel(xs, cw, ow, pt * NR, NR.min(p_total - pt * NR), panel);
         }
+        for_each_channel_tile(out_item, MR * p_total, |t, rows| {
+            for (pt, panel) in panels.chunks_exact(cw.a.depth * NR).enumerate() {
+                let (p0, pixels) = (pt * NR, NR.min(p_total - pt * NR));
+                let acc = kernel.tile(cw.a.panel(t), panel);
+                epi.store(rows, t, &acc, |j| (j < pixels).then_some(p0 + j));
+            }
+        });
     }
     Tensor::new(vec![n, co, oh, ow], out)
 }

@@ -10,19 +10,22 @@ pub mod norm;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cpu::{ops, HostOps};
+use crate::cpu::{forward_in_place, ops, HostOps};
 use crate::error::{Error, Result};
-use crate::model::{ConvSpec, Model, UNetOps};
+use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 use conv::ConvWeights;
 use gemm::Kernel;
 
-/// `UNetOps` on host tensors with packed conv weights. Tensors are shared, never mutated in place.
+/// `UNetOps` on host tensors with packed conv weights. Tensors are shared, never mutated in place;
+/// cloning shares the weights (each thread of a batch split holds a clone).
+#[derive(Clone)]
 pub struct FastOps {
-    weights: HashMap<String, Arc<Tensor>>,
+    weights: Arc<HashMap<String, Arc<Tensor>>>,
     /// Packed conv weights, by the address of their `Arc<Tensor>` (the handle `weight` returns).
-    packed: HashMap<usize, ConvWeights>,
+    packed: Arc<HashMap<usize, ConvWeights>>,
     kernel: Kernel,
+    threads: usize,
 }
 
 impl FastOps {
@@ -37,7 +40,17 @@ impl FastOps {
             .filter(|t| t.shape.len() == 4 && t.shape[2] == t.shape[3])
             .filter_map(|t| ConvWeights::pack(t).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
             .collect();
-        FastOps { weights, packed, kernel: Kernel::detect() }
+        FastOps { weights: Arc::new(weights), packed: Arc::new(packed), kernel: Kernel::detect(), threads: default_threads() }
+    }
+
+    /// Threads a forward's batch is split across (natively; the browser splits it across workers).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -46,7 +59,52 @@ impl FastOps {
     }
 }
 
-impl HostOps for FastOps {}
+/// All cores natively (`DDIM_THREADS` overrides); one in wasm.
+fn default_threads() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(n) = std::env::var("DDIM_THREADS").ok().and_then(|v| v.parse().ok()) {
+        return n;
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(target_arch = "wasm32")]
+    1
+}
+
+impl HostOps for FastOps {
+    /// Splits the batch into one contiguous share per thread (guidance halves, batch items): one
+    /// fork/join per forward, not per op.
+    fn forward_batch(&mut self, config: &UNetConfig, sample: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
+        let n = sample.shape[0];
+        let threads = self.threads.min(n);
+        if threads <= 1 || cfg!(target_arch = "wasm32") {
+            return forward_in_place(self, config, sample, ts, labels);
+        }
+        let item = sample.len() / n;
+        let per = n.div_ceil(threads);
+        let share = |i: usize| -> Result<Tensor> {
+            let (a, b) = (i * per, ((i + 1) * per).min(n));
+            let mut shape = sample.shape.clone();
+            shape[0] = b - a;
+            let x = Tensor::new(shape, sample.data[a * item..b * item].to_vec())?;
+            forward_in_place(&mut self.clone(), config, &x, &ts[a..b], labels.map(|l| &l[a..b]))
+        };
+        let outs: Vec<Result<Tensor>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (1..n.div_ceil(per)).map(|i| s.spawn(move || share(i))).collect();
+            let first = share(0);
+            std::iter::once(first).chain(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Input("a CPU thread panicked".into()))))).collect()
+        });
+        let mut data = Vec::with_capacity(n * item);
+        let mut shape = Vec::new();
+        for out in outs {
+            let out = out?;
+            shape = out.shape.clone();
+            data.extend(out.data);
+        }
+        shape[0] = n;
+        Tensor::new(shape, data)
+    }
+}
 
 impl UNetOps for FastOps {
     type T = Arc<Tensor>;

@@ -1,0 +1,106 @@
+"""Side-by-side CPU benchmark on the bundled model, one run, one machine: our engines (the `ddim bench`
+CLI) against onnxruntime (CPU EP) and PyTorch eager, at 1 and 2 threads, in ms per U-Net item.
+
+Needs the reference venv (see ../../tests/fixtures/requirements.txt) plus onnx and onnxruntime:
+    python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers safetensors onnx onnxruntime onnxscript
+    .venv-ref/bin/python tests/bench/side_by_side.py [--batch 2] [--seconds 5]
+It also writes target/bench/mnist-cond.onnx (dynamic batch), which the browser side-by-side
+(tests/page/bench_ort.mjs) loads. Never run by CI.
+"""
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from diffusers import UNet2DModel
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = ROOT / "weights" / "mnist-cond"
+ONNX = ROOT / "target" / "bench" / "mnist-cond.onnx"
+
+
+class Wrapper(torch.nn.Module):
+    def __init__(self, unet):
+        super().__init__()
+        self.unet = unet
+
+    def forward(self, sample, timestep, class_labels):
+        return self.unet(sample, timestep, class_labels=class_labels).sample
+
+
+def export(unet):
+    ONNX.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.randn(2, 1, 28, 28)
+    t = torch.tensor([500, 500], dtype=torch.int64)
+    c = torch.tensor([3, 10], dtype=torch.int64)
+    torch.onnx.export(Wrapper(unet), (x, t, c), str(ONNX), dynamo=False, opset_version=17,
+                      input_names=["sample", "timestep", "class_labels"], output_names=["out"],
+                      dynamic_axes={"sample": {0: "batch"}, "timestep": {0: "batch"}, "class_labels": {0: "batch"}, "out": {0: "batch"}})
+
+
+def timed(fn, seconds):
+    """Median, min, max ms of fn() after `seconds` of warm-up, over at least 20 runs or `seconds`."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        fn()
+    ms, end = [], time.perf_counter() + seconds
+    while time.perf_counter() < end or len(ms) < 20:
+        start = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(ms), min(ms), max(ms)
+
+
+def ours(batch, threads):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    out = subprocess.run([str(ROOT / "target" / "release" / "ddim"), "bench", "--batch", str(batch), "--steps", "1", "--cpu-only"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    m = re.search(r"cpu fast forward \(([^)]*)\): ([\d.]+) ms median \(([\d.]+)–([\d.]+)", out)
+    return (float(m.group(2)), float(m.group(3)), float(m.group(4))), m.group(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=5)
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--bin", "ddim"], cwd=ROOT, check=True, capture_output=True)
+    unet = UNet2DModel.from_pretrained(str(MODEL)).float().eval()
+    if not ONNX.exists():
+        export(unet)
+    b = args.batch
+    x = np.random.default_rng(0).standard_normal((b, 1, 28, 28)).astype(np.float32)
+    t = np.full((b,), 500, dtype=np.int64)
+    c = np.arange(b, dtype=np.int64) % 10
+    rows = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(ONNX), so, providers=["CPUExecutionProvider"])
+        feeds = {"sample": x, "timestep": t, "class_labels": c}
+        r_ort = timed(lambda: sess.run(None, feeds), args.seconds)
+        xt, tt, ct = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(c)
+        with torch.no_grad():
+            r_pt = timed(lambda: unet(xt, tt, class_labels=ct), args.seconds)
+        r_us, kernel = ours(b, threads)
+        rows.append((threads, r_us, r_ort, r_pt, kernel))
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
+          f"torch {torch.__version__}; bundled mnist-cond, batch {b}; ms per U-Net item, median (min–max)")
+    print("| threads | ours, fast CPU engine | onnxruntime CPU | PyTorch eager | ours / onnxruntime |")
+    print("|---|---|---|---|---|")
+    per = lambda r: f"{r[0] / b:.2f} ({r[1] / b:.2f}–{r[2] / b:.2f})"  # noqa: E731
+    for threads, us, o, p, kernel in rows:
+        print(f"| {threads} | {per(us)} [{kernel}] | {per(o)} | {per(p)} | {us[0] / o[0]:.2f}× |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
