@@ -5,7 +5,8 @@
 #   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
 #   ./build.sh test       native cargo test (wgpu on lavapipe), wasm-bindgen-test in headless
 #                         Chromium (WebGPU on SwiftShader), and the Playwright page tests
-#   ./build.sh bench      ms per U-Net forward / per step: native (GPU + CPU) and in headless Chromium
+#   ./build.sh bench      ms per U-Net item, side by side: native (ours vs onnxruntime and PyTorch when
+#                         .venv-ref exists) and in headless Chromium (ours vs onnxruntime-web)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -148,8 +149,17 @@ cmd_test() {
 cmd_bench() {
     apt_install mesa-vulkan-drivers libvulkan1 chromium
     cmd_build
-    cargo run --release --bin ddim -- bench --steps 20 --guidance 3
-    node tests/page/bench.mjs 6 1
+    log "native: our engines (GPU on the local adapter, fast CPU, reference)"
+    cargo run -q --release --bin ddim -- bench --steps 20 --guidance 3
+    if [ -x .venv-ref/bin/python ] && .venv-ref/bin/python -c 'import onnxruntime, torch, diffusers' 2>/dev/null; then
+        log "native side by side: onnxruntime and PyTorch (also writes target/bench/mnist-cond.onnx)"
+        .venv-ref/bin/python tests/bench/side_by_side.py
+    else
+        log "no .venv-ref with torch, diffusers, onnxruntime: skipping the native side-by-side (see tests/bench/side_by_side.py)"
+    fi
+    [ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund --loglevel=error onnxruntime-web@1.30.0
+    log "browser side by side (headless Chromium): our engines and onnxruntime-web"
+    node tests/page/bench.mjs 10 10
 }
 
 case "${1:-build}" in

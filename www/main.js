@@ -79,6 +79,8 @@ async function readFile(files, pick) {
 
 async function createSampler(engine, opts) {
   const canvas = newCanvas();
+  // ?threads=N: the CPU engine on N Web Workers (default: one per core, up to 4).
+  if (engine === 'cpu' && params.has('threads')) engine = `cpu:${params.get('threads')}`;
   if (userFiles) {
     const config = await readFile(userFiles, (f) => f.name === 'config.json');
     const weights = await readFile(userFiles, (f) => f.name.endsWith('.safetensors'));

@@ -414,7 +414,7 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_
     let mut fast = ddim_webgpu::fast::FastOps::new(&model);
     let (kernel, threads) = (fast.kernel_name(), fast.threads());
     let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
-    println!("cpu fast forward ({kernel}, {threads} thread(s)): {fast}");
+    println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
     let mut profiled = Profiled { ops: ddim_webgpu::fast::FastOps::new(&model), conv_flops: 0.0, ms: Default::default() };
     let reps = 10;
     for _ in 0..reps {

@@ -92,7 +92,9 @@ impl HostOps for FastOps {
         let outs: Vec<Result<Tensor>> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..n.div_ceil(per)).map(|i| s.spawn(move || share(i))).collect();
             let first = share(0);
-            std::iter::once(first).chain(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Input("a CPU thread panicked".into()))))).collect()
+            std::iter::once(first)
+                .chain(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Input("a CPU thread panicked".into())))))
+                .collect()
         });
         let mut data = Vec::with_capacity(n * item);
         let mut shape = Vec::new();

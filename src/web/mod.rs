@@ -68,7 +68,8 @@ pub struct DiffusionSampler {
 impl DiffusionSampler {
     /// Loads `config.json`, the safetensors weights and `scheduler_config.json` (diffusers'
     /// defaults if it is absent: `modelInfo().scheduler` says so) from `base_url`, a diffusers
-    /// model folder served over HTTP. `engine` is "webgpu" or "cpu".
+    /// model folder served over HTTP. `engine` is "webgpu", "cpu" (Web Workers, one per core up to
+    /// 4) or "cpu:N" (N workers).
     #[wasm_bindgen(js_name = fromUrl)]
     pub async fn from_url(canvas: HtmlCanvasElement, base_url: String, engine: String) -> Result<DiffusionSampler, JsValue> {
         let (config, weights, sched) = fetch::model_folder(&base_url).await.map_err(js_err)?;
@@ -105,11 +106,18 @@ impl DiffusionSampler {
                 let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
                 (EngineKind::WebGpu { engine: Box::new(engine), target }, adapter)
             }
-            "cpu" => {
+            cpu if cpu == "cpu" || cpu.starts_with("cpu:") => {
                 let engine = CpuEngine::new(&model);
                 let kernel = engine.ops().kernel_name();
-                let threads = web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency()) as usize;
-                match WorkerEngine::new(&config_json, &weights, threads.clamp(1, 4)).await {
+                let threads = match cpu.strip_prefix("cpu:") {
+                    Some(n) => n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&n| (1..=16).contains(&n))
+                        .ok_or_else(|| js_err(Error::Input(format!("engine {cpu:?}: \"cpu:N\" takes 1 to 16 workers"))))?,
+                    None => (web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency()) as usize).clamp(1, 4),
+                };
+                match WorkerEngine::new(&config_json, &weights, threads).await {
                     Ok(workers) => {
                         let n = workers.worker_count();
                         (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) in {n} Web Worker(s)"))
@@ -120,7 +128,7 @@ impl DiffusionSampler {
                     }
                 }
             }
-            other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\" or \"cpu\"")))),
+            other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)")))),
         };
         let inner = Inner {
             model,

@@ -1,20 +1,26 @@
-// Browser benchmark: ms per DDIM step of the bundled model on both engines, in headless Chromium
-// (WebGPU there is SwiftShader, a CPU emulation). Run after ./build.sh:
-//     node tests/page/bench.mjs [steps] [batch] [engines, e.g. cpu,webgpu] [warm-up seconds]
-// Prints the median (min–max) ms/step per engine over the steps after the warm-up (V8 compiles
-// wasm with Liftoff first and tiers up to TurboFan in the background: time only after ≥ 10 s).
+// Browser benchmark, side by side, one Chromium, one run: our engines on the page (the bundled
+// model; batch 1 with guidance = 2 U-Net items per step) and onnxruntime-web on the same model's
+// ONNX export (batch 2), in ms per U-Net item. Run after ./build.sh (./build.sh bench does it all):
+//     node tests/page/bench.mjs [warm-up seconds] [timed seconds]
+// onnxruntime-web runs only if node_modules/onnxruntime-web and target/bench/mnist-cond.onnx exist
+// (./build.sh bench installs the first; tests/bench/side_by_side.py writes the second).
+// V8 compiles wasm with Liftoff first and tiers up to TurboFan in the background: every engine is
+// warmed for ≥ 10 s before timing.
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
-const [steps, batch] = [Number(process.argv[2] || 6), Number(process.argv[3] || 1)];
-const engines = (process.argv[4] || 'cpu,webgpu').split(',');
-const warmMs = 1000 * Number(process.argv[5] ?? 10);
+const [warm, timed] = [Number(process.argv[2] ?? 10), Number(process.argv[3] ?? 10)];
+const ORT = path.join(ROOT, 'node_modules/onnxruntime-web/dist');
+const ONNX = path.join(ROOT, 'target/bench');
+const withOrt = existsSync(ORT) && existsSync(path.join(ONNX, 'mnist-cond.onnx'));
 const PORT = 19000 + Math.floor(Math.random() * 1000);
-const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www')], { stdio: ['ignore', 'pipe', 'inherit'] });
+const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'), '--isolated',
+  '--mount', `/ort=${ORT}`, '--mount', `/onnx=${ONNX}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve) => server.stdout.once('data', resolve));
 const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmpdir(), 'ddim-bench-')), {
   executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
@@ -22,24 +28,56 @@ const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmp
   args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
 });
-const median = (v) => { const s = [...v].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+const BASE = `http://127.0.0.1:${PORT}`;
+const stats = (v) => { const s = [...v].sort((a, b) => a - b); return { median: s[s.length >> 1], min: s[0], max: s.at(-1), runs: s.length }; };
+
+/// Our page: steps run until warm + timed seconds have passed, then Stop; ms per U-Net item.
+async function ours(engine, threads) {
+  const page = await context.newPage();
+  const q = `engine=${engine}${threads ? `&threads=${threads}` : ''}&steps=1000&batch=1&guidance=3&seed=1`;
+  await page.goto(`${BASE}/?${q}`);
+  await page.waitForFunction(([w, t]) => {
+    if (['done', 'error'].includes(document.body.dataset.state)) return true;
+    const f = window.__frames || [];
+    let total = 0, after = 0;
+    for (const x of f.slice(1)) { total += x.ms; if (total > w * 1000) after += x.ms; }
+    return after > t * 1000 && f.length > 25;
+  }, [warm, timed], { timeout: 30 * 60_000, polling: 500 });
+  const r = await page.evaluate(() => ({ frames: window.__frames, adapter: document.getElementById('adapter').textContent,
+                                         error: document.getElementById('error').textContent }));
+  await page.click('#stop').catch(() => {});
+  await page.close();
+  if (r.error) throw new Error(`${engine}: ${r.error}`);
+  let total = 0;
+  const ms = r.frames.slice(1).filter((f) => (total += f.ms) > warm * 1000).map((f) => f.ms / 2);
+  return { ...stats(ms), what: r.adapter };
+}
+
+async function ort(ep, threads) {
+  const page = await context.newPage();
+  await page.goto(`${BASE}/benchpage/bench_ort.html?ep=${ep}&threads=${threads}&batch=2&warm=${warm}`);
+  await page.waitForFunction(() => window.__result, null, { timeout: 30 * 60_000, polling: 500 });
+  const r = await page.evaluate(() => window.__result);
+  await page.close();
+  if (r.error) throw new Error(`onnxruntime-web ${ep}: ${r.error}`);
+  return { median: r.median / 2, min: r.min / 2, max: r.max / 2, runs: r.runs, what: `isolated=${r.isolated}` };
+}
+
+const fmt = (r) => `${r.median.toFixed(1)} (${r.min.toFixed(1)}–${r.max.toFixed(1)}, ${r.runs} runs)`;
 try {
-  for (const engine of engines) {
-    const page = await context.newPage();
-    await page.goto(`http://127.0.0.1:${PORT}/?engine=${engine}&steps=${steps}&batch=${batch}&guidance=3&seed=1`);
-    await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: 20 * 60_000 });
-    const r = await page.evaluate(() => ({ frames: window.__frames, adapter: document.getElementById('adapter').textContent,
-                                           error: document.getElementById('error').textContent }));
-    if (r.error) throw new Error(r.error);
-    let elapsed = 0;
-    const ms = r.frames.slice(1).filter((f) => (elapsed += f.ms) > warmMs).map((f) => f.ms);
-    if (ms.length === 0) throw new Error(`${engine}: no step after the ${warmMs / 1000} s warm-up: raise the step count`);
-    const sorted = [...ms].sort((a, b) => a - b);
-    console.log(`${engine}: ${median(ms).toFixed(1)} ms/step median (${sorted[0].toFixed(1)}–${sorted.at(-1).toFixed(1)}, ${ms.length} steps after ` +
-                `${warmMs / 1000} s warm-up); batch ${batch} with guidance = ${2 * batch} U-Net items/step ` +
-                `→ ${(median(ms) / (2 * batch)).toFixed(1)} ms/item; ${r.adapter}`);
-    await page.close();
+  const version = context.browser()?.version() ?? (await (await context.newPage()).evaluate(() => navigator.userAgent));
+  console.log(`Chromium ${version}; bundled mnist-cond; ms per U-Net item, median (min–max); ${warm} s warm-up each`);
+  const rows = [
+    ['CPU engine, 1 worker', await ours('cpu', 1), withOrt && ['wasm EP, 1 thread', await ort('wasm', 1)]],
+    ['CPU engine, 2 workers', await ours('cpu', 2), withOrt && ['wasm EP, 2 threads', await ort('wasm', 2)]],
+    ['WebGPU engine', await ours('webgpu'), withOrt && ['WebGPU EP', await ort('webgpu', 1)]],
+  ];
+  console.log('| ours | ms/item | onnxruntime-web 1.30 | ms/item | ours / theirs |');
+  console.log('|---|---|---|---|---|');
+  for (const [name, us, them] of rows) {
+    console.log(`| ${name} | ${fmt(us)} | ${them ? them[0] : '(not installed)'} | ${them ? fmt(them[1]) : ''} | ${them ? (us.median / them[1].median).toFixed(2) + '×' : ''} |`);
   }
+  for (const [name, us] of rows) console.log(`  ${name}: ${us.what}`);
 } finally {
   await context.close();
   server.kill();

@@ -1,6 +1,10 @@
-"""Static file server for www/ on 127.0.0.1 (./build.sh serve, and the page tests).
-Serves .wasm as application/wasm and sends no-cache headers so a rebuilt page is always fresh."""
+"""Static file server for www/ on 127.0.0.1 (./build.sh serve, the page tests and the benchmarks).
+Serves .wasm as application/wasm and sends no-cache headers so a rebuilt page is always fresh.
+    serve.py PORT ROOT [--isolated] [--mount /PREFIX=DIR ...] [-v]
+--isolated adds COOP/COEP headers (crossOriginIsolated: multi-threaded wasm, e.g. onnxruntime-web);
+--mount serves DIR under /PREFIX/ (the benchmarks mount onnxruntime-web and the ONNX model)."""
 import http.server
+import os
 import sys
 from functools import partial
 
@@ -8,9 +12,21 @@ from functools import partial
 class Handler(http.server.SimpleHTTPRequestHandler):
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".wasm": "application/wasm", ".js": "text/javascript", ".mjs": "text/javascript"}
+    mounts = {}
+    isolated = False
+
+    def translate_path(self, path):
+        for prefix, directory in self.mounts.items():
+            if path.startswith(prefix + "/"):
+                rel = path[len(prefix) + 1:].split("?", 1)[0].split("#", 1)[0]
+                return os.path.join(directory, *[p for p in rel.split("/") if p not in ("", ".", "..")])
+        return super().translate_path(path)
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
+        if self.isolated:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         super().end_headers()
 
     def log_message(self, fmt, *args):
@@ -20,6 +36,8 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
 if __name__ == "__main__":
     port, root = int(sys.argv[1]), sys.argv[2]
+    Handler.isolated = "--isolated" in sys.argv
+    Handler.mounts = dict(a.split("=", 1) for a in (sys.argv[i + 1] for i, v in enumerate(sys.argv) if v == "--mount"))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), partial(Handler, directory=root))
     print(f"http://127.0.0.1:{port}/", flush=True)
     server.serve_forever()
