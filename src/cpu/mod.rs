@@ -10,6 +10,37 @@ use crate::error::{Error, Result};
 use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
+/// The `UNetOps` methods that run the plain reference ops on host tensors: linear, embeddings,
+/// affine, concat and attention (shared by `CpuOps` and `fast::FastOps`, where they are cheap).
+macro_rules! reference_ops {
+    () => {
+        fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::linear(x, w, b, silu_in, silu_out)?))
+        }
+
+        fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::timestep_embedding(t, dim, flip, shift)))
+        }
+
+        fn class_embedding_add(&mut self, emb: &Self::T, table: &Self::T, labels: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::class_embedding_add(emb, table, labels)?))
+        }
+
+        fn affine(&mut self, x: &Self::T, scale: f32, shift: f32) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::affine(x, scale, shift)))
+        }
+
+        fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::concat_channels(a, b)?))
+        }
+
+        fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::cpu::ops::attention(q, k, v, heads, dim_head)?))
+        }
+    };
+}
+pub(crate) use reference_ops;
+
 /// Ops that run immediately on host tensors (the reference `CpuOps` and `fast::FastOps`): what the
 /// CPU engine and `forward_with` run on.
 pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
@@ -76,29 +107,7 @@ impl UNetOps for CpuOps {
         Ok(Arc::new(ops::group_norm(x, gamma, beta, groups, eps, silu)?))
     }
 
-    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
-        Ok(Arc::new(ops::linear(x, w, b, silu_in, silu_out)?))
-    }
-
-    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
-        Ok(Arc::new(ops::timestep_embedding(t, dim, flip, shift)))
-    }
-
-    fn class_embedding_add(&mut self, emb: &Self::T, table: &Self::T, labels: &Self::T) -> Result<Self::T> {
-        Ok(Arc::new(ops::class_embedding_add(emb, table, labels)?))
-    }
-
-    fn affine(&mut self, x: &Self::T, scale: f32, shift: f32) -> Result<Self::T> {
-        Ok(Arc::new(ops::affine(x, scale, shift)))
-    }
-
-    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
-        Ok(Arc::new(ops::concat_channels(a, b)?))
-    }
-
-    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
-        Ok(Arc::new(ops::attention(q, k, v, heads, dim_head)?))
-    }
+    reference_ops!();
 }
 
 /// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N].

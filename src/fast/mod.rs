@@ -10,7 +10,7 @@ pub mod norm;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cpu::{forward_in_place, ops, HostOps};
+use crate::cpu::{forward_in_place, HostOps};
 use crate::error::{Error, Result};
 use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
@@ -145,27 +145,5 @@ impl UNetOps for FastOps {
         Ok(Arc::new(norm::group_norm(x, gamma, beta, groups, eps, silu)?))
     }
 
-    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
-        Ok(Arc::new(ops::linear(x, w, b, silu_in, silu_out)?))
-    }
-
-    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
-        Ok(Arc::new(ops::timestep_embedding(t, dim, flip, shift)))
-    }
-
-    fn class_embedding_add(&mut self, emb: &Self::T, table: &Self::T, labels: &Self::T) -> Result<Self::T> {
-        Ok(Arc::new(ops::class_embedding_add(emb, table, labels)?))
-    }
-
-    fn affine(&mut self, x: &Self::T, scale: f32, shift: f32) -> Result<Self::T> {
-        Ok(Arc::new(ops::affine(x, scale, shift)))
-    }
-
-    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
-        Ok(Arc::new(ops::concat_channels(a, b)?))
-    }
-
-    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
-        Ok(Arc::new(ops::attention(q, k, v, heads, dim_head)?))
-    }
+    crate::cpu::reference_ops!();
 }

@@ -40,9 +40,17 @@ impl SampleDrawer {
             cache: None,
         });
         let [n, c, h, w] = shape;
-        let u = |v: usize| v as u32;
-        let params =
-            gpu.params(&DrawParams { n: u(n), c: u(c), h: u(h), w: u(w), cols: u(cols), rows: u(n.div_ceil(cols)), _p0: 0, _p1: 0 });
+        let dim32 = |v: usize| v as u32;
+        let params = gpu.params(&DrawParams {
+            n: dim32(n),
+            c: dim32(c),
+            h: dim32(h),
+            w: dim32(w),
+            cols: dim32(cols),
+            rows: dim32(n.div_ceil(cols)),
+            _p0: 0,
+            _p1: 0,
+        });
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("present"),

@@ -146,7 +146,8 @@ impl<'a> GpuRecorder<'a> {
     }
 }
 
-fn u(v: usize) -> u32 {
+/// A dimension as the u32 a kernel reads.
+fn dim32(v: usize) -> u32 {
     v as u32
 }
 
@@ -197,17 +198,17 @@ impl UNetOps for GpuRecorder<'_> {
         let (oh, ow) = spec.out_size(h, wd, k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{wd} too small")))?;
         let out = self.alloc(vec![n, co, oh, ow], "conv2d output")?;
         let params = Conv2dParams {
-            n: u(n),
-            ci: u(ci),
-            h: u(h),
-            w: u(wd),
-            co: u(co),
-            oh: u(oh),
-            ow: u(ow),
-            k: u(k),
-            stride: u(spec.stride),
-            pad_t: u(spec.pad[0]),
-            pad_l: u(spec.pad[1]),
+            n: dim32(n),
+            ci: dim32(ci),
+            h: dim32(h),
+            w: dim32(wd),
+            co: dim32(co),
+            oh: dim32(oh),
+            ow: dim32(ow),
+            k: dim32(k),
+            stride: dim32(spec.stride),
+            pad_t: dim32(spec.pad[0]),
+            pad_l: dim32(spec.pad[1]),
             up: spec.upsample as u32,
             has_add: chan_add.is_some() as u32,
             has_res: residual.is_some() as u32,
@@ -234,13 +235,21 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("group_norm: {c} channels are not divisible into {groups} groups")));
         }
         let out = self.alloc(x.shape.clone(), "group_norm output")?;
-        let params = GroupNormParams { n: u(n), c: u(c), hw: u(h * w), groups: u(groups), eps, silu: silu as u32, ..Default::default() };
+        let params = GroupNormParams {
+            n: dim32(n),
+            c: dim32(c),
+            hw: dim32(h * w),
+            groups: dim32(groups),
+            eps,
+            silu: silu as u32,
+            ..Default::default()
+        };
         self.record(
             "group_norm.main",
             &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
             &params,
             4,
-            grid(u(n * groups)),
+            grid(dim32(n * groups)),
         );
         Ok(out)
     }
@@ -253,8 +262,14 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("linear: weight {:?} does not fit input {:?}", w.shape, x.shape)));
         }
         let out = self.alloc(vec![n, fout], "linear output")?;
-        let params =
-            LinearParams { n: u(n), fin: u(fin), fout: u(fout), silu_in: silu_in as u32, silu_out: silu_out as u32, ..Default::default() };
+        let params = LinearParams {
+            n: dim32(n),
+            fin: dim32(fin),
+            fout: dim32(fout),
+            silu_in: silu_in as u32,
+            silu_out: silu_out as u32,
+            ..Default::default()
+        };
         self.record(
             "linear.main",
             &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, out.buffer())],
@@ -268,13 +283,13 @@ impl UNetOps for GpuRecorder<'_> {
     fn timestep_embedding(&mut self, t: &GpuTensor, dim: usize, flip: bool, shift: f32) -> Result<GpuTensor> {
         let n = t.len();
         let out = self.alloc(vec![n, dim], "timestep embedding")?;
-        let params = TimestepEmbeddingParams { n: u(n), dim: u(dim), flip: flip as u32, shift };
+        let params = TimestepEmbeddingParams { n: dim32(n), dim: dim32(dim), flip: flip as u32, shift };
         self.record(
             "timestep_embedding.main",
             &[(0, t.buffer()), (1, out.buffer())],
             &params,
             2,
-            [u((n * (dim / 2)).div_ceil(64).max(1)), 1, 1],
+            [dim32((n * (dim / 2)).div_ceil(64).max(1)), 1, 1],
         );
         Ok(out)
     }
@@ -282,20 +297,20 @@ impl UNetOps for GpuRecorder<'_> {
     fn class_embedding_add(&mut self, emb: &GpuTensor, table: &GpuTensor, labels: &GpuTensor) -> Result<GpuTensor> {
         let (n, d) = (emb.shape[0], emb.shape[1]);
         let out = self.alloc(emb.shape.clone(), "class embedding")?;
-        let params = ClassEmbeddingParams { n: u(n), d: u(d), classes: u(table.shape[0]), _p: 0 };
+        let params = ClassEmbeddingParams { n: dim32(n), d: dim32(d), classes: dim32(table.shape[0]), _p: 0 };
         self.record(
             "class_embedding.main",
             &[(0, emb.buffer()), (1, table.buffer()), (2, labels.buffer()), (3, out.buffer())],
             &params,
             4,
-            [u((n * d).div_ceil(64).max(1)), 1, 1],
+            [dim32((n * d).div_ceil(64).max(1)), 1, 1],
         );
         Ok(out)
     }
 
     fn affine(&mut self, x: &GpuTensor, scale: f32, shift: f32) -> Result<GpuTensor> {
         let out = self.alloc(x.shape.clone(), "affine output")?;
-        let params = AffineParams { count: u(x.len()), scale, shift, _p: 0 };
+        let params = AffineParams { count: dim32(x.len()), scale, shift, _p: 0 };
         self.record("affine.main", &[(0, x.buffer()), (1, out.buffer())], &params, 2, groups_1d(x.len(), 64));
         Ok(out)
     }
@@ -307,7 +322,7 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("concat: {:?} and {:?} differ outside the channel axis", a.shape, b.shape)));
         }
         let out = self.alloc(vec![n, ca + cb, h, w], "concat output")?;
-        let params = ConcatParams { n: u(n), ca: u(ca), cb: u(cb), hw: u(h * w) };
+        let params = ConcatParams { n: dim32(n), ca: dim32(ca), cb: dim32(cb), hw: dim32(h * w) };
         self.record("concat_channels.main", &[(0, a.buffer()), (1, b.buffer()), (2, out.buffer())], &params, 3, groups_1d(out.len(), 64));
         Ok(out)
     }
@@ -318,7 +333,14 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("attention: q {:?} k {:?} v {:?} for {heads} heads of {d}", q.shape, k.shape, v.shape)));
         }
         let l = h * w;
-        let params = AttentionParams { n: u(n), heads: u(heads), d: u(d), l: u(l), scale: 1.0 / (d as f32).sqrt(), ..Default::default() };
+        let params = AttentionParams {
+            n: dim32(n),
+            heads: dim32(heads),
+            d: dim32(d),
+            l: dim32(l),
+            scale: 1.0 / (d as f32).sqrt(),
+            ..Default::default()
+        };
         let scores = self.alloc(vec![n * heads, l, l], "attention scores")?;
         self.record(
             "attention.scores",
@@ -327,7 +349,7 @@ impl UNetOps for GpuRecorder<'_> {
             3,
             groups_1d(n * heads * l * l, 64),
         );
-        self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(u(n * heads * l)));
+        self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(dim32(n * heads * l)));
         let out = self.alloc(q.shape.clone(), "attention output")?;
         self.record(
             "attention.apply",

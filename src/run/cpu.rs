@@ -12,9 +12,44 @@ use crate::{Model, Tensor};
 pub struct CpuEngine<O: HostOps = FastOps> {
     config: UNetConfig,
     ops: O,
-    shape: [usize; 4],
-    x: Vec<f32>,
-    x0: Vec<f32>,
+    state: HostState,
+}
+
+/// x_t and x̂₀ of a run held on the host (the CPU and Web Worker engines).
+#[derive(Default)]
+pub struct HostState {
+    pub shape: [usize; 4],
+    pub x: Vec<f32>,
+    pub x0: Vec<f32>,
+}
+
+impl HostState {
+    pub fn start(&mut self, plan: &RunPlan) {
+        self.shape = plan.shape;
+        self.x = plan.x_start.clone();
+        self.x0 = vec![0.0; plan.count()];
+    }
+
+    pub fn read(&self, view: View) -> Result<Tensor> {
+        let data = match view {
+            View::Xt => &self.x,
+            View::X0 => &self.x0,
+        };
+        Tensor::new(self.shape.to_vec(), data.clone())
+    }
+
+    pub fn write_x(&mut self, x: &[f32]) -> Result<()> {
+        if x.len() != self.x.len() {
+            return Err(Error::Input(format!("write_x: {} values for a sample of {}", x.len(), self.x.len())));
+        }
+        self.x.copy_from_slice(x);
+        Ok(())
+    }
+
+    /// Applies a step's update from the U-Net output `m` (both guidance halves).
+    pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
+        apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0);
+    }
 }
 
 impl CpuEngine<FastOps> {
@@ -33,7 +68,7 @@ impl CpuEngine<CpuOps> {
 
 impl<O: HostOps> CpuEngine<O> {
     pub fn with_ops(model: &Model, ops: O) -> Self {
-        CpuEngine { config: model.config.clone(), ops, shape: [0; 4], x: Vec::new(), x0: Vec::new() }
+        CpuEngine { config: model.config.clone(), ops, state: HostState::default() }
     }
 
     pub fn ops(&self) -> &O {
@@ -43,9 +78,7 @@ impl<O: HostOps> CpuEngine<O> {
 
 impl<O: HostOps> Engine for CpuEngine<O> {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
-        self.shape = plan.shape;
-        self.x = plan.x_start.clone();
-        self.x0 = vec![0.0; plan.count()];
+        self.state.start(plan);
         Ok(())
     }
 
@@ -53,10 +86,10 @@ impl<O: HostOps> Engine for CpuEngine<O> {
         let step = plan.steps[index];
         let [_, c, h, w] = plan.shape;
         let ub = plan.unet_batch();
-        let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, &self.x))?;
+        let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, &self.state.x))?;
         let ts = vec![step.timestep as f32; ub];
         let m = forward_with(&mut self.ops, &self.config, &sample, &ts, plan.guidance.unet_labels.as_deref())?;
-        apply_step(&plan.guidance, step.coeffs, &m.data, noise, &mut self.x, &mut self.x0);
+        self.state.update(&plan.guidance, step.coeffs, &m.data, noise);
         Ok(())
     }
 
@@ -65,19 +98,11 @@ impl<O: HostOps> Engine for CpuEngine<O> {
     }
 
     async fn read(&mut self, view: View) -> Result<Tensor> {
-        let data = match view {
-            View::Xt => &self.x,
-            View::X0 => &self.x0,
-        };
-        Tensor::new(self.shape.to_vec(), data.clone())
+        self.state.read(view)
     }
 
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
-        if x.len() != self.x.len() {
-            return Err(Error::Input(format!("write_x: {} values for a sample of {}", x.len(), self.x.len())));
-        }
-        self.x.copy_from_slice(x);
-        Ok(())
+        self.state.write_x(x)
     }
 }
 

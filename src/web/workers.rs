@@ -16,7 +16,7 @@ use crate::cpu::forward_with;
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
-use crate::run::cpu::{apply_step, unet_input};
+use crate::run::cpu::{unet_input, HostState};
 use crate::run::{Engine, Guidance, RunPlan, View};
 use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
@@ -115,9 +115,7 @@ fn message(pairs: &[(&str, JsValue)]) -> Object {
 /// The run layer's CPU engine on Web Workers.
 pub struct WorkerEngine {
     workers: Vec<web_sys::Worker>,
-    shape: [usize; 4],
-    x: Vec<f32>,
-    x0: Vec<f32>,
+    state: HostState,
     pending: Option<Pending>,
 }
 
@@ -163,7 +161,7 @@ impl WorkerEngine {
         for load in loads {
             load.await?;
         }
-        Ok(WorkerEngine { workers, shape: [0; 4], x: Vec::new(), x0: Vec::new(), pending: None })
+        Ok(WorkerEngine { workers, state: HostState::default(), pending: None })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -179,9 +177,7 @@ impl Drop for WorkerEngine {
 
 impl Engine for WorkerEngine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
-        self.shape = plan.shape;
-        self.x = plan.x_start.clone();
-        self.x0 = vec![0.0; plan.count()];
+        self.state.start(plan);
         self.pending = None;
         Ok(())
     }
@@ -190,7 +186,7 @@ impl Engine for WorkerEngine {
         let [_, c, h, w] = plan.shape;
         let item = c * h * w;
         let ub = plan.unet_batch();
-        let input = unet_input(plan, &self.x);
+        let input = unet_input(plan, &self.state.x);
         let labels = plan.guidance.unet_labels.as_deref();
         let t = plan.steps[index].timestep as f32;
         let per = ub.div_ceil(self.workers.len());
@@ -222,29 +218,21 @@ impl Engine for WorkerEngine {
 
     async fn sync(&mut self) -> Result<()> {
         let Some(p) = self.pending.take() else { return Ok(()) };
-        let mut m = Vec::with_capacity(2 * self.x.len());
+        let mut m = Vec::with_capacity(2 * self.state.x.len());
         for reply in p.replies {
             let data = JsFuture::from(reply).await.map_err(|e| Error::Input(js_msg(e)))?;
             let out: Float32Array = Reflect::get(&data, &"out".into()).map_err(|e| Error::Input(js_msg(e)))?.unchecked_into();
             m.extend(out.to_vec());
         }
-        apply_step(&p.guidance, p.coeffs, &m, p.noise.as_deref(), &mut self.x, &mut self.x0);
+        self.state.update(&p.guidance, p.coeffs, &m, p.noise.as_deref());
         Ok(())
     }
 
     async fn read(&mut self, view: View) -> Result<Tensor> {
-        let data = match view {
-            View::Xt => &self.x,
-            View::X0 => &self.x0,
-        };
-        Tensor::new(self.shape.to_vec(), data.clone())
+        self.state.read(view)
     }
 
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
-        if x.len() != self.x.len() {
-            return Err(Error::Input(format!("write_x: {} values for a sample of {}", x.len(), self.x.len())));
-        }
-        self.x.copy_from_slice(x);
-        Ok(())
+        self.state.write_x(x)
     }
 }
