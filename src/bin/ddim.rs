@@ -415,7 +415,7 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_
     let (kernel, threads) = (fast.kernel_name(), fast.threads());
     let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
     println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
-    let mut profiled = Profiled { ops: ddim_webgpu::fast::FastOps::new(&model), conv_flops: 0.0, ms: Default::default() };
+    let mut profiled = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
     let reps = 10;
     for _ in 0..reps {
         ddim_webgpu::cpu::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
@@ -445,68 +445,4 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_
         start.elapsed().as_secs_f64() * 1e3 / steps as f64
     );
     Ok(())
-}
-
-/// Host ops that time every call by op kind (`bench` prints where a forward's time goes).
-struct Profiled<O> {
-    ops: O,
-    conv_flops: f64,
-    ms: std::collections::BTreeMap<&'static str, f64>,
-}
-
-impl<O: ddim_webgpu::cpu::HostOps> Profiled<O> {
-    fn time<T>(&mut self, op: &'static str, f: impl FnOnce(&mut O) -> T) -> T {
-        let start = Instant::now();
-        let out = f(&mut self.ops);
-        *self.ms.entry(op).or_default() += start.elapsed().as_secs_f64() * 1e3;
-        out
-    }
-}
-
-impl<O: ddim_webgpu::cpu::HostOps> ddim_webgpu::cpu::HostOps for Profiled<O> {}
-
-impl<O: ddim_webgpu::cpu::HostOps> ddim_webgpu::model::UNetOps for Profiled<O> {
-    type T = std::sync::Arc<Tensor>;
-    fn weight(&self, name: &str) -> Result<Self::T> {
-        self.ops.weight(name)
-    }
-    fn dims(&self, t: &Self::T) -> [usize; 4] {
-        self.ops.dims(t)
-    }
-    fn conv2d(
-        &mut self,
-        x: &Self::T,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ddim_webgpu::model::ConvSpec,
-        add: Option<&Self::T>,
-        res: Option<&Self::T>,
-        scale: f32,
-    ) -> Result<Self::T> {
-        let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
-        let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
-        self.conv_flops += 2.0 * (w.len() * out.len() / w.shape[0]) as f64;
-        Ok(out)
-    }
-    fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
-        self.time("group_norm", |o| o.group_norm(x, g, b, groups, eps, silu))
-    }
-    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, si: bool, so: bool) -> Result<Self::T> {
-        self.time("linear", |o| o.linear(x, w, b, si, so))
-    }
-    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
-        self.time("embeddings", |o| o.timestep_embedding(t, dim, flip, shift))
-    }
-    fn class_embedding_add(&mut self, e: &Self::T, t: &Self::T, l: &Self::T) -> Result<Self::T> {
-        self.time("embeddings", |o| o.class_embedding_add(e, t, l))
-    }
-    fn affine(&mut self, x: &Self::T, s: f32, b: f32) -> Result<Self::T> {
-        self.time("affine", |o| o.affine(x, s, b))
-    }
-    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
-        self.time("concat", |o| o.concat_channels(a, b))
-    }
-    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, h: usize, d: usize) -> Result<Self::T> {
-        self.time("attention", |o| o.attention(q, k, v, h, d))
-    }
 }

@@ -2,6 +2,7 @@
 //! It is the oracle of the GPU kernels' tests and an engine of its own (`--cpu`, the page's CPU engine).
 
 pub mod ops;
+pub mod profile;
 
 use std::collections::HashMap;
 use std::sync::Arc;

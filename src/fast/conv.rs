@@ -94,22 +94,45 @@ struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// Stores `acc`, the outputs of channels t·MR.., into `rows` (those channels' [P] rows) for
-    /// output pixels `px` (index into [P]; None = dropped column).
+    /// Stores `acc`, the outputs of channels t·MR.., into `rows` (those channels' [P] rows) at
+    /// output pixels `px` (index into [P]; `DROP` = a column that is computed but not stored).
     #[inline]
-    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; NR]; MR], px: impl Fn(usize) -> Option<usize>) {
+    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; NR]; MR], px: &[u32; NR]) {
         for (i, row) in acc.iter().enumerate().take(self.co - t * MR) {
             let o = t * MR + i;
             let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
             let dst = &mut rows[i * self.pixels..][..self.pixels];
             let res = self.residual.map(|r| &r[o * self.pixels..][..self.pixels]);
-            for (j, &v) in row.iter().enumerate() {
-                let Some(p) = px(j) else { continue };
+            for (&v, &p) in row.iter().zip(px) {
+                if p == DROP {
+                    continue;
+                }
+                let p = p as usize;
                 let v = v + add + res.map_or(0.0, |r| r[p]);
                 dst[p] = if self.out_scale != 1.0 { v / self.out_scale } else { v };
             }
         }
     }
+}
+
+/// Marks a computed output that is not stored (past the end, or a padding column).
+const DROP: u32 = u32::MAX;
+
+/// The output pixel of each column of each NR-wide tile: tile i covers computed positions
+/// i·NR.. of `total`, which map to `pixel(q)`.
+fn tile_pixels(total: usize, pixel: impl Fn(usize) -> Option<usize>) -> Vec<[u32; NR]> {
+    (0..total.div_ceil(NR))
+        .map(|i| {
+            std::array::from_fn(|j| {
+                let q = i * NR + j;
+                if q < total {
+                    pixel(q).map_or(DROP, |p| p as u32)
+                } else {
+                    DROP
+                }
+            })
+        })
+        .collect()
 }
 
 /// Stride-1 conv of one item as an indirect GEMM over its zero-padded (and upsampled) input.
@@ -134,14 +157,11 @@ fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, (oh
     }
     let offsets: Vec<usize> = (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
     let q_total = oh * wp;
+    let pixels = tile_pixels(q_total, |q| (q % wp < ow).then_some(q / wp * ow + q % wp));
     for_each_channel_tile(out, MR * epi.pixels, |t, rows| {
-        for q0 in (0..q_total).step_by(NR) {
-            let acc = kernel.tile_indirect(cw.a.panel(t), &padded[q0..], &offsets);
-            epi.store(rows, t, &acc, |j| {
-                let q = q0 + j;
-                let (oy, ox) = (q / wp, q % wp);
-                (q < q_total && ox < ow).then_some(oy * ow + ox)
-            });
+        for (i, px) in pixels.iter().enumerate() {
+            let acc = kernel.tile_indirect(cw.a.panel(t), &padded[i * NR..], &offsets);
+            epi.store(rows, t, &acc, px);
         }
     });
 }
@@ -217,11 +237,11 @@ pub fn conv2d(
         for (pt, panel) in panels.chunks_exact_mut(cw.a.depth * NR).enumerate() {
             geo.pack_panel(xs, cw, ow, pt * NR, NR.min(p_total - pt * NR), panel);
         }
+        let pixels = tile_pixels(p_total, Some);
         for_each_channel_tile(out_item, MR * p_total, |t, rows| {
-            for (pt, panel) in panels.chunks_exact(cw.a.depth * NR).enumerate() {
-                let (p0, pixels) = (pt * NR, NR.min(p_total - pt * NR));
+            for (panel, px) in panels.chunks_exact(cw.a.depth * NR).zip(&pixels) {
                 let acc = kernel.tile(cw.a.panel(t), panel);
-                epi.store(rows, t, &acc, |j| (j < pixels).then_some(p0 + j));
+                epi.store(rows, t, &acc, px);
             }
         });
     }

@@ -1,0 +1,94 @@
+//! Host ops that time every call by op kind: `ddim bench` prints where a forward's time goes.
+
+use crate::{Result, Tensor};
+
+/// Milliseconds from a monotonic clock (performance.now() in the browser).
+pub fn now_ms() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use std::sync::OnceLock;
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_secs_f64() * 1e3
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+            .ok()
+            .and_then(|p| js_sys::Reflect::get(&p, &"now".into()).ok().map(|f| (p, f)))
+            .and_then(|(p, f)| js_sys::Function::from(f).call0(&p).ok())
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
+}
+
+/// Host ops that time every call by op kind.
+pub struct Profiled<O> {
+    pub ops: O,
+    /// FLOPs of the convolutions run so far.
+    pub conv_flops: f64,
+    /// Milliseconds spent per op kind.
+    pub ms: std::collections::BTreeMap<&'static str, f64>,
+}
+
+impl<O> Profiled<O> {
+    pub fn new(ops: O) -> Self {
+        Profiled { ops, conv_flops: 0.0, ms: Default::default() }
+    }
+}
+
+impl<O: crate::cpu::HostOps> Profiled<O> {
+    fn time<T>(&mut self, op: &'static str, f: impl FnOnce(&mut O) -> T) -> T {
+        let start = now_ms();
+        let out = f(&mut self.ops);
+        *self.ms.entry(op).or_default() += now_ms() - start;
+        out
+    }
+}
+
+impl<O: crate::cpu::HostOps> crate::cpu::HostOps for Profiled<O> {}
+
+impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
+    type T = std::sync::Arc<Tensor>;
+    fn weight(&self, name: &str) -> Result<Self::T> {
+        self.ops.weight(name)
+    }
+    fn dims(&self, t: &Self::T) -> [usize; 4] {
+        self.ops.dims(t)
+    }
+    fn conv2d(
+        &mut self,
+        x: &Self::T,
+        w: &Self::T,
+        b: &Self::T,
+        spec: crate::model::ConvSpec,
+        add: Option<&Self::T>,
+        res: Option<&Self::T>,
+        scale: f32,
+    ) -> Result<Self::T> {
+        let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
+        let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
+        self.conv_flops += 2.0 * (w.len() * out.len() / w.shape[0]) as f64;
+        Ok(out)
+    }
+    fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
+        self.time("group_norm", |o| o.group_norm(x, g, b, groups, eps, silu))
+    }
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, si: bool, so: bool) -> Result<Self::T> {
+        self.time("linear", |o| o.linear(x, w, b, si, so))
+    }
+    fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
+        self.time("embeddings", |o| o.timestep_embedding(t, dim, flip, shift))
+    }
+    fn class_embedding_add(&mut self, e: &Self::T, t: &Self::T, l: &Self::T) -> Result<Self::T> {
+        self.time("embeddings", |o| o.class_embedding_add(e, t, l))
+    }
+    fn affine(&mut self, x: &Self::T, s: f32, b: f32) -> Result<Self::T> {
+        self.time("affine", |o| o.affine(x, s, b))
+    }
+    fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+        self.time("concat", |o| o.concat_channels(a, b))
+    }
+    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, h: usize, d: usize) -> Result<Self::T> {
+        self.time("attention", |o| o.attention(q, k, v, h, d))
+    }
+}
