@@ -147,7 +147,7 @@ async function start() {
       $('timestep').textContent = s.timestep;
       $('ms').textContent = s.ms.toFixed(1);
       $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-      window.__frames.push({ ...checksum(canvas), ms: s.ms });
+      window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now() });
     });
     await running;
     window.__lastImage = sampler.lastImage();
