@@ -12,7 +12,7 @@ use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
 /// The `UNetOps` methods that run the plain reference ops on host tensors: linear, embeddings,
-/// affine, concat and attention (shared by `CpuOps` and `fast::FastOps`, where they are cheap).
+/// affine and concat (shared by `CpuOps` and `fast::FastOps`, where they are cheap).
 macro_rules! reference_ops {
     () => {
         fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
@@ -33,10 +33,6 @@ macro_rules! reference_ops {
 
         fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
             Ok(std::sync::Arc::new($crate::cpu::ops::concat_channels(a, b)?))
-        }
-
-        fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::attention(q, k, v, heads, dim_head)?))
         }
     };
 }
@@ -109,6 +105,10 @@ impl UNetOps for CpuOps {
     }
 
     reference_ops!();
+
+    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
+        Ok(Arc::new(ops::attention(q, k, v, heads, dim_head)?))
+    }
 }
 
 /// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N].

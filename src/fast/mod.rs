@@ -1,8 +1,10 @@
 //! The fast CPU engine's ops: weights packed once at load for a register-tiled SIMD GEMM (`gemm`),
 //! convolutions as that GEMM with fused epilogues (`conv`), group norm + SiLU in two passes
-//! (`norm`). The other ops are cheap at these sizes and reuse the plain reference (`cpu::ops`),
+//! (`norm`), attention with contiguous inner loops (`attention`). The other ops are cheap at these
+//! sizes and reuse the plain reference (`cpu::ops`),
 //! which stays the oracle every fast op is tested against (tests/op_cases).
 
+pub mod attention;
 pub mod conv;
 pub mod gemm;
 pub mod norm;
@@ -143,6 +145,10 @@ impl UNetOps for FastOps {
 
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
         Ok(Arc::new(norm::group_norm(x, gamma, beta, groups, eps, silu)?))
+    }
+
+    fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
+        Ok(Arc::new(attention::attention(q, k, v, heads, dim_head)?))
     }
 
     crate::cpu::reference_ops!();

@@ -212,6 +212,19 @@ pub(crate) async fn sleep_ms(ms: i32) {
     let _ = JsFuture::from(p).await;
 }
 
+/// Resolves in a new macrotask, so input and rendering can run between steps. A MessageChannel
+/// message, not setTimeout(0): nested timeouts are clamped to 4 ms, a fifth of a CPU-engine step.
+async fn yield_to_event_loop() {
+    let Ok(channel) = web_sys::MessageChannel::new() else { return sleep_ms(0).await };
+    let p = js_sys::Promise::new(&mut |resolve, _| {
+        channel.port1().set_onmessage(Some(&resolve));
+    });
+    if channel.port2().post_message(&JsValue::NULL).is_err() {
+        return sleep_ms(0).await;
+    }
+    let _ = JsFuture::from(p).await;
+}
+
 /// Reports a drawn step to the page and lets the browser paint; Stop once `cancel` was called.
 async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo, started: &mut f64) -> Flow {
     if let Some(cb) = cb {
@@ -222,7 +235,7 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
         let _ = Reflect::set(&o, &"ms".into(), &(now_ms() - *started).into());
         let _ = cb.call1(&JsValue::NULL, &o);
     }
-    sleep_ms(0).await;
+    yield_to_event_loop().await;
     *started = now_ms();
     if inner.cancel.get() {
         Flow::Stop
