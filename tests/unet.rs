@@ -34,6 +34,11 @@ fn fast_cpu_unet_matches_diffusers() {
         let mut ops = ddim_webgpu::fast::FastOps::new(&model);
         let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
         assert_close(&format!("{name} (fast cpu)"), &got, &want, 1e-4);
+        // The engine that took the weights over (packed convs only) computes the same.
+        let config = model.config.clone();
+        let mut owned = ddim_webgpu::fast::FastOps::from_model(model);
+        let again = ddim_webgpu::cpu::forward_with(&mut owned, &config, &x, &t, labels.as_deref()).unwrap();
+        assert_eq!(got, again, "{name}: from_model differs from new");
     }
 }
 

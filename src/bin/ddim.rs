@@ -117,6 +117,13 @@ enum Cmd {
         /// only the CPU engines (no GPU timings)
         #[arg(long)]
         cpu_only: bool,
+        /// only peak memory: the fast CPU engine takes the weights over, one forward, VmHWM
+        #[arg(long)]
+        memory: bool,
+        /// a config.json to fill with seeded random weights instead of --model (e.g.
+        /// tests/bench/configs/ddpm-cifar10-32.json)
+        #[arg(long, conflicts_with = "model")]
+        random_config: Option<PathBuf>,
     },
 }
 
@@ -175,7 +182,13 @@ fn main() {
             };
             sample(model, scheduler_config, opts, noise, engine_arg(engine, cpu), &out, out_tensor, frames)
         }
-        Cmd::Bench { model, batch, steps, guidance, cpu_only } => bench(model, batch, steps, guidance, cpu_only),
+        Cmd::Bench { model, batch, steps, guidance, cpu_only, memory, random_config } => {
+            let model = match random_config {
+                Some(p) => std::fs::read_to_string(&p).map_err(|e| io_err(&p, e)).and_then(|json| Model::random(&json, 0)),
+                None => load(model),
+            };
+            model.and_then(|m| if memory { bench_memory(m, batch) } else { bench(m, batch, steps, guidance, cpu_only) })
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -398,8 +411,37 @@ fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
     Ok(format!("{:.2} ms median ({:.2}–{:.2}, {reps} runs)", ms[reps / 2], ms[0], ms[reps - 1]))
 }
 
-fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_only: bool) -> Result<()> {
-    let model = load(model)?;
+/// Peak resident memory of this process (VmHWM), in MB, where /proc has it.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Peak memory of the fast CPU engine: the model is loaded, handed over to the engine (which keeps
+/// packed conv weights only), and one forward runs; VmHWM against 1.5× weights + the two largest
+/// activations.
+fn bench_memory(model: Model, batch: usize) -> Result<()> {
+    let (h, w) = model.config.sample_size.unwrap_or((32, 32));
+    let (c, config) = (model.config.in_channels, model.config.clone());
+    let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
+    let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
+    let mut ops = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::from_model(model));
+    let x = Tensor::new(vec![batch, c, h, w], ddim_webgpu::sampler::rng::normal(1, 0, batch * c * h * w))?;
+    let start = Instant::now();
+    ddim_webgpu::cpu::forward_with(&mut ops, &config, &x, &vec![500.0; batch], labels.as_deref())?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let act_mb = ops.largest.iter().sum::<usize>() as f64 * 4.0 / 1e6;
+    let peak = peak_rss_mb().map_or("unknown".into(), |mb| format!("{:.0} MB", mb * 1.048576));
+    println!(
+        "memory: batch {batch}, {h}x{w}: peak resident {peak}; f32 weights {weights_mb:.0} MB, two largest activations {act_mb:.0} MB \
+              → goal 1.5 × weights + activations = {:.0} MB (the process itself adds a few MB); forward {ms:.0} ms",
+        1.5 * weights_mb + act_mb
+    );
+    Ok(())
+}
+
+fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool) -> Result<()> {
     let (h, w) = model.config.sample_size.unwrap_or((32, 32));
     let c = model.config.in_channels;
     let x = Tensor::new(vec![batch, c, h, w], ddim_webgpu::sampler::rng::normal(1, 0, batch * c * h * w))?;
@@ -415,6 +457,10 @@ fn bench(model: Option<PathBuf>, batch: usize, steps: usize, guidance: f32, cpu_
     let (kernel, threads) = (fast.kernel_name(), fast.threads());
     let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
     println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
+    if let Some(mb) = peak_rss_mb() {
+        let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
+        println!("  peak resident memory so far: {mb:.0} MB (f32 weights {weights_mb:.0} MB, held by the model, the reference and the fast engine)");
+    }
     let mut profiled = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
     let reps = 10;
     for _ in 0..reps {

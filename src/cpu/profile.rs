@@ -28,11 +28,13 @@ pub struct Profiled<O> {
     pub conv_flops: f64,
     /// Milliseconds spent per op kind.
     pub ms: std::collections::BTreeMap<&'static str, f64>,
+    /// The two largest conv outputs seen, in values (the activations that bound memory).
+    pub largest: [usize; 2],
 }
 
 impl<O> Profiled<O> {
     pub fn new(ops: O) -> Self {
-        Profiled { ops, conv_flops: 0.0, ms: Default::default() }
+        Profiled { ops, conv_flops: 0.0, ms: Default::default(), largest: [0; 2] }
     }
 }
 
@@ -67,7 +69,12 @@ impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
     ) -> Result<Self::T> {
         let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
         let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
-        self.conv_flops += 2.0 * (w.len() * out.len() / w.shape[0]) as f64;
+        if out.len() > self.largest[1] {
+            self.largest[1] = out.len();
+            self.largest.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let w_len: usize = w.shape.iter().product(); // the fast engine keeps conv weights packed only
+        self.conv_flops += 2.0 * (w_len * out.len() / w.shape[0]) as f64;
         Ok(out)
     }
     fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {

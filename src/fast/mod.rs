@@ -35,6 +35,27 @@ impl FastOps {
         Self::from_tensors(&model.weights.tensors)
     }
 
+    /// Takes the model's weights over, packing each conv weight as it goes and keeping only the
+    /// packed copy (its handle keeps the shape, no data): the engine then holds one copy of the
+    /// weights, and packing never holds two of the whole model.
+    pub fn from_model(model: Model) -> Self {
+        let mut weights = HashMap::new();
+        let mut packed = HashMap::new();
+        for (name, t) in model.weights.tensors {
+            let conv = (t.shape.len() == 4 && t.shape[2] == t.shape[3]).then(|| ConvWeights::pack(&t).ok()).flatten();
+            let handle = match conv {
+                Some(cw) => {
+                    let shape_only = Arc::new(Tensor { shape: t.shape, data: Vec::new() });
+                    packed.insert(Arc::as_ptr(&shape_only) as usize, cw);
+                    shape_only
+                }
+                None => Arc::new(t),
+            };
+            weights.insert(name, handle);
+        }
+        FastOps { weights: Arc::new(weights), packed: Arc::new(packed), kernel: Kernel::detect(), threads: default_threads() }
+    }
+
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
         let weights: HashMap<String, Arc<Tensor>> = tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
         let packed = weights

@@ -37,6 +37,30 @@ impl Model {
         Ok(Model { config, weights, scheduler, scheduler_source })
     }
 
+    /// A model of `config_json`'s shape with seeded random weights (N(0, 1/fan_in) matrices, unit
+    /// norm scales, zero biases): for benchmarks of shapes no checkpoint here has.
+    pub fn random(config_json: &str, seed: u64) -> Result<Self> {
+        let config = UNetConfig::from_json(config_json)?;
+        let tensors = weights::expected_shapes(&config)
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, shape))| {
+                let count: usize = shape.iter().product();
+                let data = match shape.len() {
+                    1 if name.contains("norm") && name.ends_with(".weight") => vec![1.0; count],
+                    1 => vec![0.0; count],
+                    _ => {
+                        let scale = 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt();
+                        crate::sampler::rng::normal(seed, 1000 + i as u64, count).into_iter().map(|v| v * scale).collect()
+                    }
+                };
+                (name, crate::Tensor { shape, data })
+            })
+            .collect();
+        let weights = Weights::from_tensors(tensors, &config)?;
+        Ok(Model { config, weights, scheduler: SchedulerConfig::default(), scheduler_source: SCHEDULER_DEFAULTS.into() })
+    }
+
     /// Loads a diffusers folder: `config.json`, `diffusion_pytorch_model.safetensors` (or the one
     /// `*.safetensors` there), optional `scheduler_config.json` here or in `../scheduler/`.
     #[cfg(not(target_arch = "wasm32"))]
