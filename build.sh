@@ -103,10 +103,15 @@ cmd_build() {
   "type": "module",
   "main": "ddim_webgpu.js",
   "types": "ddim_webgpu.d.ts",
-  "files": ["ddim_webgpu.js", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts"],
+  "files": ["ddim_webgpu.js", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/"],
   "sideEffects": false
 }
 JSON
+    # Every module the JS glue imports must ship in the npm package ("files" above).
+    local dep
+    for dep in $(grep -o "from '\./[^']*'" www/pkg/ddim_webgpu.js | sed "s/^from '\.\///; s/'\$//"); do
+        case "$dep" in snippets/*|ddim_webgpu*) ;; *) die "the npm package's files miss $dep (imported by ddim_webgpu.js)";; esac
+    done
     copy_model
     local raw gz; raw=$(stat -c %s www/pkg/ddim_webgpu_bg.wasm); gz=$(gzip -9c www/pkg/ddim_webgpu_bg.wasm | wc -c)
     log "www/pkg/ddim_webgpu_bg.wasm: $raw bytes ($gz gzipped)"
