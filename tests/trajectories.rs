@@ -81,3 +81,33 @@ fn gpu_trajectories_match_diffusers() {
         check(&mut GpuEngine::new(gpu(), &c.model).unwrap(), c, "gpu");
     }
 }
+
+/// A step hook that replaces x_t (what inpainting and inversion runs will do) takes effect on
+/// every engine, and the engines still agree.
+#[test]
+fn write_x_hook_takes_effect_on_every_engine() {
+    let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
+    let plan = RunOptions::new().steps(3).batch(2).seed(5).plan(&model).unwrap();
+    let half: Vec<f32> = plan.x_start.iter().map(|v| v * 0.5).collect();
+    fn hooked<E: Engine>(engine: &mut E, plan: &RunPlan, x: &[f32]) -> Tensor {
+        pollster::block_on(run(engine, plan, async |e: &mut E, info| {
+            if info.index == 0 {
+                e.write_x(x)?;
+                assert_eq!(e.read(View::Xt).await?.data, x, "write_x is what read returns");
+            }
+            Ok(Flow::Continue)
+        }))
+        .unwrap()
+    }
+    let plain = pollster::block_on(ddim_webgpu::run::run_to_end(&mut CpuEngine::new(&model), &plan)).unwrap();
+    let cpu = hooked(&mut CpuEngine::new(&model), &plan, &half);
+    let gpu = hooked(&mut GpuEngine::new(gpu(), &model).unwrap(), &plan, &half);
+    assert!(plain.max_abs_diff(&cpu) > 1e-2, "the hook changed the run");
+    assert_close("hooked run (gpu vs cpu)", &gpu, &cpu, TOL);
+    let e = pollster::block_on(run(&mut CpuEngine::new(&model), &plan, async |e: &mut CpuEngine, _| {
+        e.write_x(&[0.0; 3])?;
+        Ok(Flow::Continue)
+    }))
+    .unwrap_err();
+    assert!(e.to_string().contains("write_x: 3 values"), "{e}");
+}
