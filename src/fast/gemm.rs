@@ -6,7 +6,10 @@
 //! packed-A reuse across calls nor fused epilogues), so it lives here, in ~100 lines.
 
 /// Output channels per register tile.
+#[cfg(target_arch = "wasm32")]
 pub const MR: usize = 4;
+#[cfg(not(target_arch = "wasm32"))]
+pub const MR: usize = 6;
 /// Pixels per register tile: two 256-bit vectors natively, two v128 in wasm (V8 has 16 xmm).
 #[cfg(target_arch = "wasm32")]
 pub const NR: usize = 8;
@@ -84,11 +87,11 @@ impl Kernel {
     /// Which variant runs, for reports.
     pub fn name(&self) -> &'static str {
         if self.avx2 {
-            "avx2+fma 4x16"
+            "avx2+fma 6x16"
         } else if cfg!(target_arch = "wasm32") {
             "wasm simd128 4x8"
         } else {
-            "portable 4x16"
+            "portable 6x16"
         }
     }
 
