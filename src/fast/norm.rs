@@ -46,17 +46,39 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
     if groups == 0 || !c.is_multiple_of(groups) || gamma.len() != c || beta.len() != c {
         return Err(Error::Input(format!("group_norm: {c} channels, {groups} groups, gamma {:?}", gamma.shape)));
     }
-    let (cg, hw) = (c / groups, h * w);
-    let span = cg * hw;
     let mut out = vec![0.0f32; x.len()];
-    for (gi, (src, dst)) in x.data.chunks_exact(span).zip(out.chunks_exact_mut(span)).enumerate() {
+    let args = (groups, c / groups, h * w, eps, silu_after);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        unsafe { normalize_avx2(&x.data, &gamma.data, &beta.data, &mut out, args) };
+        return Tensor::new(x.shape.clone(), out);
+    }
+    normalize(&x.data, &gamma.data, &beta.data, &mut out, args);
+    Tensor::new(x.shape.clone(), out)
+}
+
+type NormArgs = (usize, usize, usize, f32, bool);
+
+/// The same loops compiled for AVX2 (twice the lanes of the x86-64 baseline's SSE2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn normalize_avx2(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], args: NormArgs) {
+    normalize(x, gamma, beta, out, args)
+}
+
+/// Normalises every group of `cg` channels × `hw` pixels of `x` into `out`.
+#[inline(always)]
+fn normalize(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, cg, hw, eps, silu_after): NormArgs) {
+    let span = cg * hw;
+    for (gi, (src, dst)) in x.chunks_exact(span).zip(out.chunks_exact_mut(span)).enumerate() {
         let mean = lane_sum(src, |v| v) / span as f64;
         let m = mean as f32;
         let var = lane_sum(src, |v| (v - m) * (v - m)) / span as f64;
         let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
         let first = (gi % groups) * cg;
         for (j, (s, d)) in src.chunks_exact(hw).zip(dst.chunks_exact_mut(hw)).enumerate() {
-            let (scale, shift) = (inv * gamma.data[first + j], beta.data[first + j] - m * inv * gamma.data[first + j]);
+            let (scale, shift) = (inv * gamma[first + j], beta[first + j] - m * inv * gamma[first + j]);
             if silu_after {
                 s.iter().zip(d.iter_mut()).for_each(|(&v, o)| *o = silu(v * scale + shift));
             } else {
@@ -64,7 +86,6 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
             }
         }
     }
-    Tensor::new(x.shape.clone(), out)
 }
 
 #[cfg(test)]
