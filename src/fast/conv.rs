@@ -135,35 +135,54 @@ fn tile_pixels(total: usize, pixel: impl Fn(usize) -> Option<usize>) -> Vec<[u32
         .collect()
 }
 
-/// Stride-1 conv of one item as an indirect GEMM over its zero-padded (and upsampled) input.
-fn conv_stride1(kernel: Kernel, x: &[f32], cw: &ConvWeights, geo: &Geometry, (oh, ow): (usize, usize), epi: &Epilogue, out: &mut [f32]) {
-    let k = cw.k;
-    let (pt, pl) = (geo.pad_t as usize, geo.pad_l as usize);
-    let (hp, wp) = (oh + k - 1, ow + k - 1);
-    let plane = hp * wp;
-    // Reads of dropped outputs run up to NR + k past the last plane.
-    let mut padded = vec![0.0f32; cw.ci * plane + NR + k];
-    for c in 0..cw.ci {
-        let src = &x[c * geo.h * geo.w..][..geo.h * geo.w];
-        for y in 0..geo.eh as usize {
-            let row = &mut padded[c * plane + (y + pt) * wp + pl..][..geo.ew as usize];
-            let src_row = &src[(y / geo.up) * geo.w..][..geo.w];
-            if geo.up == 1 {
-                row.copy_from_slice(src_row);
-            } else {
-                row.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / geo.up]);
+/// A stride-1 conv as an indirect GEMM over the zero-padded (and upsampled) input: the padded
+/// buffer, the tap offsets and the output pixel of each tile column, built once per call and
+/// reused for every item of the batch (only the interior of `padded` is rewritten per item).
+struct Stride1 {
+    padded: Vec<f32>,
+    offsets: Vec<usize>,
+    pixels: Vec<[u32; NR]>,
+    plane: usize,
+    wp: usize,
+}
+
+impl Stride1 {
+    fn new(cw: &ConvWeights, (oh, ow): (usize, usize)) -> Self {
+        let k = cw.k;
+        let (hp, wp) = (oh + k - 1, ow + k - 1);
+        let plane = hp * wp;
+        let offsets = (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
+        let q_total = oh * wp;
+        let pixels = tile_pixels(q_total, |q| (q % wp < ow).then_some(q / wp * ow + q % wp));
+        // Reads of dropped outputs run up to NR + k past the last plane.
+        Stride1 { padded: vec![0.0f32; cw.ci * plane + NR + k], offsets, pixels, plane, wp }
+    }
+
+    /// Copies item `x` into the interior of the padded buffer (the border stays zero).
+    fn fill(&mut self, x: &[f32], ci: usize, geo: &Geometry) {
+        let (pt, pl) = (geo.pad_t as usize, geo.pad_l as usize);
+        for c in 0..ci {
+            let src = &x[c * geo.h * geo.w..][..geo.h * geo.w];
+            for y in 0..geo.eh as usize {
+                let row = &mut self.padded[c * self.plane + (y + pt) * self.wp + pl..][..geo.ew as usize];
+                let src_row = &src[(y / geo.up) * geo.w..][..geo.w];
+                if geo.up == 1 {
+                    row.copy_from_slice(src_row);
+                } else {
+                    row.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / geo.up]);
+                }
             }
         }
     }
-    let offsets: Vec<usize> = (0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect();
-    let q_total = oh * wp;
-    let pixels = tile_pixels(q_total, |q| (q % wp < ow).then_some(q / wp * ow + q % wp));
-    for_each_channel_tile(out, MR * epi.pixels, |t, rows| {
-        for (i, px) in pixels.iter().enumerate() {
-            let acc = kernel.tile_indirect(cw.a.panel(t), &padded[i * NR..], &offsets);
-            epi.store(rows, t, &acc, px);
-        }
-    });
+
+    fn run(&self, kernel: Kernel, cw: &ConvWeights, epi: &Epilogue, out: &mut [f32]) {
+        for_each_channel_tile(out, MR * epi.pixels, |t, rows| {
+            for (i, px) in self.pixels.iter().enumerate() {
+                let acc = kernel.tile_indirect(cw.a.panel(t), &self.padded[i * NR..], &self.offsets);
+                epi.store(rows, t, &acc, px);
+            }
+        });
+    }
 }
 
 /// Runs `f(t, rows)` for every tile t of MR output channels, `rows` being their part of `out`
@@ -216,8 +235,10 @@ pub fn conv2d(
         pad_l: spec.pad[1] as isize,
     };
     let mut out = vec![0.0f32; n * co * p_total];
-    let tiles_p = p_total.div_ceil(NR);
+    let mut stride1 = (spec.stride == 1).then(|| Stride1::new(cw, (oh, ow)));
+    let tiles_p = if stride1.is_some() { 0 } else { p_total.div_ceil(NR) };
     let mut panels = vec![0.0f32; tiles_p * cw.a.depth * NR];
+    let pixels = if stride1.is_some() { Vec::new() } else { tile_pixels(p_total, Some) };
     for item in 0..n {
         let xs = &x.data[item * ci * h * w..][..ci * h * w];
         let out_item = &mut out[item * co * p_total..][..co * p_total];
@@ -229,15 +250,15 @@ pub fn conv2d(
             co,
             pixels: p_total,
         };
-        if spec.stride == 1 {
-            conv_stride1(kernel, xs, cw, &geo, (oh, ow), &epi, out_item);
+        if let Some(s1) = stride1.as_mut() {
+            s1.fill(xs, ci, &geo);
+            s1.run(kernel, cw, &epi, out_item);
             continue;
         }
         // Strided convs (the downsamplers): im2col panels of every pixel tile, then the GEMM.
         for (pt, panel) in panels.chunks_exact_mut(cw.a.depth * NR).enumerate() {
             geo.pack_panel(xs, cw, ow, pt * NR, NR.min(p_total - pt * NR), panel);
         }
-        let pixels = tile_pixels(p_total, Some);
         for_each_channel_tile(out_item, MR * p_total, |t, rows| {
             for (panel, px) in panels.chunks_exact(cw.a.depth * NR).zip(&pixels) {
                 let acc = kernel.tile(cw.a.panel(t), panel);

@@ -47,17 +47,18 @@ impl Guidance {
         if !weight.is_finite() || weight < 0.0 {
             return Err(Error::Input(format!("guidance = {weight}: must be a finite number ≥ 0")));
         }
+        if weight == 0.0 {
+            return Ok(Guidance { unet_labels: labels, weight });
+        }
+        // Classifier-free guidance: the batch runs twice, with the labels and with the null class.
         match (num_class_embeds, labels) {
-            (None, _) if weight != 0.0 => Err(Error::Input("guidance needs a class-conditional model".into())),
-            (_, labels) if weight == 0.0 => Ok(Guidance { unet_labels: labels, weight }),
-            (Some(k), Some(labels)) => {
-                let null = (k - 1) as u32;
-                let mut both = labels.clone();
-                both.extend(std::iter::repeat_n(null, labels.len()));
-                Ok(Guidance { unet_labels: Some(both), weight })
+            (Some(k), Some(mut labels)) => {
+                let n = labels.len();
+                labels.extend(std::iter::repeat_n((k - 1) as u32, n));
+                Ok(Guidance { unet_labels: Some(labels), weight })
             }
             (Some(_), None) => Err(Error::Input("this model is class-conditional: class labels are required".into())),
-            (None, _) => Err(Error::Input("this model has no class embedding: class labels are not accepted".into())),
+            (None, _) => Err(Error::Input("guidance needs a class-conditional model".into())),
         }
     }
 

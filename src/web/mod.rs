@@ -19,6 +19,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::HtmlCanvasElement;
 
+use crate::cpu::profile::now_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
@@ -196,10 +197,6 @@ impl DiffusionSampler {
         let _ = Reflect::set(&o, &"data".into(), &js_sys::Uint8ClampedArray::from(&px[..]).into());
         o.into()
     }
-}
-
-fn now_ms() -> f64 {
-    web_sys::window().and_then(|w| w.performance()).map(|p| p.now()).unwrap_or(0.0)
 }
 
 /// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
