@@ -43,14 +43,15 @@ function readForm() {
 // fallback (software) adapter such as SwiftShader, where WebGPU is ~100x slower than wasm.
 async function chooseEngine(requested) {
   if (requested === 'cpu') return { engine: 'cpu', reason: 'CPU engine requested.' };
-  if (!navigator.gpu) {
-    return { engine: 'cpu', reason: 'This browser has no WebGPU (navigator.gpu is missing), so the CPU engine (Rust compiled to wasm) runs instead.' };
-  }
-  let adapter = null;
-  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { /* reported below */ }
-  if (!adapter) {
-    return { engine: 'cpu', reason: 'WebGPU is present but offers no adapter here, so the CPU engine (Rust compiled to wasm) runs instead.' };
-  }
+  // An explicit WebGPU request that cannot be met is an error; only "auto" falls back.
+  const unavailable = (why) => {
+    if (requested === 'webgpu') throw new Error(`WebGPU was requested, but ${why}. Choose the CPU or auto engine.`);
+    return { engine: 'cpu', reason: `${why[0].toUpperCase()}${why.slice(1)}, so the CPU engine (Rust compiled to wasm) runs instead.` };
+  };
+  if (!navigator.gpu) return unavailable('this browser has no WebGPU (navigator.gpu is missing)');
+  let adapter = null, failure = '';
+  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { failure = `: ${e.message || e}`; }
+  if (!adapter) return unavailable(`WebGPU offers no adapter here (requestAdapter gave none${failure})`);
   const info = adapter.info || {};
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
   if (requested === 'webgpu') {

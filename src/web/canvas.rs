@@ -23,12 +23,17 @@ pub enum FrameTarget {
     Readback(web_sys::CanvasRenderingContext2d),
 }
 
+/// The canvas format: the browser's preferred one (wgpu lists it first), which the present shader
+/// writes through the render target's swizzle. Never a non-preferred 8-bit format: Firefox 153
+/// (headless, Linux) kills the whole browser at the first present of an `rgba8unorm` canvas that
+/// is in the document while it prefers `bgra8unorm` (reproducer: tests/page/repro/).
 fn canvas_format(surface: &wgpu::Surface<'static>, adapter: &wgpu::Adapter) -> Result<wgpu::TextureFormat> {
     let caps = surface.get_capabilities(adapter);
-    [wgpu::TextureFormat::Rgba8Unorm, wgpu::TextureFormat::Bgra8Unorm]
-        .into_iter()
-        .find(|f| caps.formats.contains(f))
-        .ok_or_else(|| Error::Gpu(format!("the canvas offers no 8-bit RGBA format ({:?})", caps.formats)))
+    caps.formats
+        .first()
+        .copied()
+        .filter(|f| matches!(f, wgpu::TextureFormat::Rgba8Unorm | wgpu::TextureFormat::Bgra8Unorm))
+        .ok_or_else(|| Error::Gpu(format!("the canvas's preferred format is not 8-bit RGBA or BGRA ({:?})", caps.formats)))
 }
 
 fn surface_config(format: wgpu::TextureFormat, width: u32, height: u32) -> wgpu::SurfaceConfiguration {
