@@ -3,8 +3,9 @@
 #   ./build.sh            release wasm build + wasm-bindgen (+ wasm-opt) into www/pkg/ (also an npm
 #                         package), the bundled default model copied to www/model/
 #   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
-#   ./build.sh test       native cargo test (wgpu on lavapipe), wasm-bindgen-test in headless
-#                         Chromium (WebGPU on SwiftShader), and the Playwright page tests
+#   ./build.sh test       native cargo test (wgpu on lavapipe), then wasm-bindgen-test and the page
+#                         tests in headless Chromium (WebGPU on SwiftShader) and headless Firefox
+#                         (WebGPU on its fallback adapter, which presents canvases)
 #   ./build.sh bench      ms per U-Net item, side by side: native (ours vs onnxruntime and PyTorch when
 #                         .venv-ref exists) and in headless Chromium (ours vs onnxruntime-web)
 set -euo pipefail
@@ -63,9 +64,28 @@ wasm_tools() {
 
 npm_tools() {
     need_node
-    if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ]; then
-        log "npm ci (binaryen, playwright-core)"
+    if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/selenium-webdriver ]; then
+        log "npm ci (binaryen, playwright-core, selenium-webdriver)"
         npm ci --no-audit --no-fund --loglevel=error
+    fi
+}
+
+# Firefox for the browser suites: Debian's firefox-esr, new enough for WebGPU (140 ESR rejects
+# requestAdapter in release builds; 153 ESR works), and geckodriver built once from crates.io.
+GECKODRIVER_VERSION=0.37.1
+FIREFOX_MIN=153
+firefox_major() { local v; v=$(firefox-esr --version 2>/dev/null | grep -o '[0-9]*\.' | head -1 | tr -d .); echo "${v:-0}"; }
+firefox_tools() {
+    apt_install firefox-esr
+    if [ "$(firefox_major)" -lt "$FIREFOX_MIN" ]; then
+        log "firefox-esr $(firefox_major) has no WebGPU: apt-get install --only-upgrade firefox-esr"
+        as_root apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --only-upgrade firefox-esr >/dev/null
+        [ "$(firefox_major)" -ge "$FIREFOX_MIN" ] || die "firefox-esr >= $FIREFOX_MIN is needed for WebGPU (found $(firefox_major))"
+    fi
+    if [ "$(geckodriver --version 2>/dev/null | awk 'NR == 1 {print $2}')" != "$GECKODRIVER_VERSION" ]; then
+        log "cargo install geckodriver --version =$GECKODRIVER_VERSION (a few minutes, once)"
+        cargo install -q --locked geckodriver --version "=$GECKODRIVER_VERSION"
     fi
 }
 
@@ -133,8 +153,9 @@ lint() {
 }
 
 cmd_test() {
-    apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver
+    apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver webkit2gtk-driver xvfb
     wasm_tools
+    firefox_tools
     lint
     log "native tests (wgpu on lavapipe)"
     cargo test
@@ -146,8 +167,14 @@ cmd_test() {
     WASM_BINDGEN_TEST_TIMEOUT=600 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
         cargo test --target "$WASM_TARGET" --no-default-features --test web
-    log "page tests (Playwright driving /usr/lib/chromium/chromium)"
-    TMPDIR=$tmp node --test tests/page/
+    log "wasm tests in headless Firefox (WebGPU on its fallback adapter)"
+    TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver-firefox.json \
+    WASM_BINDGEN_TEST_TIMEOUT=600 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --target "$WASM_TARGET" --no-default-features --test web
+    log "page tests in headless Chromium (Playwright), Firefox and WebKitGTK on Xvfb (WebDriver)"
+    TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) node --test tests/page/
     rm -rf "$tmp"
 }
 

@@ -20,7 +20,7 @@ use wasm_bindgen_test::*;
 wasm_bindgen_test_configure!(run_in_browser);
 
 async fn gpu() -> GpuDevice {
-    GpuDevice::new().await.expect("WebGPU adapter in headless Chromium (--enable-unsafe-webgpu)")
+    GpuDevice::new().await.expect("a WebGPU adapter (Chromium: --enable-unsafe-webgpu; Firefox: the prefs in tests/webdriver-firefox.json)")
 }
 
 #[wasm_bindgen_test]

@@ -101,6 +101,9 @@ function showModel(s) {
   select.innerHTML = '<option value="">mixed</option>';
   if (k) for (let c = 0; c < k - 1; c++) select.add(new Option(String(c), String(c)));
   select.disabled = !k;
+  // Classifier-free guidance needs a class-conditional model.
+  form.elements.guidance.disabled = !k;
+  if (!k) form.elements.guidance.value = 0;
   if ([...select.options].some((o) => o.value === want)) select.value = want;
   $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
     `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '') +
@@ -143,7 +146,8 @@ async function start() {
   setState('running');
   const canvas = $('canvas');
   try {
-    running = sampler.run({ ...opts, classLabel: readForm().classLabel }, (s) => {
+    const { classLabel, guidance } = readForm();
+    running = sampler.run({ ...opts, classLabel, guidance }, (s) => {
       $('step').textContent = `${s.step} / ${s.total}`;
       $('timestep').textContent = s.timestep;
       $('ms').textContent = s.ms.toFixed(1);
@@ -183,7 +187,9 @@ $('download').addEventListener('click', download);
 $('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });
 form.elements.model.addEventListener('change', () => { userFiles = null; $('files').value = ''; });
 
-window.addEventListener('error', (e) => showError(e.error || e.message));
-window.addEventListener('unhandledrejection', (e) => showError(e.reason));
+// Uncaught errors are shown, and recorded for the page tests (WebDriver has no event for them).
+window.__pageErrors = [];
+window.addEventListener('error', (e) => { window.__pageErrors.push(String(e.message)); showError(e.error || e.message); });
+window.addEventListener('unhandledrejection', (e) => { window.__pageErrors.push(String(e.reason?.message ?? e.reason)); showError(e.reason); });
 
 init().then(() => start()).catch(showError);
