@@ -192,6 +192,10 @@ cmd_bench() {
     [ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund --loglevel=error onnxruntime-web@1.30.0
     log "browser side by side (headless Chromium): our engines and onnxruntime-web"
     node tests/page/bench.mjs 10 10
+    firefox_tools
+    apt_install webkit2gtk-driver xvfb
+    log "the demo page in every browser here (README's browser table)"
+    GECKODRIVER=$(command -v geckodriver) node tests/page/browsers_bench.mjs 10
 }
 
 case "${1:-build}" in
