@@ -101,6 +101,46 @@ copy_model() {
     log "model for the page: $src"
 }
 
+# www/pkg as the npm package ddim-webgpu: the hand-written API and element (www/widget/), the
+# wasm-bindgen glue underneath, the bundled model under model/. `npm pack www/pkg` packs it.
+package() {
+    cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js \
+        www/widget/README.md www/widget/LICENSE www/pkg/
+    cp -r www/model www/pkg/model
+    rm -f www/pkg/model/NOTE.txt www/pkg/.gitignore
+    local version repo
+    version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
+    repo=$(git remote get-url origin 2>/dev/null || true)
+    [ -n "$repo" ] || log "no git remote 'origin': the package's repository field is left out"
+    VERSION=$version REPO=$repo python3 - <<'PY'
+import json, os
+pkg = {
+    "name": "ddim-webgpu",
+    "version": os.environ["VERSION"],
+    "description": "Watch a diffusers UNet2DModel denoise live in a canvas: a <ddim-sampler> element and a JS API; WGSL kernels on WebGPU, a SIMD CPU engine in wasm",
+    "license": "MIT",
+    "type": "module",
+    "main": "./index.js",
+    "types": "./index.d.ts",
+    "exports": {
+        ".": {"types": "./index.d.ts", "default": "./index.js"},
+        "./raw": {"types": "./ddim_webgpu.d.ts", "default": "./ddim_webgpu.js"},
+        "./model/*": "./model/*",
+        "./package.json": "./package.json",
+    },
+    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "ddim_webgpu.js", "ddim_webgpu.d.ts",
+              "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/", "model/", "README.md", "LICENSE"],
+    "sideEffects": ["./index.js", "./element.js"],
+    "keywords": ["diffusion", "ddim", "webgpu", "wgsl", "wasm", "unet", "diffusers", "web-component", "canvas"],
+}
+if os.environ.get("REPO"):
+    pkg["repository"] = {"type": "git", "url": os.environ["REPO"]}
+with open("www/pkg/package.json", "w") as f:
+    json.dump(pkg, f, indent=2)
+    f.write("\n")
+PY
+}
+
 cmd_build() {
     wasm_tools
     npm_tools
@@ -113,26 +153,13 @@ cmd_build() {
             --enable-mutable-globals --enable-reference-types --enable-simd \
             www/pkg/ddim_webgpu_bg.wasm -o www/pkg/ddim_webgpu_bg.wasm
     fi
-    local version; version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
-    cat > www/pkg/package.json <<JSON
-{
-  "name": "ddim-webgpu",
-  "version": "$version",
-  "description": "Watch a diffusers UNet2DModel denoise live in a canvas: WGSL kernels on WebGPU, CPU fallback in wasm",
-  "license": "MIT",
-  "type": "module",
-  "main": "ddim_webgpu.js",
-  "types": "ddim_webgpu.d.ts",
-  "files": ["ddim_webgpu.js", "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/"],
-  "sideEffects": false
-}
-JSON
+    copy_model
+    package
     # Every module the JS glue imports must ship in the npm package ("files" above).
     local dep
     for dep in $(grep -o "from '\./[^']*'" www/pkg/ddim_webgpu.js | sed "s/^from '\.\///; s/'\$//"); do
         case "$dep" in snippets/*|ddim_webgpu*) ;; *) die "the npm package's files miss $dep (imported by ddim_webgpu.js)";; esac
     done
-    copy_model
     local raw gz; raw=$(stat -c %s www/pkg/ddim_webgpu_bg.wasm); gz=$(gzip -9c www/pkg/ddim_webgpu_bg.wasm | wc -c)
     log "www/pkg/ddim_webgpu_bg.wasm: $raw bytes ($gz gzipped)"
 }

@@ -111,3 +111,29 @@ fn write_x_hook_takes_effect_on_every_engine() {
     .unwrap_err();
     assert!(e.to_string().contains("write_x: 3 values"), "{e}");
 }
+
+/// The GPU engine's buffer ledger (what the browser's `stats()` reports): a second run of the same
+/// shape makes no new buffers, reading frames back leaves nothing behind, destroy frees everything.
+#[test]
+fn gpu_runs_hold_a_constant_set_of_buffers() {
+    let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
+    let plan = RunOptions::new().steps(3).batch(2).seed(5).plan(&model).unwrap();
+    let mut engine = GpuEngine::new(gpu(), &model).unwrap();
+    let (weights, _) = engine.gpu().live_buffers();
+    assert!(weights > 0, "the weights are counted");
+    let read_every_step = async |e: &mut GpuEngine, _| {
+        e.read(View::Xt).await?;
+        Ok(Flow::Continue)
+    };
+    pollster::block_on(run(&mut engine, &plan, read_every_step)).unwrap();
+    let after_one = engine.gpu().live_buffers();
+    assert!(after_one.0 > weights, "the run's activations are counted");
+    for _ in 0..3 {
+        pollster::block_on(run(&mut engine, &plan, read_every_step)).unwrap();
+    }
+    assert_eq!(engine.gpu().live_buffers(), after_one, "later runs of one shape reuse every buffer");
+    engine.gpu().destroy();
+    assert_eq!(engine.gpu().live_buffers(), (0, 0));
+    let e = pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).unwrap_err();
+    assert!(e.to_string().contains("the GPU device was destroyed"), "{e}");
+}

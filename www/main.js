@@ -1,5 +1,6 @@
-// The live denoising page: picks an engine, loads a model, runs the sampler and shows every step.
-import init, { DiffusionSampler } from './pkg/ddim_webgpu.js';
+// The live denoising page: a consumer of the package's JS API (www/widget/, shipped in pkg/):
+// chooseEngine picks and explains the engine, createSampler loads the model, run() streams steps.
+import { ready, chooseEngine, createSampler } from './pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('controls');
@@ -39,30 +40,6 @@ function readForm() {
   };
 }
 
-// auto: WebGPU on a real adapter; the CPU engine when there is no WebGPU, no adapter, or only a
-// fallback (software) adapter such as SwiftShader, where WebGPU is ~100x slower than wasm.
-async function chooseEngine(requested) {
-  if (requested === 'cpu') return { engine: 'cpu', reason: 'CPU engine requested.' };
-  // An explicit WebGPU request that cannot be met is an error; only "auto" falls back.
-  const unavailable = (why) => {
-    if (requested === 'webgpu') throw new Error(`WebGPU was requested, but ${why}. Choose the CPU or auto engine.`);
-    return { engine: 'cpu', reason: `${why[0].toUpperCase()}${why.slice(1)}, so the CPU engine (Rust compiled to wasm) runs instead.` };
-  };
-  if (!navigator.gpu) return unavailable('this browser has no WebGPU (navigator.gpu is missing)');
-  let adapter = null, failure = '';
-  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { failure = `: ${e.message || e}`; }
-  if (!adapter) return unavailable(`WebGPU offers no adapter here (requestAdapter gave none${failure})`);
-  const info = adapter.info || {};
-  const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
-  if (requested === 'webgpu') {
-    return { engine: 'webgpu', reason: info.isFallbackAdapter ? `WebGPU requested on a fallback adapter (${name}, a CPU emulation): expect it to be slow.` : `WebGPU requested (${name}).` };
-  }
-  if (info.isFallbackAdapter) {
-    return { engine: 'cpu', reason: `Only a fallback WebGPU adapter is available (${name}, a CPU emulation); the CPU engine is much faster here.` };
-  }
-  return { engine: 'webgpu', reason: `WebGPU on ${name}.` };
-}
-
 // A canvas keeps the first context type it is given, so every sampler gets a fresh one.
 function newCanvas() {
   const old = $('canvas');
@@ -78,23 +55,25 @@ async function readFile(files, pick) {
   return f ? new Uint8Array(await f.arrayBuffer()) : null;
 }
 
-async function createSampler(engine, opts) {
+async function newSampler(engine, opts) {
   const canvas = newCanvas();
   // ?threads=N: the CPU engine on N Web Workers (default: one per core, up to 4).
   if (engine === 'cpu' && params.has('threads')) engine = `cpu:${params.get('threads')}`;
+  let files;
   if (userFiles) {
     const config = await readFile(userFiles, (f) => f.name === 'config.json');
     const weights = await readFile(userFiles, (f) => f.name.endsWith('.safetensors'));
     const sched = await readFile(userFiles, (f) => f.name === 'scheduler_config.json');
     if (!config || !weights) throw new Error('choose a config.json and a .safetensors file of a diffusers UNet2DModel');
     const dec = new TextDecoder();
-    return DiffusionSampler.create(canvas, dec.decode(config), weights, sched ? dec.decode(sched) : undefined, engine);
+    files = { config: dec.decode(config), weights, scheduler: sched ? dec.decode(sched) : undefined };
   }
-  return DiffusionSampler.fromUrl(canvas, opts.model, engine);
+  const onProgress = (p) => { $('step').textContent = `loading ${p.total ? Math.round((100 * p.loaded) / p.total) : '…'}%${p.fromCache ? ' (cache)' : ''}`; };
+  return createSampler({ canvas, model: new URL(opts.model, location.href).href, engine, files, onProgress });
 }
 
 function showModel(s) {
-  const info = s.modelInfo();
+  const info = s.modelInfo;
   const k = info.numClassEmbeds;
   const select = form.elements.class;
   const want = params.get('class') ?? select.value;
@@ -125,7 +104,7 @@ function checksum(canvas) {
 }
 
 async function start() {
-  if (running) { sampler?.cancel(); await running.catch(() => {}); }
+  if (running) { sampler?.stop(); await running.catch(() => {}); }
   clearError();
   setState('starting');
   const opts = readForm();
@@ -134,8 +113,9 @@ async function start() {
   $('engine-reason').textContent = reason;
   const key = `${engine}|${userFiles ? [...userFiles].map((f) => f.name + f.size).join(',') : opts.model}`;
   if (!sampler || samplerKey !== key) {
+    sampler?.destroy();
     sampler = null;
-    sampler = await createSampler(engine, opts);
+    sampler = await newSampler(engine, opts);
     samplerKey = key;
     showModel(sampler);
   }
@@ -147,13 +127,15 @@ async function start() {
   const canvas = $('canvas');
   try {
     const { classLabel, guidance } = readForm();
-    running = sampler.run({ ...opts, classLabel, guidance }, (s) => {
-      $('step').textContent = `${s.step} / ${s.total}`;
-      $('timestep').textContent = s.timestep;
-      $('ms').textContent = s.ms.toFixed(1);
-      $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-      window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now() });
-    });
+    running = (async () => {
+      for await (const s of sampler.run({ ...opts, classLabel, guidance })) {
+        $('step').textContent = `${s.step} / ${s.total}`;
+        $('timestep').textContent = s.timestep;
+        $('ms').textContent = s.ms.toFixed(1);
+        $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
+        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now() });
+      }
+    })();
     await running;
     window.__lastImage = sampler.lastImage();
     setState('done');
@@ -182,7 +164,7 @@ function download() {
 }
 
 form.addEventListener('submit', (e) => { e.preventDefault(); start().catch(showError); });
-$('stop').addEventListener('click', () => sampler?.cancel());
+$('stop').addEventListener('click', () => sampler?.stop());
 $('download').addEventListener('click', download);
 $('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });
 form.elements.model.addEventListener('change', () => { userFiles = null; $('files').value = ''; });
@@ -192,4 +174,4 @@ window.__pageErrors = [];
 window.addEventListener('error', (e) => { window.__pageErrors.push(String(e.message)); showError(e.error || e.message); });
 window.addEventListener('unhandledrejection', (e) => { window.__pageErrors.push(String(e.reason?.message ?? e.reason)); showError(e.reason); });
 
-init().then(() => start()).catch(showError);
+ready().then(() => start()).catch(showError);

@@ -24,7 +24,15 @@ struct GpuRun {
     x: wgpu::Buffer,
     x0: wgpu::Buffer,
     noise: wgpu::Buffer,
+    step_params: Vec<wgpu::Buffer>,
     step_groups: Vec<wgpu::BindGroup>,
+}
+
+impl GpuRun {
+    /// Frees the run's own buffers (the recording's stay: the next run of this shape reuses them).
+    fn release(self, gpu: &GpuDevice) {
+        [self.x, self.x0, self.noise].into_iter().chain(self.step_params).for_each(|b| gpu.release(b));
+    }
 }
 
 pub struct GpuEngine {
@@ -57,39 +65,47 @@ impl GpuEngine {
 impl Engine for GpuEngine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
         let [_, _, h, w] = plan.shape;
+        if let Some(old) = self.run.take() {
+            old.release(&self.unet.gpu);
+        }
         let recording = self.unet.recording(plan.unet_batch(), h, w).await?;
         let gpu = &self.unet.gpu;
         let count = plan.count();
         let x = gpu.upload(&plan.x_start, "x_t")?;
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
         let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
+        let step_params: Vec<wgpu::Buffer> = plan
+            .steps
+            .iter()
+            .map(|s| {
+                let c = s.coeffs;
+                gpu.params(&SchedulerStepParams {
+                    count: count as u32,
+                    guiding: plan.guidance.doubles_batch() as u32,
+                    guidance: plan.guidance.weight,
+                    clip: c.clip,
+                    x0_x: c.x0_x,
+                    x0_m: c.x0_m,
+                    eps_x: c.eps_x,
+                    eps_m: c.eps_m,
+                    c_x0: c.c_x0,
+                    c_eps: c.c_eps,
+                    c_x: c.c_x,
+                    c_noise: c.c_noise,
+                })
+            })
+            .collect();
         let step_groups = gpu
             .validated("building the scheduler steps", || {
-                Ok(plan
-                    .steps
+                Ok(step_params
                     .iter()
-                    .map(|s| {
-                        let c = s.coeffs;
-                        let params = gpu.params(&SchedulerStepParams {
-                            count: count as u32,
-                            guiding: plan.guidance.doubles_batch() as u32,
-                            guidance: plan.guidance.weight,
-                            clip: c.clip,
-                            x0_x: c.x0_x,
-                            x0_m: c.x0_m,
-                            eps_x: c.eps_x,
-                            eps_m: c.eps_m,
-                            c_x0: c.c_x0,
-                            c_eps: c.c_eps,
-                            c_x: c.c_x,
-                            c_noise: c.c_noise,
-                        });
-                        gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, &params)])
+                    .map(|params| {
+                        gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params)])
                     })
                     .collect())
             })
             .await?;
-        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, step_groups });
+        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, step_params, step_groups });
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod params;
 pub mod recorder;
 pub mod recording;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
@@ -39,6 +40,25 @@ pub struct GpuDevice {
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
     lost: Arc<std::sync::atomic::AtomicBool>,
+    /// Buffers this device made and has not released, and their bytes (`live_buffers`). On the
+    /// web dropping a buffer frees nothing until garbage collection, so the engine releases what
+    /// it is done with explicitly and `destroy` frees the rest at once.
+    live: Arc<LiveBuffers>,
+}
+
+/// Counts of the buffers a device made and has not released (shared: the browser API reads it
+/// while a run holds the engine).
+#[derive(Default)]
+pub struct LiveBuffers {
+    count: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl LiveBuffers {
+    /// (buffers, bytes).
+    pub fn get(&self) -> (u64, u64) {
+        (self.count.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
 }
 
 impl GpuDevice {
@@ -100,7 +120,7 @@ impl GpuDevice {
         if let Some(e) = scope.pop().await {
             return Err(Error::Gpu(format!("building the compute pipelines failed: {e}")));
         }
-        Ok(GpuDevice { device, queue, info, limits, pipelines, fault, lost })
+        Ok(GpuDevice { device, queue, info, limits, pipelines, fault, lost, live: Arc::default() })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -125,13 +145,46 @@ impl GpuDevice {
         }
     }
 
+    /// A buffer, counted in `live_buffers` until `release`d or the device is destroyed.
+    fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
+        self.live.count.fetch_add(1, Ordering::Relaxed);
+        self.live.bytes.fetch_add(desc.size, Ordering::Relaxed);
+        self.device.create_buffer(desc)
+    }
+
+    /// Frees a buffer the engine is done with now (on the web, dropping it would wait for GC).
+    pub fn release(&self, buffer: wgpu::Buffer) {
+        self.live.count.fetch_sub(1, Ordering::Relaxed);
+        self.live.bytes.fetch_sub(buffer.size(), Ordering::Relaxed);
+        buffer.destroy();
+    }
+
+    /// (buffers, bytes) this device made and has not released.
+    pub fn live_buffers(&self) -> (u64, u64) {
+        self.live.get()
+    }
+
+    /// The shared counter behind `live_buffers`.
+    pub fn live(&self) -> Arc<LiveBuffers> {
+        self.live.clone()
+    }
+
+    /// Frees every resource of the device at once; it is unusable afterwards (a later call
+    /// reports "device lost (Destroyed)").
+    pub fn destroy(&self) {
+        self.fault.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| "the GPU device was destroyed".into());
+        self.device.destroy();
+        self.live.count.store(0, Ordering::Relaxed);
+        self.live.bytes.store(0, Ordering::Relaxed);
+    }
+
     /// A storage buffer of `bytes`, checked against the device's per-binding limit.
     pub fn storage_buffer(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
         let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
         if bytes > max {
             return Err(Error::Limits(format!("{what} needs a {bytes}-byte buffer; this adapter allows {max} bytes per storage binding")));
         }
-        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+        Ok(self.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes.max(16).next_multiple_of(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
@@ -152,7 +205,7 @@ impl GpuDevice {
     /// reflection test checks each struct against its WGSL twin).
     pub(crate) fn params<P: params::KernelParams>(&self, p: &P) -> wgpu::Buffer {
         let bytes = bytemuck::bytes_of(p);
-        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let buf = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some(P::SHADER),
             size: bytes.len() as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
@@ -175,7 +228,7 @@ impl GpuDevice {
     /// Copies the first `count` f32 of `buffer` back to the host (async; for tests, PNG export, CLI).
     pub async fn read(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<f32>> {
         let bytes = (count * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
             size: bytes.max(4),
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
@@ -188,27 +241,32 @@ impl GpuDevice {
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let _ = tx.send(r);
         });
-        self.wait();
-        // Poll instead of awaiting: a lost device never calls back, and nothing may hang.
-        let mapped = loop {
-            match rx.try_recv() {
-                Ok(Some(r)) => break r,
-                Ok(None) => {}
-                Err(_) => return Err(Error::Gpu("readback was dropped (device lost?)".into())),
-            }
+        let result = async {
+            self.wait();
+            // Poll instead of awaiting: a lost device never calls back, and nothing may hang.
+            let mapped = loop {
+                match rx.try_recv() {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => {}
+                    Err(_) => return Err(Error::Gpu("readback was dropped (device lost?)".into())),
+                }
+                self.check()?;
+                #[cfg(target_arch = "wasm32")]
+                crate::web::sleep_ms(1).await;
+                #[cfg(not(target_arch = "wasm32"))]
+                return Err(Error::Gpu("readback did not complete after the queue went idle".into()));
+            };
+            mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
             self.check()?;
-            #[cfg(target_arch = "wasm32")]
-            crate::web::sleep_ms(1).await;
-            #[cfg(not(target_arch = "wasm32"))]
-            return Err(Error::Gpu("readback did not complete after the queue went idle".into()));
-        };
-        mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
-        self.check()?;
-        let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback map: {e:?}")))?;
-        let out = bytemuck::cast_slice::<u8, f32>(&view)[..count].to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
+            let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback map: {e:?}")))?;
+            let out = bytemuck::cast_slice::<u8, f32>(&view)[..count].to_vec();
+            drop(view);
+            staging.unmap();
+            Ok(out)
+        }
+        .await;
+        self.release(staging);
+        result
     }
 
     /// Runs `f` (which records or creates GPU objects) inside a validation error scope, then pops

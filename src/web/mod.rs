@@ -47,6 +47,8 @@ enum EngineKind {
     Workers(WorkerEngine),
     /// The fast CPU engine on this thread (where workers cannot start).
     Cpu(CpuEngine),
+    /// After `destroy()`: the device or workers are gone.
+    Destroyed,
 }
 
 struct Inner {
@@ -56,7 +58,21 @@ struct Inner {
     adapter: String,
     cancel: Cell<bool>,
     running: Cell<bool>,
+    destroyed: Cell<bool>,
+    /// The WebGPU engine's buffer counts (`stats()`), readable while a run holds the engine.
+    gpu_live: Option<std::sync::Arc<crate::gpu::LiveBuffers>>,
     last: RefCell<Option<Tensor>>,
+}
+
+impl Inner {
+    /// Frees the GPU device (every buffer and pipeline at once: on the web, dropping wgpu objects
+    /// waits for garbage collection) or terminates the workers.
+    fn free_engine(&self) {
+        let old = std::mem::replace(&mut *self.engine.borrow_mut(), EngineKind::Destroyed);
+        if let EngineKind::WebGpu { engine, .. } = &old {
+            engine.gpu().destroy();
+        }
+    }
 }
 
 /// A diffusion model bound to a canvas; samples with DDIM or DDPM.
@@ -131,6 +147,10 @@ impl DiffusionSampler {
             }
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)")))),
         };
+        let gpu_live = match &engine {
+            EngineKind::WebGpu { engine, .. } => Some(engine.gpu().live()),
+            _ => None,
+        };
         let inner = Inner {
             model,
             canvas,
@@ -138,6 +158,8 @@ impl DiffusionSampler {
             adapter,
             cancel: Cell::new(false),
             running: Cell::new(false),
+            destroyed: Cell::new(false),
+            gpu_live,
             last: RefCell::new(None),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
@@ -171,17 +193,43 @@ impl DiffusionSampler {
         self.inner.cancel.set(true);
     }
 
+    /// Frees the engine now: the GPU device with every buffer (WebGPU) or the Web Workers (CPU).
+    /// A running `run` is cancelled first and the engine freed when it stops; later runs reject.
+    pub fn destroy(&self) {
+        self.inner.cancel.set(true);
+        if !self.inner.destroyed.replace(true) && !self.inner.running.get() {
+            self.inner.free_engine();
+        }
+    }
+
+    /// {gpuBuffers, gpuBytes, destroyed}: GPU buffers this sampler holds (0 on the CPU engine and
+    /// after `destroy()`), for leak checks.
+    pub fn stats(&self) -> JsValue {
+        let (buffers, bytes) = self.inner.gpu_live.as_ref().map_or((0, 0), |l| l.get());
+        let o = Object::new();
+        let _ = Reflect::set(&o, &"gpuBuffers".into(), &(buffers as f64).into());
+        let _ = Reflect::set(&o, &"gpuBytes".into(), &(bytes as f64).into());
+        let _ = Reflect::set(&o, &"destroyed".into(), &self.inner.destroyed.get().into());
+        o.into()
+    }
+
     /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel, guidance,
     /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step.
     pub fn run(&self, options: JsValue, on_step: Option<js_sys::Function>) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
+            if inner.destroyed.get() {
+                return Err(js_err(Error::Input("this sampler was destroyed".into())));
+            }
             if inner.running.replace(true) {
                 return Err(js_err(Error::Input("a run is already in progress: cancel it first".into())));
             }
             inner.cancel.set(false);
             let result = sample(&inner, &options, on_step.as_ref()).await;
             inner.running.set(false);
+            if inner.destroyed.get() {
+                inner.free_engine();
+            }
             result.map(|_| JsValue::UNDEFINED).map_err(js_err)
         })
     }
@@ -278,6 +326,7 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
             let ctx = context_2d(&inner.canvas)?;
             readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
         }
+        EngineKind::Destroyed => return Err(Error::Input("this sampler was destroyed".into())),
     };
     *inner.last.borrow_mut() = Some(final_x);
     Ok(())

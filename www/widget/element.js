@@ -1,0 +1,145 @@
+// <ddim-sampler>: the whole product as one element. Attributes (all optional): model (folder URL;
+// the bundled model by default), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
+// guidance, sampler (ddim | ddpm), view (xt | x0), autoplay. Methods: start(), stop().
+// Events: load {modelInfo, engine, reason, adapter, thread}, progress {loaded, total, fromCache},
+// frame {step, total, timestep, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
+// progress, bar, status. Removing the element stops its run and frees its GPU device or workers.
+import { createSampler, DEFAULT_MODEL } from './sampler.js';
+
+const RUN_ATTRS = ['steps', 'eta', 'seed', 'batch', 'label', 'guidance', 'sampler', 'view'];
+const NUMERIC = new Set(['steps', 'eta', 'seed', 'batch', 'label', 'guidance']);
+
+const STYLE = `
+:host { display: inline-block; width: 256px; position: relative; contain: content; }
+:host([hidden]) { display: none; }
+canvas { display: block; width: 100%; height: auto; image-rendering: pixelated; background: #000; }
+[part=progress] { height: 3px; background: rgba(127,127,127,.25); }
+[part=bar] { height: 100%; width: 0; background: currentColor; transition: width .1s linear; }
+[part=status] { font: 12px/1.3 system-ui, sans-serif; min-height: 1.3em; opacity: .75; overflow-wrap: anywhere; }
+`;
+
+export class DdimSamplerElement extends HTMLElement {
+  static observedAttributes = ['model', 'engine'];
+  #sampler = null;
+  #samplerKey = '';
+  #abort = null;
+  #run = null;
+  #connected = false;
+
+  constructor() {
+    super();
+    const root = this.attachShadow({ mode: 'open' });
+    root.innerHTML = `<style>${STYLE}</style><canvas part="canvas" width="56" height="56"></canvas>` +
+      '<div part="progress"><div part="bar"></div></div><div part="status" aria-live="polite"></div>';
+  }
+
+  /** The Sampler in use (null before the first start), for programmatic access. */
+  get sampler() { return this.#sampler; }
+
+  connectedCallback() {
+    this.#connected = true;
+    if (this.hasAttribute('autoplay')) queueMicrotask(() => this.#connected && this.start().catch(() => {}));
+  }
+
+  disconnectedCallback() {
+    this.#connected = false;
+    // Moved within the document: connectedCallback follows at once; only free when really removed.
+    queueMicrotask(() => { if (!this.#connected) this.#free(); });
+  }
+
+  attributeChangedCallback() {
+    // A new model or engine needs a new sampler at the next start.
+    if (this.#sampler && this.#key() !== this.#samplerKey) this.stop();
+  }
+
+  #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || DEFAULT_MODEL}`; }
+
+  #status(text) { this.shadowRoot.querySelector('[part=status]').textContent = text; }
+  #bar(fraction) { this.shadowRoot.querySelector('[part=bar]').style.width = `${Math.round(fraction * 100)}%`; }
+  #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  #free() {
+    this.#abort?.abort();
+    this.#sampler?.destroy();
+    this.#sampler = null;
+    this.#samplerKey = '';
+  }
+
+  // A canvas keeps the first context it is given, so each sampler gets a fresh one.
+  #freshCanvas() {
+    const old = this.shadowRoot.querySelector('canvas');
+    const c = document.createElement('canvas');
+    c.setAttribute('part', 'canvas');
+    c.width = old.width; c.height = old.height;
+    old.replaceWith(c);
+    return c;
+  }
+
+  async #ensureSampler() {
+    const key = this.#key();
+    if (this.#sampler && this.#samplerKey === key) return this.#sampler;
+    this.#free();
+    this.#status('loading the model…');
+    const sampler = await createSampler({
+      canvas: this.#freshCanvas(),
+      model: this.getAttribute('model') || DEFAULT_MODEL,
+      engine: this.getAttribute('engine') || 'auto',
+      onProgress: (p) => { if (p.total) this.#bar(p.loaded / p.total); this.#emit('progress', p); },
+    });
+    if (!this.#connected) { sampler.destroy(); throw new DOMException('the element was removed', 'AbortError'); }
+    this.#sampler = sampler;
+    this.#samplerKey = key;
+    this.#emit('load', { modelInfo: sampler.modelInfo, engine: sampler.engine, reason: sampler.reason, adapter: sampler.adapter, thread: sampler.thread });
+    return sampler;
+  }
+
+  #options() {
+    const o = {};
+    for (const a of RUN_ATTRS) {
+      const v = this.getAttribute(a);
+      if (v === null || v === '') continue;
+      o[a] = NUMERIC.has(a) ? Number(v) : v;
+    }
+    // Classifier-free guidance needs a class-conditional model.
+    if (!this.#sampler.modelInfo.numClassEmbeds) delete o.guidance;
+    return o;
+  }
+
+  /** Starts a run (stopping one in progress); resolves when it ends. Errors fire `error` too. */
+  async start() {
+    await this.stop();
+    const abort = new AbortController();
+    this.#abort = abort;
+    const run = (async () => {
+      const t0 = performance.now();
+      let steps = 0;
+      try {
+        const sampler = await this.#ensureSampler();
+        abort.signal.throwIfAborted();
+        this.#status(`${sampler.engine === 'webgpu' ? 'WebGPU' : 'CPU'}: ${sampler.adapter}`);
+        for await (const f of sampler.run({ ...this.#options(), signal: abort.signal })) {
+          steps = f.step;
+          this.#bar(f.step / f.total);
+          this.#emit('frame', f);
+        }
+        this.#emit('done', { ms: performance.now() - t0, steps });
+      } catch (e) {
+        if (e?.name === 'AbortError' || abort.signal.aborted) return;
+        this.#status(`Error: ${e?.message ?? e}`);
+        this.#emit('error', { message: String(e?.message ?? e) });
+        throw e;
+      }
+    })();
+    this.#run = run;
+    try { await run; } finally { if (this.#run === run) this.#run = null; }
+  }
+
+  /** Ends the run in progress within one step; resolves once it has stopped. */
+  async stop() {
+    this.#abort?.abort();
+    this.#abort = null;
+    await this.#run?.catch(() => {});
+  }
+}
+
+if (globalThis.customElements && !customElements.get('ddim-sampler')) customElements.define('ddim-sampler', DdimSamplerElement);

@@ -1,0 +1,130 @@
+// Hand-written declarations of ddim-webgpu's public surface (the wasm-bindgen ones describe only
+// the raw DiffusionSampler underneath).
+
+export type EngineRequest = 'auto' | 'webgpu' | 'cpu' | `cpu:${number}`;
+export type EngineName = 'webgpu' | 'cpu';
+
+export interface EngineChoice {
+  /** The engine that runs ("cpu" or "cpu:N" for the CPU engine). */
+  engine: string;
+  /** Why, in a sentence a page can show. */
+  reason: string;
+}
+
+export interface ModelInfo {
+  parameters: number;
+  sampleSize: number | undefined;
+  inChannels: number;
+  /** Class-conditional models: number of classes including the null class. */
+  numClassEmbeds: number | undefined;
+  /** "F32" or "F16" (as stored; fp16 stays fp16 in transfer). */
+  storedDtype: string;
+  /** Where the scheduler config came from (or that diffusers' defaults are used). */
+  scheduler: string;
+}
+
+export interface ModelFiles {
+  config: string;
+  weights: Uint8Array;
+  scheduler?: string;
+}
+
+export interface LoadProgress {
+  loaded: number;
+  /** 0 when the server sends no Content-Length. */
+  total: number;
+  fromCache: boolean;
+}
+
+export interface RunOptions {
+  steps?: number;
+  eta?: number;
+  seed?: number;
+  sampler?: 'ddim' | 'ddpm';
+  batch?: number;
+  /** One class for every item, or one per item (class-conditional models). */
+  label?: number | number[];
+  guidance?: number;
+  view?: 'xt' | 'x0';
+  /** Ends the run within one step; run() then throws the signal's reason (an AbortError). */
+  signal?: AbortSignal;
+}
+
+export interface FrameInfo {
+  step: number;
+  total: number;
+  timestep: number;
+  /** Milliseconds this step took. */
+  ms: number;
+}
+
+export interface SamplerStats {
+  gpuBuffers: number;
+  gpuBytes: number;
+  destroyed: boolean;
+}
+
+export interface SampleImage {
+  width: number;
+  height: number;
+  data: Uint8ClampedArray;
+}
+
+export declare class Sampler {
+  private constructor();
+  readonly engine: EngineName;
+  readonly reason: string;
+  readonly adapter: string;
+  readonly modelInfo: ModelInfo;
+  /** Where the engine runs: "main" (the page's thread; the CPU engine's U-Net runs in Web Workers). */
+  readonly thread: 'main' | 'worker';
+  readonly destroyed?: boolean;
+  run(options?: RunOptions): AsyncGenerator<FrameInfo, void, undefined>;
+  stop(): void;
+  lastImage(): SampleImage | null;
+  stats(): SamplerStats;
+  destroy(): void;
+}
+
+export interface CreateSamplerOptions {
+  /** A fresh canvas (a canvas keeps the first context it is given). */
+  canvas: HTMLCanvasElement;
+  /** URL of a diffusers model folder; the bundled model by default. */
+  model?: string;
+  /** The model's bytes instead of a URL. */
+  files?: ModelFiles;
+  engine?: EngineRequest;
+  onProgress?: (p: LoadProgress) => void;
+  /** Keep downloaded weights in Cache Storage (default true). */
+  cache?: boolean;
+}
+
+export declare const DEFAULT_MODEL: string;
+export declare function ready(): Promise<unknown>;
+export declare function chooseEngine(requested?: EngineRequest): Promise<EngineChoice>;
+export declare function loadModel(url?: string, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
+export declare function createSampler(options: CreateSamplerOptions): Promise<Sampler>;
+export declare function liveStats(): { samplers: number; gpuBuffers: number; gpuBytes: number };
+
+export interface DdimSamplerEventMap extends HTMLElementEventMap {
+  load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker' }>;
+  progress: CustomEvent<LoadProgress>;
+  frame: CustomEvent<FrameInfo>;
+  done: CustomEvent<{ ms: number; steps: number }>;
+  error: CustomEvent<{ message: string }>;
+}
+
+export declare class DdimSamplerElement extends HTMLElement {
+  /** The Sampler in use (null before the first start). */
+  readonly sampler: Sampler | null;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  addEventListener<K extends keyof DdimSamplerEventMap>(type: K, listener: (this: DdimSamplerElement, ev: DdimSamplerEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | AddEventListenerOptions): void;
+}
+
+declare global {
+  interface HTMLElementTagNameMap {
+    'ddim-sampler': DdimSamplerElement;
+  }
+}
