@@ -64,8 +64,10 @@ wasm_tools() {
 
 npm_tools() {
     need_node
-    if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/selenium-webdriver ]; then
-        log "npm ci (binaryen, playwright-core, selenium-webdriver)"
+    local m missing=0
+    for m in binaryen playwright-core selenium-webdriver typescript; do [ -d "node_modules/$m" ] || missing=1; done
+    if [ "$missing" = 1 ]; then
+        log "npm ci (binaryen, playwright-core, selenium-webdriver, typescript)"
         npm ci --no-audit --no-fund --loglevel=error
     fi
 }
@@ -202,6 +204,8 @@ cmd_test() {
         cargo test --target "$WASM_TARGET" --no-default-features --test web
     log "page tests in headless Chromium (Playwright), Firefox and WebKitGTK on Xvfb (WebDriver)"
     TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) node --test tests/page/
+    log "the npm package as a consumer installs it (npm pack; plain page + import map; tsc)"
+    TMPDIR=$tmp node --test tests/consumer/
     rm -rf "$tmp"
 }
 

@@ -52,14 +52,19 @@ export class DdimSamplerElement extends HTMLElement {
     if (this.#sampler && this.#key() !== this.#samplerKey) this.stop();
   }
 
-  #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || DEFAULT_MODEL}`; }
+  #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || 'bundled'}`; }
 
   #status(text) { this.shadowRoot.querySelector('[part=status]').textContent = text; }
   #bar(fraction) { this.shadowRoot.querySelector('[part=bar]').style.width = `${Math.round(fraction * 100)}%`; }
   #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
+  // Removed from the document: end the run and free the engine.
   #free() {
     this.#abort?.abort();
+    this.#dropSampler();
+  }
+
+  #dropSampler() {
     this.#sampler?.destroy();
     this.#sampler = null;
     this.#samplerKey = '';
@@ -78,7 +83,7 @@ export class DdimSamplerElement extends HTMLElement {
   async #ensureSampler() {
     const key = this.#key();
     if (this.#sampler && this.#samplerKey === key) return this.#sampler;
-    this.#free();
+    this.#dropSampler();
     this.#status('loading the model…');
     const sampler = await createSampler({
       canvas: this.#freshCanvas(),
@@ -116,7 +121,7 @@ export class DdimSamplerElement extends HTMLElement {
       try {
         const sampler = await this.#ensureSampler();
         abort.signal.throwIfAborted();
-        this.#status(`${sampler.engine === 'webgpu' ? 'WebGPU' : 'CPU'}: ${sampler.adapter}`);
+        this.#status(sampler.engine === 'webgpu' ? `WebGPU: ${sampler.adapter}` : sampler.adapter);
         for await (const f of sampler.run({ ...this.#options(), signal: abort.signal })) {
           steps = f.step;
           this.#bar(f.step / f.total);

@@ -89,8 +89,8 @@ export declare class Sampler {
 export interface CreateSamplerOptions {
   /** A fresh canvas (a canvas keeps the first context it is given). */
   canvas: HTMLCanvasElement;
-  /** URL of a diffusers model folder; the bundled model by default. */
-  model?: string;
+  /** URL of a diffusers model folder, or its files' URLs; the bundled model by default. */
+  model?: string | ModelUrls;
   /** The model's bytes instead of a URL. */
   files?: ModelFiles;
   engine?: EngineRequest;
@@ -99,14 +99,26 @@ export interface CreateSamplerOptions {
   cache?: boolean;
 }
 
-export declare const DEFAULT_MODEL: string;
+/** One URL per file of a model. */
+export interface ModelUrls {
+  config: string;
+  weights: string;
+  /** Optional: diffusers' defaults when absent or 404. */
+  scheduler?: string;
+}
+
+/** The bundled model's file URLs (resolved relative to the package). */
+export declare const DEFAULT_MODEL: Readonly<ModelUrls>;
+/** A folder URL expanded to its files (or the URLs as given). */
+export declare function modelUrls(model?: string | ModelUrls): ModelUrls;
 export declare function ready(): Promise<unknown>;
 export declare function chooseEngine(requested?: EngineRequest): Promise<EngineChoice>;
-export declare function loadModel(url?: string, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
+export declare function loadModel(model?: string | ModelUrls, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
 export declare function createSampler(options: CreateSamplerOptions): Promise<Sampler>;
 export declare function liveStats(): { samplers: number; gpuBuffers: number; gpuBytes: number };
 
-export interface DdimSamplerEventMap extends HTMLElementEventMap {
+/** The element's own events (`load` and `error` here replace the generic DOM ones). */
+export interface DdimSamplerEventMap {
   load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker' }>;
   progress: CustomEvent<LoadProgress>;
   frame: CustomEvent<FrameInfo>;
@@ -120,7 +132,10 @@ export declare class DdimSamplerElement extends HTMLElement {
   start(): Promise<void>;
   stop(): Promise<void>;
   addEventListener<K extends keyof DdimSamplerEventMap>(type: K, listener: (this: DdimSamplerElement, ev: DdimSamplerEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
+  addEventListener<K extends Exclude<keyof HTMLElementEventMap, keyof DdimSamplerEventMap>>(type: K, listener: (this: DdimSamplerElement, ev: HTMLElementEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener<K extends keyof DdimSamplerEventMap>(type: K, listener: (this: DdimSamplerElement, ev: DdimSamplerEventMap[K]) => unknown, options?: boolean | EventListenerOptions): void;
+  removeEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | EventListenerOptions): void;
 }
 
 declare global {

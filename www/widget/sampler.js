@@ -3,8 +3,15 @@
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
 import init, { DiffusionSampler } from './ddim_webgpu.js';
 
-/** The bundled model (MNIST digits, class-conditional), shipped beside this module. */
-export const DEFAULT_MODEL = new URL('./model/', import.meta.url).href;
+/**
+ * The bundled model (MNIST digits, class-conditional), shipped beside this module. One URL per
+ * file, each written as `new URL('literal', import.meta.url)` so bundlers emit them as assets.
+ */
+export const DEFAULT_MODEL = Object.freeze({
+  config: new URL('./model/config.json', import.meta.url).href,
+  weights: new URL('./model/diffusion_pytorch_model.safetensors', import.meta.url).href,
+  scheduler: new URL('./model/scheduler_config.json', import.meta.url).href,
+});
 const CACHE = 'ddim-webgpu-models-v1';
 const live = new Set(); // samplers not yet destroyed (liveStats)
 
@@ -91,22 +98,30 @@ async function fetchWeights(url, onProgress, useCache) {
   return bytes;
 }
 
+/** The three file URLs of a model: a folder URL, or {config, weights, scheduler} URLs as is. */
+export function modelUrls(model = DEFAULT_MODEL) {
+  if (typeof model !== 'string') return model;
+  const base = new URL(model.endsWith('/') ? model : `${model}/`, globalThis.location?.href).href;
+  return { config: `${base}config.json`, weights: `${base}diffusion_pytorch_model.safetensors`, scheduler: `${base}scheduler_config.json` };
+}
+
 /**
- * A diffusers model folder: config.json, diffusion_pytorch_model.safetensors (fp32 or fp16, kept
- * as stored) and scheduler_config.json (optional: diffusers' defaults when it is absent).
+ * A diffusers model: config.json, diffusion_pytorch_model.safetensors (fp32 or fp16, kept as
+ * stored) and scheduler_config.json (optional: diffusers' defaults when it is absent). `model` is
+ * a folder URL or {config, weights, scheduler} URLs.
  */
-export async function loadModel(url = DEFAULT_MODEL, { onProgress, cache = true } = {}) {
-  const base = new URL(url.endsWith('/') ? url : `${url}/`, globalThis.location?.href).href;
-  const text = async (name, required) => {
-    const resp = await fetchOk(base + name, { cache: 'no-store' });
+export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = true } = {}) {
+  const urls = modelUrls(model);
+  const text = async (url, required) => {
+    const resp = await fetchOk(url, { cache: 'no-store' });
     if (resp.status === 404) {
-      if (required) throw new Error(`${base}${name}: HTTP 404 Not Found`);
+      if (required) throw new Error(`${url}: HTTP 404 Not Found`);
       return undefined;
     }
     return resp.text();
   };
-  const [config, scheduler] = await Promise.all([text('config.json', true), text('scheduler_config.json', false)]);
-  const weights = await fetchWeights(`${base}diffusion_pytorch_model.safetensors`, onProgress, cache);
+  const [config, scheduler] = await Promise.all([text(urls.config, true), urls.scheduler ? text(urls.scheduler, false) : undefined]);
+  const weights = await fetchWeights(urls.weights, onProgress, cache);
   return { config, weights, scheduler };
 }
 
