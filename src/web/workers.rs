@@ -21,6 +21,41 @@ use crate::run::{Engine, Guidance, RunPlan, View};
 use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
 
+thread_local! {
+    /// How to start a CPU worker, set by the npm package (`setWorkerFactory`); without it the
+    /// engine starts workers from an inline script (the raw wasm-bindgen output, unbundled).
+    static WORKER_FACTORY: std::cell::RefCell<Option<js_sys::Function>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets the function that starts one CPU-engine worker (`() => Worker`). The package passes
+/// `() => new Worker(new URL('./cpu-worker.js', import.meta.url), {type: 'module'})`, which
+/// bundlers recognise, where a worker built from a blob URL could not find the bundled module.
+#[wasm_bindgen(js_name = setWorkerFactory)]
+pub fn set_worker_factory(factory: js_sys::Function) {
+    WORKER_FACTORY.with(|f| *f.borrow_mut() = Some(factory));
+}
+
+/// One worker: from the factory if one was set, else from the inline script.
+fn start_worker(blob_url: &mut Option<String>) -> Result<web_sys::Worker> {
+    let failed = |e: JsValue| Error::Input(format!("cannot start a Web Worker: {}", js_msg(e)));
+    if let Some(factory) = WORKER_FACTORY.with(|f| f.borrow().clone()) {
+        let w = factory.call0(&JsValue::NULL).map_err(failed)?;
+        return w.dyn_into::<web_sys::Worker>().map_err(|_| Error::Input("the worker factory did not return a Worker".into()));
+    }
+    if blob_url.is_none() {
+        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script().into()), &{
+            let o = web_sys::BlobPropertyBag::new();
+            o.set_type("text/javascript");
+            o
+        })
+        .map_err(|e| Error::Input(format!("worker script: {}", js_msg(e))))?;
+        *blob_url = Some(web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| Error::Input(js_msg(e)))?);
+    }
+    let opts = web_sys::WorkerOptions::new();
+    opts.set_type(web_sys::WorkerType::Module);
+    web_sys::Worker::new_with_options(blob_url.as_deref().unwrap_or_default(), &opts).map_err(failed)
+}
+
 /// The worker side: one U-Net on the fast CPU ops (used by the worker script, not by pages).
 #[wasm_bindgen]
 pub struct UNetWorker {
@@ -131,22 +166,8 @@ struct Pending {
 impl WorkerEngine {
     /// Starts `count` workers and loads the model into each.
     pub async fn new(config_json: &str, weights: &[u8], count: usize) -> Result<Self> {
-        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script().into()), &{
-            let o = web_sys::BlobPropertyBag::new();
-            o.set_type("text/javascript");
-            o
-        })
-        .map_err(|e| Error::Input(format!("worker script: {}", js_msg(e))))?;
-        let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| Error::Input(js_msg(e)))?;
-        let opts = web_sys::WorkerOptions::new();
-        opts.set_type(web_sys::WorkerType::Module);
-        let mut workers = Vec::new();
-        for _ in 0..count.max(1) {
-            workers.push(
-                web_sys::Worker::new_with_options(&url, &opts)
-                    .map_err(|e| Error::Input(format!("cannot start a Web Worker: {}", js_msg(e))))?,
-            );
-        }
+        let mut blob_url = None;
+        let workers = (0..count.max(1)).map(|_| start_worker(&mut blob_url)).collect::<Result<Vec<_>>>()?;
         let loads: Vec<_> = workers
             .iter()
             .map(|w| {

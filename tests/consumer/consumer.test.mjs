@@ -1,7 +1,8 @@
-// The npm package as a web developer gets it: `npm pack www/pkg`, the tarball installed into a
-// fresh copy of a consumer project (tests/consumer/html: a plain page with an import map), served
-// statically and driven with Playwright in headless Chromium; and a strict TypeScript consumer
-// (tests/consumer/ts) type-checked with tsc against the package's declarations.
+// The npm package as a web developer gets it: `npm pack www/pkg`, the tarball installed into fresh
+// copies of consumer projects — tests/consumer/html (a plain page with an import map) and
+// tests/consumer/vite (a Vite build; vite from the registry, pinned by its package-lock.json) —
+// served statically and driven with Playwright in headless Chromium; and a strict TypeScript
+// consumer (tests/consumer/ts) type-checked with tsc against the package's declarations.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -13,14 +14,17 @@ import { launch } from '../page/browsers.mjs';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const PORT = 17000 + Math.floor(Math.random() * 1000);
 const BASE = `http://127.0.0.1:${PORT}`;
-const WEIGHTS = '/node_modules/ddim-webgpu/model/diffusion_pytorch_model.safetensors';
+const WEIGHTS = '/html/node_modules/ddim-webgpu/model/diffusion_pytorch_model.safetensors';
 
 let tmp, server, browser;
 const requests = []; // "METHOD /path" served, in order
 
+const npm = (args, cwd) => execFileSync('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, stdio: 'inherit' });
+
 function install(project) {
   const dir = path.join(tmp, project);
-  cpSync(path.join(ROOT, 'tests/consumer', project), dir, { recursive: true });
+  cpSync(path.join(ROOT, 'tests/consumer', project), dir, { recursive: true, filter: (f) => !f.includes('node_modules') });
+  if (project === 'vite') npm(['ci'], dir); // vite at the version package-lock.json pins
   execFileSync('npm', ['install', '--no-audit', '--no-fund', '--no-save', '--loglevel=error', path.join(tmp, TARBALL)], { cwd: dir, stdio: 'inherit' });
   return dir;
 }
@@ -29,8 +33,10 @@ let TARBALL;
 before(async () => {
   tmp = mkdtempSync(path.join(tmpdir(), 'ddim-consumer-'));
   TARBALL = execFileSync('npm', ['pack', path.join(ROOT, 'www/pkg'), '--pack-destination', tmp, '--silent'], { encoding: 'utf8' }).trim().split('\n').pop();
-  const html = install('html');
-  server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), html, '-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  install('html');
+  const vite = install('vite');
+  npm(['run', 'build'], vite);
+  server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), tmp, '-v'], { stdio: ['ignore', 'pipe', 'pipe'] });
   server.stderr.on('data', (d) => {
     for (const m of String(d).matchAll(/"(GET|HEAD) ([^ ]+) HTTP/g)) requests.push(`${m[1]} ${m[2]}`);
   });
@@ -47,8 +53,8 @@ after(async () => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 
-async function openConsumer() {
-  const page = await browser.open('index.html');
+async function openConsumer(project = 'html') {
+  const page = await browser.open(project === 'vite' ? 'vite/dist/index.html' : 'html/index.html');
   await page.waitFor(() => document.body.dataset.ready === 'yes', 30_000);
   return page;
 }
@@ -92,6 +98,19 @@ test('the element streams frames on the CPU engine and fires done', { timeout: 1
   assert.match(r.load.reason, /CPU engine requested/);
   assert.equal(r.load.modelInfo.numClassEmbeds, 11, 'the bundled model, resolved relative to the package');
   assert.ok(r.progress.length >= 1 && r.progress.at(-1).loaded === r.progress.at(-1).total, 'download progress reaches the total');
+  assert.deepEqual(await page.errors(), []);
+  await page.close();
+});
+
+test('in a Vite build, the element runs with the bundled model and the CPU workers', { timeout: 300_000 }, async () => {
+  const page = await openConsumer('vite');
+  for (const engine of ['cpu', 'webgpu']) {
+    const r = await page.eval(runElement, { engine, steps: '6', batch: '2', seed: '3' });
+    assert.equal(r.error, null, `${engine}: error event: ${r.error}`);
+    assert.equal(r.load.modelInfo.numClassEmbeds, 11, 'the bundled model, emitted as assets by Vite');
+    assert.ok(new Set(r.frames.map((f) => f.hash)).size >= 5, `${engine}: at least 5 distinct frames`);
+    if (engine === 'cpu') assert.match(r.load.adapter, /in \d+ Web Worker\(s\)/, 'the CPU engine runs in the bundled workers');
+  }
   assert.deepEqual(await page.errors(), []);
   await page.close();
 });

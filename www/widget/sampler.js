@@ -1,7 +1,7 @@
 // The package's JS API: createSampler() picks the engine (so every embedder gets the same choice
 // and reasons), loads a diffusers model folder with progress and Cache Storage, and wraps the wasm
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
-import init, { DiffusionSampler } from './ddim_webgpu.js';
+import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
 
 /**
  * The bundled model (MNIST digits, class-conditional), shipped beside this module. One URL per
@@ -18,7 +18,11 @@ const live = new Set(); // samplers not yet destroyed (liveStats)
 let wasmReady = null;
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
-  wasmReady ??= init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) });
+  wasmReady ??= init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) }).then((wasm) => {
+    // Written out literally so bundlers find and bundle the worker (and its wasm).
+    setWorkerFactory(() => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' }));
+    return wasm;
+  });
   return wasmReady;
 }
 

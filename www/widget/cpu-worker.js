@@ -1,0 +1,22 @@
+// A CPU-engine worker: one U-Net on the fast CPU ops (wasm simd128). The package creates it as
+// `new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' })`, the form bundlers
+// (Vite, webpack 5) recognise and bundle. Protocol: see src/web/workers.rs.
+import init, { UNetWorker } from './ddim_webgpu.js';
+
+const ready = init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) });
+let unet = null;
+onmessage = async (e) => {
+  const m = e.data;
+  try {
+    await ready;
+    if (m.type === 'load') {
+      unet = new UNetWorker(m.config, new Uint8Array(m.weights));
+      postMessage({ type: 'ready' });
+    } else {
+      const out = unet.forward(m.sample, m.shape, m.timesteps, m.labels);
+      postMessage({ type: 'result', out }, [out.buffer]);
+    }
+  } catch (err) {
+    postMessage({ type: 'error', message: String((err && err.message) || err) });
+  }
+};
