@@ -27,6 +27,9 @@ pub enum Error {
     Io { path: String, msg: String },
     #[error("cancelled")]
     Cancelled,
+    /// Reported at the end of a run whose x_t went NaN or Inf (1-based step).
+    #[error("x_t became NaN or Inf at step {step} of {total} (timestep {timestep}): the model's output is not finite there; check the weights and the scheduler config")]
+    NonFinite { step: usize, total: usize, timestep: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -137,3 +137,34 @@ fn gpu_runs_hold_a_constant_set_of_buffers() {
     let e = pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).unwrap_err();
     assert!(e.to_string().contains("the GPU device was destroyed"), "{e}");
 }
+
+/// The numerical guard: x_t going NaN mid-run is an error naming the first bad step, on every
+/// engine (the GPU's step kernel records it with an atomic; host engines check after each update).
+#[test]
+fn a_non_finite_sample_is_reported_with_its_step() {
+    let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
+    let plan = RunOptions::new().steps(5).batch(2).seed(5).plan(&model).unwrap();
+    fn poisoned<E: Engine>(engine: &mut E, plan: &RunPlan) -> String {
+        let mut x = plan.x_start.clone();
+        x[7] = f32::NAN;
+        let r = pollster::block_on(run(engine, plan, async |e: &mut E, info| {
+            if info.index == 1 {
+                e.write_x(&x)?; // after step 2: step 3's update is the first to produce NaN
+            }
+            Ok(Flow::Continue)
+        }));
+        r.unwrap_err().to_string()
+    }
+    let expect = format!("x_t became NaN or Inf at step 3 of 5 (timestep {})", plan.steps[2].timestep);
+    for (label, e) in [
+        ("cpu", poisoned(&mut CpuEngine::new(&model), &plan)),
+        ("reference", poisoned(&mut CpuEngine::reference(&model), &plan)),
+        ("gpu", poisoned(&mut GpuEngine::new(gpu(), &model).unwrap(), &plan)),
+    ] {
+        assert!(e.starts_with(&expect), "{label}: {e}");
+    }
+    // The same engine runs cleanly afterwards: the guard is per run.
+    let mut engine = GpuEngine::new(gpu(), &model).unwrap();
+    poisoned(&mut engine, &plan);
+    pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).unwrap();
+}

@@ -15,6 +15,7 @@ kernel_params!(SchedulerStepParams for "scheduler_step" {
     count: u32, guiding: u32, guidance: f32, clip: f32,
     x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
     c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
+    step: u32, pad0: u32, pad1: u32, pad2: u32,
 });
 
 /// The buffers of the run in progress.
@@ -24,6 +25,8 @@ struct GpuRun {
     x: wgpu::Buffer,
     x0: wgpu::Buffer,
     noise: wgpu::Buffer,
+    /// The first step whose update was NaN or Inf (u32::MAX: none), written by the step kernel.
+    bad_step: wgpu::Buffer,
     step_params: Vec<wgpu::Buffer>,
     step_groups: Vec<wgpu::BindGroup>,
 }
@@ -31,7 +34,7 @@ struct GpuRun {
 impl GpuRun {
     /// Frees the run's own buffers (the recording's stay: the next run of this shape reuses them).
     fn release(self, gpu: &GpuDevice) {
-        [self.x, self.x0, self.noise].into_iter().chain(self.step_params).for_each(|b| gpu.release(b));
+        [self.x, self.x0, self.noise, self.bad_step].into_iter().chain(self.step_params).for_each(|b| gpu.release(b));
     }
 }
 
@@ -74,10 +77,12 @@ impl Engine for GpuEngine {
         let x = gpu.upload(&plan.x_start, "x_t")?;
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
         let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
+        let bad_step = gpu.upload(&[f32::from_bits(u32::MAX)], "first non-finite step")?;
         let step_params: Vec<wgpu::Buffer> = plan
             .steps
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(index, s)| {
                 let c = s.coeffs;
                 gpu.params(&SchedulerStepParams {
                     count: count as u32,
@@ -92,6 +97,10 @@ impl Engine for GpuEngine {
                     c_eps: c.c_eps,
                     c_x: c.c_x,
                     c_noise: c.c_noise,
+                    step: index as u32,
+                    pad0: 0,
+                    pad1: 0,
+                    pad2: 0,
                 })
             })
             .collect();
@@ -100,12 +109,15 @@ impl Engine for GpuEngine {
                 Ok(step_params
                     .iter()
                     .map(|params| {
-                        gpu.bind("scheduler_step.main", &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params)])
+                        gpu.bind(
+                            "scheduler_step.main",
+                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step)],
+                        )
                     })
                     .collect())
             })
             .await?;
-        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, step_params, step_groups });
+        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, bad_step, step_params, step_groups });
         Ok(())
     }
 
@@ -159,5 +171,11 @@ impl Engine for GpuEngine {
         }
         self.unet.gpu.queue.write_buffer(&run.x, 0, bytemuck::cast_slice(x));
         Ok(())
+    }
+
+    async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
+        let run = self.current()?;
+        let bits = self.unet.gpu.read(&run.bad_step, 1).await?[0].to_bits();
+        Ok((bits != u32::MAX).then_some(bits as usize))
     }
 }

@@ -21,6 +21,9 @@ pub struct HostState {
     pub shape: [usize; 4],
     pub x: Vec<f32>,
     pub x0: Vec<f32>,
+    /// Updates applied in this run, and the first (0-based) that left x_t NaN or Inf.
+    steps_done: usize,
+    pub first_non_finite: Option<usize>,
 }
 
 impl HostState {
@@ -28,6 +31,8 @@ impl HostState {
         self.shape = plan.shape;
         self.x = plan.x_start.clone();
         self.x0 = vec![0.0; plan.count()];
+        self.steps_done = 0;
+        self.first_non_finite = None;
     }
 
     pub fn read(&self, view: View) -> Result<Tensor> {
@@ -49,6 +54,10 @@ impl HostState {
     /// Applies a step's update from the U-Net output `m` (both guidance halves).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
         apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0);
+        if self.first_non_finite.is_none() && self.x.iter().any(|v| !v.is_finite()) {
+            self.first_non_finite = Some(self.steps_done);
+        }
+        self.steps_done += 1;
     }
 }
 
@@ -103,6 +112,10 @@ impl<O: HostOps> Engine for CpuEngine<O> {
 
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
         self.state.write_x(x)
+    }
+
+    async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
+        Ok(self.state.first_non_finite)
     }
 }
 

@@ -53,6 +53,9 @@ pub trait Engine {
     async fn read(&mut self, view: View) -> Result<Tensor>;
     /// Replaces x_t (step hooks: inpainting keeps a region, inversion restarts from a latent).
     fn write_x(&mut self, x: &[f32]) -> Result<()>;
+    /// The first step (0-based) of this run whose update made x_t NaN or Inf, if any. Asked only
+    /// when the final sample is not finite, so a healthy run pays nothing for the guard.
+    async fn first_non_finite_step(&mut self) -> Result<Option<usize>>;
 }
 
 /// The sampling loop. After every step, `on_step(engine, info)` may show a frame (read or draw
@@ -74,7 +77,14 @@ pub async fn run<E: Engine>(
             return Err(Error::Cancelled);
         }
     }
-    engine.read(View::Xt).await
+    let x = engine.read(View::Xt).await?;
+    if x.data.iter().any(|v| !v.is_finite()) {
+        // A step hook may have written the bad values (write_x): then no step is to blame.
+        let index = engine.first_non_finite_step().await?.unwrap_or(plan.steps.len() - 1);
+        let step = plan.steps[index.min(plan.steps.len() - 1)];
+        return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep: step.timestep });
+    }
+    Ok(x)
 }
 
 /// `run` to the end without a hook.

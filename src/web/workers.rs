@@ -256,4 +256,8 @@ impl Engine for WorkerEngine {
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
         self.state.write_x(x)
     }
+
+    async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
+        Ok(self.state.first_non_finite)
+    }
 }
