@@ -89,3 +89,39 @@ fn noise_bits_match_native() {
     let bits: Vec<u32> = ddim_webgpu::sampler::rng::normal(42, 0, 6).iter().map(|x| x.to_bits()).collect();
     assert_eq!(bits, [1063448960, 1054929735, 3189792326, 3160458319, 3204250302, 3200158888]);
 }
+
+/// The sampler draws into an OffscreenCanvas too (what an engine in a Web Worker gets from
+/// `transferControlToOffscreen`): on both engines, the canvas ends on the sampler's last image
+/// (WebGPU: presented directly where the browser can, else read back into its 2D context).
+#[wasm_bindgen_test]
+async fn sampler_draws_into_an_offscreen_canvas() {
+    use ddim_webgpu::web::DiffusionSampler;
+    use wasm_bindgen::{JsCast, JsValue};
+    for engine in ["cpu:1", "webgpu"] {
+        let canvas = web_sys::OffscreenCanvas::new(8, 8).unwrap();
+        let sampler = DiffusionSampler::create(
+            canvas.clone().into(),
+            include_str!("fixtures/models/class_f16/config.json").into(),
+            include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors").to_vec(),
+            None,
+            engine.into(),
+            Some(false), // a standalone OffscreenCanvas is never presented: read frames back
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{engine}: {e:?}"));
+        let opts = js_sys::JSON::parse(r#"{"steps": 3, "batch": 2, "seed": 4}"#).unwrap();
+        wasm_bindgen_futures::JsFuture::from(sampler.run(opts, None)).await.unwrap_or_else(|e| panic!("{engine}: {e:?}"));
+        let last = sampler.last_image();
+        let get = |k: &str| js_sys::Reflect::get(&last, &k.into()).unwrap();
+        let (w, h) = (get("width").as_f64().unwrap(), get("height").as_f64().unwrap());
+        assert_eq!((canvas.width() as f64, canvas.height() as f64), (w, h), "{engine}: the canvas is sized to the grid");
+        let want = js_sys::Uint8ClampedArray::from(get("data")).to_vec();
+        let ctx: web_sys::OffscreenCanvasRenderingContext2d = canvas.get_context("2d").unwrap().unwrap().dyn_into().unwrap();
+        let shown = ctx.get_image_data(0.0, 0.0, w, h).unwrap().data().to_vec();
+        assert_eq!(shown, want, "{engine}: the canvas shows the last sample");
+        assert!(want.iter().step_by(4).any(|&v| v != want[0]), "{engine}: the image is not uniform");
+        sampler.destroy();
+        let destroyed = js_sys::Reflect::get(&sampler.stats(), &"gpuBuffers".into()).unwrap();
+        assert_eq!(destroyed, JsValue::from(0.0), "{engine}: destroy frees every GPU buffer");
+    }
+}

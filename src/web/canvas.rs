@@ -5,8 +5,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use wasm_bindgen::JsCast;
-use web_sys::HtmlCanvasElement;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{HtmlCanvasElement, OffscreenCanvas};
 
 use crate::error::{Error, Result};
 use crate::gpu::draw::SampleDrawer;
@@ -14,13 +14,71 @@ use crate::gpu::{request_adapter, GpuDevice};
 use crate::image_grid::grid_rgba;
 use crate::Tensor;
 
+/// Where frames go: a page's `<canvas>`, or an `OffscreenCanvas` (the engine in a Web Worker
+/// drawing to a canvas the page transferred with `transferControlToOffscreen`).
+#[derive(Clone)]
+pub enum Canvas {
+    Html(HtmlCanvasElement),
+    Offscreen(OffscreenCanvas),
+}
+
+impl Canvas {
+    pub fn from_js(v: JsValue) -> Result<Self> {
+        if v.is_instance_of::<OffscreenCanvas>() {
+            return Ok(Canvas::Offscreen(v.unchecked_into()));
+        }
+        v.dyn_into::<HtmlCanvasElement>()
+            .map(Canvas::Html)
+            .map_err(|_| Error::Input("expected a <canvas> element or an OffscreenCanvas".into()))
+    }
+
+    pub fn set_size(&self, width: u32, height: u32) {
+        match self {
+            Canvas::Html(c) => {
+                c.set_width(width);
+                c.set_height(height);
+            }
+            Canvas::Offscreen(c) => {
+                c.set_width(width);
+                c.set_height(height);
+            }
+        }
+    }
+
+    fn surface_target(&self) -> wgpu::SurfaceTarget<'static> {
+        match self {
+            Canvas::Html(c) => wgpu::SurfaceTarget::Canvas(c.clone()),
+            Canvas::Offscreen(c) => wgpu::SurfaceTarget::OffscreenCanvas(c.clone()),
+        }
+    }
+
+    /// The canvas's 2D context (CPU-engine frames, WebGPU readback).
+    pub fn context_2d(&self) -> Result<Context2d> {
+        let none = || Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into());
+        let ctx = match self {
+            Canvas::Html(c) => c.get_context("2d").ok().flatten(),
+            Canvas::Offscreen(c) => c.get_context("2d").ok().flatten(),
+        }
+        .ok_or_else(none)?;
+        match self {
+            Canvas::Html(_) => ctx.dyn_into().map(Context2d::Html).map_err(|_| none()),
+            Canvas::Offscreen(_) => ctx.dyn_into().map(Context2d::Offscreen).map_err(|_| none()),
+        }
+    }
+}
+
+pub enum Context2d {
+    Html(web_sys::CanvasRenderingContext2d),
+    Offscreen(web_sys::OffscreenCanvasRenderingContext2d),
+}
+
 /// How WebGPU frames reach the canvas.
 pub enum FrameTarget {
     /// A render pass draws x_t straight into the canvas texture (no readback).
     Surface { surface: wgpu::Surface<'static>, format: wgpu::TextureFormat },
     /// The browser cannot present WebGPU canvases (seen: headless Chromium on SwiftShader loses the
     /// device at the first present), so each frame is read back and put into a 2D canvas.
-    Readback(web_sys::CanvasRenderingContext2d),
+    Readback(Context2d),
 }
 
 /// The canvas format: the browser's preferred one (wgpu lists it first), which the present shader
@@ -100,37 +158,37 @@ async fn canvas_presentation_works() -> bool {
     done.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst)
 }
 
-/// A device for `canvas` and how its frames will be shown.
-pub async fn gpu_for_canvas(canvas: &HtmlCanvasElement) -> Result<(GpuDevice, FrameTarget)> {
+/// A device for `canvas` and how its frames will be shown. `presents`: whether this browser can
+/// present WebGPU canvases, if the caller knows (a worker has no document to probe with: the page
+/// probes and says); None probes here.
+pub async fn gpu_for_canvas(canvas: &Canvas, presents: Option<bool>) -> Result<(GpuDevice, FrameTarget)> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    if canvas_presentation_works().await {
-        let surface = instance
-            .create_surface(wgpu::SurfaceTarget::Canvas(canvas.clone()))
-            .map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
+    let presents = match presents {
+        Some(p) => p,
+        None => canvas_presentation_works().await,
+    };
+    if presents {
+        let surface =
+            instance.create_surface(canvas.surface_target()).map_err(|e| Error::Gpu(format!("cannot use the canvas for WebGPU: {e}")))?;
         let adapter = request_adapter(&instance, Some(&surface)).await?;
         let format = canvas_format(&surface, &adapter)?;
         Ok((GpuDevice::from_adapter(&adapter).await?, FrameTarget::Surface { surface, format }))
     } else {
         let adapter = request_adapter(&instance, None).await?;
-        Ok((GpuDevice::from_adapter(&adapter).await?, FrameTarget::Readback(context_2d(canvas)?)))
+        Ok((GpuDevice::from_adapter(&adapter).await?, FrameTarget::Readback(canvas.context_2d()?)))
     }
 }
 
-pub fn context_2d(canvas: &HtmlCanvasElement) -> Result<web_sys::CanvasRenderingContext2d> {
-    canvas
-        .get_context("2d")
-        .ok()
-        .flatten()
-        .and_then(|c| c.dyn_into().ok())
-        .ok_or_else(|| Error::Input("the canvas has no 2D context (was it already used for WebGPU?)".into()))
-}
-
 /// Puts a batch, as a grid of `cols` columns, into a 2D context.
-pub fn put_image(ctx: &web_sys::CanvasRenderingContext2d, x: &Tensor, cols: usize) -> Result<()> {
+pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize) -> Result<()> {
     let (w, h, px) = grid_rgba(x, cols);
     let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
         .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
-    ctx.put_image_data(&img, 0.0, 0.0).map_err(|e| Error::Input(format!("putImageData: {e:?}")))
+    match ctx {
+        Context2d::Html(c) => c.put_image_data(&img, 0.0, 0.0),
+        Context2d::Offscreen(c) => c.put_image_data(&img, 0.0, 0.0),
+    }
+    .map_err(|e| Error::Input(format!("putImageData: {e:?}")))
 }
 
 /// Draws GPU buffers into the canvas texture, frame after frame.

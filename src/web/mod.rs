@@ -17,14 +17,13 @@ use std::rc::Rc;
 use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::HtmlCanvasElement;
 
 use crate::cpu::profile::now_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
-use canvas::{context_2d, gpu_for_canvas, put_image, FrameTarget, SurfaceFrames};
+use canvas::{gpu_for_canvas, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
 pub use workers::UNetWorker;
 use workers::WorkerEngine;
 
@@ -53,7 +52,7 @@ enum EngineKind {
 
 struct Inner {
     model: Model,
-    canvas: HtmlCanvasElement,
+    canvas: Canvas,
     engine: RefCell<EngineKind>,
     adapter: String,
     cancel: Cell<bool>,
@@ -88,26 +87,30 @@ impl DiffusionSampler {
     /// model folder served over HTTP. `engine` is "webgpu", "cpu" (Web Workers, one per core up to
     /// 4) or "cpu:N" (N workers).
     #[wasm_bindgen(js_name = fromUrl)]
-    pub async fn from_url(canvas: HtmlCanvasElement, base_url: String, engine: String) -> Result<DiffusionSampler, JsValue> {
+    pub async fn from_url(canvas: web_sys::HtmlCanvasElement, base_url: String, engine: String) -> Result<DiffusionSampler, JsValue> {
         let (config, weights, sched) = fetch::model_folder(&base_url).await.map_err(js_err)?;
-        Self::create(canvas, config, weights, sched, engine).await
+        Self::create(canvas.into(), config, weights, sched, engine, None).await
     }
 
-    /// Builds a sampler from the bytes of a diffusers model folder.
+    /// Builds a sampler from the bytes of a diffusers model folder. `canvas` is a `<canvas>` or an
+    /// `OffscreenCanvas` (in a Web Worker); `presents` says whether this browser can present
+    /// WebGPU canvases (undefined: probe it here, which needs a document).
     pub async fn create(
-        canvas: HtmlCanvasElement,
+        canvas: JsValue,
         config_json: String,
         weights: Vec<u8>,
         scheduler_json: Option<String>,
         engine: String,
+        presents: Option<bool>,
     ) -> Result<DiffusionSampler, JsValue> {
+        let canvas = Canvas::from_js(canvas).map_err(js_err)?;
         let model = Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()).map_err(js_err)?;
         if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
             web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
         }
         let (engine, adapter) = match engine.as_str() {
             "webgpu" => {
-                let (gpu, target) = gpu_for_canvas(&canvas).await.map_err(js_err)?;
+                let (gpu, target) = gpu_for_canvas(&canvas, presents).await.map_err(js_err)?;
                 let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
                     .iter()
                     .filter(|s| !s.is_empty())
@@ -132,7 +135,7 @@ impl DiffusionSampler {
                         .ok()
                         .filter(|&n| (1..=16).contains(&n))
                         .ok_or_else(|| js_err(Error::Input(format!("engine {cpu:?}: \"cpu:N\" takes 1 to 16 workers"))))?,
-                    None => (web_sys::window().map_or(1.0, |w| w.navigator().hardware_concurrency()) as usize).clamp(1, 4),
+                    None => (hardware_concurrency() as usize).clamp(1, 4),
                 };
                 match WorkerEngine::new(&config_json, &weights, threads).await {
                     Ok(workers) => {
@@ -247,12 +250,24 @@ impl DiffusionSampler {
     }
 }
 
+/// `navigator.hardwareConcurrency` of the page or the worker (1 if unknown).
+fn hardware_concurrency() -> f64 {
+    Reflect::get(&js_sys::global(), &"navigator".into())
+        .and_then(|n| Reflect::get(&n, &"hardwareConcurrency".into()))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .unwrap_or(1.0)
+}
+
 /// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
+/// The global `setTimeout`, so it works in a page and in a worker.
 pub(crate) async fn sleep_ms(ms: i32) {
+    let global = js_sys::global();
+    let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) else {
+        return;
+    };
     let p = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
+        let _ = set_timeout.call2(&global, &resolve, &ms.into());
     });
     let _ = JsFuture::from(p).await;
 }
@@ -298,8 +313,7 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
     let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
-    inner.canvas.set_width(gw);
-    inner.canvas.set_height(gh);
+    inner.canvas.set_size(gw, gh);
     let mut engine = inner.engine.borrow_mut();
     let mut started = now_ms();
     let final_x = match &mut *engine {
@@ -319,11 +333,11 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
             readback_run(inner, &mut **engine, &plan, ctx, view, cols, cb, &mut started).await?
         }
         EngineKind::Workers(engine) => {
-            let ctx = context_2d(&inner.canvas)?;
+            let ctx = inner.canvas.context_2d()?;
             readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
         }
         EngineKind::Cpu(engine) => {
-            let ctx = context_2d(&inner.canvas)?;
+            let ctx = inner.canvas.context_2d()?;
             readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
         }
         EngineKind::Destroyed => return Err(Error::Input("this sampler was destroyed".into())),
@@ -338,7 +352,7 @@ async fn readback_run<E: Engine>(
     inner: &Inner,
     engine: &mut E,
     plan: &RunPlan,
-    ctx: &web_sys::CanvasRenderingContext2d,
+    ctx: &Context2d,
     view: View,
     cols: usize,
     cb: Option<&js_sys::Function>,

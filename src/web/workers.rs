@@ -129,8 +129,11 @@ async fn request(worker: &web_sys::Worker, msg: Object, transfer: Array) -> Resu
                 let _ = resolve.call1(&JsValue::NULL, &data);
             }
         });
-        let on_error = Closure::once_into_js(move |e: web_sys::ErrorEvent| {
-            let _ = reject2.call1(&JsValue::NULL, &format!("worker failed: {}", e.message()).into());
+        // A script that fails to load fires a plain Event (no `message`), a runtime error an ErrorEvent.
+        let on_error = Closure::once_into_js(move |e: JsValue| {
+            let msg = Reflect::get(&e, &"message".into()).ok().and_then(|m| m.as_string());
+            let msg = msg.unwrap_or_else(|| "its script could not be loaded".into());
+            let _ = reject2.call1(&JsValue::NULL, &format!("worker failed: {msg}").into());
         });
         worker.set_onmessage(Some(on_message.unchecked_ref()));
         worker.set_onerror(Some(on_error.unchecked_ref()));
