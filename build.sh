@@ -106,7 +106,7 @@ copy_model() {
 # www/pkg as the npm package ddim-webgpu: the hand-written API and element (www/widget/), the
 # wasm-bindgen glue underneath, the bundled model under model/. `npm pack www/pkg` packs it.
 package() {
-    cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js www/widget/cpu-worker.js \
+    cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model
     rm -f www/pkg/model/NOTE.txt www/pkg/.gitignore
@@ -130,9 +130,9 @@ pkg = {
         "./model/*": "./model/*",
         "./package.json": "./package.json",
     },
-    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "cpu-worker.js", "ddim_webgpu.js", "ddim_webgpu.d.ts",
+    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "cpu-worker.js", "engine-worker.js", "ddim_webgpu.js", "ddim_webgpu.d.ts",
               "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/", "model/", "README.md", "LICENSE"],
-    "sideEffects": ["./index.js", "./element.js", "./cpu-worker.js"],
+    "sideEffects": ["./index.js", "./element.js", "./cpu-worker.js", "./engine-worker.js"],
     "keywords": ["diffusion", "ddim", "webgpu", "wgsl", "wasm", "unet", "diffusers", "web-component", "canvas"],
 }
 if os.environ.get("REPO"):

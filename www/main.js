@@ -69,7 +69,9 @@ async function newSampler(engine, opts) {
     files = { config: dec.decode(config), weights, scheduler: sched ? dec.decode(sched) : undefined };
   }
   const onProgress = (p) => { $('step').textContent = `loading ${p.total ? Math.round((100 * p.loaded) / p.total) : '…'}%${p.fromCache ? ' (cache)' : ''}`; };
-  return createSampler({ canvas, model: new URL(opts.model, location.href).href, engine, files, onProgress });
+  // ?thread=worker (or auto): the engine in a Web Worker on an OffscreenCanvas; the page's thread by default.
+  const thread = params.get('thread') || 'main';
+  return createSampler({ canvas, model: new URL(opts.model, location.href).href, engine, files, onProgress, thread });
 }
 
 function showModel(s) {
@@ -120,6 +122,8 @@ async function start() {
     showModel(sampler);
   }
   $('adapter').textContent = sampler.adapter;
+  $('thread').textContent = sampler.thread === 'worker' ? 'Web Worker (OffscreenCanvas)' : "page's thread";
+  $('thread').title = sampler.threadReason || '';
   window.__frames = [];
   const t0 = performance.now();
   $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true;

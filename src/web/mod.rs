@@ -217,7 +217,8 @@ impl DiffusionSampler {
     }
 
     /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel, guidance,
-    /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step.
+    /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step (if it
+    /// returns a promise, the next step waits for it).
     pub fn run(&self, options: JsValue, on_step: Option<js_sys::Function>) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -293,7 +294,11 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
         let _ = Reflect::set(&o, &"total".into(), &(info.total as f64).into());
         let _ = Reflect::set(&o, &"timestep".into(), &(info.timestep as f64).into());
         let _ = Reflect::set(&o, &"ms".into(), &(now_ms() - *started).into());
-        let _ = cb.call1(&JsValue::NULL, &o);
+        // A callback may return a promise (the engine worker waits for the page to take each
+        // frame): the next step starts when it settles.
+        if let Ok(p) = cb.call1(&JsValue::NULL, &o).and_then(|r| r.dyn_into::<js_sys::Promise>()) {
+            let _ = JsFuture::from(p).await;
+        }
     }
     yield_to_event_loop().await;
     *started = now_ms();

@@ -96,6 +96,7 @@ test('the element streams frames on the CPU engine and fires done', { timeout: 1
   assert.deepEqual(r.done.steps, 10);
   assert.equal(r.load.engine, 'cpu');
   assert.match(r.load.reason, /CPU engine requested/);
+  assert.equal(r.load.thread, 'worker', `the engine runs off the page's thread: ${r.load.threadReason}`);
   assert.equal(r.load.modelInfo.numClassEmbeds, 11, 'the bundled model, resolved relative to the package');
   assert.ok(r.progress.length >= 1 && r.progress.at(-1).loaded === r.progress.at(-1).total, 'download progress reaches the total');
   assert.deepEqual(await page.errors(), []);
@@ -110,6 +111,7 @@ test('in a Vite build, the element runs with the bundled model and the CPU worke
     assert.equal(r.load.modelInfo.numClassEmbeds, 11, 'the bundled model, emitted as assets by Vite');
     assert.ok(new Set(r.frames.map((f) => f.hash)).size >= 5, `${engine}: at least 5 distinct frames`);
     if (engine === 'cpu') assert.match(r.load.adapter, /in \d+ Web Worker\(s\)/, 'the CPU engine runs in the bundled workers');
+    assert.equal(r.load.thread, 'worker', `${engine}: the bundled engine worker runs it: ${r.load.threadReason}`);
   }
   assert.deepEqual(await page.errors(), []);
   await page.close();
@@ -120,6 +122,7 @@ test('the element runs on WebGPU too', { timeout: 300_000 }, async () => {
   const r = await page.eval(runElement, { engine: 'webgpu', steps: '6', batch: '1', seed: '3' });
   assert.equal(r.error, null, `error event: ${r.error}`);
   assert.equal(r.load.engine, 'webgpu');
+  assert.equal(r.load.thread, 'worker', `WebGPU in the engine worker: ${r.load.threadReason}`);
   assert.ok(new Set(r.frames.map((f) => f.hash)).size >= 5, 'at least 5 distinct frames');
   await page.close();
 });

@@ -64,8 +64,9 @@ async function ort(ep, threads) {
 }
 
 /// The default page (no parameters: 50 DDIM steps, batch 4, guidance 3, engine auto) from navigation
-/// to the final image, with the 95th-percentile gap between animation frames (main-thread stalls).
-async function defaultPage() {
+/// to the final image, with the 95th-percentile gap between animation frames (main-thread stalls);
+/// `query` adds parameters (?thread=worker: the engine in a Web Worker).
+async function defaultPage(query = '') {
   const page = await context.newPage();
   await page.addInitScript(() => {
     window.__gaps = [];
@@ -73,13 +74,13 @@ async function defaultPage() {
     const tick = (t) => { window.__gaps.push(t - last); last = t; requestAnimationFrame(tick); };
     requestAnimationFrame(tick);
   });
-  await page.goto(`${BASE}/`);
+  await page.goto(`${BASE}/${query}`);
   await page.waitForFunction(() => ['done', 'error'].includes(document.body.dataset.state), null, { timeout: 30 * 60_000, polling: 100 });
   const r = await page.evaluate(() => ({ frames: window.__frames, gaps: window.__gaps, engine: document.getElementById('engine').textContent,
-                                         adapter: document.getElementById('adapter').textContent }));
+                                         adapter: document.getElementById('adapter').textContent, thread: document.getElementById('thread').textContent }));
   await page.close();
   const gaps = [...r.gaps].sort((a, b) => a - b);
-  return { first: r.frames[0].at / 1000, last: r.frames.at(-1).at / 1000, p95: gaps[Math.floor(gaps.length * 0.95)], engine: `${r.engine}: ${r.adapter}` };
+  return { first: r.frames[0].at / 1000, last: r.frames.at(-1).at / 1000, p95: gaps[Math.floor(gaps.length * 0.95)], engine: `${r.engine} on the ${r.thread}: ${r.adapter}` };
 }
 
 const fmt = (r) => `${r.median.toFixed(1)} (${r.min.toFixed(1)}–${r.max.toFixed(1)}, ${r.runs} runs)`;
@@ -97,9 +98,11 @@ try {
     console.log(`| ${name} | ${fmt(us)} | ${them ? them[0] : '(not installed)'} | ${them ? fmt(them[1]) : ''} | ${them ? (us.median / them[1].median).toFixed(2) + '×' : ''} |`);
   }
   for (const [name, us] of rows) console.log(`  ${name}: ${us.what}`);
-  const d = await defaultPage();
-  console.log(`default page (50 steps, batch 4, w = 3; ${d.engine}): first frame ${d.first.toFixed(2)} s, final image ` +
-              `${d.last.toFixed(2)} s after navigation; 95th-percentile animation-frame gap ${d.p95.toFixed(0)} ms`);
+  for (const query of ['', '?thread=worker']) {
+    const d = await defaultPage(query);
+    console.log(`default page${query} (50 steps, batch 4, w = 3; ${d.engine}): first frame ${d.first.toFixed(2)} s, final image ` +
+                `${d.last.toFixed(2)} s after navigation; 95th-percentile animation-frame gap ${d.p95.toFixed(0)} ms`);
+  }
 } finally {
   await context.close();
   server.kill();

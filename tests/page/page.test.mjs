@@ -101,6 +101,26 @@ for (const browserName of BROWSERS) {
       });
     }
 
+    // The engine in a module Web Worker drawing to the canvas's OffscreenCanvas (?thread=worker).
+    for (const engine of offers.webgpu ? ['webgpu', 'cpu'] : ['cpu']) {
+      test(`the ${engine} engine runs in a Web Worker on an OffscreenCanvas`, { timeout: RUN_TIMEOUT }, async () => {
+        const page = await browser.open(`?steps=10&seed=1&batch=2&engine=${engine}&thread=worker`);
+        await waitForEnd(page);
+        assert.equal(await page.text('#thread'), 'Web Worker (OffscreenCanvas)');
+        const frames = await page.eval(() => window.__frames);
+        assert.equal(frames.length, 10, 'one frame per step');
+        const distinct = new Set(frames.map((f) => f.hash)).size;
+        assert.ok(distinct >= 5, `the canvas changed only ${distinct} times while sampling`);
+        if (engine === 'webgpu') {
+          const adapter = await page.text('#adapter');
+          assert.equal(!/readback/.test(adapter), offers.presents, `WebGPU frames ${offers.presents ? 'presented' : 'read back'} in the worker: ${adapter}`);
+        }
+        assertCanvasShowsLastImage(await page.eval(canvasAndLastImage), `${engine} engine in a worker`);
+        assert.deepEqual(await page.errors(), []);
+        await page.close();
+      });
+    }
+
     test('webgpu and cpu engines end on the same image for the same seed', { skip: !offers.webgpu && 'no WebGPU' }, () => {
       const [a, b] = [finals.webgpu, finals.cpu];
       assert.ok(a && b, 'both engine runs finished');

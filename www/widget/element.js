@@ -94,7 +94,7 @@ export class DdimSamplerElement extends HTMLElement {
     if (!this.#connected) { sampler.destroy(); throw new DOMException('the element was removed', 'AbortError'); }
     this.#sampler = sampler;
     this.#samplerKey = key;
-    this.#emit('load', { modelInfo: sampler.modelInfo, engine: sampler.engine, reason: sampler.reason, adapter: sampler.adapter, thread: sampler.thread });
+    this.#emit('load', { modelInfo: sampler.modelInfo, engine: sampler.engine, reason: sampler.reason, adapter: sampler.adapter, thread: sampler.thread, threadReason: sampler.threadReason });
     return sampler;
   }
 

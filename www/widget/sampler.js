@@ -141,6 +141,7 @@ export class Sampler {
     this.adapter = inner.adapter;
     this.modelInfo = inner.modelInfo();
     this.thread = 'main';
+    this.threadReason = null;
     live.add(this);
   }
 
@@ -205,16 +206,182 @@ export function liveStats() {
   return { samplers: live.size, gpuBuffers, gpuBytes };
 }
 
+// Whether this browser can present a WebGPU canvas (headless Chromium cannot: it loses the device
+// at the first present). Tried here, on the page's thread, on a throwaway canvas and device: a
+// worker has no document to try with, so its engine gets the answer.
+async function canPresentWebGpu() {
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    const device = await adapter.requestDevice();
+    let lost = false;
+    device.lost.then(() => { lost = true; });
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 8;
+    const ctx = canvas.getContext('webgpu');
+    ctx.configure({ device, format: navigator.gpu.getPreferredCanvasFormat(), alphaMode: 'opaque' });
+    const enc = device.createCommandEncoder();
+    enc.beginRenderPass({ colorAttachments: [{ view: ctx.getCurrentTexture().createView(), loadOp: 'clear', storeOp: 'store', clearValue: [0, 0, 0, 1] }] }).end();
+    device.queue.submit([enc.finish()]);
+    await Promise.race([device.queue.onSubmittedWorkDone(), new Promise((r) => setTimeout(r, 1000))]);
+    await new Promise((r) => setTimeout(r, 100));
+    device.destroy();
+    return !lost;
+  } catch {
+    return false;
+  }
+}
+
+// Why the engine cannot run in a worker here (null: it can).
+function noWorkerReason(canvas) {
+  if (typeof Worker !== 'function') return 'this browser has no Web Workers';
+  if (typeof OffscreenCanvas !== 'function' || typeof canvas.transferControlToOffscreen !== 'function') return 'this browser cannot hand a canvas to a worker (no OffscreenCanvas)';
+  return null;
+}
+
+// Starts the engine worker; resolves with {worker, webgpu} once its module has loaded (so a failure
+// leaves the canvas usable) and says whether WebGPU exists in workers here.
+function startEngineWorker() {
+  const worker = new Worker(new URL('./engine-worker.js', import.meta.url), { type: 'module' });
+  return new Promise((resolve, reject) => {
+    worker.onmessage = (e) => { if (e.data?.type === 'hello') resolve({ worker, webgpu: e.data.webgpu }); };
+    worker.onerror = (e) => { worker.terminate(); reject(new Error(e.message || 'its script could not be loaded')); };
+  });
+}
+
+/** The same API as Sampler, with the engine in a module Web Worker drawing to an OffscreenCanvas. */
+export class WorkerSampler {
+  #worker;
+  #stats = { gpuBuffers: 0, gpuBytes: 0, destroyed: false };
+  #image = null;
+  #running = null;
+  #listener = null;
+  constructor(worker, created, choice) {
+    this.#worker = worker;
+    this.engine = choice.engine.startsWith('cpu') ? 'cpu' : 'webgpu';
+    this.reason = choice.reason;
+    this.adapter = created.adapter;
+    this.modelInfo = created.modelInfo;
+    this.thread = 'worker';
+    this.threadReason = 'The engine runs in a Web Worker and draws to an OffscreenCanvas.';
+    this.#stats = created.stats;
+    worker.onmessage = (e) => {
+      if (e.data.stats) this.#stats = e.data.stats;
+      this.#listener?.(e.data);
+    };
+    live.add(this);
+  }
+
+  async *run({ signal, label, ...options } = {}) {
+    if (this.destroyed) throw new Error('this sampler was destroyed');
+    if (this.#running) throw new Error('a run is already in progress: stop it first');
+    signal?.throwIfAborted();
+    const queue = [];
+    let wake = null;
+    this.#listener = (m) => { queue.push(m); wake?.(); wake = null; };
+    const onAbort = () => this.stop();
+    signal?.addEventListener('abort', onAbort);
+    this.#running = true;
+    let ended = false;
+    try {
+      this.#worker.postMessage({ type: 'run', options: { ...options, classLabel: label ?? options.classLabel } });
+      for (;;) {
+        while (!queue.length) await new Promise((r) => { wake = r; });
+        const m = queue.shift();
+        if (m.type === 'frame') {
+          // Let the page paint the frame the worker just drew before the next one is computed.
+          // (A hidden tab runs no animation frames: never wait longer than 100 ms.)
+          await new Promise((r) => { requestAnimationFrame(() => r()); setTimeout(r, 100); });
+          try { yield m.frame; } finally { this.#worker.postMessage({ type: 'ack', id: m.id }); }
+        } else if (m.type === 'end' || m.type === 'destroyed' || m.type === 'error') {
+          ended = true;
+          if (m.image) this.#image = m.image;
+          const error = m.type === 'destroyed' ? 'cancelled' : m.error ?? m.message;
+          if (error) {
+            if (error === 'cancelled' && signal?.aborted) throw signal.reason ?? new DOMException('aborted', 'AbortError');
+            throw new Error(error);
+          }
+          return;
+        }
+      }
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      if (!ended && !this.destroyed) {
+        // The caller left the loop early: stop the run and wait for its end.
+        this.stop();
+        while (!queue.some((m) => m.type === 'end' || m.type === 'destroyed')) {
+          for (const m of queue.splice(0)) if (m.type === 'frame') this.#worker.postMessage({ type: 'ack', id: m.id });
+          await new Promise((r) => { wake = r; });
+        }
+      }
+      this.#listener = null;
+      this.#running = null;
+    }
+  }
+
+  stop() { if (!this.destroyed) this.#worker.postMessage({ type: 'cancel' }); }
+  lastImage() { return this.#image; }
+  stats() { return this.destroyed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : { ...this.#stats }; }
+
+  /** Frees the engine: asks the worker to destroy its device, then terminates it (which frees everything it held). */
+  destroy() {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    live.delete(this);
+    const worker = this.#worker;
+    worker.postMessage({ type: 'destroy' });
+    this.#listener?.({ type: 'destroyed' });
+    setTimeout(() => worker.terminate(), 500);
+  }
+}
+
 /**
- * createSampler({ canvas, model, engine, files, onProgress }): loads the model (a folder URL, the
- * bundled model by default, or `files` = {config, weights, scheduler} bytes/strings) and builds
- * a Sampler on `canvas` (a fresh canvas: a canvas keeps the first context it is given).
+ * createSampler({ canvas, model, engine, files, onProgress, thread }): loads the model (a folder
+ * URL, the bundled model by default, or `files` = {config, weights, scheduler} bytes/strings) and
+ * builds a sampler on `canvas` (a fresh canvas: a canvas keeps the first context it is given).
+ * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
+ * browser allows, else on the page's thread (`threadReason` says why); "main" keeps it there.
  */
-export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true } = {}) {
+export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   await ready();
   const choice = await chooseEngine(engine);
   const m = files ?? await loadModel(model, { onProgress, cache });
+  let why = thread === 'main' ? 'The engine runs on the page\'s thread (thread: "main" was asked for).' : null;
+  if (!why) {
+    const no = noWorkerReason(canvas);
+    if (no) why = `The engine runs on the page's thread: ${no}.`;
+  }
+  if (!why) {
+    const presents = choice.engine === 'webgpu' ? await canPresentWebGpu() : false;
+    let worker = null;
+    try {
+      const started = await startEngineWorker();
+      worker = started.worker;
+      if (choice.engine === 'webgpu' && !started.webgpu) {
+        worker.terminate();
+        worker = null;
+        why = "The engine runs on the page's thread: this browser has no WebGPU in workers.";
+      }
+    } catch (e) {
+      why = `The engine runs on the page's thread: the engine worker did not start (${e.message}).`;
+    }
+    if (worker) {
+      const offscreen = canvas.transferControlToOffscreen();
+      // Our own download is handed over; the caller's bytes are copied.
+      const weights = files ? m.weights.slice() : m.weights;
+      const created = await new Promise((resolve, reject) => {
+        worker.onmessage = (e) => {
+          if (e.data.type === 'created') resolve(e.data);
+          else if (e.data.type === 'error') { worker.terminate(); reject(new Error(e.data.message)); }
+        };
+        worker.postMessage({ type: 'create', canvas: offscreen, config: m.config, weights, scheduler: m.scheduler, engine: choice.engine, presents },
+          [offscreen, weights.buffer]);
+      });
+      return new WorkerSampler(worker, created, choice);
+    }
+  }
   const inner = await DiffusionSampler.create(canvas, m.config, m.weights, m.scheduler, choice.engine);
-  return new Sampler(inner, choice);
+  const s = new Sampler(inner, choice);
+  s.threadReason = why;
+  return s;
 }

@@ -1,0 +1,48 @@
+// The engine in a module Web Worker, drawing to the OffscreenCanvas the page transferred
+// (canvas.transferControlToOffscreen): the page's thread only relays frames. Started by
+// sampler.js as `new Worker(new URL('./engine-worker.js', import.meta.url), {type: 'module'})`.
+// Protocol: worker → page {hello, webgpu} once loaded; page → worker {create, canvas, config, weights, scheduler, engine, presents} | {run,
+// options} | {ack, id} | {cancel} | {destroy}; worker → page {created, adapter,
+// modelInfo} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image} |
+// {destroyed} | {error, message}; each of these carries the sampler's stats.
+import { ready } from './sampler.js';
+import { DiffusionSampler } from './ddim_webgpu.js';
+
+let inner = null;
+let nextFrame = 0;
+const acks = new Map();
+const stats = () => (inner ? inner.stats() : { gpuBuffers: 0, gpuBytes: 0, destroyed: true });
+const message = (e) => String(e?.message ?? e);
+
+onmessage = async ({ data: m }) => {
+  try {
+    if (m.type === 'ack') {
+      acks.get(m.id)?.();
+      acks.delete(m.id);
+    } else if (m.type === 'create') {
+      await ready();
+      inner = await DiffusionSampler.create(m.canvas, m.config, m.weights, m.scheduler, m.engine, m.presents);
+      postMessage({ type: 'created', adapter: inner.adapter, modelInfo: inner.modelInfo(), stats: stats() });
+    } else if (m.type === 'run') {
+      try {
+        await inner.run(m.options, (frame) => {
+          const id = nextFrame++;
+          postMessage({ type: 'frame', id, frame, stats: stats() });
+          return new Promise((resolve) => acks.set(id, resolve));
+        });
+        postMessage({ type: 'end', image: inner.lastImage(), stats: stats() });
+      } catch (e) {
+        postMessage({ type: 'end', error: message(e), stats: stats() });
+      }
+    } else if (m.type === 'cancel') {
+      inner?.cancel();
+    } else if (m.type === 'destroy') {
+      inner?.destroy();
+      for (const resolve of acks.values()) resolve();
+      postMessage({ type: 'destroyed', stats: stats() });
+    }
+  } catch (e) {
+    postMessage({ type: 'error', message: message(e), stats: stats() });
+  }
+};
+postMessage({ type: 'hello', webgpu: !!navigator.gpu });
