@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, cpSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, cpSync, rmSync, readFileSync, writeFileSync, utimesSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { launch } from '../page/browsers.mjs';
@@ -203,7 +203,7 @@ test('a bad model URL fires error with a readable message', { timeout: 60_000 },
   await page.close();
 });
 
-test('the second page load reads the weights from Cache Storage (no download)', { timeout: 120_000 }, async () => {
+test('the second page load reads the weights from Cache Storage (no download); a changed file is downloaded again', { timeout: 120_000 }, async () => {
   let page = await openConsumer();
   await page.eval(() => caches.delete('ddim-webgpu-models-v1'));
   const first = requests.length;
@@ -219,6 +219,16 @@ test('the second page load reads the weights from Cache Storage (no download)', 
   const weightRequests = requests.slice(second).filter((q) => q.endsWith(WEIGHTS));
   assert.deepEqual(weightRequests, [`HEAD ${WEIGHTS}`], 'only a HEAD revalidation, no GET');
   assert.equal(r.progress.at(-1).fromCache, true);
+  await page.close();
+  // A changed file (new Last-Modified) is downloaded again.
+  const later = new Date(Date.now() + 60_000);
+  utimesSync(path.join(tmp, WEIGHTS), later, later);
+  page = await openConsumer();
+  const third = requests.length;
+  r = await page.eval(runElement, { engine: 'cpu', steps: '1', batch: '1' });
+  assert.equal(r.error, null);
+  assert.ok(requests.slice(third).includes(`GET ${WEIGHTS}`), 'a changed file is fetched again');
+  assert.equal(r.progress.at(-1).fromCache, false);
   await page.close();
 });
 

@@ -98,7 +98,7 @@ try {
     console.log(`| ${name} | ${fmt(us)} | ${them ? them[0] : '(not installed)'} | ${them ? fmt(them[1]) : ''} | ${them ? (us.median / them[1].median).toFixed(2) + '×' : ''} |`);
   }
   for (const [name, us] of rows) console.log(`  ${name}: ${us.what}`);
-  for (const query of ['', '?thread=worker']) {
+  for (const query of (process.env.PAGE_QUERIES ?? ',?thread=worker').split(',')) {
     const d = await defaultPage(query);
     console.log(`default page${query} (50 steps, batch 4, w = 3; ${d.engine}): first frame ${d.first.toFixed(2)} s, final image ` +
                 `${d.last.toFixed(2)} s after navigation; 95th-percentile animation-frame gap ${d.p95.toFixed(0)} ms`);

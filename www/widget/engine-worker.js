@@ -25,7 +25,10 @@ onmessage = async ({ data: m }) => {
       postMessage({ type: 'created', adapter: inner.adapter, modelInfo: inner.modelInfo(), stats: stats() });
     } else if (m.type === 'run') {
       try {
-        await inner.run(m.options, (frame) => {
+        await inner.run(m.options, async (frame) => {
+          // End this task first: the OffscreenCanvas commits its frame to the page's canvas when
+          // the worker's task ends (or at its next animation frame), not at putImageData.
+          await new Promise((r) => { self.requestAnimationFrame?.(() => r()); setTimeout(r, 50); });
           const id = nextFrame++;
           postMessage({ type: 'frame', id, frame, stats: stats() });
           return new Promise((resolve) => acks.set(id, resolve));

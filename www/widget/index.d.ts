@@ -70,14 +70,16 @@ export interface SampleImage {
   data: Uint8ClampedArray;
 }
 
-export declare class Sampler {
-  private constructor();
+/** A model bound to a canvas on one engine (made by createSampler; the engine may run in a worker). */
+export interface Sampler {
   readonly engine: EngineName;
   readonly reason: string;
   readonly adapter: string;
   readonly modelInfo: ModelInfo;
-  /** Where the engine runs: "main" (the page's thread; the CPU engine's U-Net runs in Web Workers). */
+  /** Where the engine runs: "worker" (a module Web Worker on an OffscreenCanvas) or "main". */
   readonly thread: 'main' | 'worker';
+  /** Why the engine is on the page's thread (null when it runs in a worker or as asked). */
+  readonly threadReason: string | null;
   readonly destroyed?: boolean;
   run(options?: RunOptions): AsyncGenerator<FrameInfo, void, undefined>;
   stop(): void;
@@ -97,6 +99,8 @@ export interface CreateSamplerOptions {
   onProgress?: (p: LoadProgress) => void;
   /** Keep downloaded weights in Cache Storage (default true). */
   cache?: boolean;
+  /** "auto" (default): the engine in a Web Worker where possible; "main": on the page's thread. */
+  thread?: 'auto' | 'main';
 }
 
 /** One URL per file of a model. */
@@ -119,7 +123,7 @@ export declare function liveStats(): { samplers: number; gpuBuffers: number; gpu
 
 /** The element's own events (`load` and `error` here replace the generic DOM ones). */
 export interface DdimSamplerEventMap {
-  load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker' }>;
+  load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker'; threadReason: string | null }>;
   progress: CustomEvent<LoadProgress>;
   frame: CustomEvent<FrameInfo>;
   done: CustomEvent<{ ms: number; steps: number }>;

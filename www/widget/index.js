@@ -1,3 +1,3 @@
 // ddim-webgpu: `import 'ddim-webgpu'` defines <ddim-sampler>; the named exports are the JS API.
-export { createSampler, chooseEngine, loadModel, modelUrls, liveStats, ready, Sampler, DEFAULT_MODEL } from './sampler.js';
+export { createSampler, chooseEngine, loadModel, modelUrls, liveStats, ready, DEFAULT_MODEL } from './sampler.js';
 export { DdimSamplerElement } from './element.js';
