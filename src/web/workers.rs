@@ -87,26 +87,10 @@ impl UNetWorker {
 
 #[wasm_bindgen(inline_js = "
 export function worker_script() {
-  // This snippet lives in pkg/snippets/<crate>-<hash>/: the package root is two folders up.
-  const pkg = new URL('../../', import.meta.url).href;
-  return `import init, { UNetWorker } from '${pkg}ddim_webgpu.js';
-const ready = init({ module_or_path: '${pkg}ddim_webgpu_bg.wasm' });
-let unet = null;
-onmessage = async (e) => {
-  const m = e.data;
-  try {
-    await ready;
-    if (m.type === 'load') {
-      unet = new UNetWorker(m.config, new Uint8Array(m.weights));
-      postMessage({ type: 'ready' });
-    } else {
-      const out = unet.forward(m.sample, m.shape, m.timesteps, m.labels);
-      postMessage({ type: 'result', out }, [out.buffer]);
-    }
-  } catch (err) {
-    postMessage({ type: 'error', message: String((err && err.message) || err) });
-  }
-};`;
+  // This snippet lives in pkg/snippets/<crate>-<hash>/: the package root is two folders up, where
+  // cpu-worker.js is. A blob module that imports it starts from any origin (a CDN), where
+  // new Worker(url) would need the page's own origin.
+  return `import '${new URL('../../cpu-worker.js', import.meta.url).href}';`;
 }")]
 extern "C" {
     fn worker_script() -> String;

@@ -195,6 +195,27 @@ test('removing the element and adding a new one 20 times brings live GPU buffers
   await page.close();
 });
 
+test('the raw wasm-bindgen class (ddim-webgpu/raw) runs the CPU engine in workers too', { timeout: 120_000 }, async () => {
+  const page = await openConsumer();
+  const r = await page.eval(async () => {
+    const raw = await import('ddim-webgpu/raw');
+    await raw.default();
+    const base = new URL('node_modules/ddim-webgpu/model/', location.href);
+    const config = await (await fetch(new URL('config.json', base))).text();
+    const weights = new Uint8Array(await (await fetch(new URL('diffusion_pytorch_model.safetensors', base))).arrayBuffer());
+    const canvas = document.createElement('canvas');
+    const s = await raw.DiffusionSampler.create(canvas, config, weights, undefined, 'cpu:2');
+    let frames = 0;
+    await s.run({ steps: 3, batch: 2 }, () => { frames++; });
+    const adapter = s.adapter;
+    s.destroy();
+    return { adapter, frames };
+  });
+  assert.match(r.adapter, /in 2 Web Worker\(s\)/, 'workers started from the package without the JS wrapper');
+  assert.equal(r.frames, 3);
+  await page.close();
+});
+
 test('a bad model URL fires error with a readable message', { timeout: 60_000 }, async () => {
   const page = await openConsumer();
   const r = await page.eval(runElement, { engine: 'cpu', model: 'no-such-model/' });
