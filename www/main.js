@@ -1,6 +1,6 @@
 // The live denoising page: a consumer of the package's JS API (www/widget/, shipped in pkg/):
 // chooseEngine picks and explains the engine, createSampler loads the model, run() streams steps.
-import { ready, chooseEngine, createSampler } from './pkg/index.js';
+import { ready, chooseEngine, createSampler } from './pkg/index.js'; // also defines <ddim-sampler>
 
 const $ = (id) => document.getElementById(id);
 const form = $('controls');
@@ -166,6 +166,13 @@ function download() {
     a.click();
   }, 'image/png');
 }
+
+// The embedded element: a second consumer, of the element this time.
+const embed = $('embed');
+embed.addEventListener('frame', (e) => { $('embed-status').textContent = `step ${e.detail.step} / ${e.detail.total}`; });
+embed.addEventListener('done', (e) => { $('embed-status').textContent = `done in ${(e.detail.ms / 1000).toFixed(2)} s`; });
+embed.addEventListener('error', (e) => { $('embed-status').textContent = `error: ${e.detail.message}`; });
+$('embed-start').addEventListener('click', () => embed.start().catch(() => {}));
 
 form.addEventListener('submit', (e) => { e.preventDefault(); start().catch(showError); });
 $('stop').addEventListener('click', () => sampler?.stop());

@@ -146,6 +146,16 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
+    test('the page\'s embedded <ddim-sampler> element runs', { timeout: 300_000 }, async () => {
+      const page = await browser.open('?engine=cpu&steps=2&batch=1');
+      await waitForEnd(page);
+      await page.click('#embed-start');
+      await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
+      assert.match(await page.text('#embed-status'), /^done in/);
+      assert.deepEqual(await page.errors(), []);
+      await page.close();
+    });
+
     test('a broken model URL shows its error in the page', async () => {
       const page = await browser.open('?engine=cpu&model=no-such-model/');
       await page.waitFor(() => document.body.dataset.state === 'error', 60_000);
