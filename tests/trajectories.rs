@@ -136,6 +136,7 @@ fn gpu_runs_hold_a_constant_set_of_buffers() {
     assert_eq!(engine.gpu().live_buffers(), (0, 0));
     let e = pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).unwrap_err();
     assert!(e.to_string().contains("the GPU device was destroyed"), "{e}");
+    assert_eq!(engine.gpu().live_buffers(), (0, 0), "releasing after destroy does not wrap the counts");
 }
 
 /// The numerical guard: x_t going NaN mid-run is an error naming the first bad step, on every

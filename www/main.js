@@ -55,10 +55,10 @@ async function readFile(files, pick) {
   return f ? new Uint8Array(await f.arrayBuffer()) : null;
 }
 
-async function newSampler(engine, opts) {
+async function newSampler(choice, opts) {
   const canvas = newCanvas();
   // ?threads=N: the CPU engine on N Web Workers (default: one per core, up to 4).
-  if (engine === 'cpu' && params.has('threads')) engine = `cpu:${params.get('threads')}`;
+  const engine = choice.engine === 'cpu' && params.has('threads') ? { ...choice, engine: `cpu:${params.get('threads')}` } : choice;
   let files;
   if (userFiles) {
     const config = await readFile(userFiles, (f) => f.name === 'config.json');
@@ -110,14 +110,15 @@ async function start() {
   clearError();
   setState('starting');
   const opts = readForm();
-  const { engine, reason } = await chooseEngine(opts.engine);
+  const choice = await chooseEngine(opts.engine);
+  const { engine, reason } = choice;
   $('engine').textContent = engine === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
   $('engine-reason').textContent = reason;
   const key = `${engine}|${userFiles ? [...userFiles].map((f) => f.name + f.size).join(',') : opts.model}`;
   if (!sampler || samplerKey !== key) {
     sampler?.destroy();
     sampler = null;
-    sampler = await newSampler(engine, opts);
+    sampler = await newSampler(choice, opts);
     samplerKey = key;
     showModel(sampler);
   }

@@ -68,6 +68,8 @@ impl GpuEngine {
 impl Engine for GpuEngine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
         let [_, _, h, w] = plan.shape;
+        // Nothing is made on a lost or destroyed device: its error is the answer.
+        self.unet.gpu.check()?;
         if let Some(old) = self.run.take() {
             old.release(&self.unet.gpu);
         }

@@ -154,8 +154,10 @@ impl GpuDevice {
 
     /// Frees a buffer the engine is done with now (on the web, dropping it would wait for GC).
     pub fn release(&self, buffer: wgpu::Buffer) {
-        self.live.count.fetch_sub(1, Ordering::Relaxed);
-        self.live.bytes.fetch_sub(buffer.size(), Ordering::Relaxed);
+        // After `destroy` the counts are already 0: saturate rather than wrap.
+        let sub = |c: &AtomicU64, n: u64| c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(n)));
+        let _ = sub(&self.live.count, 1);
+        let _ = sub(&self.live.bytes, buffer.size());
         buffer.destroy();
     }
 

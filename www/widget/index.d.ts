@@ -95,7 +95,8 @@ export interface CreateSamplerOptions {
   model?: string | ModelUrls;
   /** The model's bytes instead of a URL. */
   files?: ModelFiles;
-  engine?: EngineRequest;
+  /** What to run on, or an EngineChoice already made by chooseEngine() (no second adapter request). */
+  engine?: EngineRequest | EngineChoice;
   onProgress?: (p: LoadProgress) => void;
   /** Keep downloaded weights in Cache Storage (default true). */
   cache?: boolean;

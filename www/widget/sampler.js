@@ -344,7 +344,8 @@ export class WorkerSampler {
 export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   await ready();
-  const choice = await chooseEngine(engine);
+  // An engine already chosen with chooseEngine() is taken as is (no second adapter request).
+  const choice = typeof engine === 'object' ? engine : await chooseEngine(engine);
   const m = files ?? await loadModel(model, { onProgress, cache });
   let why = thread === 'main' ? 'The engine runs on the page\'s thread (thread: "main" was asked for).' : null;
   if (!why) {
