@@ -15,6 +15,8 @@ pub enum Error {
     Shape { name: String, got: Vec<usize>, expected: Vec<usize> },
     #[error("weights: tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 are supported")]
     Dtype { name: String, dtype: String },
+    #[error("weights: tensor `{name}` holds a NaN or Inf value (element {index}): the checkpoint is broken")]
+    NonFiniteWeight { name: String, index: usize },
     #[error("scheduler: {0}")]
     Scheduler(String),
     #[error("input: {0}")]

@@ -3,6 +3,7 @@
 //! panics or hangs.
 
 mod common;
+mod corpus;
 
 use common::*;
 use ddim_webgpu::run::{ClassLabels, CpuEngine, GivenNoise, RunOptions};
@@ -249,4 +250,121 @@ fn cpu_ops_check_lengths_before_indexing() {
     assert!(err(ops::class_embedding_add(&emb, &randn(&[3, 5], 7), &Tensor { shape: vec![2], data: vec![0.0, 1.0] }))
         .to_string()
         .contains("table"));
+}
+
+/// One corpus case through the native API: load, plan, run a couple of steps.
+fn corpus_native(case: &corpus::Case, gpu: &mut Option<ddim_webgpu::gpu::GpuDevice>) -> ddim_webgpu::Result<()> {
+    let inputs = corpus::inputs(case);
+    let model = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref())?;
+    let mut opts = RunOptions::new();
+    for (name, v) in case.run.numbers() {
+        opts = match name {
+            "steps" => opts.steps(v as usize),
+            "eta" => opts.eta(v as f32),
+            "batch" => opts.batch(v as usize),
+            "class" => opts.labels(ClassLabels::All(v as i64)),
+            _ => opts.guidance(v as f32),
+        };
+    }
+    if let Some(s) = &case.run.sampler {
+        opts = opts.sampler(s.parse()?);
+    }
+    let plan = opts.plan(&model)?;
+    if case.run.gpu() {
+        let mut device = gpu.take().unwrap_or_else(|| pollster::block_on(ddim_webgpu::gpu::GpuDevice::new()).unwrap());
+        let limits = device.limits.clone();
+        if let Some(b) = case.max_buffer_bytes {
+            device.cap_buffer_bytes(b);
+        }
+        let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(device, &model)?;
+        let result = pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).map(|_| ());
+        drop(engine);
+        let _ = limits;
+        result
+    } else {
+        pollster::block_on(ddim_webgpu::run::run_to_end(&mut CpuEngine::new(&model), &plan)).map(|_| ())
+    }
+}
+
+#[test]
+fn corpus_through_the_native_api() {
+    let cases = corpus::cases();
+    assert!(cases.len() >= 40, "the corpus holds {} cases", cases.len());
+    let mut gpu = None;
+    let mut failures = Vec::new();
+    for case in &cases {
+        let start = std::time::Instant::now();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| corpus_native(case, &mut gpu)));
+        match result {
+            Ok(Ok(())) => failures.push(format!("case {:?}: no error", case.name)),
+            Ok(Err(e)) => failures.extend(corpus::mismatch(case, "native API", &e.to_string())),
+            Err(_) => failures.push(format!("case {:?}: panicked", case.name)),
+        }
+        assert!(start.elapsed().as_secs() < 60, "case {:?} took {:?}", case.name, start.elapsed());
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+}
+
+/// Runs `ddim` with `args`, killing it after `limit`: (exit code, stderr).
+fn ddim_cli(args: &[String], limit: std::time::Duration) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ddim"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut s).unwrap();
+        s
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            panic!("`ddim {}` hung for {limit:?}", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (status.code(), reader.join().unwrap())
+}
+
+#[test]
+fn corpus_through_the_cli() {
+    let dir = std::env::temp_dir().join(format!("ddim-corpus-{}", std::process::id()));
+    let mut failures = Vec::new();
+    for (i, case) in corpus::cases().iter().enumerate() {
+        let model = dir.join(format!("case{i}"));
+        std::fs::create_dir_all(&model).unwrap();
+        let inputs = corpus::inputs(case);
+        std::fs::write(model.join("config.json"), &inputs.config).unwrap();
+        std::fs::write(model.join("diffusion_pytorch_model.safetensors"), &inputs.weights).unwrap();
+        if let Some(s) = &inputs.scheduler {
+            std::fs::write(model.join("scheduler_config.json"), s).unwrap();
+        }
+        let mut args: Vec<String> = vec!["sample".into(), "--model".into(), model.display().to_string()];
+        args.extend(["--out".into(), model.join("out.png").display().to_string()]);
+        for (name, v) in case.run.numbers() {
+            let flag = if name == "batch" { "num" } else { name };
+            args.extend([format!("--{flag}"), format!("{v}")]);
+        }
+        if let Some(s) = &case.run.sampler {
+            args.extend(["--sampler".into(), s.clone()]);
+        }
+        args.extend(["--engine".into(), if case.run.gpu() { "gpu" } else { "cpu" }.into()]);
+        if let Some(b) = case.max_buffer_bytes {
+            args.extend(["--max-buffer-bytes".into(), b.to_string()]);
+        }
+        let (code, stderr) = ddim_cli(&args, std::time::Duration::from_secs(60));
+        if stderr.contains("panicked") || !matches!(code, Some(1 | 2)) {
+            failures.push(format!("case {:?}: exit code {code:?}, stderr {stderr}", case.name));
+        }
+        failures.extend(corpus::mismatch(case, "CLI", &stderr));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }

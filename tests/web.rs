@@ -4,6 +4,8 @@
 //! layer on both engines, one fixture U-Net against diffusers, and the pinned noise bits.
 #![cfg(target_arch = "wasm32")]
 
+#[path = "corpus/mod.rs"]
+mod corpus;
 #[path = "op_cases/mod.rs"]
 mod op_cases;
 
@@ -124,4 +126,55 @@ async fn sampler_draws_into_an_offscreen_canvas() {
         let destroyed = js_sys::Reflect::get(&sampler.stats(), &"gpuBuffers".into()).unwrap();
         assert_eq!(destroyed, JsValue::from(0.0), "{engine}: destroy frees every GPU buffer");
     }
+}
+
+/// One corpus case through the browser API (`DiffusionSampler.create` + `run`), or, for cases that
+/// cap the GPU's buffer limit, through the engine's Rust API compiled to wasm. Err: the message.
+async fn corpus_case_in_wasm(case: &corpus::Case) -> Result<(), String> {
+    use ddim_webgpu::web::DiffusionSampler;
+    let inputs = corpus::inputs(case);
+    let o = js_sys::Object::new();
+    for (name, v) in case.run.numbers() {
+        let key = if name == "class" { "classLabel" } else { name };
+        js_sys::Reflect::set(&o, &key.into(), &v.into()).unwrap();
+    }
+    if let Some(s) = &case.run.sampler {
+        js_sys::Reflect::set(&o, &"sampler".into(), &s.into()).unwrap();
+    }
+    if let Some(cap) = case.max_buffer_bytes {
+        let model = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref()).map_err(|e| e.to_string())?;
+        let (opts, _) = ddim_webgpu::web::read_run_options(&o.into()).map_err(|e| e.to_string())?;
+        let plan = opts.plan(&model).map_err(|e| e.to_string())?;
+        let mut device = gpu().await;
+        device.cap_buffer_bytes(cap);
+        let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(device, &model).map_err(|e| e.to_string())?;
+        return ddim_webgpu::run::run_to_end(&mut engine, &plan).await.map(|_| ()).map_err(|e| e.to_string());
+    }
+    let engine = if case.run.gpu() { "webgpu" } else { "cpu:1" };
+    let message = |e: wasm_bindgen::JsValue| js_sys::Error::from(e).message().as_string().unwrap_or_default();
+    let canvas = web_sys::OffscreenCanvas::new(8, 8).unwrap();
+    let sampler = DiffusionSampler::create(canvas.into(), inputs.config, inputs.weights, inputs.scheduler, engine.into(), Some(false))
+        .await
+        .map_err(message)?;
+    let result = wasm_bindgen_futures::JsFuture::from(sampler.run(o.into(), None)).await.map(|_| ()).map_err(message);
+    sampler.destroy();
+    result
+}
+
+/// The bad-input corpus through the browser API: a named error for each case, never a panic
+/// (a panic aborts wasm: the next case would fail too) and never a hang (each case is timed).
+#[wasm_bindgen_test]
+async fn corpus_through_the_browser_api() {
+    let cases = corpus::cases();
+    let mut failures = Vec::new();
+    for case in &cases {
+        let start = ddim_webgpu::cpu::profile::now_ms();
+        match corpus_case_in_wasm(case).await {
+            Ok(()) => failures.push(format!("case {:?}: no error", case.name)),
+            Err(message) => failures.extend(corpus::mismatch(case, "browser API", &message)),
+        }
+        let ms = ddim_webgpu::cpu::profile::now_ms() - start;
+        assert!(ms < 60_000.0, "case {:?} took {ms} ms", case.name);
+    }
+    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }

@@ -19,12 +19,6 @@ struct Cli {
     cmd: Cmd,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SamplerArg {
-    Ddim,
-    Ddpm,
-}
-
 /// Which engine runs the U-Net.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum EngineArg {
@@ -66,8 +60,9 @@ enum Cmd {
         model: Option<PathBuf>,
         #[arg(long)]
         scheduler_config: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "ddim")]
-        sampler: SamplerArg,
+        /// ddim or ddpm
+        #[arg(long, default_value = "ddim")]
+        sampler: SamplerKind,
         /// inference steps [default: 50]
         #[arg(long)]
         steps: Option<usize>,
@@ -95,6 +90,10 @@ enum Cmd {
         /// same as --engine cpu
         #[arg(long)]
         cpu: bool,
+        /// refuse buffers over this many bytes, as a smaller GPU would (check that a model fits
+        /// WebGPU's default 134217728-byte binding limit on a bigger adapter)
+        #[arg(long)]
+        max_buffer_bytes: Option<u64>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
@@ -147,15 +146,12 @@ fn main() {
             guidance,
             engine,
             cpu,
+            max_buffer_bytes,
             out,
             out_tensor,
             frames,
         } => {
-            let kind = match sampler {
-                SamplerArg::Ddim => SamplerKind::Ddim,
-                SamplerArg::Ddpm => SamplerKind::Ddpm,
-            };
-            let mut opts = RunOptions::new().sampler(kind);
+            let mut opts = RunOptions::new().sampler(sampler);
             opts = match steps {
                 Some(v) => opts.steps(v),
                 None => opts,
@@ -180,7 +176,8 @@ fn main() {
                 Some(v) => opts.guidance(v),
                 None => opts,
             };
-            sample(model, scheduler_config, opts, noise, engine_arg(engine, cpu), &out, out_tensor, frames)
+            let engine = engine_arg(engine, cpu);
+            sample(model, scheduler_config, opts, noise, (engine, max_buffer_bytes), &out, out_tensor, frames)
         }
         Cmd::Bench { model, batch, steps, guidance, cpu_only, memory, random_config } => {
             let model = match random_config {
@@ -327,7 +324,7 @@ fn sample(
     sched: Option<PathBuf>,
     mut opts: RunOptions,
     noise: Option<PathBuf>,
-    engine: EngineArg,
+    (engine, max_buffer_bytes): (EngineArg, Option<u64>),
     out: &Path,
     out_tensor: Option<PathBuf>,
     frames: Option<PathBuf>,
@@ -352,7 +349,11 @@ fn sample(
         eprintln!("engine: fast CPU ({})", cpu.ops().kernel_name());
         sample_with(&mut cpu, &plan, frames.as_deref())?
     } else {
-        sample_with(&mut GpuEngine::new(gpu()?, &model)?, &plan, frames.as_deref())?
+        let mut gpu = gpu()?;
+        if let Some(bytes) = max_buffer_bytes {
+            gpu.cap_buffer_bytes(bytes);
+        }
+        sample_with(&mut GpuEngine::new(gpu, &model)?, &plan, frames.as_deref())?
     };
     eprintln!("{} steps in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
     save_png(out, &result)?;

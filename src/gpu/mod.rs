@@ -180,12 +180,30 @@ impl GpuDevice {
         self.live.bytes.store(0, Ordering::Relaxed);
     }
 
-    /// A storage buffer of `bytes`, checked against the device's per-binding limit.
-    pub fn storage_buffer(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
-        let max = self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size);
+    /// Lowers the largest buffer the engine will make to `bytes` (never raises it): checks that a
+    /// model fits a smaller GPU than this one (the CLI's `--max-buffer-bytes`, the limit tests).
+    pub fn cap_buffer_bytes(&mut self, bytes: u64) {
+        self.limits.max_storage_buffer_binding_size = self.limits.max_storage_buffer_binding_size.min(bytes);
+        self.limits.max_buffer_size = self.limits.max_buffer_size.min(bytes);
+    }
+
+    /// The largest storage buffer the engine may make (the per-binding and per-buffer limits).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
+    /// Refuses `bytes` for `what` if it is over `max_buffer_bytes`, naming the limit.
+    pub fn check_buffer_bytes(&self, bytes: u64, what: &str) -> Result<()> {
+        let max = self.max_buffer_bytes();
         if bytes > max {
             return Err(Error::Limits(format!("{what} needs a {bytes}-byte buffer; this adapter allows {max} bytes per storage binding")));
         }
+        Ok(())
+    }
+
+    /// A storage buffer of `bytes`, checked against the device's per-binding limit.
+    pub fn storage_buffer(&self, bytes: u64, what: &str) -> Result<wgpu::Buffer> {
+        self.check_buffer_bytes(bytes, what)?;
         Ok(self.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes.max(16).next_multiple_of(4),

@@ -81,9 +81,15 @@ impl GpuWeights {
     }
 
     pub fn upload_tensors(gpu: &GpuDevice, named: &HashMap<String, crate::Tensor>) -> Result<Self> {
+        // Every tensor is checked against the limits before the first buffer is made.
+        let mut sorted: Vec<_> = named.iter().collect();
+        sorted.sort_by_key(|(name, _)| name.as_str());
+        for (name, t) in &sorted {
+            gpu.check_buffer_bytes(t.data.len() as u64 * 4, &format!("weight `{name}`"))?;
+        }
         let mut tensors = HashMap::new();
         let mut bytes = 0;
-        for (name, t) in named {
+        for (name, t) in sorted {
             let buf = gpu.upload(&t.data, name)?;
             bytes += buf.size();
             tensors.insert(name.clone(), GpuTensor::owned(buf, t.shape.clone()));
@@ -115,7 +121,8 @@ impl<'a> GpuRecorder<'a> {
 
     /// An activation tensor from the pool.
     pub fn alloc(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
-        let bytes = ((shape.iter().product::<usize>() * 4) as u64).max(16);
+        // In u64 and saturating: on wasm32 a large batch overflows usize before the limit check.
+        let bytes = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16);
         let reused = self.pool.borrow_mut().free.get_mut(&bytes).and_then(|v| v.pop());
         let buffer = match reused {
             Some(b) => b,

@@ -146,8 +146,23 @@ fn default_up() -> Vec<String> {
 impl UNetConfig {
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = serde_json::from_str(text).map_err(|e| Error::Config(e.to_string()))?;
-        raw.validate()
+        let raw: RawConfig = parse_json(text).map_err(Error::Config)?;
+        let set: Vec<String> = match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(o)) => o.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        raw.validate().map_err(|e| match e {
+            // A field diffusers fills with its default (because config.json lacks it) is the
+            // likely culprit of a mismatch: say so.
+            Error::Config(msg) => {
+                let unset: Vec<&str> = DEFAULTED.iter().copied().filter(|f| msg.contains(f) && !set.iter().any(|k| k == f)).collect();
+                match unset.is_empty() {
+                    true => Error::Config(msg),
+                    false => Error::Config(format!("{msg} (not set in config.json, so diffusers' default was used: {})", unset.join(", "))),
+                }
+            }
+            other => other,
+        })
     }
 
     /// Number of resolution levels (= number of down blocks).
@@ -177,8 +192,39 @@ impl UNetConfig {
     }
 }
 
+/// Fields whose diffusers default shapes the network.
+const DEFAULTED: &[&str] = &["block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "in_channels", "out_channels"];
+
+/// Parses JSON into `T`; an error names the field it is in (`layers_per_block: invalid type …`)
+/// and text after the JSON value is refused.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().to_string().as_str() {
+        "." => e.inner().to_string(),
+        path => format!("`{path}`: {}", e.inner()),
+    })?;
+    de.end().map_err(|e| format!("{e} (text after the JSON object)"))?;
+    Ok(value)
+}
+
+/// Sizes far beyond any model this engine can hold are refused by name before any arithmetic
+/// on them can overflow.
+fn bounded(field: &str, v: usize, max: usize) -> Result<usize> {
+    match v <= max {
+        true => Ok(v),
+        false => Err(Error::unsupported(field, v, &format!("larger than {max}"))),
+    }
+}
+
 impl RawConfig {
     fn validate(self) -> Result<UNetConfig> {
+        for &c in &self.block_out_channels {
+            bounded("block_out_channels", c, 1 << 16)?;
+        }
+        bounded("in_channels", self.in_channels, 1 << 12)?;
+        bounded("out_channels", self.out_channels, 1 << 12)?;
+        bounded("layers_per_block", self.layers_per_block, 64)?;
+        bounded("num_class_embeds", self.num_class_embeds.unwrap_or(0), 1 << 20)?;
         if let Some(name) = &self.class_name {
             if name != "UNet2DModel" {
                 return Err(Error::unsupported("_class_name", name, "only UNet2DModel is implemented"));
@@ -273,14 +319,20 @@ impl RawConfig {
         if self.num_class_embeds == Some(0) {
             return Err(Error::unsupported("num_class_embeds", 0, "must be positive or null"));
         }
+        let side = |v: &Value| v.as_u64().filter(|&s| (1..=1 << 16).contains(&s)).map(|s| s as usize);
         let sample_size = match &self.sample_size {
             None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => n.as_u64().map(|s| (s as usize, s as usize)),
-            Some(Value::Array(a)) if a.len() == 2 => match (a[0].as_u64(), a[1].as_u64()) {
-                (Some(h), Some(w)) => Some((h as usize, w as usize)),
-                _ => None,
-            },
-            Some(v) => return Err(Error::unsupported("sample_size", v, "must be an integer or [height, width]")),
+            Some(v @ Value::Number(_)) => Some(side(v).map(|s| (s, s))),
+            Some(Value::Array(a)) if a.len() == 2 => Some(side(&a[0]).zip(side(&a[1]))),
+            Some(_) => Some(None),
+        };
+        let sample_size = match sample_size {
+            Some(None) => {
+                let v = self.sample_size.unwrap_or_default();
+                return Err(Error::unsupported("sample_size", v, "must be an integer or [height, width], each from 1 to 65536"));
+            }
+            Some(s) => s,
+            None => None,
         };
         let cfg = UNetConfig {
             sample_size,

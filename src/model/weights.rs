@@ -20,11 +20,18 @@ pub struct Weights {
 impl Weights {
     /// Parses a safetensors file and validates it against `cfg`. `file` names it in errors.
     pub fn from_safetensors(bytes: &[u8], file: &str, cfg: &UNetConfig) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e) })?;
+        if let Some(name) = duplicate_name(bytes) {
+            return Err(Error::Safetensors { file: file.into(), msg: format!("the header names tensor `{name}` twice") });
+        }
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e, bytes) })?;
         let mut tensors = HashMap::new();
         let mut stored_dtype = String::from("F32");
         for (name, view) in st.tensors() {
             let data = to_f32(&name, view.dtype(), view.data())?;
+            // Checked here, by name: a NaN weight would otherwise surface as a black image.
+            if let Some(index) = data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::NonFiniteWeight { name, index });
+            }
             if view.dtype() != Dtype::F32 {
                 stored_dtype = format!("{:?}", view.dtype());
             }
@@ -91,16 +98,100 @@ impl Weights {
     }
 }
 
-fn describe(e: safetensors::SafeTensorError) -> String {
+/// A tensor name that the header's JSON object holds twice (JSON parsers keep the last silently).
+fn duplicate_name(bytes: &[u8]) -> Option<String> {
+    struct Keys(Option<String>);
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Keys, A::Error> {
+                    let (mut seen, mut twice) = (std::collections::HashSet::new(), None);
+                    // Read to the end (serde_json refuses a map left half read).
+                    while let Some(k) = map.next_key::<String>()? {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        if !seen.insert(k.clone()) {
+                            twice.get_or_insert(k);
+                        }
+                    }
+                    Ok(Keys(twice))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header = bytes.get(8..8usize.checked_add(n)?)?;
+    serde_json::from_slice::<Keys>(header).ok()?.0
+}
+
+/// The byte the header says the data ends at (the largest end offset), if it can be read.
+fn data_end(bytes: &[u8]) -> Option<usize> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let ends = header.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64());
+    Some(8 + n + ends.max().unwrap_or(0) as usize)
+}
+
+/// The first tensor whose header entry does not fit its dtype, shape or place, described.
+fn entry_problem(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let data_len = (bytes.len() - 8 - n) as u64;
+    let mut entries: Vec<(String, Dtype, Vec<u64>, [u64; 2])> = header
+        .into_iter()
+        .filter(|(k, _)| k != "__metadata__")
+        .filter_map(|(k, v)| {
+            let dtype: Dtype = serde_json::from_value(v.get("dtype")?.clone()).ok()?;
+            let shape: Vec<u64> = serde_json::from_value(v.get("shape")?.clone()).ok()?;
+            let offsets: [u64; 2] = serde_json::from_value(v.get("data_offsets")?.clone()).ok()?;
+            Some((k, dtype, shape, offsets))
+        })
+        .collect();
+    entries.sort_by_key(|e| e.3);
+    let mut end = 0;
+    for (name, dtype, shape, [a, b]) in entries {
+        let bits = shape.iter().try_fold(dtype.bitsize() as u64, |acc, &d| acc.checked_mul(d));
+        if a > b || b > data_len {
+            return Some(format!("tensor `{name}` has data offsets [{a}, {b}] outside the {data_len} data bytes"));
+        }
+        if a != end {
+            return Some(format!("tensor `{name}` starts at byte {a} of the data, not at {end}: offsets overlap or leave a gap"));
+        }
+        if bits.map(|bits| bits.div_ceil(8)) != Some(b - a) {
+            return Some(format!("tensor `{name}` is {dtype:?} {shape:?} but holds {} bytes", b - a));
+        }
+        end = b;
+    }
+    None
+}
+
+fn describe(e: safetensors::SafeTensorError, bytes: &[u8]) -> String {
     use safetensors::SafeTensorError as E;
     match e {
+        E::InvalidOffset(_) | E::TensorInvalidInfo | E::ValidationOverflow => {
+            entry_problem(bytes).unwrap_or_else(|| format!("{e} (corrupt header)"))
+        }
+        E::MetadataIncompleteBuffer => match data_end(bytes) {
+            Some(end) if end < bytes.len() => {
+                format!(
+                    "{} bytes after the last tensor's data (the header says the data ends at byte {end}): corrupt file",
+                    bytes.len() - end
+                )
+            }
+            Some(end) => format!("tensor data is shorter than the header says (truncated file: {} of {end} bytes)", bytes.len()),
+            None => "tensor data is shorter than the header says (truncated file)".into(),
+        },
         E::HeaderTooSmall => "file too small to hold a safetensors header (truncated?)".into(),
         E::HeaderTooLarge => "header length is larger than allowed (corrupt file?)".into(),
         E::InvalidHeaderLength => "header length runs past the end of the file (truncated or corrupt)".into(),
         E::InvalidHeader(_) | E::InvalidHeaderStart | E::InvalidHeaderDeserialization(_) => {
             format!("header is not valid safetensors JSON ({e})")
         }
-        E::MetadataIncompleteBuffer => "tensor data is shorter than the header says (truncated file)".into(),
         other => format!("{other}"),
     }
 }

@@ -116,7 +116,10 @@ impl RunOptions {
         let steps = schedule.steps(kind, self.steps.unwrap_or(DEFAULT_STEPS), self.eta.unwrap_or(0.0))?;
         let labels = self.resolve_labels(cfg.num_class_embeds, batch)?;
         let guidance = Guidance::new(cfg.num_class_embeds, labels, self.guidance.unwrap_or(0.0))?;
-        let count: usize = shape.iter().product();
+        // Beyond 2^30 values (4 GiB of f32) no engine here can hold x_t: refuse before allocating.
+        let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&c| c <= 1 << 30).ok_or_else(|| {
+            Error::Input(format!("batch = {batch} of {}x{h}x{w} images is more than 2^30 values: too large to sample", cfg.in_channels))
+        })?;
         let (noise, x_start) = match &self.noise {
             None => {
                 let seed = self.seed.unwrap_or(0);

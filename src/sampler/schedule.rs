@@ -122,22 +122,33 @@ pub struct SchedulerConfig {
 impl SchedulerConfig {
     /// Parses and validates `scheduler_config.json`; every error names its field.
     pub fn from_json(text: &str) -> Result<Self> {
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        let value: serde_json::Value =
+            crate::model::config::parse_json(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let raw: RawSchedulerConfig = serde_json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        let raw: RawSchedulerConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| Error::Scheduler(format!("scheduler_config.json: `{}`: {}", e.path(), e.inner())))?;
         if raw.thresholding {
             return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
         }
         if raw.rescale_betas_zero_snr {
             return Err(Error::Scheduler("`rescale_betas_zero_snr` = true is not implemented".into()));
         }
-        if raw.num_train_timesteps == 0 {
-            return Err(Error::Scheduler("`num_train_timesteps` = 0".into()));
+        if raw.num_train_timesteps == 0 || raw.num_train_timesteps > 1_000_000 {
+            return Err(Error::Scheduler(format!("`num_train_timesteps` = {}: must be from 1 to 1000000", raw.num_train_timesteps)));
+        }
+        // Betas of 1 or more make ᾱ_t zero or negative: every step would divide by zero.
+        for (field, b) in [("beta_start", raw.beta_start), ("beta_end", raw.beta_end)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::Scheduler(format!("`{field}` = {b}: betas must be in [0, 1)")));
+            }
         }
         if let Some(b) = &raw.trained_betas {
+            if let Some((i, v)) = b.iter().enumerate().find(|(_, v)| !(0.0..1.0).contains(*v)) {
+                return Err(Error::Scheduler(format!("`trained_betas`[{i}] = {v}: betas must be in [0, 1)")));
+            }
             if b.len() != raw.num_train_timesteps {
                 return Err(Error::Scheduler(format!(
                     "`trained_betas` has {} entries, num_train_timesteps is {}",
@@ -175,6 +186,19 @@ impl Default for SchedulerConfig {
 pub enum SamplerKind {
     Ddim,
     Ddpm,
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = Error;
+
+    /// "ddim" or "ddpm": the CLI's `--sampler` and the JS `sampler` option.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "ddim" => Ok(SamplerKind::Ddim),
+            "ddpm" => Ok(SamplerKind::Ddpm),
+            other => Err(Error::Input(format!("unknown sampler {other:?}: expected \"ddim\" or \"ddpm\""))),
+        }
+    }
 }
 
 /// Elementwise update applied at one step, with m the model output and x the current sample:

@@ -24,6 +24,7 @@ use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 use canvas::{gpu_for_canvas, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
+pub use options::read as read_run_options;
 pub use workers::UNetWorker;
 use workers::WorkerEngine;
 

@@ -32,7 +32,7 @@ fn string(o: &JsValue, k: &str) -> Result<Option<String>> {
 pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
     let mut opts = RunOptions::new();
     if let Some(v) = number(o, "steps")? {
-        opts = opts.steps(whole("steps", v, 1.0)? as usize);
+        opts = opts.steps(whole("steps", v, 0.0)? as usize);
     }
     if let Some(v) = number(o, "batch")? {
         opts = opts.batch(whole("batch", v, 1.0)? as usize);
@@ -56,10 +56,8 @@ pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
         };
         opts = opts.labels(labels);
     }
-    match string(o, "sampler")?.as_deref() {
-        None | Some("ddim") => {}
-        Some("ddpm") => opts = opts.sampler(SamplerKind::Ddpm),
-        Some(other) => return Err(Error::Input(format!("sampler {other:?}: expected \"ddim\" or \"ddpm\""))),
+    if let Some(s) = string(o, "sampler")? {
+        opts = opts.sampler(s.parse::<SamplerKind>()?);
     }
     let view = match string(o, "view")?.as_deref() {
         None | Some("xt") => View::Xt,
