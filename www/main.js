@@ -12,6 +12,7 @@ let samplerKey = '';     // engine + model it was built for
 let running = null;      // promise of the current run
 let userFiles = null;    // FileList chosen with the picker
 window.__frames = [];    // a checksum of the canvas after every step (read by the page tests)
+window.__loseDevice = () => sampler?.loseDeviceForTest(); // test hook: a device loss mid-run
 
 function setState(s) { document.body.dataset.state = s; }
 
@@ -79,7 +80,7 @@ function showModel(s) {
   const k = info.numClassEmbeds;
   const select = form.elements.class;
   const want = params.get('class') ?? select.value;
-  select.innerHTML = '<option value="">mixed</option>';
+  select.replaceChildren(new Option('mixed', ''));
   if (k) for (let c = 0; c < k - 1; c++) select.add(new Option(String(c), String(c)));
   select.disabled = !k;
   // Classifier-free guidance needs a class-conditional model.

@@ -296,7 +296,13 @@ fn read_noise(p: &Path) -> Result<GivenNoise> {
 }
 
 /// Samples through the run layer, showing progress, writing frames if asked.
-fn sample_with<E: Engine>(engine: &mut E, plan: &run::RunPlan, frames: Option<&Path>) -> Result<Tensor> {
+/// `lose`: the test hook of `DDIM_TEST_LOSE_DEVICE_AT_STEP` (the device to lose and the step).
+fn sample_with<E: Engine>(
+    engine: &mut E,
+    plan: &run::RunPlan,
+    frames: Option<&Path>,
+    lose: Option<(wgpu::Device, usize)>,
+) -> Result<Tensor> {
     let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} t={msg}").expect("valid template"));
     let mut last = Instant::now();
@@ -307,6 +313,9 @@ fn sample_with<E: Engine>(engine: &mut E, plan: &run::RunPlan, frames: Option<&P
         bar.set_message(format!("{} {:.1} ms/step", info.timestep, last.elapsed().as_secs_f64() * 1e3));
         last = Instant::now();
         bar.inc(1);
+        if let Some((device, _)) = lose.as_ref().filter(|(_, at)| *at == info.index) {
+            device.destroy();
+        }
         Ok(Flow::Continue)
     }));
     bar.finish();
@@ -343,17 +352,20 @@ fn sample(
     let start = Instant::now();
     let result = if engine == EngineArg::Reference {
         eprintln!("engine: CPU reference");
-        sample_with(&mut CpuEngine::reference(&model), &plan, frames.as_deref())?
+        sample_with(&mut CpuEngine::reference(&model), &plan, frames.as_deref(), None)?
     } else if engine == EngineArg::Cpu {
         let mut cpu = CpuEngine::new(&model);
         eprintln!("engine: fast CPU ({})", cpu.ops().kernel_name());
-        sample_with(&mut cpu, &plan, frames.as_deref())?
+        sample_with(&mut cpu, &plan, frames.as_deref(), None)?
     } else {
         let mut gpu = gpu()?;
         if let Some(bytes) = max_buffer_bytes {
             gpu.cap_buffer_bytes(bytes);
         }
-        sample_with(&mut GpuEngine::new(gpu, &model)?, &plan, frames.as_deref())?
+        // Test hook: DDIM_TEST_LOSE_DEVICE_AT_STEP=N loses the device after step N (0-based), as
+        // a driver reset would, to test that the run ends with a named error.
+        let lose = std::env::var("DDIM_TEST_LOSE_DEVICE_AT_STEP").ok().and_then(|s| s.parse().ok()).map(|at| (gpu.device.clone(), at));
+        sample_with(&mut GpuEngine::new(gpu, &model)?, &plan, frames.as_deref(), lose)?
     };
     eprintln!("{} steps in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
     save_png(out, &result)?;

@@ -96,7 +96,7 @@ impl GpuDevice {
         device.set_device_lost_callback(move |reason, msg| {
             l.store(true, std::sync::atomic::Ordering::SeqCst);
             let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+            slot.get_or_insert_with(|| format!("the GPU device was lost ({reason:?}: {msg})"));
         });
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut pipelines = std::collections::HashMap::new();
@@ -137,12 +137,29 @@ impl GpuDevice {
         self.lost.clone()
     }
 
-    /// The first uncaptured GPU error or device loss since the device was made, if any.
+    /// The first uncaptured GPU error or device loss since the device was made, if any. A lost
+    /// device is reported as lost even when an error about it came first ("parent device is
+    /// lost"): the page and the widget recognise the words and make a new device.
     pub fn check(&self) -> Result<()> {
-        match self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        let fault = self.fault.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match fault {
+            Some(msg) if self.lost.load(Ordering::SeqCst) && !msg.starts_with("the GPU device was") => {
+                Err(Error::Gpu(format!("the GPU device was lost ({msg})")))
+            }
             Some(msg) => Err(Error::Gpu(msg)),
             None => Ok(()),
         }
+    }
+
+    /// Whether the device was lost (or destroyed): a new one is needed.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Test hook: loses the device as a driver reset or a browser would (`device.destroy()`
+    /// without marking it destroyed by us), so that the loss path can be tested.
+    pub fn lose_for_test(&self) {
+        self.device.destroy();
     }
 
     /// A buffer, counted in `live_buffers` until `release`d or the device is destroyed.
@@ -268,7 +285,10 @@ impl GpuDevice {
                 match rx.try_recv() {
                     Ok(Some(r)) => break r,
                     Ok(None) => {}
-                    Err(_) => return Err(Error::Gpu("readback was dropped (device lost?)".into())),
+                    Err(_) => {
+                        self.check()?;
+                        return Err(Error::Gpu("readback was dropped (device lost?)".into()));
+                    }
                 }
                 self.check()?;
                 #[cfg(target_arch = "wasm32")]
@@ -276,7 +296,10 @@ impl GpuDevice {
                 #[cfg(not(target_arch = "wasm32"))]
                 return Err(Error::Gpu("readback did not complete after the queue went idle".into()));
             };
-            mapped.map_err(|e| Error::Gpu(format!("readback failed: {e}")))?;
+            if let Err(e) = mapped {
+                self.check()?;
+                return Err(Error::Gpu(format!("readback failed: {e}")));
+            }
             self.check()?;
             let view = staging.get_mapped_range(..).map_err(|e| Error::Gpu(format!("readback map: {e:?}")))?;
             let out = bytemuck::cast_slice::<u8, f32>(&view)[..count].to_vec();

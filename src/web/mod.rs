@@ -60,7 +60,9 @@ struct Inner {
     running: Cell<bool>,
     destroyed: Cell<bool>,
     /// The WebGPU engine's buffer counts (`stats()`), readable while a run holds the engine.
-    gpu_live: Option<std::sync::Arc<crate::gpu::LiveBuffers>>,
+    gpu_live: RefCell<Option<std::sync::Arc<crate::gpu::LiveBuffers>>>,
+    /// The WebGPU engine's device, reachable while a run holds the engine (the loss test hook).
+    gpu_device: RefCell<Option<wgpu::Device>>,
     last: RefCell<Option<Tensor>>,
 }
 
@@ -151,9 +153,9 @@ impl DiffusionSampler {
             }
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)")))),
         };
-        let gpu_live = match &engine {
-            EngineKind::WebGpu { engine, .. } => Some(engine.gpu().live()),
-            _ => None,
+        let (gpu_live, gpu_device) = match &engine {
+            EngineKind::WebGpu { engine, .. } => (Some(engine.gpu().live()), Some(engine.gpu().device.clone())),
+            _ => (None, None),
         };
         let inner = Inner {
             model,
@@ -163,7 +165,8 @@ impl DiffusionSampler {
             cancel: Cell::new(false),
             running: Cell::new(false),
             destroyed: Cell::new(false),
-            gpu_live,
+            gpu_live: RefCell::new(gpu_live),
+            gpu_device: RefCell::new(gpu_device),
             last: RefCell::new(None),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
@@ -209,12 +212,20 @@ impl DiffusionSampler {
     /// {gpuBuffers, gpuBytes, destroyed}: GPU buffers this sampler holds (0 on the CPU engine and
     /// after `destroy()`), for leak checks.
     pub fn stats(&self) -> JsValue {
-        let (buffers, bytes) = self.inner.gpu_live.as_ref().map_or((0, 0), |l| l.get());
+        let (buffers, bytes) = self.inner.gpu_live.borrow().as_ref().map_or((0, 0), |l| l.get());
         let o = Object::new();
         let _ = Reflect::set(&o, &"gpuBuffers".into(), &(buffers as f64).into());
         let _ = Reflect::set(&o, &"gpuBytes".into(), &(bytes as f64).into());
         let _ = Reflect::set(&o, &"destroyed".into(), &self.inner.destroyed.get().into());
         o.into()
+    }
+
+    /// Test hook: loses the WebGPU device now, as a driver reset would (`device.destroy()`); the
+    /// run in progress fails with "the GPU device was lost" and the next run makes a new device.
+    /// False on the CPU engine.
+    #[wasm_bindgen(js_name = loseDeviceForTest)]
+    pub fn lose_device_for_test(&self) -> bool {
+        self.inner.gpu_device.borrow().as_ref().map(|d| d.destroy()).is_some()
     }
 
     /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel, guidance,
@@ -315,6 +326,7 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
 #[allow(clippy::await_holding_refcell_ref)]
 async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<(), Error> {
     let (opts, view) = options::read(o)?;
+    renew_lost_device(inner).await?;
     let plan = opts.plan(&inner.model)?;
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
@@ -349,6 +361,22 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
         EngineKind::Destroyed => return Err(Error::Input("this sampler was destroyed".into())),
     };
     *inner.last.borrow_mut() = Some(final_x);
+    Ok(())
+}
+
+/// After a device loss (a driver reset, the GPU process restarting, the test hook), the next run
+/// gets a new device and engine on the same canvas, as WebGPU asks pages to do.
+async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
+    let presents = match &*inner.engine.borrow() {
+        EngineKind::WebGpu { engine, target } if engine.gpu().is_lost() => matches!(target, FrameTarget::Surface { .. }),
+        _ => return Ok(()),
+    };
+    web_sys::console::warn_1(&"ddim-webgpu: the GPU device was lost; making a new one".into());
+    let (gpu, target) = gpu_for_canvas(&inner.canvas, Some(presents)).await?;
+    let engine = GpuEngine::new(gpu, &inner.model)?;
+    *inner.gpu_live.borrow_mut() = Some(engine.gpu().live());
+    *inner.gpu_device.borrow_mut() = Some(engine.gpu().device.clone());
+    *inner.engine.borrow_mut() = EngineKind::WebGpu { engine: Box::new(engine), target };
     Ok(())
 }
 

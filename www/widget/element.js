@@ -139,6 +139,9 @@ export class DdimSamplerElement extends HTMLElement {
     try { await run; } finally { if (this.#run === run) this.#run = null; }
   }
 
+  /** Test hook: loses the WebGPU device mid-run (the next start makes a new one). */
+  loseDeviceForTest() { return this.#sampler?.loseDeviceForTest() ?? false; }
+
   /** Ends the run in progress within one step; resolves once it has stopped. */
   async stop() {
     this.#abort?.abort();

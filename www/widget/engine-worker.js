@@ -2,7 +2,7 @@
 // (canvas.transferControlToOffscreen): the page's thread only relays frames. Started by
 // sampler.js as `new Worker(new URL('./engine-worker.js', import.meta.url), {type: 'module'})`.
 // Protocol: worker → page {hello, webgpu} once loaded; page → worker {create, canvas, config, weights, scheduler, engine, presents} | {run,
-// options} | {ack, id} | {cancel} | {destroy}; worker → page {created, adapter,
+// options} | {ack, id} | {cancel} | {lose-device} (test hook) | {destroy}; worker → page {created, adapter,
 // modelInfo} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image} |
 // {destroyed} | {error, message}; each of these carries the sampler's stats.
 import { ready } from './sampler.js';
@@ -39,6 +39,8 @@ onmessage = async ({ data: m }) => {
       }
     } else if (m.type === 'cancel') {
       inner?.cancel();
+    } else if (m.type === 'lose-device') {
+      inner?.loseDeviceForTest();
     } else if (m.type === 'destroy') {
       inner?.destroy();
       for (const resolve of acks.values()) resolve();

@@ -83,6 +83,8 @@ export interface Sampler {
   readonly destroyed?: boolean;
   run(options?: RunOptions): AsyncGenerator<FrameInfo, void, undefined>;
   stop(): void;
+  /** Test hook: loses the WebGPU device now; the run throws "… the GPU device was lost …" and the next run makes a new device. */
+  loseDeviceForTest(): boolean;
   lastImage(): SampleImage | null;
   stats(): SamplerStats;
   destroy(): void;
@@ -136,6 +138,8 @@ export declare class DdimSamplerElement extends HTMLElement {
   readonly sampler: Sampler | null;
   start(): Promise<void>;
   stop(): Promise<void>;
+  /** Test hook: loses the WebGPU device mid-run; the next start makes a new one. */
+  loseDeviceForTest(): boolean;
   addEventListener<K extends keyof DdimSamplerEventMap>(type: K, listener: (this: DdimSamplerElement, ev: DdimSamplerEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
   addEventListener<K extends Exclude<keyof HTMLElementEventMap, keyof DdimSamplerEventMap>>(type: K, listener: (this: DdimSamplerElement, ev: HTMLElementEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | AddEventListenerOptions): void;

@@ -182,6 +182,12 @@ export class Sampler {
   /** Ends the run in progress within one step (run() then throws Error("cancelled")). */
   stop() { this.#inner.cancel(); }
 
+  /**
+   * Test hook: loses the WebGPU device now (as a driver reset would). The run in progress throws
+   * "… the GPU device was lost …"; the next run makes a new device. False on the CPU engine.
+   */
+  loseDeviceForTest() { return !this.destroyed && this.#inner.loseDeviceForTest(); }
+
   /** The last finished sample as {width, height, data: RGBA Uint8ClampedArray}, or null. */
   lastImage() { return this.#inner.lastImage(); }
 
@@ -319,6 +325,7 @@ export class WorkerSampler {
   }
 
   stop() { if (!this.destroyed) this.#worker.postMessage({ type: 'cancel' }); }
+  loseDeviceForTest() { if (!this.destroyed) this.#worker.postMessage({ type: 'lose-device' }); return this.engine === 'webgpu'; }
   lastImage() { return this.#image; }
   stats() { return this.destroyed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : { ...this.#stats }; }
 
