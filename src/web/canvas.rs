@@ -179,6 +179,19 @@ pub async fn gpu_for_canvas(canvas: &Canvas, presents: Option<bool>) -> Result<(
     }
 }
 
+/// A new device for a canvas whose device was lost, keeping its frame target: a canvas's context
+/// cannot be asked for again everywhere (Firefox refuses `getContext` a second time on a worker's
+/// OffscreenCanvas), and a surface is not tied to a device.
+pub async fn new_gpu_for_target(target: FrameTarget) -> Result<(GpuDevice, FrameTarget)> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let surface = match &target {
+        FrameTarget::Surface { surface, .. } => Some(surface),
+        FrameTarget::Readback(_) => None,
+    };
+    let adapter = request_adapter(&instance, surface).await?;
+    Ok((GpuDevice::from_adapter(&adapter).await?, target))
+}
+
 /// Puts a batch, as a grid of `cols` columns, into a 2D context.
 pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize) -> Result<()> {
     let (w, h, px) = grid_rgba(x, cols);

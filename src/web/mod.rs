@@ -23,7 +23,7 @@ use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
-use canvas::{gpu_for_canvas, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
+use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
 pub use options::read as read_run_options;
 pub use workers::UNetWorker;
 use workers::WorkerEngine;
@@ -367,12 +367,17 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
 /// After a device loss (a driver reset, the GPU process restarting, the test hook), the next run
 /// gets a new device and engine on the same canvas, as WebGPU asks pages to do.
 async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
-    let presents = match &*inner.engine.borrow() {
-        EngineKind::WebGpu { engine, target } if engine.gpu().is_lost() => matches!(target, FrameTarget::Surface { .. }),
-        _ => return Ok(()),
+    let old = std::mem::replace(&mut *inner.engine.borrow_mut(), EngineKind::Destroyed);
+    let target = match old {
+        EngineKind::WebGpu { engine, target } if engine.gpu().is_lost() => target,
+        other => {
+            *inner.engine.borrow_mut() = other;
+            return Ok(());
+        }
     };
     web_sys::console::warn_1(&"ddim-webgpu: the GPU device was lost; making a new one".into());
-    let (gpu, target) = gpu_for_canvas(&inner.canvas, Some(presents)).await?;
+    // Until the new device exists the sampler has none: a failure here leaves it unusable, named.
+    let (gpu, target) = new_gpu_for_target(target).await?;
     let engine = GpuEngine::new(gpu, &inner.model)?;
     *inner.gpu_live.borrow_mut() = Some(engine.gpu().live());
     *inner.gpu_device.borrow_mut() = Some(engine.gpu().device.clone());

@@ -184,6 +184,108 @@ for (const browserName of BROWSERS) {
       }
     });
 
+    test('a GPU device lost mid-run says so, and the next Start makes a new device', { skip: !offers.webgpu && 'no WebGPU', timeout: 600_000 }, async () => {
+      for (const thread of ['main', 'worker']) {
+        const page = await browser.open(`?engine=webgpu&steps=30&batch=1&seed=2&thread=${thread}&model=/fixtures/class_f16/`);
+        await page.waitFor(() => (window.__frames || []).length >= 2, 240_000);
+        assert.equal(await page.eval(() => window.__loseDevice()), true, `${thread}: the hook reached a WebGPU sampler`);
+        await page.waitFor(() => document.body.dataset.state === 'error', 60_000);
+        assert.match(await page.text('#error'), /the GPU device was lost/, `${thread}: the page names the loss`);
+        assert.ok((await page.eval(() => window.__frames.length)) < 30, `${thread}: the run stopped at the loss`);
+        await page.click('#start');
+        await waitForEnd(page);
+        assert.equal(await page.eval(() => window.__frames.length), 30, `${thread}: the next Start ran all steps on a new device`);
+        assert.deepEqual(await page.errors(), []);
+        await page.close();
+      }
+      // The widget element: the same loss, its `error` event and status, then its next start().
+      const page = await browser.open('?engine=cpu&steps=1&batch=1');
+      await waitForEnd(page);
+      await page.eval(() => {
+        const e = document.getElementById('embed');
+        for (const [k, v] of Object.entries({ engine: 'webgpu', model: '/fixtures/class_f16/', steps: '30', label: '1' })) e.setAttribute(k, v);
+        window.__embedErrors = [];
+        e.addEventListener('error', (ev) => window.__embedErrors.push(ev.detail.message));
+      });
+      await page.click('#embed-start');
+      await page.waitFor(() => /^step ([3-9]|[12][0-9])/.test(document.getElementById('embed-status').textContent), 240_000);
+      assert.equal(await page.eval(() => document.getElementById('embed').loseDeviceForTest()), true);
+      await page.waitFor(() => window.__embedErrors.length > 0, 60_000);
+      assert.match(await page.eval(() => window.__embedErrors[0]), /the GPU device was lost/);
+      assert.match(await page.text('#embed-status'), /the GPU device was lost/);
+      await page.eval(() => { document.getElementById('embed-status').textContent = 'restarting'; });
+      await page.click('#embed-start');
+      await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
+      assert.match(await page.text('#embed-status'), /^done in/);
+      await page.close();
+    });
+
+    // Long sessions through the package API, on both engines (Chromium only: the same code runs
+    // in every browser, and this takes minutes on SwiftShader): 100 runs cancelled mid-way and
+    // restarted, then 50 samplers made, used and destroyed. GPU buffers and bytes return to the
+    // baseline and the page's wasm heap stops growing.
+    test('100 cancel/restart and 50 create/destroy cycles leak nothing', { skip: browserName !== 'chromium' && 'Chromium only', timeout: 900_000 }, async () => {
+      const page = await browser.open('?engine=cpu&steps=1&batch=1');
+      await waitForEnd(page);
+      await page.eval(() => {
+        window.__session = (async () => {
+          const { createSampler, loadModel, liveStats } = await import('./pkg/index.js');
+          const files = await loadModel('/fixtures/class_f16/');
+          const out = {};
+          for (const engine of ['webgpu', 'cpu']) {
+            const make = () => createSampler({ canvas: document.createElement('canvas'), files, engine, thread: 'main' });
+            const full = async (s) => { for await (const f of s.run({ steps: 3, batch: 2, seed: 1 })) void f; };
+            const before = liveStats();
+            const s = await make();
+            await full(s);
+            const base = s.stats();
+            const heap = [];
+            let cancelled = 0;
+            for (let i = 0; i < 100; i++) {
+              const ac = new AbortController();
+              try {
+                for await (const f of s.run({ steps: 20, batch: 2, seed: i, signal: ac.signal })) if (f.step >= 1 + (i % 3)) ac.abort();
+              } catch (e) {
+                if (e.name !== 'AbortError') throw e;
+                cancelled++;
+              }
+              heap.push(liveStats().wasmHeapBytes);
+            }
+            await full(s);
+            const afterCancel = s.stats();
+            s.destroy();
+            const created = [];
+            for (let i = 0; i < 50; i++) {
+              const t = await make();
+              await full(t);
+              t.destroy();
+              await new Promise((r) => setTimeout(r, 0));
+              created.push(liveStats());
+            }
+            out[engine] = { before, base, afterCancel, cancelled, heap, created, after: liveStats() };
+          }
+          return out;
+        })().then((r) => { window.__sessionResult = r; }, (e) => { window.__sessionResult = { error: String(e?.message ?? e) }; });
+      });
+      await page.waitFor(() => window.__sessionResult !== undefined, 840_000);
+      const r = await page.eval(() => window.__sessionResult);
+      assert.equal(r.error, undefined, r.error);
+      for (const engine of ['webgpu', 'cpu']) {
+        const e = r[engine];
+        assert.equal(e.cancelled, 100, `${engine}: every run was cancelled`);
+        assert.deepEqual(e.afterCancel, e.base, `${engine}: GPU buffers and bytes after 100 cancelled runs`);
+        if (engine === 'webgpu') assert.ok(e.base.gpuBuffers > 0, 'the WebGPU sampler reports its buffers');
+        assert.deepEqual({ ...e.after, wasmHeapBytes: 0 }, { ...e.before, wasmHeapBytes: 0 }, `${engine}: nothing live after 50 create/destroy cycles`);
+        // wasm memory never shrinks; a leak grows it cycle after cycle. Compare late cycles.
+        assert.equal(e.heap[99], e.heap[49], `${engine}: the wasm heap grew from ${e.heap[49]} to ${e.heap[99]} bytes over 50 cancelled runs`);
+        assert.equal(e.created[49].wasmHeapBytes, e.created[24].wasmHeapBytes, `${engine}: the wasm heap grew over 25 create/destroy cycles`);
+        console.log(`# ${engine}: GPU buffers ${e.base.gpuBuffers} (${e.base.gpuBytes} bytes) before and after 100 cancelled runs; ` +
+          `wasm heap ${e.heap[0]} → ${e.heap[99]} bytes; after 50 create/destroy: ${e.after.samplers} samplers, ${e.after.gpuBuffers} buffers, heap ${e.after.wasmHeapBytes}`);
+      }
+      assert.deepEqual(await page.errors(), []);
+      await page.close();
+    });
+
     test('Stop cancels a run within a step', { timeout: 120_000 }, async () => {
       const page = await browser.open('?steps=500&engine=cpu&batch=1');
       await page.waitFor(() => (window.__frames || []).length >= 2, 60_000);

@@ -122,7 +122,8 @@ export declare function ready(): Promise<unknown>;
 export declare function chooseEngine(requested?: EngineRequest): Promise<EngineChoice>;
 export declare function loadModel(model?: string | ModelUrls, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
 export declare function createSampler(options: CreateSamplerOptions): Promise<Sampler>;
-export declare function liveStats(): { samplers: number; gpuBuffers: number; gpuBytes: number };
+/** Samplers not yet destroyed, their GPU buffers and bytes, and the page-thread wasm heap size (leak checks). */
+export declare function liveStats(): { samplers: number; gpuBuffers: number; gpuBytes: number; wasmHeapBytes: number };
 
 /** The element's own events (`load` and `error` here replace the generic DOM ones). */
 export interface DdimSamplerEventMap {

@@ -16,9 +16,11 @@ const CACHE = 'ddim-webgpu-models-v1';
 const live = new Set(); // samplers not yet destroyed (liveStats)
 
 let wasmReady = null;
+let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
   wasmReady ??= init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) }).then((wasm) => {
+    wasmMemory = wasm.memory;
     // Written out literally so bundlers find and bundle the worker (and its wasm).
     setWorkerFactory(() => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' }));
     return wasm;
@@ -209,7 +211,7 @@ export class Sampler {
 export function liveStats() {
   let gpuBuffers = 0, gpuBytes = 0;
   for (const s of live) { const st = s.stats(); gpuBuffers += st.gpuBuffers; gpuBytes += st.gpuBytes; }
-  return { samplers: live.size, gpuBuffers, gpuBytes };
+  return { samplers: live.size, gpuBuffers, gpuBytes, wasmHeapBytes: wasmMemory?.buffer.byteLength ?? 0 };
 }
 
 // Whether this browser can present a WebGPU canvas (headless Chromium cannot: it loses the device
