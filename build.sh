@@ -170,7 +170,7 @@ cmd_serve() {
     local port=${1:-8080}
     [ -f www/pkg/ddim_webgpu_bg.wasm ] && [ -f www/model/config.json ] || cmd_build
     log "serving www/ on http://127.0.0.1:$port/"
-    exec python3 tests/page/serve.py "$port" www
+    exec python3 tests/page/serve.py "$port" www --csp
 }
 
 lint() {

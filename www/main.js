@@ -185,6 +185,8 @@ form.elements.model.addEventListener('change', () => { userFiles = null; $('file
 // Uncaught errors are shown, and recorded for the page tests (WebDriver has no event for them).
 window.__pageErrors = [];
 window.addEventListener('error', (e) => { window.__pageErrors.push(String(e.message)); showError(e.error || e.message); });
+// A Content-Security-Policy violation is a page error too (the tests serve the page with the CSP).
+document.addEventListener('securitypolicyviolation', (e) => window.__pageErrors.push(`CSP: ${e.violatedDirective} blocked ${e.blockedURI}`));
 window.addEventListener('unhandledrejection', (e) => { window.__pageErrors.push(String(e.reason?.message ?? e.reason)); showError(e.reason); });
 
 ready().then(() => start()).catch(showError);

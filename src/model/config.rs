@@ -198,6 +198,9 @@ const DEFAULTED: &[&str] = &["block_out_channels", "down_block_types", "up_block
 /// Parses JSON into `T`; an error names the field it is in (`layers_per_block: invalid type …`)
 /// and text after the JSON value is refused.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+    if text.trim_start().starts_with('<') {
+        return Err("the file is HTML or XML, not JSON: the URL points at a web page (an error or login page?), not a model folder".into());
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().to_string().as_str() {
         "." => e.inner().to_string(),

@@ -20,6 +20,10 @@ pub struct Weights {
 impl Weights {
     /// Parses a safetensors file and validates it against `cfg`. `file` names it in errors.
     pub fn from_safetensors(bytes: &[u8], file: &str, cfg: &UNetConfig) -> Result<Self> {
+        if bytes.trim_ascii_start().starts_with(b"<") {
+            let msg = "the file is HTML or XML, not safetensors: the URL points at a web page (an error or login page?)".into();
+            return Err(Error::Safetensors { file: file.into(), msg });
+        }
         if let Some(name) = duplicate_name(bytes) {
             return Err(Error::Safetensors { file: file.into(), msg: format!("the header names tensor `{name}` twice") });
         }

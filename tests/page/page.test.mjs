@@ -6,7 +6,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, copyFileSync, rmSync } from 'node:fs';
+import { mkdirSync, copyFileSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { launch } from './browsers.mjs';
 
@@ -29,7 +29,7 @@ let server;
 before(async () => {
   mkdirSync(OUT, { recursive: true });
   server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'),
-                             '--mount', `/fixtures=${path.join(ROOT, 'tests/fixtures/models')}`],
+                             '--mount', `/fixtures=${path.join(ROOT, 'tests/fixtures/models')}`, '--csp'],
                  { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
     server.stdout.once('data', resolve);
@@ -166,6 +166,35 @@ for (const browserName of BROWSERS) {
       await page.screenshot(path.join(OUT, `page-${browserName}-bad-model.png`));
       assert.deepEqual((await page.errors()).filter((e) => !/no-such-model/.test(e)), []);
       await page.close();
+    });
+
+    test('a model URL that returns HTML, or a config holding markup, is an error shown as text', { timeout: 120_000 }, async () => {
+      const markup = '<img src=x onerror="window.__xss=1">';
+      const config = JSON.parse(readFileSync(path.join(ROOT, 'www', 'model', 'config.json'), 'utf8'));
+      config.down_block_types[0] = markup;
+      const folders = {
+        html: ['<!doctype html>\n<html><body><h1>Sign in</h1></body></html>', /config\.json: the file is HTML or XML, not JSON/],
+        markup: [JSON.stringify(config), /down_block_types/],
+      };
+      for (const [kind, [text, want]] of Object.entries(folders)) {
+        const dir = path.join(ROOT, 'www', `test-model-${kind}-${browserName}`);
+        mkdirSync(dir, { recursive: true });
+        writeFileSync(path.join(dir, 'config.json'), text);
+        copyFileSync(path.join(ROOT, 'www', 'model', 'diffusion_pytorch_model.safetensors'), path.join(dir, 'diffusion_pytorch_model.safetensors'));
+        try {
+          const page = await browser.open(`?engine=cpu&steps=2&batch=1&model=test-model-${kind}-${browserName}/`);
+          await page.waitFor(() => document.body.dataset.state === 'error', 60_000);
+          const shown = await page.text('#error');
+          assert.match(shown, want, kind);
+          if (kind === 'markup') assert.ok(shown.includes(markup), `the markup is shown as text: ${shown}`);
+          assert.equal(await page.eval(() => document.querySelector('#error *') === null && window.__xss === undefined), true, `${kind}: nothing was interpreted`);
+          // Any CSP violation would be listed here too (the page is served with its CSP).
+          assert.deepEqual(await page.errors(), []);
+          await page.close();
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
     });
 
     test('a model folder without scheduler_config.json samples with the defaults and says so', { timeout: 120_000 }, async () => {

@@ -29,8 +29,24 @@ export class DdimSamplerElement extends HTMLElement {
   constructor() {
     super();
     const root = this.attachShadow({ mode: 'open' });
-    root.innerHTML = `<style>${STYLE}</style><canvas part="canvas" width="56" height="56"></canvas>` +
-      '<div part="progress"><div part="bar"></div></div><div part="status" aria-live="polite"></div>';
+    // Built with DOM calls and a constructed style sheet, so pages with a strict
+    // Content-Security-Policy (no inline styles, no innerHTML) can host the element.
+    if ('adoptedStyleSheets' in root && typeof CSSStyleSheet.prototype.replaceSync === 'function') {
+      const sheet = new CSSStyleSheet();
+      sheet.replaceSync(STYLE);
+      root.adoptedStyleSheets = [sheet];
+    } else {
+      root.append(Object.assign(document.createElement('style'), { textContent: STYLE }));
+    }
+    const part = (tag, name, attrs = {}) => {
+      const el = document.createElement(tag);
+      el.setAttribute('part', name);
+      for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+      return el;
+    };
+    const progress = part('div', 'progress');
+    progress.append(part('div', 'bar'));
+    root.append(part('canvas', 'canvas', { width: '56', height: '56' }), progress, part('div', 'status', { 'aria-live': 'polite' }));
   }
 
   /** The Sampler in use (null before the first start), for programmatic access. */
