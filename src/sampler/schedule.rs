@@ -128,8 +128,8 @@ impl SchedulerConfig {
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
-        let raw: RawSchedulerConfig = serde_path_to_error::deserialize(value)
-            .map_err(|e| Error::Scheduler(format!("scheduler_config.json: `{}`: {}", e.path(), e.inner())))?;
+        let raw: RawSchedulerConfig =
+            crate::model::config::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         if raw.thresholding {
             return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
         }
