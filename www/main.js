@@ -30,12 +30,16 @@ for (const k of ['steps', 'eta', 'seed', 'batch', 'guidance', 'engine', 'sampler
   if (params.has(k)) form.elements[k].value = params.get(k);
 }
 if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
+const etaFollowsSampler = () => { form.elements.eta.disabled = form.elements.sampler.value !== 'ddim'; };
+form.elements.sampler.addEventListener('change', etaFollowsSampler);
+etaFollowsSampler();
 
 function readForm() {
   const f = form.elements;
   const num = (k) => Number(f[k].value);
   return {
-    steps: num('steps'), eta: num('eta'), seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
+    // η belongs to DDIM alone (the other samplers refuse it).
+    steps: num('steps'), eta: f.sampler.value === 'ddim' ? num('eta') : undefined, seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
     classLabel: f.class.value === '' ? undefined : Number(f.class.value),
     sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
   };

@@ -54,15 +54,15 @@ enum Cmd {
         #[arg(long)]
         cpu: bool,
     },
-    /// Sample images with DDIM (or DDPM) from noise.
+    /// Sample images from noise with DDIM, DDPM, DPM-Solver++(2M), Euler or Heun.
     Sample {
         #[arg(long)]
         model: Option<PathBuf>,
         #[arg(long)]
         scheduler_config: Option<PathBuf>,
-        /// ddim or ddpm
-        #[arg(long, default_value = "ddim")]
-        sampler: SamplerKind,
+        /// ddim, ddpm, dpm++2m, euler or heun [default: the scheduler config's class, else ddim]
+        #[arg(long)]
+        sampler: Option<SamplerKind>,
         /// inference steps [default: 50]
         #[arg(long)]
         steps: Option<usize>,
@@ -151,7 +151,10 @@ fn main() {
             out_tensor,
             frames,
         } => {
-            let mut opts = RunOptions::new().sampler(sampler);
+            let mut opts = RunOptions::new();
+            if let Some(kind) = sampler {
+                opts = opts.sampler(kind);
+            }
             opts = match steps {
                 Some(v) => opts.steps(v),
                 None => opts,
@@ -367,7 +370,7 @@ fn sample(
         let lose = std::env::var("DDIM_TEST_LOSE_DEVICE_AT_STEP").ok().and_then(|s| s.parse().ok()).map(|at| (gpu.device.clone(), at));
         sample_with(&mut GpuEngine::new(gpu, &model)?, &plan, frames.as_deref(), lose)?
     };
-    eprintln!("{} steps in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
+    eprintln!("{} U-Net evaluations in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
     save_png(out, &result)?;
     if let Some(p) = out_tensor {
         write_tensors(&p, &[("sample", &result)])?;

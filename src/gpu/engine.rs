@@ -15,7 +15,8 @@ kernel_params!(SchedulerStepParams for "scheduler_step" {
     count: u32, guiding: u32, guidance: f32, clip: f32,
     x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
     c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
-    step: u32, pad0: u32, pad1: u32, pad2: u32,
+    step: u32, c_h: f32, h_h: f32, h_x0: f32,
+    h_x: f32, pad0: u32, pad1: u32, pad2: u32,
 });
 
 /// The buffers of the run in progress.
@@ -27,6 +28,11 @@ struct GpuRun {
     noise: wgpu::Buffer,
     /// The first step whose update was NaN or Inf (u32::MAX: none), written by the step kernel.
     bad_step: wgpu::Buffer,
+    /// The solver's history (`StepCoeffs`: h).
+    h: wgpu::Buffer,
+    /// c_in·x for samplers that scale the U-Net input (Euler, Heun), and the per-step bind
+    /// groups of the `affine` kernel that writes it; empty when every c_in is 1.
+    scaled: Option<(wgpu::Buffer, Vec<wgpu::Buffer>, Vec<wgpu::BindGroup>)>,
     step_params: Vec<wgpu::Buffer>,
     step_groups: Vec<wgpu::BindGroup>,
 }
@@ -34,7 +40,16 @@ struct GpuRun {
 impl GpuRun {
     /// Frees the run's own buffers (the recording's stay: the next run of this shape reuses them).
     fn release(self, gpu: &GpuDevice) {
-        [self.x, self.x0, self.noise, self.bad_step].into_iter().chain(self.step_params).for_each(|b| gpu.release(b));
+        let (scaled, params) = match self.scaled {
+            Some((b, params, _)) => (Some(b), params),
+            None => (None, Vec::new()),
+        };
+        [self.x, self.x0, self.noise, self.bad_step, self.h]
+            .into_iter()
+            .chain(scaled)
+            .chain(self.step_params)
+            .chain(params)
+            .for_each(|b| gpu.release(b));
     }
 }
 
@@ -80,6 +95,8 @@ impl Engine for GpuEngine {
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
         let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
         let bad_step = gpu.upload(&[f32::from_bits(u32::MAX)], "first non-finite step")?;
+        let h = gpu.storage_buffer((count * 4) as u64, "solver history")?;
+        // Buffers are zeroed at creation (WebGPU guarantees it): h starts at 0.
         let step_params: Vec<wgpu::Buffer> = plan
             .steps
             .iter()
@@ -100,6 +117,10 @@ impl Engine for GpuEngine {
                     c_x: c.c_x,
                     c_noise: c.c_noise,
                     step: index as u32,
+                    c_h: c.c_h,
+                    h_h: c.h_h,
+                    h_x0: c.h_x0,
+                    h_x: c.h_x,
                     pad0: 0,
                     pad1: 0,
                     pad2: 0,
@@ -113,13 +134,29 @@ impl Engine for GpuEngine {
                     .map(|params| {
                         gpu.bind(
                             "scheduler_step.main",
-                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step)],
+                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step), (6, &h)],
                         )
                     })
                     .collect())
             })
             .await?;
-        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, bad_step, step_params, step_groups });
+        let scaled = if plan.steps.iter().all(|s| s.c_in == 1.0) {
+            None
+        } else {
+            let buf = gpu.storage_buffer((count * 4) as u64, "c_in·x_t")?;
+            let params: Vec<wgpu::Buffer> = plan
+                .steps
+                .iter()
+                .map(|s| gpu.params(&crate::gpu::recorder::AffineParams { count: count as u32, scale: s.c_in, shift: 0.0, _p: 0 }))
+                .collect();
+            let groups = gpu
+                .validated("building the input scaling", || {
+                    Ok(params.iter().map(|p| gpu.bind("affine.main", &[(0, &x), (1, &buf), (2, p)])).collect())
+                })
+                .await?;
+            Some((buf, params, groups))
+        };
+        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, bad_step, h, scaled, step_params, step_groups });
         Ok(())
     }
 
@@ -131,13 +168,24 @@ impl Engine for GpuEngine {
             gpu.queue.write_buffer(&run.noise, 0, bytemuck::cast_slice(z));
         }
         let ub = plan.unet_batch();
-        run.recording.write_conditioning(gpu, &vec![step.timestep as f32; ub], plan.guidance.unet_labels.as_deref());
+        run.recording.write_conditioning(gpu, &vec![step.t_model; ub], plan.guidance.unet_labels.as_deref());
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let count = plan.count();
         let bytes = (count * 4) as u64;
-        enc.copy_buffer_to_buffer(&run.x, 0, run.recording.sample.buffer(), 0, bytes);
+        let src = match &run.scaled {
+            Some((buf, _, groups)) => {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(gpu.pipeline("affine.main"));
+                pass.set_bind_group(0, &groups[index], &[]);
+                let g = grid(count.div_ceil(64) as u32);
+                pass.dispatch_workgroups(g[0], g[1], g[2]);
+                buf
+            }
+            None => &run.x,
+        };
+        enc.copy_buffer_to_buffer(src, 0, run.recording.sample.buffer(), 0, bytes);
         if ub != plan.shape[0] {
-            enc.copy_buffer_to_buffer(&run.x, 0, run.recording.sample.buffer(), bytes, bytes);
+            enc.copy_buffer_to_buffer(src, 0, run.recording.sample.buffer(), bytes, bytes);
         }
         {
             let mut pass = enc.begin_compute_pass(&Default::default());

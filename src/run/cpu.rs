@@ -21,6 +21,8 @@ pub struct HostState {
     pub shape: [usize; 4],
     pub x: Vec<f32>,
     pub x0: Vec<f32>,
+    /// The solver's history (`StepCoeffs`: h).
+    pub h: Vec<f32>,
     /// Updates applied in this run, and the first (0-based) that left x_t NaN or Inf.
     steps_done: usize,
     pub first_non_finite: Option<usize>,
@@ -31,6 +33,7 @@ impl HostState {
         self.shape = plan.shape;
         self.x = plan.x_start.clone();
         self.x0 = vec![0.0; plan.count()];
+        self.h = vec![0.0; plan.count()];
         self.steps_done = 0;
         self.first_non_finite = None;
     }
@@ -53,7 +56,7 @@ impl HostState {
 
     /// Applies a step's update from the U-Net output `m` (both guidance halves).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
-        apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0);
+        apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0, &mut self.h);
         if self.first_non_finite.is_none() && self.x.iter().any(|v| !v.is_finite()) {
             self.first_non_finite = Some(self.steps_done);
         }
@@ -95,8 +98,8 @@ impl<O: HostOps> Engine for CpuEngine<O> {
         let step = plan.steps[index];
         let [_, c, h, w] = plan.shape;
         let ub = plan.unet_batch();
-        let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, &self.state.x))?;
-        let ts = vec![step.timestep as f32; ub];
+        let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, index, &self.state.x))?;
+        let ts = vec![step.t_model; ub];
         let m = forward_with(&mut self.ops, &self.config, &sample, &ts, plan.guidance.unet_labels.as_deref())?;
         self.state.update(&plan.guidance, step.coeffs, &m.data, noise);
         Ok(())
@@ -119,22 +122,24 @@ impl<O: HostOps> Engine for CpuEngine<O> {
     }
 }
 
-/// The U-Net input of a step: x_t, twice when guiding (conditional half, then the null-class half).
-pub fn unet_input(plan: &RunPlan, x: &[f32]) -> Vec<f32> {
-    let mut input = x.to_vec();
+/// The U-Net input of step `index`: c_in·x_t, twice when guiding (conditional half, then the
+/// null-class half).
+pub fn unet_input(plan: &RunPlan, index: usize, x: &[f32]) -> Vec<f32> {
+    let c_in = plan.steps[index].c_in;
+    let mut input: Vec<f32> = if c_in == 1.0 { x.to_vec() } else { x.iter().map(|v| v * c_in).collect() };
     if plan.unet_batch() != plan.shape[0] {
-        input.extend_from_slice(x);
+        input.extend_from_within(..);
     }
     input
 }
 
 /// A step's scheduler update on host arrays, from the U-Net output `m` (both guidance halves):
 /// x ← x_prev, x0 ← x̂₀ (the CPU twin of shaders/scheduler_step.wgsl).
-pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, x: &mut [f32], x0: &mut [f32]) {
+pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, x: &mut [f32], x0: &mut [f32], h: &mut [f32]) {
     let count = x.len();
     for j in 0..count {
         let mj = guidance.combine(m, j, count);
         let z = noise.map_or(0.0, |z| z[j]);
-        (x[j], x0[j]) = coeffs.apply(x[j], mj, z);
+        (x[j], x0[j], h[j]) = coeffs.apply(x[j], mj, z, h[j]);
     }
 }

@@ -111,9 +111,14 @@ impl RunOptions {
         }
         cfg.check_input_size(h, w)?;
         let shape = [batch, cfg.in_channels, h, w];
-        let schedule = Schedule::new(self.scheduler.clone().unwrap_or_else(|| model.scheduler.clone()));
-        let kind = self.sampler.unwrap_or(SamplerKind::Ddim);
-        let steps = schedule.steps(kind, self.steps.unwrap_or(DEFAULT_STEPS), self.eta.unwrap_or(0.0))?;
+        let config = self.scheduler.clone().unwrap_or_else(|| model.scheduler.clone());
+        // The sampler asked for, else the one the scheduler config names (`_class_name`), else DDIM.
+        let kind = self.sampler.or_else(|| config.class_name.as_deref().and_then(SamplerKind::of_class)).unwrap_or(SamplerKind::Ddim);
+        let schedule = Schedule::new(config.for_sampler(kind));
+        let n = self.steps.unwrap_or(DEFAULT_STEPS);
+        let steps = schedule.steps(kind, n, self.eta.unwrap_or(0.0))?;
+        // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
+        let init_sigma = schedule.init_noise_sigma(kind, n)?;
         let labels = self.resolve_labels(cfg.num_class_embeds, batch)?;
         let guidance = Guidance::new(cfg.num_class_embeds, labels, self.guidance.unwrap_or(0.0))?;
         // Beyond 2^30 values (4 GiB of f32) no engine here can hold x_t: refuse before allocating.
@@ -123,14 +128,14 @@ impl RunOptions {
         let (noise, x_start) = match &self.noise {
             None => {
                 let seed = self.seed.unwrap_or(0);
-                (NoiseSource::Seed(seed), crate::sampler::rng::normal(seed, 0, count))
+                (NoiseSource::Seed(seed), crate::sampler::rng::normal(seed, 0, count).into_iter().map(|v| v * init_sigma).collect())
             }
             Some(given) => {
                 if self.seed.is_some() {
                     return Err(Error::Input("a seed and given noise were both set: pick one".into()));
                 }
                 let per_step = split_step_noise(given.per_step.as_ref(), shape)?;
-                (NoiseSource::Given { per_step }, given.x_t.data.clone())
+                (NoiseSource::Given { per_step }, given.x_t.data.iter().map(|v| v * init_sigma).collect())
             }
         };
         let plan = RunPlan { steps, guidance, noise, shape, x_start };

@@ -4,6 +4,7 @@
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;
+mod solvers;
 
 pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
 pub use scheduler::{Scheduler, SchedulerOutput};

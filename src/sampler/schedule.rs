@@ -39,6 +39,43 @@ struct RawSchedulerConfig {
     rescale_betas_zero_snr: bool,
     #[serde(default)]
     variance_type: Option<String>,
+    // Euler, Heun and DPM-Solver++ keys (ignored by DDIM and DDPM, as diffusers does).
+    #[serde(default)]
+    use_karras_sigmas: Option<bool>,
+    #[serde(default)]
+    final_sigmas_type: Option<String>,
+    #[serde(default = "two")]
+    solver_order: usize,
+    #[serde(default = "yes")]
+    lower_order_final: bool,
+    #[serde(default)]
+    euler_at_final: bool,
+    #[serde(default)]
+    algorithm_type: Option<String>,
+    #[serde(default)]
+    solver_type: Option<String>,
+    #[serde(default)]
+    interpolation_type: Option<String>,
+    #[serde(default)]
+    timestep_type: Option<String>,
+    #[serde(default)]
+    sigma_min: Option<f64>,
+    #[serde(default)]
+    sigma_max: Option<f64>,
+    #[serde(default)]
+    lambda_min_clipped: Option<serde_json::Value>,
+    #[serde(default)]
+    use_exponential_sigmas: Option<bool>,
+    #[serde(default)]
+    use_beta_sigmas: Option<bool>,
+    #[serde(default)]
+    use_lu_lambdas: Option<bool>,
+    #[serde(default)]
+    use_flow_sigmas: Option<bool>,
+}
+
+fn two() -> usize {
+    2
 }
 
 fn thousand() -> usize {
@@ -117,19 +154,72 @@ pub struct SchedulerConfig {
     pub prediction_type: PredictionType,
     pub timestep_spacing: TimestepSpacing,
     pub variance_type: VarianceType,
+    /// Karras et al. (2022) sigmas, ρ = 7 (Euler, Heun, DPM-Solver++).
+    pub use_karras_sigmas: bool,
+    /// The last sigma of Euler and DPM-Solver++: 0 ("zero") or σ at t = 0 ("sigma_min").
+    pub final_sigma_zero: bool,
+    /// DPM-Solver++: order 1 or 2, and a first-order final step for fewer than 15 steps.
+    pub solver_order: usize,
+    pub lower_order_final: bool,
+    pub sigma_min: Option<f64>,
+    pub sigma_max: Option<f64>,
+    /// Keys `scheduler_config.json` set (the others take the sampler class's own defaults, as
+    /// diffusers' `from_config` does: `for_sampler`).
+    pub keys: Vec<String>,
 }
 
 impl SchedulerConfig {
     /// Parses and validates `scheduler_config.json`; every error names its field.
     pub fn from_json(text: &str) -> Result<Self> {
+        // Python's json writes -inf as a bare `-Infinity` (DPMSolverMultistepScheduler's
+        // lambda_min_clipped): read such tokens as strings.
+        let text = quote_python_floats(text);
         let value: serde_json::Value =
-            crate::model::config::parse_json(text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+            crate::model::config::parse_json(&text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        let keys = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let raw: RawSchedulerConfig =
             crate::model::config::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+        let refuse = |field: &str, why: &str| Err(Error::Scheduler(format!("`{field}`: {why} is not implemented")));
+        for (field, on) in [
+            ("use_exponential_sigmas", raw.use_exponential_sigmas),
+            ("use_beta_sigmas", raw.use_beta_sigmas),
+            ("use_lu_lambdas", raw.use_lu_lambdas),
+            ("use_flow_sigmas", raw.use_flow_sigmas),
+        ] {
+            if on == Some(true) {
+                return refuse(field, "true");
+            }
+        }
+        if raw.euler_at_final {
+            return refuse("euler_at_final", "true");
+        }
+        if !matches!(raw.solver_order, 1 | 2) {
+            return Err(Error::Scheduler(format!("`solver_order` = {}: only 1 and 2 are implemented", raw.solver_order)));
+        }
+        for (field, value, want) in [
+            ("algorithm_type", &raw.algorithm_type, "dpmsolver++"),
+            ("solver_type", &raw.solver_type, "midpoint"),
+            ("interpolation_type", &raw.interpolation_type, "linear"),
+            ("timestep_type", &raw.timestep_type, "discrete"),
+        ] {
+            if let Some(v) = value.as_deref().filter(|v| *v != want) {
+                return Err(Error::Scheduler(format!("`{field}` = {v:?}: only {want:?} is implemented")));
+            }
+        }
+        let final_sigma_zero = match raw.final_sigmas_type.as_deref() {
+            None | Some("zero") => true,
+            Some("sigma_min") => false,
+            Some(other) => return Err(Error::Scheduler(format!("`final_sigmas_type` = {other:?}: expected \"zero\" or \"sigma_min\""))),
+        };
+        match &raw.lambda_min_clipped {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(s)) if s == "-Infinity" => {}
+            Some(v) => return Err(Error::Scheduler(format!("`lambda_min_clipped` = {v}: only -inf (no clipping) is implemented"))),
+        }
         if raw.thresholding {
             return Err(Error::Scheduler("`thresholding` = true (dynamic thresholding) is not implemented".into()));
         }
@@ -171,8 +261,42 @@ impl SchedulerConfig {
             prediction_type: PredictionType::parse(&raw.prediction_type)?,
             timestep_spacing: TimestepSpacing::parse(&raw.timestep_spacing)?,
             variance_type: VarianceType::parse(raw.variance_type.as_deref().unwrap_or("fixed_small"))?,
+            use_karras_sigmas: raw.use_karras_sigmas.unwrap_or(false),
+            final_sigma_zero,
+            solver_order: raw.solver_order,
+            lower_order_final: raw.lower_order_final,
+            sigma_min: raw.sigma_min,
+            sigma_max: raw.sigma_max,
+            keys,
         })
     }
+}
+
+/// `-Infinity`, `Infinity` and `NaN` outside strings become the strings "-Infinity" etc.
+fn quote_python_floats(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if !in_string {
+            if let Some(token) = ["-Infinity", "Infinity", "NaN"].into_iter().find(|t| rest.starts_with(t)) {
+                out.push('"');
+                out.push_str(token);
+                out.push('"');
+                rest = &rest[token.len()..];
+                continue;
+            }
+        }
+        match (in_string, escaped, c) {
+            (true, true, _) => escaped = false,
+            (true, false, '\\') => escaped = true,
+            (_, false, '"') => in_string = !in_string,
+            _ => {}
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 impl Default for SchedulerConfig {
@@ -186,24 +310,54 @@ impl Default for SchedulerConfig {
 pub enum SamplerKind {
     Ddim,
     Ddpm,
+    /// DPMSolverMultistepScheduler, algorithm_type dpmsolver++ (order 2 by default: 2M).
+    DpmPlusPlus2M,
+    /// EulerDiscreteScheduler.
+    Euler,
+    /// HeunDiscreteScheduler: two U-Net evaluations per step (one for the last).
+    Heun,
+}
+
+impl SamplerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "ddim",
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::DpmPlusPlus2M => "dpm++2m",
+            SamplerKind::Euler => "euler",
+            SamplerKind::Heun => "heun",
+        }
+    }
+
+    /// The sampler of a diffusers scheduler class (`_class_name`), if it is one of ours.
+    pub fn of_class(class_name: &str) -> Option<Self> {
+        Some(match class_name {
+            "DDIMScheduler" => SamplerKind::Ddim,
+            "DDPMScheduler" => SamplerKind::Ddpm,
+            "DPMSolverMultistepScheduler" => SamplerKind::DpmPlusPlus2M,
+            "EulerDiscreteScheduler" => SamplerKind::Euler,
+            "HeunDiscreteScheduler" => SamplerKind::Heun,
+            _ => return None,
+        })
+    }
 }
 
 impl std::str::FromStr for SamplerKind {
     type Err = Error;
 
-    /// "ddim" or "ddpm": the CLI's `--sampler` and the JS `sampler` option.
+    /// "ddim", "ddpm", "dpm++2m", "euler" or "heun": the CLI's `--sampler` and the JS `sampler`.
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "ddim" => Ok(SamplerKind::Ddim),
-            "ddpm" => Ok(SamplerKind::Ddpm),
-            other => Err(Error::Input(format!("unknown sampler {other:?}: expected \"ddim\" or \"ddpm\""))),
-        }
+        [SamplerKind::Ddim, SamplerKind::Ddpm, SamplerKind::DpmPlusPlus2M, SamplerKind::Euler, SamplerKind::Heun]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| Error::Input(format!("unknown sampler {s:?}: expected ddim, ddpm, dpm++2m, euler or heun")))
     }
 }
 
-/// Elementwise update applied at one step, with m the model output and x the current sample:
+/// Elementwise update applied at one step, with m the model output, x the current sample and h
+/// the solver's history (the previous x0 for DPM-Solver++(2M), a partial sum for Heun):
 /// x0 = x0_x·x + x0_m·m (clipped to ±clip when `clip` > 0), eps = eps_x·x + eps_m·m,
-/// x_prev = c_x0·x0 + c_eps·eps + c_x·x + c_noise·noise.
+/// x_prev = c_x0·x0 + c_eps·eps + c_x·x + c_noise·noise + c_h·h, h ← h_h·h + h_x0·x0 + h_x·x.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StepCoeffs {
     pub x0_x: f32,
@@ -215,25 +369,42 @@ pub struct StepCoeffs {
     pub c_eps: f32,
     pub c_x: f32,
     pub c_noise: f32,
+    pub c_h: f32,
+    pub h_h: f32,
+    pub h_x0: f32,
+    pub h_x: f32,
 }
 
 impl StepCoeffs {
-    /// The update for one element (the CPU twin of `shaders/scheduler_step.wgsl`). Returns (x_prev, x0).
-    pub fn apply(&self, x: f32, m: f32, noise: f32) -> (f32, f32) {
+    /// The update for one element (the CPU twin of `shaders/scheduler_step.wgsl`). Returns
+    /// (x_prev, x0, h_new).
+    pub fn apply(&self, x: f32, m: f32, noise: f32, h: f32) -> (f32, f32, f32) {
         let mut x0 = self.x0_x * x + self.x0_m * m;
         let eps = self.eps_x * x + self.eps_m * m;
         if self.clip > 0.0 {
             x0 = x0.clamp(-self.clip, self.clip);
         }
-        (self.c_x0 * x0 + self.c_eps * eps + self.c_x * x + self.c_noise * noise, x0)
+        let x_prev = self.c_x0 * x0 + self.c_eps * eps + self.c_x * x + self.c_noise * noise + self.c_h * h;
+        (x_prev, x0, self.h_h * h + self.h_x0 * x0 + self.h_x * x)
     }
 }
 
-/// One step of a sampling run: the model is evaluated at `timestep`, then `coeffs` are applied.
+/// One U-Net evaluation of a sampling run and the update after it: the model sees c_in·x at
+/// timestep `t_model`, then `coeffs` are applied. `timestep` is the nearest integer timestep
+/// (shown, and named in errors); `t_model` may lie between integers (Euler, Heun, Karras sigmas).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Step {
     pub timestep: i64,
+    pub t_model: f32,
+    pub c_in: f32,
     pub coeffs: StepCoeffs,
+}
+
+impl Step {
+    /// A step of a sampler that feeds x as is at an integer timestep (DDIM, DDPM, DPM-Solver).
+    pub fn at(timestep: i64, coeffs: StepCoeffs) -> Self {
+        Step { timestep, t_model: timestep as f32, c_in: 1.0, coeffs }
+    }
 }
 
 /// A noise schedule (betas → alphas_cumprod) plus the scheduler config it came from.
@@ -345,7 +516,7 @@ impl Schedule {
                     c_noise: if eta > 0.0 { std as f32 } else { 0.0 },
                     ..self.prediction(a)
                 };
-                Step { timestep: t, coeffs }
+                Step::at(t, coeffs)
             })
             .collect())
     }
@@ -380,15 +551,22 @@ impl Schedule {
                     c_noise: if t > 0 { variance.sqrt() as f32 } else { 0.0 },
                     ..self.prediction(a)
                 };
-                Step { timestep: t, coeffs }
+                Step::at(t, coeffs)
             })
             .collect())
     }
 
+    /// The evaluations of an n-step run of `kind` (Heun: 2n − 1 of them).
     pub fn steps(&self, kind: SamplerKind, n: usize, eta: f32) -> Result<Vec<Step>> {
+        if kind != SamplerKind::Ddim && eta != 0.0 {
+            return Err(Error::Scheduler(format!("eta = {eta}: only DDIM has eta")));
+        }
         match kind {
             SamplerKind::Ddim => self.ddim_steps(n, eta),
             SamplerKind::Ddpm => self.ddpm_steps(n),
+            SamplerKind::DpmPlusPlus2M => self.dpm_solver_pp_steps(n),
+            SamplerKind::Euler => self.euler_steps(n),
+            SamplerKind::Heun => self.heun_steps(n),
         }
     }
 }

@@ -79,7 +79,7 @@ impl Scheduler {
         let mut out = SchedulerOutput { prev_sample: vec![0.0; n], pred_original_sample: vec![0.0; n] };
         for i in 0..n {
             let z = noise.get(i).copied().unwrap_or(0.0);
-            (out.prev_sample[i], out.pred_original_sample[i]) = step.coeffs.apply(sample[i], model_output[i], z);
+            (out.prev_sample[i], out.pred_original_sample[i], _) = step.coeffs.apply(sample[i], model_output[i], z, 0.0);
         }
         Ok(out)
     }

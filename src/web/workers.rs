@@ -194,9 +194,9 @@ impl Engine for WorkerEngine {
         let [_, c, h, w] = plan.shape;
         let item = c * h * w;
         let ub = plan.unet_batch();
-        let input = unet_input(plan, &self.state.x);
+        let input = unet_input(plan, index, &self.state.x);
         let labels = plan.guidance.unet_labels.as_deref();
-        let t = plan.steps[index].timestep as f32;
+        let t = plan.steps[index].t_model;
         let per = ub.div_ceil(self.workers.len());
         let mut replies = Vec::new();
         for (wi, worker) in self.workers.iter().enumerate() {
