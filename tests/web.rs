@@ -178,3 +178,47 @@ async fn corpus_through_the_browser_api() {
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
+
+/// The fast solvers (Euler, Heun, DPM-Solver++) against diffusers in the browser: every case of
+/// tests/fixtures/solvers.* on the wasm CPU engine, one case per solver on WebGPU (SwiftShader is
+/// slow), 1e-4 × max(1, max|ref|) as natively.
+#[wasm_bindgen_test]
+async fn solver_runs_match_diffusers_in_the_browser() {
+    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, GivenNoise, RunOptions};
+    use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
+    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/solvers.safetensors")).unwrap();
+    let get = |n: &str| {
+        let v = st.tensor(n).unwrap();
+        Tensor { shape: v.shape().to_vec(), data: v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() }
+    };
+    let cases: serde_json::Value = serde_json::from_str(include_str!("fixtures/solvers.json")).unwrap();
+    let mut on_gpu = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    for c in cases.as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let kind: SamplerKind = c["sampler"].as_str().unwrap().parse().unwrap();
+        let (config, weights) = corpus::base(c["model"].as_str().unwrap());
+        let model = Model::from_bytes(config, weights, None).unwrap();
+        let mut opts = RunOptions::new()
+            .sampler(kind)
+            .scheduler(SchedulerConfig::from_value(c["config"].clone()).unwrap())
+            .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
+            .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
+            .noise(GivenNoise { x_t: get(&format!("{name}.x_T")), per_step: None });
+        if let Some(labels) = c["class_labels"].as_array() {
+            opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
+        }
+        let plan = opts.plan(&model).unwrap();
+        let want = get(&format!("{name}.x_0"));
+        let got = run_to_end(&mut CpuEngine::new(&model), &plan).await.unwrap();
+        failures.extend(check_close(&format!("{name} (wasm cpu)"), &got, &want, 1e-4, 1.0).err());
+        if on_gpu.insert(kind.as_str()) {
+            let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu().await, &model).unwrap();
+            let got = run_to_end(&mut engine, &plan).await.unwrap();
+            failures.extend(check_close(&format!("{name} (webgpu)"), &got, &want, 1e-4, 1.0).err());
+            engine.gpu().destroy();
+        }
+    }
+    assert_eq!(on_gpu.len(), 3, "one case of each solver ran on WebGPU");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -156,6 +156,28 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
+    test('the sampler control runs DPM-Solver++(2M), Euler and Heun, counting U-Net evaluations', { timeout: 300_000 }, async () => {
+      const finals = {};
+      for (const [sampler, evaluations] of [['ddim', 5], ['dpm++2m', 5], ['euler', 5], ['heun', 9]]) {
+        const page = await browser.open(`?engine=cpu&steps=5&batch=2&seed=11&sampler=${encodeURIComponent(sampler)}`);
+        await waitForEnd(page);
+        const frames = await page.eval(() => window.__frames);
+        assert.equal(frames.length, evaluations, `${sampler}: one frame per U-Net evaluation`);
+        assert.equal(await page.text('#step'), `${evaluations} / ${evaluations}`, `${sampler}: the counter shows evaluations`);
+        assert.ok(new Set(frames.map((f) => f.hash)).size >= evaluations - 1, `${sampler}: frames stream`);
+        const last = frames[frames.length - 1];
+        assert.ok(last.max - last.min > 100, `${sampler}: the sample is an image, not noise or a flat field`);
+        assert.equal(await page.eval(() => document.querySelector('[name=eta]').disabled), sampler !== 'ddim', `${sampler}: η only for DDIM`);
+        finals[sampler] = last.hash;
+        assert.deepEqual(await page.errors(), []);
+        await page.close();
+      }
+      // DDIM (η = 0) is Euler's method on the same ODE in x/√ᾱ coordinates, so with the same
+      // timesteps the two end on (nearly) the same image; DPM-Solver++ and Heun are other methods.
+      const { ddim, 'dpm++2m': dpm, heun } = finals;
+      assert.equal(new Set([ddim, dpm, heun]).size, 3, `DDIM, DPM-Solver++ and Heun end on different images from the same noise: ${JSON.stringify(finals)}`);
+    });
+
     test('a broken model URL shows its error in the page', async () => {
       const page = await browser.open('?engine=cpu&model=no-such-model/');
       await page.waitFor(() => document.body.dataset.state === 'error', 60_000);
