@@ -228,7 +228,7 @@ impl DiffusionSampler {
         self.inner.gpu_device.borrow().as_ref().map(|d| d.destroy()).is_some()
     }
 
-    /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel, guidance,
+    /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel, guidance,
     /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step (if it
     /// returns a promise, the next step waits for it).
     pub fn run(&self, options: JsValue, on_step: Option<js_sys::Function>) -> js_sys::Promise {

@@ -27,7 +27,7 @@ fn string(o: &JsValue, k: &str) -> Result<Option<String>> {
     }
 }
 
-/// {steps, eta, seed, sampler: "ddim"|"ddpm", batch, classLabel (one number or one per item),
+/// {steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel (one number or one per item),
 /// guidance, view: "xt"|"x0"}; every key optional.
 pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
     let mut opts = RunOptions::new();

@@ -1,6 +1,6 @@
 // <ddim-sampler>: the whole product as one element. Attributes (all optional): model (folder URL;
 // the bundled model by default), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
-// guidance, sampler (ddim | ddpm), view (xt | x0), autoplay. Methods: start(), stop().
+// guidance, sampler (ddim | ddpm | dpm++2m | euler | heun), view (xt | x0), autoplay. Methods: start(), stop().
 // Events: load {modelInfo, engine, reason, adapter, thread}, progress {loaded, total, fromCache},
 // frame {step, total, timestep, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
 // progress, bar, status. Removing the element stops its run and frees its GPU device or workers.

@@ -40,7 +40,8 @@ export interface RunOptions {
   steps?: number;
   eta?: number;
   seed?: number;
-  sampler?: 'ddim' | 'ddpm';
+  /** ddim (default unless the model's scheduler config names another class), ddpm, dpm++2m (DPM-Solver++(2M)), euler, heun (2 U-Net evaluations per step). */
+  sampler?: 'ddim' | 'ddpm' | 'dpm++2m' | 'euler' | 'heun';
   batch?: number;
   /** One class for every item, or one per item (class-conditional models). */
   label?: number | number[];
