@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use ddim_webgpu::gpu::engine::GpuEngine;
-use ddim_webgpu::run::{run, ClassLabels, CpuEngine, Engine, Flow, GivenNoise, RunOptions, RunPlan, View};
+use ddim_webgpu::run::{ClassLabels, CpuEngine, Engine, GivenNoise, RunOptions, RunPlan};
 use ddim_webgpu::sampler::{SamplerKind, Schedule, SchedulerConfig};
 use ddim_webgpu::{Model, Tensor};
 
@@ -101,16 +101,9 @@ fn timesteps_sigmas_and_init_noise_sigma_are_diffusers_exactly() {
 }
 
 fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
-    let mut first = None;
-    let x0 = pollster::block_on(run(engine, &c.plan, async |e: &mut E, info| {
-        if info.index == 0 {
-            first = Some(e.read(View::Xt).await?);
-        }
-        Ok(Flow::Continue)
-    }))
-    .unwrap();
-    assert_close(&format!("{} x_1 ({label})", c.name), first.as_ref().unwrap(), c.get("x_1"), TOL);
-    assert_close(&format!("{} x_0 ({label})", c.name), &x0, c.get("x_0"), TOL);
+    let (x_1, x_0) = first_and_last(engine, &c.plan);
+    assert_close(&format!("{} x_1 ({label})", c.name), &x_1, c.get("x_1"), TOL);
+    assert_close(&format!("{} x_0 ({label})", c.name), &x_0, c.get("x_0"), TOL);
 }
 
 #[test]

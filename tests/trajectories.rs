@@ -52,16 +52,9 @@ fn cases() -> Vec<Case> {
 
 /// One body for both engines: x_1 read after the first step, x_0 at the end.
 fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
-    let mut first = None;
-    let x0 = pollster::block_on(run(engine, &c.plan, async |e: &mut E, info| {
-        if info.index == 0 {
-            first = Some(e.read(View::Xt).await?);
-        }
-        Ok(Flow::Continue)
-    }))
-    .unwrap();
-    assert_close(&format!("{} x_1 ({label})", c.name), first.as_ref().unwrap(), &c.x_1, TOL);
-    assert_close(&format!("{} x_0 ({label})", c.name), &x0, &c.x_0, TOL);
+    let (x_1, x_0) = first_and_last(engine, &c.plan);
+    assert_close(&format!("{} x_1 ({label})", c.name), &x_1, &c.x_1, TOL);
+    assert_close(&format!("{} x_0 ({label})", c.name), &x_0, &c.x_0, TOL);
 }
 
 #[test]

@@ -67,3 +67,18 @@ pub fn randn(shape: &[usize], seed: u64) -> Tensor {
 pub fn scaled(t: Tensor, s: f32) -> Tensor {
     Tensor { shape: t.shape, data: t.data.into_iter().map(|v| v * s).collect() }
 }
+
+/// Runs `plan` to the end on `engine`: (x after the first evaluation, the final sample), the two
+/// points the trajectory fixtures pin.
+pub fn first_and_last<E: ddim_webgpu::run::Engine>(engine: &mut E, plan: &ddim_webgpu::run::RunPlan) -> (Tensor, Tensor) {
+    use ddim_webgpu::run::{run, Flow, View};
+    let mut first = None;
+    let last = pollster::block_on(run(engine, plan, async |e: &mut E, info| {
+        if info.index == 0 {
+            first = Some(e.read(View::Xt).await?);
+        }
+        Ok(Flow::Continue)
+    }))
+    .unwrap();
+    (first.unwrap(), last)
+}
