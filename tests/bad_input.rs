@@ -253,7 +253,7 @@ fn cpu_ops_check_lengths_before_indexing() {
 }
 
 /// One corpus case through the native API: load, plan, run a couple of steps.
-fn corpus_native(case: &corpus::Case, gpu: &mut Option<ddim_webgpu::gpu::GpuDevice>) -> ddim_webgpu::Result<()> {
+fn corpus_native(case: &corpus::Case) -> ddim_webgpu::Result<()> {
     let inputs = corpus::inputs(case);
     let model = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref())?;
     let mut opts = RunOptions::new();
@@ -271,16 +271,12 @@ fn corpus_native(case: &corpus::Case, gpu: &mut Option<ddim_webgpu::gpu::GpuDevi
     }
     let plan = opts.plan(&model)?;
     if case.run.gpu() {
-        let mut device = gpu.take().unwrap_or_else(|| pollster::block_on(ddim_webgpu::gpu::GpuDevice::new()).unwrap());
-        let limits = device.limits.clone();
+        let mut device = gpu();
         if let Some(b) = case.max_buffer_bytes {
             device.cap_buffer_bytes(b);
         }
         let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(device, &model)?;
-        let result = pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).map(|_| ());
-        drop(engine);
-        let _ = limits;
-        result
+        pollster::block_on(ddim_webgpu::run::run_to_end(&mut engine, &plan)).map(|_| ())
     } else {
         pollster::block_on(ddim_webgpu::run::run_to_end(&mut CpuEngine::new(&model), &plan)).map(|_| ())
     }
@@ -290,11 +286,10 @@ fn corpus_native(case: &corpus::Case, gpu: &mut Option<ddim_webgpu::gpu::GpuDevi
 fn corpus_through_the_native_api() {
     let cases = corpus::cases();
     assert!(cases.len() >= 40, "the corpus holds {} cases", cases.len());
-    let mut gpu = None;
     let mut failures = Vec::new();
     for case in &cases {
         let start = std::time::Instant::now();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| corpus_native(case, &mut gpu)));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| corpus_native(case)));
         match result {
             Ok(Ok(())) => failures.push(format!("case {:?}: no error", case.name)),
             Ok(Err(e)) => failures.extend(corpus::mismatch(case, "native API", &e.to_string())),
