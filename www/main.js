@@ -96,6 +96,34 @@ function showModel(s) {
     `; scheduler: ${info.scheduler}`;
 }
 
+// The schedule plot: log-SNR over the train timesteps, this run's evaluations as dots (the
+// current one highlighted). window.__schedulePlot records what was drawn, for the page tests.
+function drawSchedule(alphas, marks, current) {
+  const c = $('schedule');
+  if (!c || !alphas?.length) return;
+  const ctx = c.getContext('2d');
+  const T = alphas.length;
+  const snr = Array.from(alphas, (a) => Math.log(a / (1 - a)));
+  const finite = snr.filter(Number.isFinite);
+  const lo = Math.min(...finite), hi = Math.max(...finite);
+  const x = (t) => 4 + (t / Math.max(1, T - 1)) * (c.width - 8);
+  const y = (v) => 4 + (1 - (Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo || 1)) * (c.height - 8);
+  ctx.clearRect(0, 0, c.width, c.height);
+  ctx.strokeStyle = '#6cf';
+  ctx.lineWidth = 1.5;
+  ctx.beginPath();
+  snr.forEach((v, t) => (t ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
+  ctx.stroke();
+  marks.forEach((t, i) => {
+    const ti = Math.min(T - 1, Math.max(0, Math.round(t)));
+    ctx.fillStyle = i === current ? '#f93' : '#fff';
+    ctx.beginPath();
+    ctx.arc(x(ti), y(snr[ti]), i === current ? 4 : 2, 0, 2 * Math.PI);
+    ctx.fill();
+  });
+  window.__schedulePlot = { marks: [...marks], current, T };
+}
+
 function checksum(canvas) {
   const c = document.createElement('canvas');
   c.width = canvas.width; c.height = canvas.height;
@@ -131,6 +159,8 @@ async function start() {
   $('thread').textContent = sampler.thread === 'worker' ? 'Web Worker (OffscreenCanvas)' : "page's thread";
   $('thread').title = sampler.threadReason || '';
   window.__frames = [];
+  const marks = [];
+  drawSchedule(sampler.modelInfo.alphasCumprod, marks, -1);
   const t0 = performance.now();
   $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true;
   setState('running');
@@ -143,7 +173,9 @@ async function start() {
         $('timestep').textContent = s.timestep;
         $('ms').textContent = s.ms.toFixed(1);
         $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now() });
+        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now(), timestep: s.timestep });
+        marks.push(s.timestep);
+        drawSchedule(sampler.modelInfo.alphasCumprod, marks, marks.length - 1);
       }
     })();
     await running;

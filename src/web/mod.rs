@@ -178,7 +178,7 @@ impl DiffusionSampler {
         self.inner.adapter.clone()
     }
 
-    /// {parameters, sampleSize, inChannels, numClassEmbeds, storedDtype, scheduler}
+    /// {parameters, sampleSize, inChannels, numClassEmbeds, storedDtype, scheduler, alphasCumprod}
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
@@ -192,6 +192,9 @@ impl DiffusionSampler {
         set("numClassEmbeds", m.config.num_class_embeds.map(|k| k as f64).into());
         set("storedDtype", m.weights.stored_dtype.clone().into());
         set("scheduler", m.scheduler_source.clone().into());
+        // ᾱ_t over the train timesteps (the page plots the schedule and marks each evaluation).
+        let schedule = crate::sampler::Schedule::new(m.scheduler.clone());
+        set("alphasCumprod", js_sys::Float32Array::from(&schedule.alphas_cumprod[..]).into());
         o.into()
     }
 

@@ -156,7 +156,7 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
-    test('the sampler control runs DPM-Solver++(2M), Euler and Heun, counting U-Net evaluations', { timeout: 300_000 }, async () => {
+    test('the sampler control runs DPM-Solver++(2M), Euler and Heun, counting U-Net evaluations, on the schedule plot', { timeout: 300_000 }, async () => {
       const finals = {};
       for (const [sampler, evaluations] of [['ddim', 5], ['dpm++2m', 5], ['euler', 5], ['heun', 9]]) {
         const page = await browser.open(`?engine=cpu&steps=5&batch=2&seed=11&sampler=${encodeURIComponent(sampler)}`);
@@ -168,6 +168,18 @@ for (const browserName of BROWSERS) {
         const last = frames[frames.length - 1];
         assert.ok(last.max - last.min > 100, `${sampler}: the sample is an image, not noise or a flat field`);
         assert.equal(await page.eval(() => document.querySelector('[name=eta]').disabled), sampler !== 'ddim', `${sampler}: η only for DDIM`);
+        // The schedule plot marks every evaluation's timestep, the last one current, on a drawn curve.
+        const plot = await page.eval(() => {
+          const c = document.getElementById('schedule');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let lit = 0;
+          for (let i = 3; i < d.length; i += 4) lit += d[i] > 0;
+          return { ...window.__schedulePlot, lit, frames: window.__frames.map((f) => f.timestep) };
+        });
+        assert.deepEqual(plot.marks, plot.frames, `${sampler}: the plot marks each evaluation's timestep`);
+        assert.equal(plot.current, evaluations - 1, `${sampler}: the last evaluation is the current mark`);
+        assert.equal(plot.T, 1000);
+        assert.ok(plot.lit > 300, `${sampler}: the schedule curve is drawn (${plot.lit} pixels)`);
         finals[sampler] = last.hash;
         assert.deepEqual(await page.errors(), []);
         await page.close();

@@ -21,6 +21,8 @@ export interface ModelInfo {
   storedDtype: string;
   /** Where the scheduler config came from (or that diffusers' defaults are used). */
   scheduler: string;
+  /** ᾱ_t of the model's scheduler config over the train timesteps (for plotting the schedule). */
+  alphasCumprod: Float32Array;
 }
 
 export interface ModelFiles {
