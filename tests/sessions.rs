@@ -10,6 +10,14 @@ use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::run::{self, CpuEngine, Flow, RunOptions};
 use ddim_webgpu::{Error, Model};
 
+/// Resident memory is per process and the test harness runs tests in parallel threads: each test
+/// here holds this lock, so no other test allocates while one measures.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn model() -> Model {
     Model::load_dir(&fixtures().join("models/class_f16")).unwrap()
 }
@@ -23,6 +31,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn device_lost_mid_run_is_named_and_a_new_device_completes() {
+    let _serial = serial();
     let model = model();
     let plan = RunOptions::new().steps(6).batch(2).seed(3).plan(&model).unwrap();
     let device_under_test = gpu();
@@ -48,6 +57,7 @@ fn device_lost_mid_run_is_named_and_a_new_device_completes() {
 
 #[test]
 fn cli_names_a_lost_device() {
+    let _serial = serial();
     let out = std::env::temp_dir().join(format!("ddim-lost-{}.png", std::process::id()));
     let model = fixtures().join("models/class_f16");
     let result = std::process::Command::new(env!("CARGO_BIN_EXE_ddim"))
@@ -65,6 +75,7 @@ fn cli_names_a_lost_device() {
 /// bytes return to what one finished run leaves, and the process does not grow.
 #[test]
 fn cancel_and_restart_a_hundred_times() {
+    let _serial = serial();
     let model = model();
     let plan = RunOptions::new().steps(8).batch(2).plan(&model).unwrap();
     let mut gpu = GpuEngine::new(gpu(), &model).unwrap();
@@ -96,6 +107,7 @@ fn cancel_and_restart_a_hundred_times() {
 /// 50 engines made, used and dropped (GPU: each device destroyed), on both engines: nothing stays.
 #[test]
 fn create_and_destroy_fifty_times() {
+    let _serial = serial();
     let model = model();
     let plan = RunOptions::new().steps(2).batch(1).plan(&model).unwrap();
     let mut rss = Vec::new();
@@ -117,6 +129,7 @@ fn create_and_destroy_fifty_times() {
 /// One run of 1000 steps (DDPM over all 1000 train timesteps) at constant memory.
 #[test]
 fn a_thousand_steps_at_constant_memory() {
+    let _serial = serial();
     let model = model();
     let plan = RunOptions::new().sampler(ddim_webgpu::sampler::SamplerKind::Ddpm).steps(1000).batch(1).plan(&model).unwrap();
     assert_eq!(plan.steps.len(), 1000);
