@@ -156,12 +156,6 @@ impl GpuDevice {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// Test hook: loses the device as a driver reset or a browser would (`device.destroy()`
-    /// without marking it destroyed by us), so that the loss path can be tested.
-    pub fn lose_for_test(&self) {
-        self.device.destroy();
-    }
-
     /// A buffer, counted in `live_buffers` until `release`d or the device is destroyed.
     fn create_buffer(&self, desc: &wgpu::BufferDescriptor) -> wgpu::Buffer {
         self.live.count.fetch_add(1, Ordering::Relaxed);

@@ -146,11 +146,9 @@ fn default_up() -> Vec<String> {
 impl UNetConfig {
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig = parse_json(text).map_err(Error::Config)?;
-        let set: Vec<String> = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(o)) => o.keys().cloned().collect(),
-            _ => Vec::new(),
-        };
+        let value = parse_json(text).map_err(Error::Config)?;
+        let set: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let raw: RawConfig = from_value(value).map_err(Error::Config)?;
         raw.validate().map_err(|e| match e {
             // A field diffusers fills with its default (because config.json lacks it) is the
             // likely culprit of a mismatch: say so.
@@ -195,13 +193,12 @@ impl UNetConfig {
 /// Fields whose diffusers default shapes the network.
 const DEFAULTED: &[&str] = &["block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "in_channels", "out_channels"];
 
-/// Parses JSON into `T` (text after the JSON value is refused); an error names the field it is in
-/// (`layers_per_block: invalid type …`).
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> std::result::Result<T, String> {
+/// Parses a JSON config file (text after the JSON value is refused; an HTML page is named as such).
+pub(crate) fn parse_json(text: &str) -> std::result::Result<Value, String> {
     if text.trim_start().starts_with('<') {
         return Err("the file is HTML or XML, not JSON: the URL points at a web page (an error or login page?), not a model folder".into());
     }
-    from_value(serde_json::from_str(text).map_err(|e| e.to_string())?)
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// `T` from a JSON value; an error names the field it is in.
@@ -337,17 +334,15 @@ impl RawConfig {
         let side = |v: &Value| v.as_u64().filter(|&s| (1..=1 << 16).contains(&s)).map(|s| s as usize);
         let sample_size = match &self.sample_size {
             None | Some(Value::Null) => None,
-            Some(v @ Value::Number(_)) => Some(side(v).map(|s| (s, s))),
-            Some(Value::Array(a)) if a.len() == 2 => Some(side(&a[0]).zip(side(&a[1]))),
-            Some(_) => Some(None),
-        };
-        let sample_size = match sample_size {
-            Some(None) => {
-                let v = self.sample_size.unwrap_or_default();
-                return Err(Error::unsupported("sample_size", v, "must be an integer or [height, width], each from 1 to 65536"));
+            Some(v) => {
+                let hw = match v {
+                    Value::Number(_) => side(v).map(|s| (s, s)),
+                    Value::Array(a) if a.len() == 2 => side(&a[0]).zip(side(&a[1])),
+                    _ => None,
+                };
+                let why = "must be an integer or [height, width], each from 1 to 65536";
+                Some(hw.ok_or_else(|| Error::unsupported("sample_size", v, why))?)
             }
-            Some(s) => s,
-            None => None,
         };
         let cfg = UNetConfig {
             sample_size,

@@ -102,6 +102,14 @@ impl Weights {
     }
 }
 
+/// The JSON header of a safetensors file and the length of the data after it, if the length
+/// prefix fits the file (the diagnostics below read it; `SafeTensors` does the real parse).
+fn header(bytes: &[u8]) -> Option<(&[u8], u64)> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let end = 8usize.checked_add(n)?;
+    Some((bytes.get(8..end)?, (bytes.len() - end) as u64))
+}
+
 /// A tensor name that the header's JSON object holds twice (JSON parsers keep the last silently).
 fn duplicate_name(bytes: &[u8]) -> Option<String> {
     struct Keys(Option<String>);
@@ -128,24 +136,21 @@ fn duplicate_name(bytes: &[u8]) -> Option<String> {
             d.deserialize_map(V)
         }
     }
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header = bytes.get(8..8usize.checked_add(n)?)?;
-    serde_json::from_slice::<Keys>(header).ok()?.0
+    serde_json::from_slice::<Keys>(header(bytes)?.0).ok()?.0
 }
 
-/// The byte the header says the data ends at (the largest end offset), if it can be read.
-fn data_end(bytes: &[u8]) -> Option<usize> {
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Value = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+/// (the data length the header declares: its largest end offset, the data length there is).
+fn data_lengths(bytes: &[u8]) -> Option<(u64, u64)> {
+    let (json, data_len) = header(bytes)?;
+    let header: serde_json::Value = serde_json::from_slice(json).ok()?;
     let ends = header.as_object()?.values().filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64());
-    Some(8 + n + ends.max().unwrap_or(0) as usize)
+    Some((ends.max().unwrap_or(0), data_len))
 }
 
 /// The first tensor whose header entry does not fit its dtype, shape or place, described.
 fn entry_problem(bytes: &[u8]) -> Option<String> {
-    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
-    let data_len = (bytes.len() - 8 - n) as u64;
+    let (json, data_len) = header(bytes)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(json).ok()?;
     let mut entries: Vec<(String, Dtype, Vec<u64>, [u64; 2])> = header
         .into_iter()
         .filter(|(k, _)| k != "__metadata__")
@@ -180,14 +185,13 @@ fn describe(e: safetensors::SafeTensorError, bytes: &[u8]) -> String {
         E::InvalidOffset(_) | E::TensorInvalidInfo | E::ValidationOverflow => {
             entry_problem(bytes).unwrap_or_else(|| format!("{e} (corrupt header)"))
         }
-        E::MetadataIncompleteBuffer => match data_end(bytes) {
-            Some(end) if end < bytes.len() => {
-                format!(
-                    "{} bytes after the last tensor's data (the header says the data ends at byte {end}): corrupt file",
-                    bytes.len() - end
-                )
+        E::MetadataIncompleteBuffer => match data_lengths(bytes) {
+            Some((declared, there)) if declared < there => {
+                format!("{} bytes after the last tensor's data (the header declares {declared} data bytes): corrupt file", there - declared)
             }
-            Some(end) => format!("tensor data is shorter than the header says (truncated file: {} of {end} bytes)", bytes.len()),
+            Some((declared, there)) => {
+                format!("tensor data is shorter than the header says (truncated file: {there} of {declared} data bytes)")
+            }
             None => "tensor data is shorter than the header says (truncated file)".into(),
         },
         E::HeaderTooSmall => "file too small to hold a safetensors header (truncated?)".into(),

@@ -441,12 +441,7 @@ impl Schedule {
     /// `set_timesteps(n)`: the timesteps visited, from noisiest to cleanest.
     pub fn timesteps(&self, n: usize) -> Result<Vec<i64>> {
         let t = self.t_count();
-        if n == 0 {
-            return Err(Error::Scheduler("0 inference steps: need at least 1".into()));
-        }
-        if n > t {
-            return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
-        }
+        self.check_steps(n)?;
         let ts: Vec<i64> = match self.config.timestep_spacing {
             TimestepSpacing::Linspace => (0..n)
                 .rev()
@@ -470,6 +465,18 @@ impl Schedule {
             return Err(Error::Scheduler(format!("timestep {bad} outside 0..{t} (steps_offset too large?)")));
         }
         Ok(ts)
+    }
+
+    /// 1 ≤ n ≤ num_train_timesteps, for every sampler.
+    pub(crate) fn check_steps(&self, n: usize) -> Result<()> {
+        let t = self.t_count();
+        if n == 0 {
+            return Err(Error::Scheduler("0 inference steps: need at least 1".into()));
+        }
+        if n > t {
+            return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
+        }
+        Ok(())
     }
 
     fn alpha_at(&self, t: i64, otherwise: f64) -> f64 {

@@ -90,17 +90,6 @@ impl Schedule {
         (1.0 - w) * low as f64 + w * (low + 1) as f64
     }
 
-    fn check_steps(&self, n: usize) -> Result<()> {
-        let t = self.config.num_train_timesteps;
-        if n == 0 {
-            return Err(Error::Scheduler("0 inference steps: need at least 1".into()));
-        }
-        if n > t {
-            return Err(Error::Scheduler(format!("{n} inference steps is more than num_train_timesteps = {t}")));
-        }
-        Ok(())
-    }
-
     /// Euler's and Heun's `set_timesteps`: (model timesteps, sigmas with the final one appended).
     pub fn euler_sigmas(&self, n: usize, final_zero: bool) -> Result<(Vec<f32>, Vec<f32>)> {
         self.check_steps(n)?;

@@ -59,11 +59,22 @@ struct Inner {
     cancel: Cell<bool>,
     running: Cell<bool>,
     destroyed: Cell<bool>,
-    /// The WebGPU engine's buffer counts (`stats()`), readable while a run holds the engine.
-    gpu_live: RefCell<Option<std::sync::Arc<crate::gpu::LiveBuffers>>>,
-    /// The WebGPU engine's device, reachable while a run holds the engine (the loss test hook).
-    gpu_device: RefCell<Option<wgpu::Device>>,
+    /// The WebGPU engine's buffer counts (`stats()`) and device (the loss test hook), reachable
+    /// while a run holds the engine.
+    gpu: RefCell<Option<GpuHandles>>,
     last: RefCell<Option<Tensor>>,
+}
+
+/// Shared handles of the WebGPU engine's device: its buffer ledger and the device itself.
+struct GpuHandles {
+    live: std::sync::Arc<crate::gpu::LiveBuffers>,
+    device: wgpu::Device,
+}
+
+impl GpuHandles {
+    fn of(engine: &GpuEngine) -> Self {
+        GpuHandles { live: engine.gpu().live(), device: engine.gpu().device.clone() }
+    }
 }
 
 impl Inner {
@@ -153,9 +164,9 @@ impl DiffusionSampler {
             }
             other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)")))),
         };
-        let (gpu_live, gpu_device) = match &engine {
-            EngineKind::WebGpu { engine, .. } => (Some(engine.gpu().live()), Some(engine.gpu().device.clone())),
-            _ => (None, None),
+        let gpu = match &engine {
+            EngineKind::WebGpu { engine, .. } => Some(GpuHandles::of(engine)),
+            _ => None,
         };
         let inner = Inner {
             model,
@@ -165,8 +176,7 @@ impl DiffusionSampler {
             cancel: Cell::new(false),
             running: Cell::new(false),
             destroyed: Cell::new(false),
-            gpu_live: RefCell::new(gpu_live),
-            gpu_device: RefCell::new(gpu_device),
+            gpu: RefCell::new(gpu),
             last: RefCell::new(None),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
@@ -215,7 +225,7 @@ impl DiffusionSampler {
     /// {gpuBuffers, gpuBytes, destroyed}: GPU buffers this sampler holds (0 on the CPU engine and
     /// after `destroy()`), for leak checks.
     pub fn stats(&self) -> JsValue {
-        let (buffers, bytes) = self.inner.gpu_live.borrow().as_ref().map_or((0, 0), |l| l.get());
+        let (buffers, bytes) = self.inner.gpu.borrow().as_ref().map_or((0, 0), |g| g.live.get());
         let o = Object::new();
         let _ = Reflect::set(&o, &"gpuBuffers".into(), &(buffers as f64).into());
         let _ = Reflect::set(&o, &"gpuBytes".into(), &(bytes as f64).into());
@@ -228,7 +238,7 @@ impl DiffusionSampler {
     /// False on the CPU engine.
     #[wasm_bindgen(js_name = loseDeviceForTest)]
     pub fn lose_device_for_test(&self) -> bool {
-        self.inner.gpu_device.borrow().as_ref().map(|d| d.destroy()).is_some()
+        self.inner.gpu.borrow().as_ref().map(|g| g.device.destroy()).is_some()
     }
 
     /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel, guidance,
@@ -382,8 +392,7 @@ async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
     // Until the new device exists the sampler has none: a failure here leaves it unusable, named.
     let (gpu, target) = new_gpu_for_target(target).await?;
     let engine = GpuEngine::new(gpu, &inner.model)?;
-    *inner.gpu_live.borrow_mut() = Some(engine.gpu().live());
-    *inner.gpu_device.borrow_mut() = Some(engine.gpu().device.clone());
+    *inner.gpu.borrow_mut() = Some(GpuHandles::of(&engine));
     *inner.engine.borrow_mut() = EngineKind::WebGpu { engine: Box::new(engine), target };
     Ok(())
 }

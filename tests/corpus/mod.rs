@@ -223,8 +223,7 @@ fn edit_tensors(bytes: &[u8], op: &str, arg: &Value) -> Vec<u8> {
         parsed.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect();
     let name = arg.get(0).and_then(Value::as_str).or(arg.as_str()).unwrap().to_string();
     let find = |owned: &mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>| {
-        let i = owned.iter().position(|t| t.0 == name).unwrap_or_else(|| panic!("corpus: no tensor {name}"));
-        i
+        owned.iter().position(|t| t.0 == name).unwrap_or_else(|| panic!("corpus: no tensor {name}"))
     };
     let shape_arg = || arg[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect::<Vec<_>>();
     match op {
