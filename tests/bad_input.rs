@@ -177,7 +177,7 @@ fn bad_sampler_settings() {
 fn given_noise_is_never_filled_in_silently() {
     let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
     let x_t = randn(&[3, 3, 12, 12], 1);
-    let given = |per_step: Option<Tensor>| GivenNoise { x_t: x_t.clone(), per_step };
+    let given = |per_step: Option<Tensor>| GivenNoise { x_t: x_t.clone(), per_step, undo: None };
     // The noise sets the batch and the size; a different --num is refused.
     let plan = RunOptions::new().steps(4).noise(given(None)).plan(&model).unwrap();
     assert_eq!(plan.shape, [3, 3, 12, 12]);

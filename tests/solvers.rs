@@ -48,7 +48,7 @@ fn cases() -> Vec<Case> {
                 .scheduler(config.clone())
                 .steps(n)
                 .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
-                .noise(GivenNoise { x_t: all[&format!("{name}.x_T")].clone(), per_step: None });
+                .noise(GivenNoise { x_t: all[&format!("{name}.x_T")].clone(), per_step: None, undo: None });
             if let Some(labels) = c["class_labels"].as_array() {
                 opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
             }

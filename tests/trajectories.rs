@@ -37,7 +37,7 @@ fn cases() -> Vec<Case> {
                 .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
                 .eta(c["eta"].as_f64().unwrap_or(0.0) as f32)
                 .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
-                .noise(GivenNoise { x_t, per_step: Some(all[&format!("{name}.noise")].clone()) });
+                .noise(GivenNoise { x_t, per_step: Some(all[&format!("{name}.noise")].clone()), undo: None });
             if c["scheduler"] == "ddpm" {
                 opts = opts.sampler(SamplerKind::Ddpm);
             }

@@ -204,7 +204,7 @@ async fn solver_runs_match_diffusers_in_the_browser() {
             .scheduler(SchedulerConfig::from_value(c["config"].clone()).unwrap())
             .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
             .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
-            .noise(GivenNoise { x_t: get(&format!("{name}.x_T")), per_step: None });
+            .noise(GivenNoise { x_t: get(&format!("{name}.x_T")), per_step: None, undo: None });
         if let Some(labels) = c["class_labels"].as_array() {
             opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
         }

@@ -295,7 +295,7 @@ fn read_noise(p: &Path) -> Result<GivenNoise> {
     let (bytes, file) = read_tensors(p)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
     let x_t = get_f32(&st, &file, "noise")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `noise`")))?;
-    Ok(GivenNoise { x_t, per_step: get_f32(&st, &file, "step_noise")? })
+    Ok(GivenNoise { x_t, per_step: get_f32(&st, &file, "step_noise")?, undo: get_f32(&st, &file, "undo_noise")? })
 }
 
 /// Samples through the run layer, showing progress, writing frames if asked.

@@ -8,7 +8,7 @@ pub mod plan;
 
 pub use cpu::CpuEngine;
 pub use options::{ClassLabels, GivenNoise, RunOptions};
-pub use plan::{Guidance, NoiseSource, RunPlan};
+pub use plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};
 
 use crate::error::{Error, Result};
 use crate::Tensor;
@@ -23,12 +23,35 @@ pub enum View {
     X0,
 }
 
-/// Reported after each step.
+/// What a frame shows the run doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The forward process q(x_t | x0): the image noised, no U-Net (SDEdit's start, the forward view).
+    Forward,
+    /// Denoising: one U-Net evaluation and update.
+    Reverse,
+    /// DDIM inversion: one U-Net evaluation running the ODE towards noise.
+    Inversion,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Forward => "forward",
+            Phase::Reverse => "reverse",
+            Phase::Inversion => "inversion",
+        }
+    }
+}
+
+/// Reported after each frame: a forward-process frame or a step.
 #[derive(Clone, Copy, Debug)]
 pub struct StepInfo {
+    /// 0-based over all the run's frames (`RunPlan::frame_count`).
     pub index: usize,
     pub total: usize,
     pub timestep: i64,
+    pub phase: Phase,
 }
 
 /// What the step hook tells the loop.
@@ -68,23 +91,59 @@ pub async fn run<E: Engine>(
 ) -> Result<Tensor> {
     plan.check_noise()?;
     engine.start(plan).await?;
+    let total = plan.frame_count();
+    let mut frame = 0;
+    if let Some(path) = &plan.forward {
+        for (k, &(timestep, _, _)) in path.frames.iter().enumerate() {
+            engine.write_x(&path.frame(k))?;
+            if on_step(engine, StepInfo { index: frame, total, timestep, phase: Phase::Forward }).await? == Flow::Stop {
+                return Err(Error::Cancelled);
+            }
+            frame += 1;
+        }
+        engine.write_x(&plan.x_start)?;
+    }
+    let (mut undos, phase) = (0, if plan.inverts { Phase::Inversion } else { Phase::Reverse });
     for (index, step) in plan.steps.iter().enumerate() {
         let noise = plan.step_noise(index)?;
         engine.step(plan, index, noise.as_deref())?;
         engine.sync().await?;
-        let info = StepInfo { index, total: plan.steps.len(), timestep: step.timestep };
-        if on_step(engine, info).await? == Flow::Stop {
+        if let Some(known) = &plan.known {
+            keep_known(engine, plan, known, index, &mut undos).await?;
+        }
+        if on_step(engine, StepInfo { index: frame, total, timestep: step.timestep, phase }).await? == Flow::Stop {
             return Err(Error::Cancelled);
         }
+        frame += 1;
     }
     let x = engine.read(View::Xt).await?;
     if x.data.iter().any(|v| !v.is_finite()) {
+        let last = plan.steps.len().saturating_sub(1);
         // A step hook may have written the bad values (write_x): then no step is to blame.
-        let index = engine.first_non_finite_step().await?.unwrap_or(plan.steps.len() - 1);
-        let step = plan.steps[index.min(plan.steps.len() - 1)];
-        return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep: step.timestep });
+        let index = engine.first_non_finite_step().await?.unwrap_or(last);
+        let timestep = plan.steps.get(index.min(last)).map_or(0, |s| s.timestep);
+        return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep });
     }
     Ok(x)
+}
+
+/// RePaint after evaluation `index`: where the mask is 1, x = √ᾱ_prev·image + √(1−ᾱ_prev)·z with
+/// the step's noise z (Lugmayr et al., Algorithm 1 line 5); then a jump back, if the schedule
+/// has one here (`undo_step`). Host-side through `read`/`write_x`, the same on every engine.
+async fn keep_known<E: Engine>(engine: &mut E, plan: &RunPlan, known: &KnownRegion, index: usize, undos: &mut usize) -> Result<()> {
+    let r = known.after[index];
+    let z = plan.noise.step(index, plan.count())?;
+    let mut x = engine.read(View::Xt).await?.data;
+    for (j, v) in x.iter_mut().enumerate() {
+        let m = known.mask[j];
+        *v = m * (r.known_x0 * known.image[j] + r.known_noise * z[j]) + (1.0 - m) * *v;
+    }
+    if let Some((a, b)) = r.undo {
+        let z = plan.noise.undo(*undos, plan.count())?;
+        *undos += 1;
+        x.iter_mut().zip(&z).for_each(|(v, z)| *v = a * *v + b * z);
+    }
+    engine.write_x(&x)
 }
 
 /// `run` to the end without a hook.

@@ -1,10 +1,38 @@
 //! The options of a sampling run: one builder with one set of defaults, shared by the CLI, the
 //! wasm API and the tests. Nothing is checked while building; `plan` checks everything at once.
 
-use super::plan::{Guidance, NoiseSource, RunPlan};
+use super::plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};
 use crate::error::{Error, Result};
 use crate::sampler::{SamplerKind, Schedule, SchedulerConfig};
 use crate::{Model, Tensor};
+
+/// RePaint's defaults in diffusers (`RePaintScheduler.set_timesteps`).
+pub const DEFAULT_JUMP_LENGTH: usize = 10;
+pub const DEFAULT_JUMP_N_SAMPLE: usize = 10;
+
+/// A run on a given image, [N or 1, C, H, W] in the model's range (−1 … 1 for images). The
+/// image sets the run's size; one image is repeated over the batch.
+#[derive(Clone, Debug)]
+pub enum Edit {
+    /// SDEdit (diffusers img2img): the image noised to `strength` (0 < s ≤ 1), then denoised by
+    /// the last int(steps·s) steps; the noising is shown first, as forward frames.
+    Img2Img { image: Tensor, strength: f64 },
+    /// RePaint inpainting: keep the image where `mask` is 1 and fill where it is 0. The mask is
+    /// [N or 1, 1 or C, H, W] with values in 0 … 1.
+    Inpaint { image: Tensor, mask: Tensor, jump_length: usize, jump_n_sample: usize },
+    /// DDIM inversion: the image run up the deterministic ODE to its x_T.
+    Invert { image: Tensor },
+    /// The forward process q(x_t | x0) on the image, `frames` frames up to timestep `t_end`.
+    Forward { image: Tensor, t_end: usize, frames: usize },
+}
+
+impl Edit {
+    fn image(&self) -> &Tensor {
+        match self {
+            Edit::Img2Img { image, .. } | Edit::Inpaint { image, .. } | Edit::Invert { image } | Edit::Forward { image, .. } => image,
+        }
+    }
+}
 
 pub const DEFAULT_STEPS: usize = 50;
 pub const DEFAULT_BATCH: usize = 4;
@@ -16,6 +44,8 @@ pub struct GivenNoise {
     pub x_t: Tensor,
     /// The variance noise of every step, [S, N, C, H, W]; needed when a step adds noise.
     pub per_step: Option<Tensor>,
+    /// RePaint: the noise of each jump back, [J, N, C, H, W].
+    pub undo: Option<Tensor>,
 }
 
 /// Class labels of a class-conditional model.
@@ -41,6 +71,7 @@ pub struct RunOptions {
     guidance: Option<f32>,
     noise: Option<GivenNoise>,
     scheduler: Option<SchedulerConfig>,
+    edit: Option<Edit>,
 }
 
 impl RunOptions {
@@ -102,10 +133,19 @@ impl RunOptions {
         self
     }
 
+    /// Edit this image instead of sampling from noise (SDEdit, RePaint, inversion, forward).
+    pub fn edit(mut self, edit: Edit) -> Self {
+        self.edit = Some(edit);
+        self
+    }
+
     /// Checks every option against the model and lays out the run.
     pub fn plan(&self, model: &Model) -> Result<RunPlan> {
         let cfg = &model.config;
-        let (batch, (h, w)) = self.batch_and_size(model)?;
+        let (batch, (h, w)) = match &self.edit {
+            Some(edit) => self.batch_and_size_of_image(model, edit.image())?,
+            None => self.batch_and_size(model)?,
+        };
         if batch == 0 {
             return Err(Error::Input("batch = 0: need at least one image".into()));
         }
@@ -114,33 +154,113 @@ impl RunOptions {
         let config = self.scheduler.clone().unwrap_or_else(|| model.scheduler.clone());
         // The sampler asked for, else the one the scheduler config names (`_class_name`), else DDIM.
         let kind = self.sampler.or_else(|| config.class_name.as_deref().and_then(SamplerKind::of_class)).unwrap_or(SamplerKind::Ddim);
-        let schedule = Schedule::new(config.for_sampler(kind));
         let n = self.steps.unwrap_or(DEFAULT_STEPS);
-        let steps = schedule.steps(kind, n, self.eta.unwrap_or(0.0))?;
-        // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
-        let init_sigma = schedule.init_noise_sigma(kind, n)?;
+        let eta = self.eta.unwrap_or(0.0);
         let labels = self.resolve_labels(cfg.num_class_embeds, batch)?;
         let guidance = Guidance::new(cfg.num_class_embeds, labels, self.guidance.unwrap_or(0.0))?;
         // Beyond 2^30 values (4 GiB of f32) no engine here can hold x_t: refuse before allocating.
         let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).filter(|&c| c <= 1 << 30).ok_or_else(|| {
             Error::Input(format!("batch = {batch} of {}x{h}x{w} images is more than 2^30 values: too large to sample", cfg.in_channels))
         })?;
-        let (noise, x_start) = match &self.noise {
+        // ε: x_T of plain sampling, the noise SDEdit adds, RePaint's start.
+        let (noise, eps) = match &self.noise {
             None => {
                 let seed = self.seed.unwrap_or(0);
-                (NoiseSource::Seed(seed), crate::sampler::rng::normal(seed, 0, count).into_iter().map(|v| v * init_sigma).collect())
+                (NoiseSource::Seed(seed), crate::sampler::rng::normal(seed, 0, count))
             }
             Some(given) => {
                 if self.seed.is_some() {
                     return Err(Error::Input("a seed and given noise were both set: pick one".into()));
                 }
-                let per_step = split_step_noise(given.per_step.as_ref(), shape)?;
-                (NoiseSource::Given { per_step }, given.x_t.data.iter().map(|v| v * init_sigma).collect())
+                let per_step = split_step_noise(given.per_step.as_ref(), shape, "step noise")?;
+                let undo = split_step_noise(given.undo.as_ref(), shape, "undo noise")?;
+                (NoiseSource::Given { per_step, undo }, given.x_t.data.clone())
             }
         };
-        let plan = RunPlan { steps, guidance, noise, shape, x_start };
+        let plan = match &self.edit {
+            None => {
+                let schedule = Schedule::new(config.for_sampler(kind));
+                let steps = schedule.steps(kind, n, eta)?;
+                // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
+                let init_sigma = schedule.init_noise_sigma(kind, n)?;
+                RunPlan::new(steps, guidance, noise, shape, eps.iter().map(|v| v * init_sigma).collect())
+            }
+            Some(edit) => {
+                let image = broadcast(edit.image(), shape, "image")?;
+                let only_ddim = |what: &str| match self.sampler {
+                    Some(k) if k != SamplerKind::Ddim => {
+                        Err(Error::Input(format!("{what} runs DDIM's update: sampler {:?} is not available for it", k.as_str())))
+                    }
+                    _ => Ok(()),
+                };
+                match edit {
+                    Edit::Img2Img { strength, .. } => {
+                        let schedule = Schedule::new(config.for_sampler(kind));
+                        let edit = schedule.img2img(kind, n, eta, *strength)?;
+                        let forward = img2img_frames(&schedule, kind, &edit, image, eps.clone());
+                        let x_start = forward.frame(forward.frames.len() - 1);
+                        RunPlan { forward: Some(forward), ..RunPlan::new(edit.steps, guidance, noise, shape, x_start) }
+                    }
+                    Edit::Inpaint { mask, jump_length, jump_n_sample, .. } => {
+                        only_ddim("inpainting (RePaint)")?;
+                        let mask = broadcast(mask, shape, "mask")?;
+                        if let Some(v) = mask.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                            return Err(Error::Input(format!("mask value {v}: must be from 0 (fill) to 1 (keep)")));
+                        }
+                        let after = Schedule::new(config.clone()).repaint(n, *jump_length, *jump_n_sample, eta)?;
+                        let steps = after.iter().map(|r| r.step).collect();
+                        RunPlan { known: Some(KnownRegion { image, mask, after }), ..RunPlan::new(steps, guidance, noise, shape, eps) }
+                    }
+                    Edit::Invert { .. } => {
+                        only_ddim("DDIM inversion")?;
+                        if eta != 0.0 {
+                            return Err(Error::Input(format!("eta = {eta}: DDIM inversion is deterministic (η = 0)")));
+                        }
+                        let steps = Schedule::new(config.clone()).ddim_inverse_steps(n)?;
+                        RunPlan { inverts: true, ..RunPlan::new(steps, guidance, noise, shape, image) }
+                    }
+                    Edit::Forward { t_end, frames, .. } => {
+                        let schedule = Schedule::new(config.clone());
+                        let t_count = schedule.alphas_cumprod.len();
+                        if *t_end >= t_count || *frames == 0 {
+                            return Err(Error::Input(format!(
+                                "forward process to t = {t_end} in {frames} frames: t must be below num_train_timesteps = {t_count}, frames at least 1"
+                            )));
+                        }
+                        let levels = (1..=*frames).map(|k| (k * t_end / frames) as i64).collect::<Vec<_>>();
+                        let path = vp_frames(&schedule, &levels, image, eps);
+                        let x_start = path.frame(path.frames.len() - 1);
+                        RunPlan { forward: Some(path), ..RunPlan::new(Vec::new(), guidance, noise, shape, x_start) }
+                    }
+                }
+            }
+        };
         plan.check_noise()?;
         Ok(plan)
+    }
+
+    /// The batch and size of an edit: the image's, its one item repeated to `batch` if set.
+    fn batch_and_size_of_image(&self, model: &Model, image: &Tensor) -> Result<(usize, (usize, usize))> {
+        let &[n, c, h, w] = &image.shape[..] else {
+            return Err(Error::Input(format!("the image must be [N, C, H, W], got {:?}", image.shape)));
+        };
+        if c != model.config.in_channels {
+            return Err(Error::Input(format!("the image has {c} channels, the model's in_channels is {}", model.config.in_channels)));
+        }
+        if let Some(v) = image.data.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Input(format!("the image holds {v}: values must be finite")));
+        }
+        let batch = match self.batch {
+            Some(b) if n == 1 || b == n => b,
+            Some(b) => return Err(Error::Input(format!("batch = {b}, but the image holds {n} images (give 1 or {b})"))),
+            None => n,
+        };
+        if let Some(given) = &self.noise {
+            if given.x_t.shape != [batch, c, h, w] {
+                return Err(Error::Input(format!("the given noise is {:?}, the edit needs {:?}", given.x_t.shape, [batch, c, h, w])));
+            }
+        }
+        Ok((batch, (h, w)))
     }
 
     fn batch_and_size(&self, model: &Model) -> Result<(usize, (usize, usize))> {
@@ -191,12 +311,58 @@ impl RunOptions {
     }
 }
 
+/// A [N or 1, C or 1, H, W] tensor repeated to `shape` (an image over the batch, a mask over
+/// the channels too).
+fn broadcast(t: &Tensor, shape: [usize; 4], what: &str) -> Result<Vec<f32>> {
+    let [n, c, h, w] = shape;
+    let ok = t.shape.len() == 4 && (t.shape[0] == n || t.shape[0] == 1) && (t.shape[1] == c || t.shape[1] == 1) && t.shape[2..] == [h, w];
+    if !ok {
+        return Err(Error::Input(format!("the {what} is {:?}: expected [{n} or 1, {c} or 1, {h}, {w}]", t.shape)));
+    }
+    let (tn, tc) = (t.shape[0], t.shape[1]);
+    let mut out = Vec::with_capacity(n * c * h * w);
+    for i in 0..n {
+        for ch in 0..c {
+            let at = ((i % tn) * tc + ch % tc) * h * w;
+            out.extend_from_slice(&t.data[at..at + h * w]);
+        }
+    }
+    Ok(out)
+}
+
+/// Forward frames at integer `levels`: √ᾱ_t·x0 + √(1−ᾱ_t)·ε (diffusers' `add_noise`, in f32).
+fn vp_frames(schedule: &Schedule, levels: &[i64], x0: Vec<f32>, eps: Vec<f32>) -> ForwardPath {
+    let frames = levels
+        .iter()
+        .map(|&t| {
+            let a = schedule.alphas_cumprod[t as usize];
+            (t, a.sqrt(), (1.0 - a).sqrt())
+        })
+        .collect();
+    ForwardPath { x0, eps, frames }
+}
+
+/// SDEdit's noising shown as frames: the image at each kept step's level, least noisy first, in
+/// the sampler's own space (sigma space for Euler and Heun: x0 + σ·ε); the last frame is exactly
+/// diffusers' `add_noise` at the first kept step, where the reverse run starts.
+fn img2img_frames(schedule: &Schedule, kind: SamplerKind, edit: &crate::sampler::Img2Img, x0: Vec<f32>, eps: Vec<f32>) -> ForwardPath {
+    let mut levels: Vec<i64> = edit.steps.iter().map(|s| s.timestep).collect();
+    levels.dedup();
+    levels.reverse();
+    let mut path = vp_frames(schedule, &levels[..levels.len() - 1], x0, eps);
+    if matches!(kind, SamplerKind::Euler | SamplerKind::Heun) {
+        path.frames.iter_mut().for_each(|f| *f = (f.0, 1.0, f.2 / f.1));
+    }
+    path.frames.push((edit.timestep, edit.keep, edit.noise));
+    path
+}
+
 /// Splits [S, N, C, H, W] step noise into S per-step vectors of one [N, C, H, W] each.
-fn split_step_noise(t: Option<&Tensor>, shape: [usize; 4]) -> Result<Vec<Vec<f32>>> {
+fn split_step_noise(t: Option<&Tensor>, shape: [usize; 4], what: &str) -> Result<Vec<Vec<f32>>> {
     let Some(t) = t else { return Ok(Vec::new()) };
     if t.shape.len() != 5 || t.shape[1..] != shape {
         return Err(Error::Input(format!(
-            "step noise must be [S, {}, {}, {}, {}], got {:?}",
+            "{what} must be [S, {}, {}, {}, {}], got {:?}",
             shape[0], shape[1], shape[2], shape[3], t.shape
         )));
     }

@@ -2,7 +2,11 @@
 //! each step's noise comes from. Engines only execute plans; they decide nothing.
 
 use crate::error::{Error, Result};
-use crate::sampler::{rng, Step};
+use crate::sampler::{rng, RePaintStep, Step};
+
+/// Streams of the seeded noise: 0 is x_T (and SDEdit's ε), s + 1 the noise of step s, and
+/// `UNDO_STREAM` + k the k-th RePaint jump.
+const UNDO_STREAM: u64 = 1 << 40;
 
 /// Where the variance noise of each step comes from.
 #[derive(Clone, Debug)]
@@ -11,6 +15,8 @@ pub enum NoiseSource {
     /// One vector per step (fixtures, noise files). A step that adds noise must find its entry.
     Given {
         per_step: Vec<Vec<f32>>,
+        /// RePaint's jumps, one vector each in order (`undo_noise`).
+        undo: Vec<Vec<f32>>,
     },
 }
 
@@ -19,7 +25,7 @@ impl NoiseSource {
     pub fn step(&self, index: usize, count: usize) -> Result<Vec<f32>> {
         match self {
             NoiseSource::Seed(s) => Ok(rng::normal(*s, index as u64 + 1, count)),
-            NoiseSource::Given { per_step } => match per_step.get(index) {
+            NoiseSource::Given { per_step, .. } => match per_step.get(index) {
                 Some(v) if v.len() == count => Ok(v.clone()),
                 Some(v) => Err(Error::Input(format!("step {index} noise has {} values, needs {count}", v.len()))),
                 None => Err(Error::Input(format!(
@@ -31,6 +37,45 @@ impl NoiseSource {
             },
         }
     }
+
+    /// The noise of RePaint's k-th jump back.
+    pub fn undo(&self, k: usize, count: usize) -> Result<Vec<f32>> {
+        match self {
+            NoiseSource::Seed(s) => Ok(rng::normal(*s, UNDO_STREAM + k as u64, count)),
+            NoiseSource::Given { undo, .. } => match undo.get(k) {
+                Some(v) if v.len() == count => Ok(v.clone()),
+                _ => Err(Error::Input(format!("RePaint jump {k} needs `undo_noise`[{k}] of {count} values in the given noise"))),
+            },
+        }
+    }
+}
+
+/// Frames of the forward process q(x_t | x0) = keep·x0 + noise·ε, shown before the first
+/// evaluation (SDEdit's noising to its strength, the page's forward view). The last frame is
+/// the run's x_start.
+#[derive(Clone, Debug)]
+pub struct ForwardPath {
+    pub x0: Vec<f32>,
+    pub eps: Vec<f32>,
+    /// (timestep, keep, noise) of each frame, least noisy first.
+    pub frames: Vec<(i64, f32, f32)>,
+}
+
+impl ForwardPath {
+    pub fn frame(&self, k: usize) -> Vec<f32> {
+        let (_, keep, noise) = self.frames[k];
+        self.x0.iter().zip(&self.eps).map(|(x, z)| keep * x + noise * z).collect()
+    }
+}
+
+/// RePaint's known region: after evaluation i, where `mask` is 1, x is reset to `image` noised
+/// to the step's level (`after[i]`), and where the schedule jumps back x is noised forward.
+#[derive(Clone, Debug)]
+pub struct KnownRegion {
+    pub image: Vec<f32>,
+    /// 1 keeps the image, 0 is filled (RePaint's convention), one value per element of x.
+    pub mask: Vec<f32>,
+    pub after: Vec<RePaintStep>,
 }
 
 /// The guidance setup of a run: which labels go through the U-Net and how outputs combine.
@@ -86,11 +131,27 @@ pub struct RunPlan {
     pub shape: [usize; 4],
     /// The latent the run starts from (x_T for plain sampling).
     pub x_start: Vec<f32>,
+    /// Forward-process frames shown before the first evaluation.
+    pub forward: Option<ForwardPath>,
+    /// Inpainting: the region kept after each evaluation.
+    pub known: Option<KnownRegion>,
+    /// The steps run the ODE from the image to noise (DDIM inversion).
+    pub inverts: bool,
 }
 
 impl RunPlan {
     pub fn count(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// A plain sampling plan (no forward frames, no known region).
+    pub fn new(steps: Vec<Step>, guidance: Guidance, noise: NoiseSource, shape: [usize; 4], x_start: Vec<f32>) -> Self {
+        RunPlan { steps, guidance, noise, shape, x_start, forward: None, known: None, inverts: false }
+    }
+
+    /// Frames the run shows: forward frames, then one per evaluation.
+    pub fn frame_count(&self) -> usize {
+        self.forward.as_ref().map_or(0, |f| f.frames.len()) + self.steps.len()
     }
 
     /// Batch size of the U-Net call (doubled for classifier-free guidance).
@@ -118,6 +179,14 @@ impl RunPlan {
         if let NoiseSource::Given { .. } = self.noise {
             for i in 0..self.steps.len() {
                 self.step_noise(i)?;
+            }
+            if let Some(known) = &self.known {
+                for i in 0..known.after.len() {
+                    self.noise.step(i, self.count())?;
+                }
+                for k in 0..known.after.iter().filter(|r| r.undo.is_some()).count() {
+                    self.noise.undo(k, self.count())?;
+                }
             }
         }
         Ok(())

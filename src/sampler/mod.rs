@@ -4,7 +4,9 @@
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;
+mod editing;
 mod solvers;
 
 pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
+pub use editing::{slerp, Img2Img, RePaintStep};
 pub use scheduler::{Scheduler, SchedulerOutput};

@@ -479,7 +479,7 @@ impl Schedule {
         Ok(())
     }
 
-    fn alpha_at(&self, t: i64, otherwise: f64) -> f64 {
+    pub(crate) fn alpha_at(&self, t: i64, otherwise: f64) -> f64 {
         if t >= 0 {
             self.alphas_cumprod[t as usize] as f64
         } else {
@@ -489,7 +489,7 @@ impl Schedule {
 
     /// The coefficients giving (x0, eps) as linear functions of (x, m) for this prediction type at
     /// ᾱ_t = a, and the clipping of x0; the update coefficients are left at 0 for the step rule.
-    fn prediction(&self, a: f64) -> StepCoeffs {
+    pub(crate) fn prediction(&self, a: f64) -> StepCoeffs {
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
         let p = match self.config.prediction_type {
             PredictionType::Epsilon => [1.0 / sa, -sb / sa, 0.0, 1.0],
@@ -589,7 +589,7 @@ fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
     (0..n).map(|i| if i < n / 2 { step.mul_add(i as f32, a) } else { (-step).mul_add((n - 1 - i) as f32, b) }).collect()
 }
 
-fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
+pub(crate) fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
     let t = cfg.num_train_timesteps;
     if let Some(b) = &cfg.trained_betas {
         return b.iter().map(|&v| v as f32).collect();

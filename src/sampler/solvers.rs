@@ -59,7 +59,7 @@ fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
 }
 
 /// numpy's `np.arange(start, 0, -step)` for a positive float step.
-fn arange_down(start: f64, step: f64) -> Vec<f64> {
+pub(super) fn arange_down(start: f64, step: f64) -> Vec<f64> {
     let len = (start / step).ceil() as usize;
     (0..len).map(|i| start + i as f64 * -step).collect()
 }
@@ -245,6 +245,12 @@ impl Schedule {
     /// last when `lower_order_final` applies or the final sigma is 0). x stays in VP space, h
     /// keeps the previous x0.
     pub fn dpm_solver_pp_steps(&self, n: usize) -> Result<Vec<Step>> {
+        self.dpm_solver_pp_steps_from(n, 0)
+    }
+
+    /// The steps of an n-step DPM-Solver++ run from step `begin` on (img2img's `set_begin_index`):
+    /// the first of them is first order, as the solver has no history yet.
+    pub fn dpm_solver_pp_steps_from(&self, n: usize, begin: usize) -> Result<Vec<Step>> {
         let (ts, sigmas) = self.dpm_sigmas(n)?;
         // (α_t, σ_t, λ_t) of a VE sigma; λ = +∞ at σ = 0.
         let vp = |s: f32| {
@@ -252,7 +258,7 @@ impl Schedule {
             let alpha = 1.0 / (s * s + 1.0).sqrt();
             (alpha, s * alpha, alpha.ln() - (s * alpha).ln())
         };
-        (0..n)
+        (begin..n)
             .map(|i| {
                 let (alpha_s, sigma_s, lambda_s) = vp(sigmas[i]);
                 let (alpha_t, sigma_t, lambda_t) = vp(sigmas[i + 1]);
@@ -263,7 +269,7 @@ impl Schedule {
                 };
                 let last = i + 1 == n;
                 let lower_final = last && ((self.config.lower_order_final && n < 15) || self.config.final_sigma_zero);
-                let first_order = self.config.solver_order == 1 || i == 0 || lower_final;
+                let first_order = self.config.solver_order == 1 || i == begin || lower_final;
                 let h = lambda_t - lambda_s;
                 // −α_t·(e^{−h} − 1); at σ_t = 0 (h = ∞) it is α_t = 1 and σ_t/σ_s = 0.
                 let a = -alpha_t * ((-h).exp() - 1.0);

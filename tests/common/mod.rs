@@ -69,12 +69,12 @@ pub fn scaled(t: Tensor, s: f32) -> Tensor {
 }
 
 /// Runs `plan` to the end on `engine`: (x after the first evaluation, the final sample), the two
-/// points the trajectory fixtures pin.
+/// points the trajectory fixtures pin (forward-process frames come before the first evaluation).
 pub fn first_and_last<E: ddim_webgpu::run::Engine>(engine: &mut E, plan: &ddim_webgpu::run::RunPlan) -> (Tensor, Tensor) {
-    use ddim_webgpu::run::{run, Flow, View};
+    use ddim_webgpu::run::{run, Flow, Phase, View};
     let mut first = None;
     let last = pollster::block_on(run(engine, plan, async |e: &mut E, info| {
-        if info.index == 0 {
+        if first.is_none() && info.phase != Phase::Forward {
             first = Some(e.read(View::Xt).await?);
         }
         Ok(Flow::Continue)
