@@ -108,7 +108,7 @@ fn editing_schedules_are_diffusers_exactly() {
             "img2img" => {
                 let start = Tensor::new(plan.shape.to_vec(), plan.x_start.clone()).unwrap();
                 assert_close(&format!("{}: noised start (add_noise)", c.name), &start, &c.get("x_start"), 1e-6);
-                assert!(plan.forward.as_ref().unwrap().frames.len() >= 1, "{}: SDEdit shows its noising", c.name);
+                assert!(!plan.forward.as_ref().unwrap().frames.is_empty(), "{}: SDEdit shows its noising", c.name);
             }
             "inpaint" => {
                 let known = plan.known.as_ref().unwrap();
@@ -129,12 +129,8 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
             assert_close(&format!("{} x after one inversion step ({label})", c.name), &x_1, &c.get("x_1"), TOL);
             assert_close(&format!("{} inverted x_T ({label})", c.name), &last, &c.get("x_T"), TOL);
             // DDIM from our x_T: the reconstruction diffusers made from its own.
-            let recon = c
-                .options()
-                .sampler(SamplerKind::Ddim)
-                .noise(GivenNoise { x_t: last, per_step: None, undo: None })
-                .plan(&c.model)
-                .unwrap();
+            let recon =
+                c.options().sampler(SamplerKind::Ddim).noise(GivenNoise { x_t: last, per_step: None, undo: None }).plan(&c.model).unwrap();
             let recon = pollster::block_on(run_to_end(engine, &recon)).unwrap();
             assert_close(&format!("{} reconstruction ({label})", c.name), &recon, &c.get("recon"), TOL);
         }
@@ -181,7 +177,8 @@ fn bundled_inversion_reconstructs_its_sample() {
     let model = bundled();
     let mut engine = CpuEngine::new(&model);
     let x0 = pollster::block_on(run_to_end(&mut engine, &digits().seed(5).plan(&model).unwrap())).unwrap();
-    let x_t = pollster::block_on(run_to_end(&mut engine, &digits().edit(Edit::Invert { image: x0.clone() }).plan(&model).unwrap())).unwrap();
+    let x_t =
+        pollster::block_on(run_to_end(&mut engine, &digits().edit(Edit::Invert { image: x0.clone() }).plan(&model).unwrap())).unwrap();
     // The inverted latent looks like Gaussian noise ...
     let std = (x_t.data.iter().map(|v| v * v).sum::<f32>() / x_t.data.len() as f32).sqrt();
     assert!((0.7..1.3).contains(&std), "inverted x_T has std {std}");
@@ -227,4 +224,68 @@ fn bundled_sdedit_follows_its_strength() {
     eprintln!("bundled SDEdit: RMSE from the input {low:.3} at strength 0.3, {high:.3} at 0.95");
     assert!(low > 1e-3, "strength 0.3 left the image unchanged");
     assert!(low < 0.25 && high > 2.0 * low, "strength 0.3 → {low}, 0.95 → {high}");
+}
+
+/// Runs `ddim ARGS` in `dir` on the fast CPU engine; returns stdout + stderr, failing on a non-zero exit.
+fn ddim(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddim")).args(args).arg("--cpu").current_dir(dir).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ddim {args:?} failed:\n{text}");
+    text
+}
+
+/// (width, height) from a PNG's IHDR.
+fn png_size(path: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert!(b.starts_with(b"\x89PNG"), "{} is not a PNG", path.display());
+    (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
+}
+
+#[test]
+fn cli_edit_inpaint_invert_interpolate() {
+    let dir = std::env::temp_dir().join(format!("ddim-cli-editing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = |name: &str| dir.join(name);
+    ddim(&dir, &["sample", "--sampler", "ddim", "--steps", "20", "--num", "1", "--class", "3", "--seed", "1", "--out", "s.png"]);
+    // SDEdit: frames are the noising (forward) and then the kept steps: 2 × int(20 × 0.5).
+    ddim(
+        &dir,
+        &[
+            "edit",
+            "--init",
+            "s.png",
+            "--strength",
+            "0.5",
+            "--steps",
+            "20",
+            "--class",
+            "8",
+            "--num",
+            "2",
+            "--out",
+            "e.png",
+            "--frames",
+            "fr",
+        ],
+    );
+    assert_eq!(std::fs::read_dir(f("fr")).unwrap().count(), 20);
+    assert_eq!(png_size(&f("e.png")), (56, 28));
+    // Inpainting with the sample as its own mask: its strokes are kept, the background filled;
+    // 10 steps + 3 jumps back of 3 steps each (at steps 0, 3, 6) = 19 evaluations.
+    let text = ddim(
+        &dir,
+        &["inpaint", "--init", "s.png", "--mask", "s.png", "--steps", "10", "--jump-length", "3", "--jump-n-sample", "2", "--out", "i.png"],
+    );
+    assert!(text.contains("RePaint: 19 evaluations, 3 jumps back"), "{text}");
+    // Inversion prints its reconstruction error; x_T feeds interpolate.
+    let text =
+        ddim(&dir, &["invert", "--init", "s.png", "--steps", "50", "--class", "3", "--out-tensor", "xt.safetensors", "--out", "r.png"]);
+    let rmse: f32 = text.split("RMSE ").nth(1).and_then(|r| r.split(',').next()).and_then(|v| v.parse().ok()).expect(&text);
+    assert!(rmse < 0.08, "reconstruction RMSE {rmse}");
+    ddim(
+        &dir,
+        &["interpolate", "--from", "7", "--to", "xt.safetensors", "--frames", "5", "--steps", "10", "--class", "3", "--out", "strip.png"],
+    );
+    assert_eq!(png_size(&f("strip.png")), (5 * 28, 28));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

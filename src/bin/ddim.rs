@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::gpu::recording::GpuUNet;
 use ddim_webgpu::gpu::GpuDevice;
+use ddim_webgpu::run::options::{Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
 use ddim_webgpu::run::{self, ClassLabels, CpuEngine, Engine, Flow, GivenNoise, RunOptions, StepInfo, View};
 use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
 use ddim_webgpu::{Error, Model, Result, Tensor};
@@ -38,6 +39,108 @@ fn engine_arg(engine: EngineArg, cpu: bool) -> EngineArg {
     }
 }
 
+/// Options every run takes: the model, its scheduler, steps, class, guidance and the engine.
+#[derive(clap::Args)]
+struct CommonArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    /// inference steps [default: 50]
+    #[arg(long)]
+    steps: Option<usize>,
+    /// class label for every sample (class-conditional models) [default: 0, 1, 2, … mixed; 0 for interpolate]
+    #[arg(long, allow_negative_numbers = true)]
+    class: Option<i64>,
+    /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    guidance: Option<f32>,
+    #[arg(long, value_enum, default_value = "gpu")]
+    engine: EngineArg,
+    /// same as --engine cpu
+    #[arg(long)]
+    cpu: bool,
+    /// refuse buffers over this many bytes, as a smaller GPU would (check that a model fits
+    /// WebGPU's default 134217728-byte binding limit on a bigger adapter)
+    #[arg(long)]
+    max_buffer_bytes: Option<u64>,
+}
+
+impl CommonArgs {
+    fn options(&self) -> Result<RunOptions> {
+        let mut opts = RunOptions::new();
+        if let Some(p) = &self.scheduler_config {
+            opts = opts.scheduler(read_scheduler(p)?);
+        }
+        if let Some(v) = self.steps {
+            opts = opts.steps(v);
+        }
+        if let Some(v) = self.class {
+            opts = opts.labels(ClassLabels::All(v));
+        }
+        if let Some(v) = self.guidance {
+            opts = opts.guidance(v);
+        }
+        Ok(opts)
+    }
+
+    fn engine(&self) -> EngineArg {
+        engine_arg(self.engine, self.cpu)
+    }
+}
+
+/// The options of `sample`, `edit` and `inpaint`.
+#[derive(clap::Args)]
+struct SampleArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// ddim, ddpm, dpm++2m, euler or heun [default: the scheduler config's class, else ddim]
+    #[arg(long)]
+    sampler: Option<SamplerKind>,
+    /// DDIM's eta [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    eta: Option<f32>,
+    /// seed of x_T and the step noise [default: 0]
+    #[arg(long, conflicts_with = "noise")]
+    seed: Option<u64>,
+    /// safetensors file with `noise` [N,C,H,W] used as x_T (sets the batch and the size), and
+    /// `step_noise` [S,N,C,H,W] for the steps that add noise (DDPM, eta > 0)
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// images [default: 4, or the batch of --noise or of the image]
+    #[arg(long)]
+    num: Option<usize>,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long)]
+    out_tensor: Option<PathBuf>,
+    /// write every frame (x_t) as a PNG into this folder
+    #[arg(long)]
+    frames: Option<PathBuf>,
+}
+
+impl SampleArgs {
+    fn options(&self) -> Result<RunOptions> {
+        let mut opts = self.common.options()?;
+        if let Some(kind) = self.sampler {
+            opts = opts.sampler(kind);
+        }
+        if let Some(v) = self.eta {
+            opts = opts.eta(v);
+        }
+        if let Some(v) = self.seed {
+            opts = opts.seed(v);
+        }
+        if let Some(v) = self.num {
+            opts = opts.batch(v);
+        }
+        if let Some(p) = &self.noise {
+            opts = opts.noise(read_noise(p)?);
+        }
+        Ok(opts)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// One U-Net forward: IN holds `sample` [N,C,H,W], `timestep` [N], optional `class_labels` [N].
@@ -56,51 +159,72 @@ enum Cmd {
     },
     /// Sample images from noise with DDIM, DDPM, DPM-Solver++(2M), Euler or Heun.
     Sample {
+        #[command(flatten)]
+        args: SampleArgs,
+    },
+    /// SDEdit (image-to-image, as diffusers' img2img): noise INIT to --strength, then denoise it.
+    Edit {
+        #[command(flatten)]
+        args: SampleArgs,
+        /// the image to edit: PNG (resized to the model's size) or safetensors `sample` [N,C,H,W]
         #[arg(long)]
-        model: Option<PathBuf>,
+        init: PathBuf,
+        /// how much to change, 0 < S ≤ 1: the last int(steps·S) steps are run
         #[arg(long)]
-        scheduler_config: Option<PathBuf>,
-        /// ddim, ddpm, dpm++2m, euler or heun [default: the scheduler config's class, else ddim]
+        strength: f64,
+    },
+    /// RePaint inpainting: keep INIT where MASK is white (1), fill where it is black (0).
+    Inpaint {
+        #[command(flatten)]
+        args: SampleArgs,
+        /// the image: PNG or safetensors `sample`
+        #[arg(long)]
+        init: PathBuf,
+        /// PNG (grey ≥ 50 % keeps, darker is filled, as diffusers' RePaint pipeline thresholds it)
+        /// or safetensors `sample` [N or 1, 1 or C, H, W] with 1 = keep, 0 = fill
+        #[arg(long)]
+        mask: PathBuf,
+        /// RePaint's j: steps taken back up in one jump
+        #[arg(long, default_value_t = DEFAULT_JUMP_LENGTH)]
+        jump_length: usize,
+        /// RePaint's r: times each jump is resampled
+        #[arg(long, default_value_t = DEFAULT_JUMP_N_SAMPLE)]
+        jump_n_sample: usize,
+    },
+    /// DDIM inversion: INIT run up the deterministic ODE to its x_T, then DDIM back down; prints
+    /// the reconstruction error.
+    Invert {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// the image to invert: PNG or safetensors `sample`
+        #[arg(long)]
+        init: PathBuf,
+        /// where x_T goes (safetensors, key `noise`: `ddim sample --noise` and `ddim interpolate` read it)
+        #[arg(long)]
+        out_tensor: PathBuf,
+        /// the reconstruction from x_T, as PNG
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Walk between two x_T (seeds or inverted images) by slerp and denoise each point: a strip.
+    Interpolate {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// ddim, dpm++2m, euler or heun (deterministic samplers) [default: ddim]
         #[arg(long)]
         sampler: Option<SamplerKind>,
-        /// inference steps [default: 50]
+        /// a seed, or a safetensors x_T (`ddim invert --out-tensor`)
         #[arg(long)]
-        steps: Option<usize>,
-        /// DDIM's eta [default: 0]
-        #[arg(long, allow_negative_numbers = true)]
-        eta: Option<f32>,
-        /// seed of x_T and the step noise [default: 0]
-        #[arg(long, conflicts_with = "noise")]
-        seed: Option<u64>,
-        /// safetensors file with `noise` [N,C,H,W] used as x_T (sets the batch and the size), and
-        /// `step_noise` [S,N,C,H,W] for the steps that add noise (DDPM, eta > 0)
+        from: String,
         #[arg(long)]
-        noise: Option<PathBuf>,
-        /// images [default: 4, or the batch of --noise]
+        to: String,
+        /// images in the strip, both ends included
         #[arg(long)]
-        num: Option<usize>,
-        /// class label for every sample (class-conditional models) [default: 0, 1, 2, … mixed]
-        #[arg(long, allow_negative_numbers = true)]
-        class: Option<i64>,
-        /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
-        #[arg(long, allow_negative_numbers = true)]
-        guidance: Option<f32>,
-        #[arg(long, value_enum, default_value = "gpu")]
-        engine: EngineArg,
-        /// same as --engine cpu
-        #[arg(long)]
-        cpu: bool,
-        /// refuse buffers over this many bytes, as a smaller GPU would (check that a model fits
-        /// WebGPU's default 134217728-byte binding limit on a bigger adapter)
-        #[arg(long)]
-        max_buffer_bytes: Option<u64>,
+        frames: usize,
         #[arg(long)]
         out: PathBuf,
         #[arg(long)]
         out_tensor: Option<PathBuf>,
-        /// write every x_t as a PNG into this folder
-        #[arg(long)]
-        frames: Option<PathBuf>,
     },
     /// Time U-Net forwards (GPU and CPU) and a full sample.
     Bench {
@@ -133,54 +257,19 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Forward { model, input, out, engine, cpu } => forward(model, &input, &out, engine_arg(engine, cpu)),
-        Cmd::Sample {
-            model,
-            scheduler_config,
-            sampler,
-            steps,
-            eta,
-            seed,
-            noise,
-            num,
-            class,
-            guidance,
-            engine,
-            cpu,
-            max_buffer_bytes,
-            out,
-            out_tensor,
-            frames,
-        } => {
-            let mut opts = RunOptions::new();
-            if let Some(kind) = sampler {
-                opts = opts.sampler(kind);
-            }
-            opts = match steps {
-                Some(v) => opts.steps(v),
-                None => opts,
-            };
-            opts = match eta {
-                Some(v) => opts.eta(v),
-                None => opts,
-            };
-            opts = match seed {
-                Some(v) => opts.seed(v),
-                None => opts,
-            };
-            opts = match num {
-                Some(v) => opts.batch(v),
-                None => opts,
-            };
-            opts = match class {
-                Some(v) => opts.labels(ClassLabels::All(v)),
-                None => opts,
-            };
-            opts = match guidance {
-                Some(v) => opts.guidance(v),
-                None => opts,
-            };
-            let engine = engine_arg(engine, cpu);
-            sample(model, scheduler_config, opts, noise, (engine, max_buffer_bytes), &out, out_tensor, frames)
+        Cmd::Sample { args } => args.options().and_then(|o| sample(&args, o)),
+        Cmd::Edit { args, init, strength } => {
+            let edit = |m: &Model| Ok(Edit::Img2Img { image: read_image(&init, m)?, strength });
+            args.options().and_then(|o| edit_run(&args, o, edit))
+        }
+        Cmd::Inpaint { args, init, mask, jump_length, jump_n_sample } => {
+            let edit =
+                |m: &Model| Ok(Edit::Inpaint { image: read_image(&init, m)?, mask: read_mask(&mask, m)?, jump_length, jump_n_sample });
+            args.options().and_then(|o| edit_run(&args, o, edit))
+        }
+        Cmd::Invert { common, init, out_tensor, out } => invert(&common, &init, &out_tensor, out.as_deref()),
+        Cmd::Interpolate { common, sampler, from, to, frames, out, out_tensor } => {
+            interpolate(&common, sampler, (&from, &to), frames, &out, out_tensor.as_deref())
         }
         Cmd::Bench { model, batch, steps, guidance, cpu_only, memory, random_config } => {
             let model = match random_config {
@@ -306,14 +395,14 @@ fn sample_with<E: Engine>(
     frames: Option<&Path>,
     lose: Option<(wgpu::Device, usize)>,
 ) -> Result<Tensor> {
-    let bar = indicatif::ProgressBar::new(plan.steps.len() as u64);
+    let bar = indicatif::ProgressBar::new(plan.frame_count() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} t={msg}").expect("valid template"));
     let mut last = Instant::now();
     let result = pollster::block_on(run::run(engine, plan, async |e: &mut E, info: StepInfo| {
         if let Some(dir) = frames {
             save_png(&dir.join(format!("step_{:04}.png", info.index)), &e.read(View::Xt).await?)?;
         }
-        bar.set_message(format!("{} {:.1} ms/step", info.timestep, last.elapsed().as_secs_f64() * 1e3));
+        bar.set_message(format!("{} {} {:.1} ms/frame", info.timestep, info.phase.as_str(), last.elapsed().as_secs_f64() * 1e3));
         last = Instant::now();
         bar.inc(1);
         if let Some((device, _)) = lose.as_ref().filter(|(_, at)| *at == info.index) {
@@ -330,53 +419,241 @@ fn save_png(path: &Path, x: &Tensor) -> Result<()> {
     image::save_buffer(path, &px, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| io_err(path, e))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn sample(
-    model: Option<PathBuf>,
-    sched: Option<PathBuf>,
-    mut opts: RunOptions,
-    noise: Option<PathBuf>,
-    (engine, max_buffer_bytes): (EngineArg, Option<u64>),
-    out: &Path,
-    out_tensor: Option<PathBuf>,
-    frames: Option<PathBuf>,
-) -> Result<()> {
-    let model = load(model)?;
-    if let Some(p) = sched {
-        opts = opts.scheduler(read_scheduler(&p)?);
+/// The engine a command runs on, chosen at run time.
+enum AnyEngine {
+    Gpu(Box<GpuEngine>),
+    Cpu(CpuEngine),
+    Reference(CpuEngine<ddim_webgpu::cpu::CpuOps>),
+}
+
+/// Delegates an `Engine` call to the engine inside.
+macro_rules! each_engine {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            AnyEngine::Gpu($e) => $call,
+            AnyEngine::Cpu($e) => $call,
+            AnyEngine::Reference($e) => $call,
+        }
+    };
+}
+
+impl Engine for AnyEngine {
+    async fn start(&mut self, plan: &run::RunPlan) -> Result<()> {
+        each_engine!(self, e => e.start(plan).await)
     }
-    if let Some(p) = noise {
-        opts = opts.noise(read_noise(&p)?);
+    fn step(&mut self, plan: &run::RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+        each_engine!(self, e => e.step(plan, index, noise))
     }
-    let plan = opts.plan(&model)?;
-    if let Some(dir) = &frames {
+    async fn sync(&mut self) -> Result<()> {
+        each_engine!(self, e => e.sync().await)
+    }
+    async fn read(&mut self, view: View) -> Result<Tensor> {
+        each_engine!(self, e => e.read(view).await)
+    }
+    fn write_x(&mut self, x: &[f32]) -> Result<()> {
+        each_engine!(self, e => e.write_x(x))
+    }
+    async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
+        each_engine!(self, e => e.first_non_finite_step().await)
+    }
+}
+
+/// The engine of `args`, and the device-loss test hook's device for the GPU engine
+/// (`DDIM_TEST_LOSE_DEVICE_AT_STEP=N` loses it after step N, 0-based, as a driver reset would).
+fn make_engine(args: &CommonArgs, model: &Model) -> Result<(AnyEngine, Option<(wgpu::Device, usize)>)> {
+    Ok(match args.engine() {
+        EngineArg::Reference => {
+            eprintln!("engine: CPU reference");
+            (AnyEngine::Reference(CpuEngine::reference(model)), None)
+        }
+        EngineArg::Cpu => {
+            let cpu = CpuEngine::new(model);
+            eprintln!("engine: fast CPU ({})", cpu.ops().kernel_name());
+            (AnyEngine::Cpu(cpu), None)
+        }
+        EngineArg::Gpu => {
+            let mut gpu = gpu()?;
+            if let Some(bytes) = args.max_buffer_bytes {
+                gpu.cap_buffer_bytes(bytes);
+            }
+            let lose = std::env::var("DDIM_TEST_LOSE_DEVICE_AT_STEP").ok().and_then(|s| s.parse().ok()).map(|at| (gpu.device.clone(), at));
+            (AnyEngine::Gpu(Box::new(GpuEngine::new(gpu, model)?)), lose)
+        }
+    })
+}
+
+/// Runs `plan` on a new engine of `args`, writing frames and the result as asked.
+fn run_and_save(args: &SampleArgs, model: &Model, plan: &run::RunPlan) -> Result<Tensor> {
+    if let Some(dir) = &args.frames {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
     }
+    let (mut engine, lose) = make_engine(&args.common, model)?;
     let start = Instant::now();
-    let result = if engine == EngineArg::Reference {
-        eprintln!("engine: CPU reference");
-        sample_with(&mut CpuEngine::reference(&model), &plan, frames.as_deref(), None)?
-    } else if engine == EngineArg::Cpu {
-        let mut cpu = CpuEngine::new(&model);
-        eprintln!("engine: fast CPU ({})", cpu.ops().kernel_name());
-        sample_with(&mut cpu, &plan, frames.as_deref(), None)?
-    } else {
-        let mut gpu = gpu()?;
-        if let Some(bytes) = max_buffer_bytes {
-            gpu.cap_buffer_bytes(bytes);
-        }
-        // Test hook: DDIM_TEST_LOSE_DEVICE_AT_STEP=N loses the device after step N (0-based), as
-        // a driver reset would, to test that the run ends with a named error.
-        let lose = std::env::var("DDIM_TEST_LOSE_DEVICE_AT_STEP").ok().and_then(|s| s.parse().ok()).map(|at| (gpu.device.clone(), at));
-        sample_with(&mut GpuEngine::new(gpu, &model)?, &plan, frames.as_deref(), lose)?
-    };
+    let result = sample_with(&mut engine, plan, args.frames.as_deref(), lose)?;
     eprintln!("{} U-Net evaluations in {:.2} s", plan.steps.len(), start.elapsed().as_secs_f64());
-    save_png(out, &result)?;
-    if let Some(p) = out_tensor {
-        write_tensors(&p, &[("sample", &result)])?;
+    save_png(&args.out, &result)?;
+    if let Some(p) = &args.out_tensor {
+        write_tensors(p, &[("sample", &result)])?;
     }
-    eprintln!("wrote {}", out.display());
+    eprintln!("wrote {}", args.out.display());
+    Ok(result)
+}
+
+fn sample(args: &SampleArgs, opts: RunOptions) -> Result<()> {
+    let model = load(args.common.model.clone())?;
+    run_and_save(args, &model, &opts.plan(&model)?).map(|_| ())
+}
+
+/// `edit` and `inpaint`: the image (and mask) read for the model, then one run.
+fn edit_run(args: &SampleArgs, opts: RunOptions, edit: impl FnOnce(&Model) -> Result<Edit>) -> Result<()> {
+    let model = load(args.common.model.clone())?;
+    let plan = opts.edit(edit(&model)?).plan(&model)?;
+    if let Some(known) = &plan.known {
+        let jumps = known.after.iter().filter(|r| r.undo.is_some()).count();
+        eprintln!("RePaint: {} evaluations, {jumps} jumps back", plan.steps.len());
+    }
+    run_and_save(args, &model, &plan).map(|_| ())
+}
+
+/// Reconstruction error of `got` against `want` (images in −1 … 1): RMSE, max |err|, PSNR over the range 2.
+fn reconstruction_error(got: &Tensor, want: &Tensor) -> (f32, f32, f32) {
+    let n = got.data.len() as f32;
+    let rmse = (got.data.iter().zip(&want.data).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n).sqrt();
+    (rmse, got.max_abs_diff(want), 20.0 * (2.0 / rmse).log10())
+}
+
+fn invert(args: &CommonArgs, init: &Path, out_tensor: &Path, out: Option<&Path>) -> Result<()> {
+    let model = load(args.model.clone())?;
+    let image = read_image(init, &model)?;
+    let plan = args.options()?.edit(Edit::Invert { image: image.clone() }).plan(&model)?;
+    let (mut engine, _) = make_engine(args, &model)?;
+    let x_t = sample_with(&mut engine, &plan, None, None)?;
+    write_tensors(out_tensor, &[("noise", &x_t)])?;
+    eprintln!("wrote x_T to {}", out_tensor.display());
+    let recon = args.options()?.sampler(SamplerKind::Ddim).noise(GivenNoise { x_t, per_step: None, undo: None }).plan(&model)?;
+    let recon = sample_with(&mut engine, &recon, None, None)?;
+    let (rmse, max, psnr) = reconstruction_error(&recon, &image);
+    println!(
+        "reconstruction error ({} DDIM steps each way): RMSE {rmse:.4}, max |err| {max:.4}, PSNR {psnr:.1} dB (images in −1 … 1)",
+        plan.steps.len()
+    );
+    if let Some(p) = out {
+        save_png(p, &recon)?;
+        eprintln!("wrote {}", p.display());
+    }
     Ok(())
+}
+
+/// x_T of one image: the first item of seed S's x_T, or the first of a safetensors `noise` (or `sample`).
+fn read_latent(spec: &str, model: &Model) -> Result<Tensor> {
+    let (h, w) = model.config.sample_size.unwrap_or((32, 32));
+    let c = model.config.in_channels;
+    if let Ok(seed) = spec.parse::<u64>() {
+        return Tensor::new(vec![1, c, h, w], ddim_webgpu::sampler::rng::normal(seed, 0, c * h * w));
+    }
+    let path = Path::new(spec);
+    if !path.exists() {
+        return Err(Error::Input(format!("{spec:?}: neither a seed (a whole number) nor an existing x_T file")));
+    }
+    let (bytes, file) = read_tensors(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
+    let t = match get_f32(&st, &file, "noise")? {
+        Some(t) => t,
+        None => get_f32(&st, &file, "sample")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `noise` or `sample`")))?,
+    };
+    match t.shape[..] {
+        [_, tc, th, tw] if tc == c => Tensor::new(vec![1, c, th, tw], t.data[..c * th * tw].to_vec()),
+        _ => Err(Error::Input(format!("{file}: x_T is {:?}, the model needs [N, {c}, H, W]", t.shape))),
+    }
+}
+
+fn interpolate(
+    args: &CommonArgs,
+    sampler: Option<SamplerKind>,
+    (from, to): (&str, &str),
+    frames: usize,
+    out: &Path,
+    out_tensor: Option<&Path>,
+) -> Result<()> {
+    let model = load(args.model.clone())?;
+    let (a, b) = (read_latent(from, &model)?, read_latent(to, &model)?);
+    if a.shape != b.shape {
+        return Err(Error::Input(format!("the two x_T differ in shape: {:?} and {:?}", a.shape, b.shape)));
+    }
+    if frames < 2 {
+        return Err(Error::Input(format!("--frames {frames}: a strip needs at least 2 (both ends)")));
+    }
+    let kind = sampler.unwrap_or(SamplerKind::Ddim);
+    if kind == SamplerKind::Ddpm {
+        return Err(Error::Input(
+            "interpolate needs a deterministic sampler (ddim, dpm++2m, euler or heun): DDPM adds fresh noise at every step".into(),
+        ));
+    }
+    let mut data = Vec::with_capacity(frames * a.data.len());
+    for k in 0..frames {
+        data.extend(ddim_webgpu::sampler::slerp(&a.data, &b.data, k as f64 / (frames - 1) as f64));
+    }
+    let x_t = Tensor::new(vec![frames, a.shape[1], a.shape[2], a.shape[3]], data)?;
+    let mut opts = args.options()?.sampler(kind).noise(GivenNoise { x_t, per_step: None, undo: None });
+    if model.config.num_class_embeds.is_some() && args.class.is_none() {
+        opts = opts.labels(ClassLabels::All(0));
+        eprintln!("class 0 for every frame (--class C to choose)");
+    }
+    let plan = opts.plan(&model)?;
+    let (mut engine, _) = make_engine(args, &model)?;
+    let result = sample_with(&mut engine, &plan, None, None)?;
+    let (w, h, px) = ddim_webgpu::image_grid::grid_rgba(&result, frames);
+    image::save_buffer(out, &px, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| io_err(out, e))?;
+    if let Some(p) = out_tensor {
+        write_tensors(p, &[("sample", &result)])?;
+    }
+    eprintln!("wrote {} ({frames} frames)", out.display());
+    Ok(())
+}
+
+/// An image for the model: a PNG (grey for 1 channel, RGB for 3; resized to the model's
+/// sample_size) as [1, C, H, W] in −1 … 1, or a safetensors `sample` [N, C, H, W] as is.
+fn read_image(path: &Path, model: &Model) -> Result<Tensor> {
+    read_picture(path, model, false)
+}
+
+/// A RePaint mask: a PNG's grey ≥ 0.5 keeps (1), darker is filled (0); or a safetensors `sample`.
+fn read_mask(path: &Path, model: &Model) -> Result<Tensor> {
+    read_picture(path, model, true)
+}
+
+fn read_picture(path: &Path, model: &Model, mask: bool) -> Result<Tensor> {
+    let is_png = std::fs::read(path).map_err(|e| io_err(path, e))?.starts_with(b"\x89PNG");
+    if !is_png {
+        let (bytes, file) = read_tensors(path)?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| Error::Safetensors { file: file.clone(), msg: format!("{e} (expected a PNG or a safetensors file)") })?;
+        let t = get_f32(&st, &file, "sample")?.ok_or_else(|| Error::Input(format!("{file}: no tensor `sample`")))?;
+        return match t.shape.len() {
+            3 => Tensor::new([&[1][..], &t.shape[..]].concat(), t.data),
+            4 => Ok(t),
+            _ => Err(Error::Input(format!("{file}: `sample` is {:?}, expected [N, C, H, W]", t.shape))),
+        };
+    }
+    let img = image::open(path).map_err(|e| io_err(path, e))?;
+    let (h, w) = model.config.sample_size.unwrap_or((img.height() as usize, img.width() as usize));
+    if (img.width() as usize, img.height() as usize) != (w, h) {
+        eprintln!("{}: {}x{} resized to the model's {w}x{h}", path.display(), img.width(), img.height());
+    }
+    let img = img.resize_exact(w as u32, h as u32, image::imageops::FilterType::Triangle);
+    let c = if mask { 1 } else { model.config.in_channels };
+    let planes: Vec<Vec<f32>> = match c {
+        1 => vec![img.to_luma8().pixels().map(|p| p.0[0] as f32 / 255.0).collect()],
+        3 => {
+            let rgb = img.to_rgb8();
+            (0..3).map(|ch| rgb.pixels().map(|p| p.0[ch] as f32 / 255.0).collect()).collect()
+        }
+        _ => {
+            return Err(Error::Input(format!("a PNG gives 1 or 3 channels; this model has in_channels = {c}: give a safetensors `sample`")))
+        }
+    };
+    let data = planes.concat().into_iter().map(|v| if mask { (v >= 0.5) as u8 as f32 } else { v * 2.0 - 1.0 }).collect();
+    Tensor::new(vec![1, c, h, w], data)
 }
 
 /// Times the recorded GPU forward alone (no readback).

@@ -361,10 +361,7 @@ fn img2img_frames(schedule: &Schedule, kind: SamplerKind, edit: &crate::sampler:
 fn split_step_noise(t: Option<&Tensor>, shape: [usize; 4], what: &str) -> Result<Vec<Vec<f32>>> {
     let Some(t) = t else { return Ok(Vec::new()) };
     if t.shape.len() != 5 || t.shape[1..] != shape {
-        return Err(Error::Input(format!(
-            "{what} must be [S, {}, {}, {}, {}], got {:?}",
-            shape[0], shape[1], shape[2], shape[3], t.shape
-        )));
+        return Err(Error::Input(format!("{what} must be [S, {}, {}, {}, {}], got {:?}", shape[0], shape[1], shape[2], shape[3], t.shape)));
     }
     Ok(t.data.chunks(shape.iter().product()).map(|c| c.to_vec()).collect())
 }

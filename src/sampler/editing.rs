@@ -92,8 +92,11 @@ impl Schedule {
             .map(|&t| {
                 let from = (t - ratio as i64).min(t_count as i64 - 1);
                 let a_next = self.alphas_cumprod[t as usize] as f64;
-                let coeffs =
-                    StepCoeffs { c_x0: a_next.sqrt() as f32, c_eps: (1.0 - a_next).sqrt() as f32, ..self.prediction(self.alpha_at(from, initial)) };
+                let coeffs = StepCoeffs {
+                    c_x0: a_next.sqrt() as f32,
+                    c_eps: (1.0 - a_next).sqrt() as f32,
+                    ..self.prediction(self.alpha_at(from, initial))
+                };
                 Step::at(t, coeffs)
             })
             .collect())
@@ -182,10 +185,7 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let cos = (dot / (norm(a) * norm(b))).clamp(-1.0, 1.0);
     let theta = cos.acos();
-    let (wa, wb) = if theta.sin().abs() < 1e-6 {
-        (1.0 - t, t)
-    } else {
-        (((1.0 - t) * theta).sin() / theta.sin(), (t * theta).sin() / theta.sin())
-    };
+    let (wa, wb) =
+        if theta.sin().abs() < 1e-6 { (1.0 - t, t) } else { (((1.0 - t) * theta).sin() / theta.sin(), (t * theta).sin() / theta.sin()) };
     a.iter().zip(b).map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32).collect()
 }

@@ -1,12 +1,12 @@
 //! Samplers: the noise schedules and step rules (`schedule`), diffusers' scheduler API on host
 //! arrays (`scheduler`), and seeded noise (`rng`). The sampling loop itself is `crate::run`.
 
+mod editing;
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;
-mod editing;
 mod solvers;
 
-pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
 pub use editing::{slerp, Img2Img, RePaintStep};
+pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
 pub use scheduler::{Scheduler, SchedulerOutput};
