@@ -36,6 +36,13 @@ impl Tensor {
     }
 
     /// Largest absolute difference to `other` (infinite if the shapes differ or a value is NaN).
+    /// How far `self` is from `want` (images in −1 … 1): (RMSE, max |err|, PSNR in dB over the range 2).
+    pub fn reconstruction_error(&self, want: &Tensor) -> (f32, f32, f32) {
+        let n = self.data.len().max(1) as f32;
+        let rmse = (self.data.iter().zip(&want.data).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n).sqrt();
+        (rmse, self.max_abs_diff(want), 20.0 * (2.0 / rmse).log10())
+    }
+
     pub fn max_abs_diff(&self, other: &Tensor) -> f32 {
         if self.shape != other.shape {
             return f32::INFINITY;

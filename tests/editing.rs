@@ -10,12 +10,13 @@
 //! strength and leaves it at high strength.
 
 mod common;
+mod editing_cases;
 
 use common::*;
 use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::run::options::Edit;
 use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, Engine, GivenNoise, RunOptions, RunPlan};
-use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
+use ddim_webgpu::sampler::SamplerKind;
 use ddim_webgpu::{Model, Tensor};
 
 const TOL: f32 = 1e-4;
@@ -24,7 +25,6 @@ struct Case {
     name: String,
     json: serde_json::Value,
     model: Model,
-    config: SchedulerConfig,
     fixture: std::collections::HashMap<String, Tensor>,
 }
 
@@ -33,41 +33,12 @@ impl Case {
         self.fixture[&format!("{}.{k}", self.name)].clone()
     }
 
-    fn n(&self) -> usize {
-        self.json["num_inference_steps"].as_u64().unwrap() as usize
-    }
-
-    /// Steps, scheduler config, class labels and guidance of the case.
     fn options(&self) -> RunOptions {
-        let mut opts =
-            RunOptions::new().scheduler(self.config.clone()).steps(self.n()).guidance(self.json["guidance"].as_f64().unwrap_or(0.0) as f32);
-        if let Some(labels) = self.json["class_labels"].as_array() {
-            opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
-        }
-        opts
+        editing_cases::options(&self.json, &|k| self.get(k))
     }
 
-    /// The case's plan: SDEdit, inversion or RePaint with diffusers' noise.
     fn plan(&self) -> RunPlan {
-        let opts = self.options();
-        let image = self.get("image");
-        let opts = match self.json["kind"].as_str().unwrap() {
-            "img2img" => opts
-                .sampler(self.json["sampler"].as_str().unwrap().parse().unwrap())
-                .edit(Edit::Img2Img { image, strength: self.json["strength"].as_f64().unwrap() })
-                .noise(GivenNoise { x_t: self.get("eps"), per_step: None, undo: None }),
-            "invert" => opts.sampler(SamplerKind::Ddim).edit(Edit::Invert { image }),
-            _ => opts
-                .eta(self.json["eta"].as_f64().unwrap() as f32)
-                .edit(Edit::Inpaint {
-                    image,
-                    mask: self.get("mask"),
-                    jump_length: self.json["jump_length"].as_u64().unwrap() as usize,
-                    jump_n_sample: self.json["jump_n_sample"].as_u64().unwrap() as usize,
-                })
-                .noise(GivenNoise { x_t: self.get("x_T"), per_step: Some(self.get("step_noise")), undo: Some(self.get("undo_noise")) }),
-        };
-        opts.plan(&self.model).unwrap()
+        self.options().plan(&self.model).unwrap()
     }
 }
 
@@ -79,7 +50,6 @@ fn cases() -> Vec<Case> {
         .iter()
         .map(|c| Case {
             name: c["name"].as_str().unwrap().to_string(),
-            config: SchedulerConfig::from_value(c["config"].clone()).unwrap(),
             model: Model::load_dir(&fixtures().join("models").join(c["model"].as_str().unwrap())).unwrap(),
             fixture: all.clone(),
             json: c.clone(),
@@ -129,8 +99,7 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
             assert_close(&format!("{} x after one inversion step ({label})", c.name), &x_1, &c.get("x_1"), TOL);
             assert_close(&format!("{} inverted x_T ({label})", c.name), &last, &c.get("x_T"), TOL);
             // DDIM from our x_T: the reconstruction diffusers made from its own.
-            let recon =
-                c.options().sampler(SamplerKind::Ddim).noise(GivenNoise { x_t: last, per_step: None, undo: None }).plan(&c.model).unwrap();
+            let recon = c.options().reconstruction(last).plan(&c.model).unwrap();
             let recon = pollster::block_on(run_to_end(engine, &recon)).unwrap();
             assert_close(&format!("{} reconstruction ({label})", c.name), &recon, &c.get("recon"), TOL);
         }

@@ -6,6 +6,8 @@
 
 #[path = "corpus/mod.rs"]
 mod corpus;
+#[path = "editing_cases/mod.rs"]
+mod editing_cases;
 #[path = "op_cases/mod.rs"]
 mod op_cases;
 
@@ -143,7 +145,7 @@ async fn corpus_case_in_wasm(case: &corpus::Case) -> Result<(), String> {
     }
     if let Some(cap) = case.max_buffer_bytes {
         let model = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref()).map_err(|e| e.to_string())?;
-        let (opts, _) = ddim_webgpu::web::read_run_options(&o.into()).map_err(|e| e.to_string())?;
+        let (opts, _, _) = ddim_webgpu::web::read_run_options(&o.into(), &model).map_err(|e| e.to_string())?;
         let plan = opts.plan(&model).map_err(|e| e.to_string())?;
         let mut device = gpu().await;
         device.cap_buffer_bytes(cap);
@@ -220,5 +222,60 @@ async fn solver_runs_match_diffusers_in_the_browser() {
         }
     }
     assert_eq!(on_gpu.len(), 3, "one case of each solver ran on WebGPU");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The editing runs against diffusers in the browser (tests/fixtures/editing.*): SDEdit, DDIM
+/// inversion and the reconstruction from it, RePaint — every case on the wasm CPU engine, one
+/// case of each kind on WebGPU, 1e-4 × max(1, max|ref|) as natively.
+#[wasm_bindgen_test]
+async fn editing_runs_match_diffusers_in_the_browser() {
+    use ddim_webgpu::run::{run_to_end, CpuEngine, Engine};
+    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/editing.safetensors")).unwrap();
+    let cases: serde_json::Value = serde_json::from_str(include_str!("fixtures/editing.json")).unwrap();
+    let mut on_gpu = std::collections::HashSet::new();
+    let mut failures = Vec::new();
+    for c in cases.as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        let get = |k: &str| {
+            let v = st.tensor(&format!("{name}.{k}")).unwrap();
+            Tensor {
+                shape: v.shape().to_vec(),
+                data: v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+            }
+        };
+        let (config, weights) = corpus::base(c["model"].as_str().unwrap());
+        let model = Model::from_bytes(config, weights, None).unwrap();
+        let opts = editing_cases::options(c, &get);
+        let plan = opts.plan(&model).unwrap();
+        let kind = c["kind"].as_str().unwrap();
+        let want = get(if kind == "invert" { "x_T" } else { "x_0" });
+        // The run, then for an inversion the DDIM reconstruction from the x_T it found.
+        async fn check<E: Engine>(
+            e: &mut E,
+            runs: (&ddim_webgpu::run::RunPlan, &ddim_webgpu::run::RunOptions, &Model),
+        ) -> (Tensor, Option<Tensor>) {
+            let (plan, opts, model) = runs;
+            let got = run_to_end(e, plan).await.unwrap();
+            if !plan.inverts {
+                return (got, None);
+            }
+            let recon = run_to_end(e, &opts.reconstruction(got.clone()).plan(model).unwrap()).await.unwrap();
+            (got, Some(recon))
+        }
+        let mut compare = |label: &str, (got, recon): (Tensor, Option<Tensor>)| {
+            failures.extend(check_close(&format!("{name} ({label})"), &got, &want, 1e-4, 1.0).err());
+            if let Some(r) = recon {
+                failures.extend(check_close(&format!("{name} reconstruction ({label})"), &r, &get("recon"), 1e-4, 1.0).err());
+            }
+        };
+        compare("wasm cpu", check(&mut CpuEngine::new(&model), (&plan, &opts, &model)).await);
+        if on_gpu.insert(kind.to_string()) {
+            let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu().await, &model).unwrap();
+            compare("webgpu", check(&mut engine, (&plan, &opts, &model)).await);
+            engine.gpu().destroy();
+        }
+    }
+    assert_eq!(on_gpu.len(), 3, "one case of each kind ran on WebGPU");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

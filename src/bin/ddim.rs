@@ -516,23 +516,18 @@ fn edit_run(args: &SampleArgs, opts: RunOptions, edit: impl FnOnce(&Model) -> Re
 }
 
 /// Reconstruction error of `got` against `want` (images in −1 … 1): RMSE, max |err|, PSNR over the range 2.
-fn reconstruction_error(got: &Tensor, want: &Tensor) -> (f32, f32, f32) {
-    let n = got.data.len() as f32;
-    let rmse = (got.data.iter().zip(&want.data).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / n).sqrt();
-    (rmse, got.max_abs_diff(want), 20.0 * (2.0 / rmse).log10())
-}
-
 fn invert(args: &CommonArgs, init: &Path, out_tensor: &Path, out: Option<&Path>) -> Result<()> {
     let model = load(args.model.clone())?;
     let image = read_image(init, &model)?;
-    let plan = args.options()?.edit(Edit::Invert { image: image.clone() }).plan(&model)?;
+    let opts = args.options()?.edit(Edit::Invert { image: image.clone() });
+    let plan = opts.plan(&model)?;
     let (mut engine, _) = make_engine(args, &model)?;
     let x_t = sample_with(&mut engine, &plan, None, None)?;
     write_tensors(out_tensor, &[("noise", &x_t)])?;
     eprintln!("wrote x_T to {}", out_tensor.display());
-    let recon = args.options()?.sampler(SamplerKind::Ddim).noise(GivenNoise { x_t, per_step: None, undo: None }).plan(&model)?;
+    let recon = opts.reconstruction(x_t).plan(&model)?;
     let recon = sample_with(&mut engine, &recon, None, None)?;
-    let (rmse, max, psnr) = reconstruction_error(&recon, &image);
+    let (rmse, max, psnr) = recon.reconstruction_error(&image);
     println!(
         "reconstruction error ({} DDIM steps each way): RMSE {rmse:.4}, max |err| {max:.4}, PSNR {psnr:.1} dB (images in −1 … 1)",
         plan.steps.len()

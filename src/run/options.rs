@@ -139,6 +139,15 @@ impl RunOptions {
         self
     }
 
+    /// The DDIM run back down from an inverted x_T: these options without the edit or the seed.
+    pub fn reconstruction(&self, x_t: Tensor) -> RunOptions {
+        RunOptions { edit: None, seed: None, sampler: Some(SamplerKind::Ddim), eta: None, ..self.clone() }.noise(GivenNoise {
+            x_t,
+            per_step: None,
+            undo: None,
+        })
+    }
+
     /// Checks every option against the model and lays out the run.
     pub fn plan(&self, model: &Model) -> Result<RunPlan> {
         let cfg = &model.config;

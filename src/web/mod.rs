@@ -21,7 +21,7 @@ use wasm_bindgen_futures::JsFuture;
 use crate::cpu::profile::now_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
-use crate::run::{self, CpuEngine, Engine, Flow, RunPlan, StepInfo, View};
+use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
 pub use options::read as read_run_options;
@@ -63,6 +63,18 @@ struct Inner {
     /// while a run holds the engine.
     gpu: RefCell<Option<GpuHandles>>,
     last: RefCell<Option<Tensor>>,
+    /// The x_T of the last inversion (`lastLatent`).
+    latent: RefCell<Option<Tensor>>,
+    /// Every frame of the last run, when it was asked to `record` (`filmFrame`).
+    film: RefCell<Vec<FilmFrame>>,
+}
+
+/// One recorded frame: x_t and x̂₀ (for forward frames: the clean image) on the host.
+struct FilmFrame {
+    timestep: i64,
+    phase: Phase,
+    xt: Tensor,
+    x0: Tensor,
 }
 
 /// Shared handles of the WebGPU engine's device: its buffer ledger and the device itself.
@@ -178,6 +190,8 @@ impl DiffusionSampler {
             destroyed: Cell::new(false),
             gpu: RefCell::new(gpu),
             last: RefCell::new(None),
+            latent: RefCell::new(None),
+            film: RefCell::new(Vec::new()),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
     }
@@ -241,9 +255,13 @@ impl DiffusionSampler {
         self.inner.gpu.borrow().as_ref().map(|g| g.device.destroy()).is_some()
     }
 
-    /// Samples with {steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel, guidance,
-    /// view: "xt"|"x0"}; calls `on_step({step, total, timestep, ms})` after each drawn step (if it
-    /// returns a promise, the next step waits for it).
+    /// Runs with {mode: "sample" (default) | "edit" (SDEdit) | "inpaint" (RePaint) | "invert" (DDIM
+    /// inversion, then the reconstruction) | "forward" (q(x_t | x0)) | "interpolate" (slerp between
+    /// two x_T), steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel,
+    /// guidance, view: "xt"|"x0", image, strength, mask, jumpLength, jumpNSample, tEnd, from, to,
+    /// record (keep every frame for `filmFrame`)}; calls `on_step({step, total, timestep, phase, ms})`
+    /// after each drawn frame (if it returns a promise, the next step waits for it). Resolves with
+    /// {reconstruction: {rmse, maxError, psnr}} for "invert", undefined otherwise.
     pub fn run(&self, options: JsValue, on_step: Option<js_sys::Function>) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -259,7 +277,7 @@ impl DiffusionSampler {
             if inner.destroyed.get() {
                 inner.free_engine();
             }
-            result.map(|_| JsValue::UNDEFINED).map_err(js_err)
+            result.map_err(js_err)
         })
     }
 
@@ -272,6 +290,47 @@ impl DiffusionSampler {
         let _ = Reflect::set(&o, &"width".into(), &(w as f64).into());
         let _ = Reflect::set(&o, &"height".into(), &(h as f64).into());
         let _ = Reflect::set(&o, &"data".into(), &js_sys::Uint8ClampedArray::from(&px[..]).into());
+        o.into()
+    }
+
+    /// The last finished sample's values, [N, C, H, W] flattened, in −1 … 1 (an `image` for the
+    /// next edit), or null.
+    #[wasm_bindgen(js_name = lastSample)]
+    pub fn last_sample(&self) -> Option<js_sys::Float32Array> {
+        self.inner.last.borrow().as_ref().map(|x| js_sys::Float32Array::from(&x.data[..]))
+    }
+
+    /// The x_T found by the last "invert" run (`from`/`to` of an interpolation), or null.
+    #[wasm_bindgen(js_name = lastLatent)]
+    pub fn last_latent(&self) -> Option<js_sys::Float32Array> {
+        self.inner.latent.borrow().as_ref().map(|x| js_sys::Float32Array::from(&x.data[..]))
+    }
+
+    /// Frames recorded by the last run with `record: true`.
+    #[wasm_bindgen(js_name = filmLength)]
+    pub fn film_length(&self) -> usize {
+        self.inner.film.borrow().len()
+    }
+
+    /// Recorded frame k as {timestep, phase, width, height, xt, x0} (RGBA Uint8ClampedArrays of
+    /// the batch grid: x_t and the predicted clean image), or null.
+    #[wasm_bindgen(js_name = filmFrame)]
+    pub fn film_frame(&self, k: usize) -> JsValue {
+        let film = self.inner.film.borrow();
+        let Some(f) = film.get(k) else { return JsValue::NULL };
+        let cols = grid_cols(f.xt.shape[0]);
+        let (w, h, xt) = grid_rgba(&f.xt, cols);
+        let (_, _, x0) = grid_rgba(&f.x0, cols);
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&o, &k.into(), &v);
+        };
+        set("timestep", (f.timestep as f64).into());
+        set("phase", f.phase.as_str().into());
+        set("width", (w as f64).into());
+        set("height", (h as f64).into());
+        set("xt", js_sys::Uint8ClampedArray::from(&xt[..]).into());
+        set("x0", js_sys::Uint8ClampedArray::from(&x0[..]).into());
         o.into()
     }
 }
@@ -318,6 +377,7 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
         let _ = Reflect::set(&o, &"step".into(), &((info.index + 1) as f64).into());
         let _ = Reflect::set(&o, &"total".into(), &(info.total as f64).into());
         let _ = Reflect::set(&o, &"timestep".into(), &(info.timestep as f64).into());
+        let _ = Reflect::set(&o, &"phase".into(), &info.phase.as_str().into());
         let _ = Reflect::set(&o, &"ms".into(), &(now_ms() - *started).into());
         // A callback may return a promise (the engine worker waits for the page to take each
         // frame): the next step starts when it settles.
@@ -334,47 +394,85 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
     }
 }
 
+/// One `run` call: the plan of its options, and for "invert" the reconstruction after it.
+async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<JsValue, Error> {
+    let (opts, view, mode) = options::read(o, &inner.model)?;
+    let record = Reflect::get(o, &"record".into()).is_ok_and(|v| v.is_truthy());
+    renew_lost_device(inner).await?;
+    let plan = opts.plan(&inner.model)?;
+    if mode == options::Mode::Interpolate && plan.steps.iter().any(|s| s.coeffs.c_noise != 0.0) {
+        return Err(Error::Input("interpolate needs a deterministic sampler (DDIM with η = 0, dpm++2m, euler or heun)".into()));
+    }
+    inner.film.borrow_mut().clear();
+    let x = run_plan(inner, &plan, view, cb, record).await?;
+    if mode != options::Mode::Invert {
+        *inner.last.borrow_mut() = Some(x);
+        return Ok(JsValue::UNDEFINED);
+    }
+    let image = Tensor::new(plan.shape.to_vec(), plan.x_start.clone())?;
+    *inner.latent.borrow_mut() = Some(x.clone());
+    let recon = run_plan(inner, &opts.reconstruction(x).plan(&inner.model)?, view, cb, record).await?;
+    let (rmse, max, psnr) = recon.reconstruction_error(&image);
+    *inner.last.borrow_mut() = Some(recon);
+    let r = Object::new();
+    for (k, v) in [("rmse", rmse), ("maxError", max), ("psnr", psnr)] {
+        let _ = Reflect::set(&r, &k.into(), &(v as f64).into());
+    }
+    let out = Object::new();
+    let _ = Reflect::set(&out, &"reconstruction".into(), &r);
+    Ok(out.into())
+}
+
+/// Keeps frame `info` of a recorded run: x_t and x̂₀ read back (forward frames: the clean image).
+async fn record_frame<E: Engine>(inner: &Inner, e: &mut E, plan: &RunPlan, info: StepInfo) -> Result<(), Error> {
+    let xt = e.read(View::Xt).await?;
+    let x0 = match (&plan.forward, info.phase) {
+        (Some(path), Phase::Forward) => Tensor::new(plan.shape.to_vec(), path.x0.clone())?,
+        _ => e.read(View::X0).await?,
+    };
+    inner.film.borrow_mut().push(FilmFrame { timestep: info.timestep, phase: info.phase, xt, x0 });
+    Ok(())
+}
+
 // The engine stays borrowed for the whole run: `running` admits one run at a time, and nothing
 // else borrows the engine.
 #[allow(clippy::await_holding_refcell_ref)]
-async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<(), Error> {
-    let (opts, view) = options::read(o)?;
-    renew_lost_device(inner).await?;
-    let plan = opts.plan(&inner.model)?;
+async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys::Function>, record: bool) -> Result<Tensor, Error> {
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
     let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
     inner.canvas.set_size(gw, gh);
     let mut engine = inner.engine.borrow_mut();
     let mut started = now_ms();
-    let final_x = match &mut *engine {
+    match &mut *engine {
         EngineKind::WebGpu { engine, target: FrameTarget::Surface { surface, format } } => {
             let mut frames: Option<SurfaceFrames> = None;
-            run::run(&mut **engine, &plan, async |e: &mut GpuEngine, info| {
+            run::run(&mut **engine, plan, async |e: &mut GpuEngine, info| {
                 if frames.is_none() {
                     let src = e.buffer(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
                     frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, src, plan.shape, cols, (gw, gh)));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
+                if record {
+                    record_frame(inner, e, plan, info).await?;
+                }
                 Ok(after_step(inner, cb, info, &mut started).await)
             })
-            .await?
+            .await
         }
         EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
-            readback_run(inner, &mut **engine, &plan, ctx, view, cols, cb, &mut started).await?
+            readback_run(inner, &mut **engine, plan, ctx, (view, cols, record), cb, &mut started).await
         }
         EngineKind::Workers(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
+            readback_run(inner, engine, plan, &ctx, (view, cols, record), cb, &mut started).await
         }
         EngineKind::Cpu(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, &plan, &ctx, view, cols, cb, &mut started).await?
+            readback_run(inner, engine, plan, &ctx, (view, cols, record), cb, &mut started).await
         }
-        EngineKind::Destroyed => return Err(Error::Input("this sampler was destroyed".into())),
-    };
-    *inner.last.borrow_mut() = Some(final_x);
-    Ok(())
+        EngineKind::Destroyed => Err(Error::Input("this sampler was destroyed".into())),
+    }
 }
 
 /// After a device loss (a driver reset, the GPU process restarting, the test hook), the next run
@@ -398,19 +496,20 @@ async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
 }
 
 /// A run whose frames are read to the host and put into a 2D canvas.
-#[allow(clippy::too_many_arguments)]
 async fn readback_run<E: Engine>(
     inner: &Inner,
     engine: &mut E,
     plan: &RunPlan,
     ctx: &Context2d,
-    view: View,
-    cols: usize,
+    (view, cols, record): (View, usize, bool),
     cb: Option<&js_sys::Function>,
     started: &mut f64,
 ) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
         put_image(ctx, &e.read(view).await?, cols)?;
+        if record {
+            record_frame(inner, e, plan, info).await?;
+        }
         Ok(after_step(inner, cb, info, started).await)
     })
     .await

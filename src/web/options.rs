@@ -2,12 +2,25 @@
 //! defaults and checks are `RunOptions`'s, the same as the CLI's.
 
 use js_sys::Reflect;
-use wasm_bindgen::JsValue;
+use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::{Error, Result};
-use crate::run::options::{label, whole};
-use crate::run::{ClassLabels, RunOptions, View};
+use crate::run::options::{label, whole, Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
+use crate::run::{ClassLabels, GivenNoise, RunOptions, View};
 use crate::sampler::SamplerKind;
+use crate::{Model, Tensor};
+
+/// What a run does with the model (`mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Sample,
+    Edit,
+    Inpaint,
+    /// Inversion to x_T, then DDIM back down (the reconstruction).
+    Invert,
+    Forward,
+    Interpolate,
+}
 
 fn get(o: &JsValue, k: &str) -> Option<JsValue> {
     Reflect::get(o, &k.into()).ok().filter(|v| !v.is_undefined() && !v.is_null())
@@ -27,9 +40,66 @@ fn string(o: &JsValue, k: &str) -> Result<Option<String>> {
     }
 }
 
-/// {steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel (one number or one per item),
-/// guidance, view: "xt"|"x0"}; every key optional.
-pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
+/// A Float32Array (or array of numbers) option, if given.
+fn floats(o: &JsValue, k: &str) -> Result<Option<Vec<f32>>> {
+    match get(o, k) {
+        None => Ok(None),
+        Some(v) if v.is_instance_of::<js_sys::Float32Array>() => Ok(Some(js_sys::Float32Array::from(v).to_vec())),
+        Some(v) if js_sys::Array::is_array(&v) => js_sys::Array::from(&v)
+            .iter()
+            .map(|x| x.as_f64().map(|f| f as f32))
+            .collect::<Option<Vec<f32>>>()
+            .map(Some)
+            .ok_or_else(|| Error::Input(format!("{k}: expected a Float32Array or an array of numbers"))),
+        Some(v) => Err(Error::Input(format!("{k}: expected a Float32Array, got {v:?}"))),
+    }
+}
+
+/// A flat array as [N, C, H, W] images of the model's size, N = its length / (C·H·W); `channels`
+/// overrides C (a mask has one channel).
+fn images(model: &Model, k: &str, data: Vec<f32>, channels: Option<usize>) -> Result<Tensor> {
+    let (h, w) = model.config.sample_size.unwrap_or((0, 0));
+    let c = channels.unwrap_or(model.config.in_channels);
+    let item = c * h * w;
+    if item == 0 || data.is_empty() || !data.len().is_multiple_of(item) {
+        return Err(Error::Input(format!("{k}: {} values is not a whole number of {c}×{h}×{w} images", data.len())));
+    }
+    Tensor::new(vec![data.len() / item, c, h, w], data)
+}
+
+/// x_T of one image for interpolation: a seed (the first item of its x_T) or the values themselves.
+fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
+    if let Some(seed) = number(o, k)? {
+        let (h, w) = model.config.sample_size.unwrap_or((0, 0));
+        let c = model.config.in_channels;
+        return Tensor::new(vec![1, c, h, w], crate::sampler::rng::normal(whole(k, seed, 0.0)?, 0, c * h * w));
+    }
+    let data = floats(o, k)?.ok_or_else(|| Error::Input(format!("interpolate needs `{k}`: a seed or an x_T (Float32Array)")))?;
+    let t = images(model, k, data, None)?;
+    let item = t.len() / t.shape[0];
+    Tensor::new([&[1], &t.shape[1..]].concat(), t.data[..item].to_vec())
+}
+
+/// {mode: "sample"|"edit"|"inpaint"|"invert"|"forward"|"interpolate", steps, eta, seed,
+/// sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel (one number or one per item),
+/// guidance, view: "xt"|"x0", image (Float32Array in −1 … 1 of N or 1 images of the model's size),
+/// strength (edit), mask (inpaint: Float32Array of N or 1 one-channel masks, 1 keeps, 0 fills),
+/// jumpLength, jumpNSample (inpaint), tEnd (forward: frames = steps), from, to (interpolate: a
+/// seed or an x_T; frames = batch)}; every key optional but the mode's own.
+pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
+    let mode = match string(o, "mode")?.as_deref() {
+        None | Some("sample") => Mode::Sample,
+        Some("edit") => Mode::Edit,
+        Some("inpaint") => Mode::Inpaint,
+        Some("invert") => Mode::Invert,
+        Some("forward") => Mode::Forward,
+        Some("interpolate") => Mode::Interpolate,
+        Some(other) => {
+            return Err(Error::Input(format!(
+                "mode {other:?}: expected \"sample\", \"edit\", \"inpaint\", \"invert\", \"forward\" or \"interpolate\""
+            )))
+        }
+    };
     let mut opts = RunOptions::new();
     if let Some(v) = number(o, "steps")? {
         opts = opts.steps(whole("steps", v, 0.0)? as usize);
@@ -64,5 +134,46 @@ pub fn read(o: &JsValue) -> Result<(RunOptions, View)> {
         Some("x0") => View::X0,
         Some(other) => return Err(Error::Input(format!("view {other:?}: expected \"xt\" or \"x0\""))),
     };
-    Ok((opts, view))
+    let image = || -> Result<Tensor> {
+        let data = floats(o, "image")?.ok_or_else(|| Error::Input(format!("mode {mode:?} needs `image` (a Float32Array in −1 … 1)")))?;
+        images(model, "image", data, None)
+    };
+    let edit = match mode {
+        Mode::Sample => None,
+        Mode::Edit => {
+            let strength = number(o, "strength")?.ok_or_else(|| Error::Input("mode \"edit\" needs `strength` (0 < s ≤ 1)".into()))?;
+            Some(Edit::Img2Img { image: image()?, strength })
+        }
+        Mode::Inpaint => {
+            let mask = floats(o, "mask")?.ok_or_else(|| Error::Input("mode \"inpaint\" needs `mask` (1 keeps, 0 fills)".into()))?;
+            let count = |k: &str, default: usize| number(o, k)?.map_or(Ok(default as u64), |v| whole(k, v, 1.0)).map(|v| v as usize);
+            Some(Edit::Inpaint {
+                image: image()?,
+                mask: images(model, "mask", mask, Some(1))?,
+                jump_length: count("jumpLength", DEFAULT_JUMP_LENGTH)?,
+                jump_n_sample: count("jumpNSample", DEFAULT_JUMP_N_SAMPLE)?,
+            })
+        }
+        Mode::Invert => Some(Edit::Invert { image: image()? }),
+        Mode::Forward => {
+            let t_end = number(o, "tEnd")?.map_or(Ok(999), |v| whole("tEnd", v, 0.0))? as usize;
+            let frames = number(o, "steps")?.map_or(Ok(50), |v| whole("steps", v, 1.0))? as usize;
+            Some(Edit::Forward { image: image()?, t_end, frames })
+        }
+        Mode::Interpolate => {
+            let (a, b) = (latent(model, o, "from")?, latent(model, o, "to")?);
+            let frames = number(o, "batch")?.map_or(Ok(8), |v| whole("batch", v, 2.0))? as usize;
+            let mut data = Vec::with_capacity(frames * a.len());
+            for k in 0..frames {
+                data.extend(crate::sampler::slerp(&a.data, &b.data, k as f64 / (frames - 1) as f64));
+            }
+            let x_t = Tensor::new([&[frames], &a.shape[1..]].concat(), data)?;
+            opts = opts.noise(GivenNoise { x_t, per_step: None, undo: None });
+            None
+        }
+    };
+    if let Some(edit) = edit {
+        opts = opts.edit(edit);
+    }
+    Ok((opts, view, mode))
 }
