@@ -1,6 +1,7 @@
 // The live denoising page: a consumer of the package's JS API (www/widget/, shipped in pkg/):
 // chooseEngine picks and explains the engine, createSampler loads the model, run() streams steps.
 import { ready, chooseEngine, createSampler } from './pkg/index.js'; // also defines <ddim-sampler>
+import { Pad } from './pad.js';
 
 const $ = (id) => document.getElementById(id);
 const form = $('controls');
@@ -13,6 +14,9 @@ let running = null;      // promise of the current run
 let userFiles = null;    // FileList chosen with the picker
 window.__frames = [];    // a checksum of the canvas after every step (read by the page tests)
 window.__loseDevice = () => sampler?.loseDeviceForTest(); // test hook: a device loss mid-run
+const pad = new Pad($('pad'));
+window.__pad = pad;      // the page tests draw and read it
+let film = [];           // the recorded frames of the last run
 
 function setState(s) { document.body.dataset.state = s; }
 
@@ -26,12 +30,19 @@ function showError(e) {
 
 function clearError() { $('error').hidden = true; $('error').textContent = ''; }
 
-for (const k of ['steps', 'eta', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model']) {
+for (const k of ['steps', 'eta', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model', 'mode', 'strength', 'jumpLength', 'jumpNSample', 'tEnd', 'toSeed']) {
   if (params.has(k)) form.elements[k].value = params.get(k);
 }
 if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
-const etaFollowsSampler = () => { form.elements.eta.disabled = form.elements.sampler.value !== 'ddim'; };
+// η belongs to DDIM; inpainting and inversion run DDIM's update (RePaint, DDIMInverseScheduler).
+const DDIM_ONLY = ['inpaint', 'invert'];
+const etaFollowsSampler = () => {
+  const f = form.elements;
+  f.sampler.disabled = DDIM_ONLY.includes(f.mode.value);
+  f.eta.disabled = f.sampler.value !== 'ddim' || f.mode.value === 'invert';
+};
 form.elements.sampler.addEventListener('change', etaFollowsSampler);
+form.elements.mode.addEventListener('change', etaFollowsSampler);
 etaFollowsSampler();
 
 function readForm() {
@@ -42,7 +53,32 @@ function readForm() {
     steps: num('steps'), eta: f.sampler.value === 'ddim' ? num('eta') : undefined, seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
     classLabel: f.class.value === '' ? undefined : Number(f.class.value),
     sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
+    mode: f.mode.value,
   };
+}
+
+let latent = null; // x_T of the last inversion (an end of an interpolation)
+
+/** The run options of the form's mode: the pad's image and mask where the mode needs them. */
+function modeOptions(o) {
+  const f = form.elements;
+  const num = (k) => Number(f[k].value);
+  const run = { ...o, record: true };
+  if (['edit', 'inpaint', 'invert', 'forward'].includes(o.mode)) run.image = pad.image();
+  if (o.mode === 'edit') run.strength = num('strength');
+  if (DDIM_ONLY.includes(o.mode)) run.sampler = 'ddim';
+  if (o.mode === 'inpaint') Object.assign(run, { mask: pad.mask(), jumpLength: num('jumpLength'), jumpNSample: num('jumpNSample') });
+  // One image: its inversion, its forward process (the batch would repeat it).
+  if (o.mode === 'invert' || o.mode === 'forward') { run.batch = undefined; run.eta = undefined; }
+  if (o.mode === 'forward') run.tEnd = num('tEnd');
+  if (o.mode === 'interpolate') {
+    Object.assign(run, { from: o.seed, to: f.toLatent.checked && latent ? latent : num('toSeed'), seed: undefined, batch: Math.max(2, o.batch) });
+    if (run.sampler === 'ddpm') run.sampler = 'ddim'; // a walk between noises needs a deterministic sampler
+    if (run.sampler === 'ddim') run.eta = 0;
+    // One class along the strip (mixed classes would change the digit at every frame).
+    run.classLabel ??= sampler.modelInfo.numClassEmbeds ? 0 : undefined;
+  }
+  return run;
 }
 
 // A canvas keeps the first context type it is given, so every sampler gets a fresh one.
@@ -91,6 +127,7 @@ function showModel(s) {
   form.elements.guidance.disabled = !k;
   if (!k) form.elements.guidance.value = 0;
   if ([...select.options].some((o) => o.value === want)) select.value = want;
+  pad.setModel(info.sampleSize ?? 32, info.inChannels);
   $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
     `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '') +
     `; scheduler: ${info.scheduler}`;
@@ -138,11 +175,11 @@ function checksum(canvas) {
   return { hash: h, min, max };
 }
 
-async function start() {
+async function start(overrides = {}) {
   if (running) { sampler?.stop(); await running.catch(() => {}); }
   clearError();
   setState('starting');
-  const opts = readForm();
+  const opts = { ...readForm(), ...overrides };
   const choice = await chooseEngine(opts.engine);
   const { engine, reason } = choice;
   $('engine').textContent = engine === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
@@ -162,24 +199,27 @@ async function start() {
   const marks = [];
   drawSchedule(sampler.modelInfo.alphasCumprod, marks, -1);
   const t0 = performance.now();
-  $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true;
+  $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true; $('compare-run').disabled = true;
   setState('running');
   const canvas = $('canvas');
   try {
+    // The class list and guidance's state exist once the model is known (showModel).
     const { classLabel, guidance } = readForm();
+    const run = modeOptions({ ...opts, classLabel, guidance, ...overrides });
     running = (async () => {
-      for await (const s of sampler.run({ ...opts, classLabel, guidance })) {
+      for await (const s of sampler.run(run)) {
         $('step').textContent = `${s.step} / ${s.total}`;
-        $('timestep').textContent = s.timestep;
+        $('timestep').textContent = s.phase === 'reverse' ? s.timestep : `${s.timestep} (${s.phase})`;
         $('ms').textContent = s.ms.toFixed(1);
         $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now(), timestep: s.timestep });
+        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now(), timestep: s.timestep, phase: s.phase });
         marks.push(s.timestep);
         drawSchedule(sampler.modelInfo.alphasCumprod, marks, marks.length - 1);
       }
     })();
     await running;
     window.__lastImage = sampler.lastImage();
+    afterRun(run);
     setState('done');
     $('download').disabled = false;
   } catch (e) {
@@ -187,8 +227,85 @@ async function start() {
     setState('stopped');
   } finally {
     running = null;
-    $('start').disabled = false; $('stop').disabled = true;
+    $('start').disabled = false; $('stop').disabled = true; $('compare-run').disabled = false;
   }
+}
+
+/** What a finished run leaves: the filmstrip, an inversion's error and x_T, an interpolation strip. */
+function afterRun(run) {
+  film = sampler.film();
+  window.__film = film.map((f) => ({ timestep: f.timestep, phase: f.phase }));
+  $('film-figure').hidden = !film.length;
+  $('film-pos').max = String(Math.max(0, film.length - 1));
+  $('film-pos').value = $('film-pos').max;
+  showFilmFrame();
+  const result = sampler.lastResult();
+  window.__lastResult = result;
+  if (run.mode === 'invert' && result?.reconstruction) {
+    const r = result.reconstruction;
+    latent = sampler.lastLatent();
+    form.elements.toLatent.disabled = false;
+    $('recon').textContent = `reconstruction from the inverted x_T: RMSE ${r.rmse.toFixed(4)}, max |error| ${r.maxError.toFixed(3)}, PSNR ${r.psnr.toFixed(1)} dB`;
+  }
+  if (run.mode === 'interpolate') drawRow($('strip'), sampler.lastSample(), sampler.modelInfo);
+  $('strip-figure').hidden = run.mode !== 'interpolate';
+  // The first sample fills an untouched pad, so there is an image to edit at once.
+  if (run.mode === 'sample' && !pad.touched) pad.setValues(sampler.lastSample());
+}
+
+/** Grey/RGB pixels of values in −1 … 1 at [item, ·, h, w]. */
+function pixels(values, item, c, size) {
+  const plane = size * size, px = new ImageData(size, size);
+  const byte = (v) => Math.round(Math.min(1, Math.max(0, (v + 1) / 2)) * 255);
+  for (let i = 0; i < plane; i++) {
+    const at = item * c * plane + i, r = byte(values[at]);
+    px.data.set(c >= 3 ? [r, byte(values[at + plane]), byte(values[at + 2 * plane]), 255] : [r, r, r, 255], i * 4);
+  }
+  return px;
+}
+
+/** A batch as one row of images (the interpolation strip). */
+function drawRow(canvas, values, info) {
+  const size = info.sampleSize, c = info.inChannels, n = values.length / (c * size * size);
+  canvas.width = n * size; canvas.height = size;
+  const g = canvas.getContext('2d');
+  for (let k = 0; k < n; k++) g.putImageData(pixels(values, k, c, size), k * size, 0);
+}
+
+// The filmstrip: any recorded frame of the last run, x_t beside the predicted x₀.
+function showFilmFrame() {
+  const f = film[Number($('film-pos').value)];
+  if (!f) return;
+  const c = $('film'), gap = 2;
+  c.width = 2 * f.width + gap; c.height = f.height;
+  const g = c.getContext('2d');
+  g.fillStyle = '#333';
+  g.fillRect(0, 0, c.width, c.height);
+  g.putImageData(new ImageData(f.xt, f.width, f.height), 0, 0);
+  g.putImageData(new ImageData(f.x0, f.width, f.height), f.width + gap, 0);
+  const what = f.phase === 'forward' ? 'x₀ given' : 'predicted x₀';
+  $('film-label').textContent = `frame ${Number($('film-pos').value) + 1} / ${film.length}: ${f.phase}, t = ${f.timestep} — left x_t, right ${what}`;
+}
+
+// Same noise, other sampler: the form's run, then the same seed with the other sampler, side by side.
+async function compare() {
+  const other = $('compare-sampler').value;
+  const shots = [];
+  for (const s of [form.elements.sampler.value, other]) {
+    await start({ sampler: s, mode: 'sample' });
+    if (document.body.dataset.state !== 'done') return;
+    shots.push({ sampler: s, img: sampler.lastImage(), evaluations: window.__frames.length });
+  }
+  const [a, b] = shots, gap = 4, c = $('compare');
+  c.width = a.img.width + gap + b.img.width; c.height = Math.max(a.img.height, b.img.height);
+  const g = c.getContext('2d');
+  g.fillStyle = '#333';
+  g.fillRect(0, 0, c.width, c.height);
+  g.putImageData(new ImageData(a.img.data, a.img.width, a.img.height), 0, 0);
+  g.putImageData(new ImageData(b.img.data, b.img.width, b.img.height), a.img.width + gap, 0);
+  $('compare-label').textContent = `seed ${form.elements.seed.value}, the same x_T: left ${a.sampler} (${a.evaluations} evaluations), right ${b.sampler} (${b.evaluations})`;
+  $('compare-figure').hidden = false;
+  window.__compare = shots.map((s) => ({ sampler: s.sampler, evaluations: s.evaluations, data: Array.from(s.img.data) }));
 }
 
 function download() {
@@ -213,6 +330,15 @@ embed.addEventListener('error', (e) => { $('embed-status').textContent = `error:
 $('embed-start').addEventListener('click', () => embed.start().catch(() => {}));
 
 form.addEventListener('submit', (e) => { e.preventDefault(); start().catch(showError); });
+$('compare-run').addEventListener('click', () => compare().catch(showError));
+$('film-pos').addEventListener('input', showFilmFrame);
+form.elements.paint.addEventListener('change', () => { pad.target = form.elements.paint.value; });
+form.elements.brush.addEventListener('input', () => { pad.brush = Number(form.elements.brush.value); });
+$('pad-undo').addEventListener('click', () => pad.undo());
+$('pad-clear').addEventListener('click', () => pad.clear());
+$('pad-sample').addEventListener('click', () => { pad.setValues(sampler?.lastSample()); pad.touched = true; });
+$('image-file').addEventListener('change', (e) => { if (e.target.files[0]) pad.setImageFile(e.target.files[0]).catch(showError); });
+pad.onError = showError;
 $('stop').addEventListener('click', () => sampler?.stop());
 $('download').addEventListener('click', download);
 $('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });

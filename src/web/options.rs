@@ -69,7 +69,7 @@ fn images(model: &Model, k: &str, data: Vec<f32>, channels: Option<usize>) -> Re
 
 /// x_T of one image for interpolation: a seed (the first item of its x_T) or the values themselves.
 fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
-    if let Some(seed) = number(o, k)? {
+    if let Some(seed) = get(o, k).and_then(|v| v.as_f64()) {
         let (h, w) = model.config.sample_size.unwrap_or((0, 0));
         let c = model.config.in_channels;
         return Tensor::new(vec![1, c, h, w], crate::sampler::rng::normal(whole(k, seed, 0.0)?, 0, c * h * w));

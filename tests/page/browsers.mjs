@@ -60,6 +60,7 @@ async function launchChromium(base) {
         visible: (sel) => page.locator(sel).isVisible(),
         click: (sel) => page.click(sel),
         screenshot: (file) => page.screenshot({ path: file }),
+        screenshotOf: (sel, file) => page.locator(sel).screenshot({ path: file }),
         errors: async () => errors,
         close: () => page.close(),
       };

@@ -3,7 +3,7 @@
 // sampler.js as `new Worker(new URL('./engine-worker.js', import.meta.url), {type: 'module'})`.
 // Protocol: worker → page {hello, webgpu} once loaded; page → worker {create, canvas, config, weights, scheduler, engine, presents} | {run,
 // options} | {ack, id} | {cancel} | {lose-device} (test hook) | {destroy}; worker → page {created, adapter,
-// modelInfo} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image} |
+// modelInfo} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image, sample, latent, result, film} |
 // {destroyed} | {error, message}; each of these carries the sampler's stats.
 import { ready } from './sampler.js';
 import { DiffusionSampler } from './ddim_webgpu.js';
@@ -25,7 +25,7 @@ onmessage = async ({ data: m }) => {
       postMessage({ type: 'created', adapter: inner.adapter, modelInfo: inner.modelInfo(), stats: stats() });
     } else if (m.type === 'run') {
       try {
-        await inner.run(m.options, async (frame) => {
+        const result = await inner.run(m.options, async (frame) => {
           // End this task first: the OffscreenCanvas commits its frame to the page's canvas when
           // the worker's task ends (or at its next animation frame), not at putImageData.
           await new Promise((r) => { self.requestAnimationFrame?.(() => r()); setTimeout(r, 50); });
@@ -33,7 +33,8 @@ onmessage = async ({ data: m }) => {
           postMessage({ type: 'frame', id, frame, stats: stats() });
           return new Promise((resolve) => acks.set(id, resolve));
         });
-        postMessage({ type: 'end', image: inner.lastImage(), stats: stats() });
+        const film = Array.from({ length: inner.filmLength() }, (_, k) => inner.filmFrame(k));
+        postMessage({ type: 'end', image: inner.lastImage(), sample: inner.lastSample(), latent: inner.lastLatent(), result, film, stats: stats() });
       } catch (e) {
         postMessage({ type: 'end', error: message(e), stats: stats() });
       }

@@ -49,6 +49,30 @@ export interface RunOptions {
   label?: number | number[];
   guidance?: number;
   view?: 'xt' | 'x0';
+  /**
+   * sample (default): from noise. edit: SDEdit (diffusers img2img) of `image` at `strength`, its
+   * noising shown first. inpaint: RePaint, keeps `image` where `mask` is 1 and fills where it is 0.
+   * invert: DDIM inversion of `image` to x_T (`lastLatent()`), then DDIM back down; the error is in
+   * `lastResult()`. forward: the forward process q(x_t | x0) on `image` up to `tEnd` in `steps`
+   * frames. interpolate: slerp between the x_T `from` and `to` (seeds or latents), `batch` frames.
+   */
+  mode?: 'sample' | 'edit' | 'inpaint' | 'invert' | 'forward' | 'interpolate';
+  /** Images in −1 … 1 of the model's size, [N or 1, C, H, W] flattened. */
+  image?: Float32Array;
+  /** edit: 0 < strength ≤ 1; the last int(steps × strength) steps run. */
+  strength?: number;
+  /** inpaint: one-channel masks [N or 1, 1, H, W] flattened; 1 keeps the image, 0 is filled. */
+  mask?: Float32Array;
+  /** inpaint: RePaint's jump length j and resampling count r (diffusers' defaults: 10, 10). */
+  jumpLength?: number;
+  jumpNSample?: number;
+  /** forward: the last timestep shown (default 999). */
+  tEnd?: number;
+  /** interpolate: each end, a seed or an x_T (e.g. `lastLatent()` of an inversion). */
+  from?: number | Float32Array;
+  to?: number | Float32Array;
+  /** Keep every frame (x_t and x̂₀) for `film()` (on WebGPU each frame is read back). */
+  record?: boolean;
   /** Ends the run within one step; run() then throws the signal's reason (an AbortError). */
   signal?: AbortSignal;
 }
@@ -57,8 +81,25 @@ export interface FrameInfo {
   step: number;
   total: number;
   timestep: number;
+  /** forward: the image noised (no U-Net); reverse: denoising; inversion: towards noise. */
+  phase: 'forward' | 'reverse' | 'inversion';
   /** Milliseconds this step took. */
   ms: number;
+}
+
+/** A recorded frame (`record: true`): RGBA grids of x_t and of the predicted clean image. */
+export interface FilmFrame {
+  timestep: number;
+  phase: 'forward' | 'reverse' | 'inversion';
+  width: number;
+  height: number;
+  xt: Uint8ClampedArray;
+  x0: Uint8ClampedArray;
+}
+
+export interface RunResult {
+  /** invert: the reconstruction's error against the image (images in −1 … 1; PSNR over the range 2). */
+  reconstruction?: { rmse: number; maxError: number; psnr: number };
 }
 
 export interface SamplerStats {
@@ -89,6 +130,14 @@ export interface Sampler {
   /** Test hook: loses the WebGPU device now; the run throws "… the GPU device was lost …" and the next run makes a new device. */
   loseDeviceForTest(): boolean;
   lastImage(): SampleImage | null;
+  /** The last finished sample's values ([N, C, H, W] flattened, −1 … 1): an `image` for the next edit. */
+  lastSample(): Float32Array | null;
+  /** The x_T of the last inversion. */
+  lastLatent(): Float32Array | null;
+  /** What the last finished run reported (the reconstruction error of an inversion). */
+  lastResult(): RunResult | null;
+  /** The frames of the last run made with `record: true`. */
+  film(): FilmFrame[];
   stats(): SamplerStats;
   destroy(): void;
 }

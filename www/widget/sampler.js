@@ -135,6 +135,7 @@ export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = tru
 export class Sampler {
   #inner;
   #running = null;
+  #result = null;
   #freed = false;
   constructor(inner, { engine, reason }) {
     this.#inner = inner;
@@ -161,8 +162,9 @@ export class Sampler {
     const onAbort = () => this.#inner.cancel();
     signal?.addEventListener('abort', onAbort);
     const opts = { ...options, classLabel: label ?? options.classLabel };
+    this.#result = null;
     const run = this.#inner.run(opts, (f) => { frames.push(f); notify(); })
-      .then(() => { finished = true; notify(); }, (e) => { failure = e; finished = true; notify(); });
+      .then((value) => { this.#result = value ?? null; finished = true; notify(); }, (e) => { failure = e; finished = true; notify(); });
     this.#running = run;
     try {
       for (;;) {
@@ -192,6 +194,14 @@ export class Sampler {
 
   /** The last finished sample as {width, height, data: RGBA Uint8ClampedArray}, or null. */
   lastImage() { return this.#inner.lastImage(); }
+  /** The last finished sample's values ([N, C, H, W] flattened, −1 … 1), or null. */
+  lastSample() { return this.#inner.lastSample() ?? null; }
+  /** The x_T of the last inversion, or null. */
+  lastLatent() { return this.#inner.lastLatent() ?? null; }
+  /** What the last finished run reported ({reconstruction} after an inversion), or null. */
+  lastResult() { return this.#result; }
+  /** The frames of the last run made with `record: true`: {timestep, phase, width, height, xt, x0}. */
+  film() { return Array.from({ length: this.#inner.filmLength() }, (_, k) => this.#inner.filmFrame(k)); }
 
   /** {gpuBuffers, gpuBytes, destroyed}: GPU buffers this sampler holds (0 on the CPU engine). */
   stats() { return this.#freed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : this.#inner.stats(); }
@@ -261,6 +271,7 @@ export class WorkerSampler {
   #worker;
   #stats = { gpuBuffers: 0, gpuBytes: 0, destroyed: false };
   #image = null;
+  #last = { sample: null, latent: null, result: null, film: [] };
   #running = null;
   #listener = null;
   constructor(worker, created, choice) {
@@ -303,6 +314,7 @@ export class WorkerSampler {
         } else if (m.type === 'end' || m.type === 'destroyed' || m.type === 'error') {
           ended = true;
           if (m.image) this.#image = m.image;
+          if (m.type === 'end' && !m.error) this.#last = { sample: m.sample, latent: m.latent ?? this.#last.latent, result: m.result ?? null, film: m.film };
           const error = m.type === 'destroyed' ? 'cancelled' : m.error ?? m.message;
           if (error) {
             if (error === 'cancelled' && signal?.aborted) throw signal.reason ?? new DOMException('aborted', 'AbortError');
@@ -329,6 +341,10 @@ export class WorkerSampler {
   stop() { if (!this.destroyed) this.#worker.postMessage({ type: 'cancel' }); }
   loseDeviceForTest() { if (!this.destroyed) this.#worker.postMessage({ type: 'lose-device' }); return this.engine === 'webgpu'; }
   lastImage() { return this.#image; }
+  lastSample() { return this.#last.sample; }
+  lastLatent() { return this.#last.latent; }
+  lastResult() { return this.#last.result; }
+  film() { return this.#last.film; }
   stats() { return this.destroyed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : { ...this.#stats }; }
 
   /** Frees the engine: asks the worker to destroy its device, then terminates it (which frees everything it held). */
