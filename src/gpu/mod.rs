@@ -303,7 +303,27 @@ impl GpuDevice {
         }
         .await;
         self.release(staging);
-        result
+        match result {
+            Err(e) => Err(self.loss_or(e).await),
+            ok => ok,
+        }
+    }
+
+    /// A failed readback is often the first sign of a lost device, and a browser may report the
+    /// loss a moment after the failure (Firefox): wait up to half a second for it, so the error
+    /// says "lost" rather than naming the symptom.
+    async fn loss_or(&self, e: Error) -> Error {
+        #[cfg(target_arch = "wasm32")]
+        for _ in 0..50 {
+            if self.is_lost() {
+                break;
+            }
+            crate::web::sleep_ms(10).await;
+        }
+        match self.check() {
+            Err(lost) if self.is_lost() => lost,
+            _ => e,
+        }
     }
 
     /// Runs `f` (which records or creates GPU objects) inside a validation error scope, then pops
