@@ -186,66 +186,72 @@ impl RunOptions {
                 (NoiseSource::Given { per_step, undo }, given.x_t.data.clone())
             }
         };
+        let base = RunPlan::new(Vec::new(), guidance, noise, shape, eps);
         let plan = match &self.edit {
             None => {
                 let schedule = Schedule::new(config.for_sampler(kind));
-                let steps = schedule.steps(kind, n, eta)?;
                 // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
                 let init_sigma = schedule.init_noise_sigma(kind, n)?;
-                RunPlan::new(steps, guidance, noise, shape, eps.iter().map(|v| v * init_sigma).collect())
+                let x_start = base.x_start.iter().map(|v| v * init_sigma).collect();
+                RunPlan { steps: schedule.steps(kind, n, eta)?, x_start, ..base }
             }
-            Some(edit) => {
-                let image = broadcast(edit.image(), shape, "image")?;
-                let only_ddim = |what: &str| match self.sampler {
-                    Some(k) if k != SamplerKind::Ddim => {
-                        Err(Error::Input(format!("{what} runs DDIM's update: sampler {:?} is not available for it", k.as_str())))
-                    }
-                    _ => Ok(()),
-                };
-                match edit {
-                    Edit::Img2Img { strength, .. } => {
-                        let schedule = Schedule::new(config.for_sampler(kind));
-                        let edit = schedule.img2img(kind, n, eta, *strength)?;
-                        let forward = img2img_frames(&schedule, kind, &edit, image, eps.clone());
-                        let x_start = forward.frame(forward.frames.len() - 1);
-                        RunPlan { forward: Some(forward), ..RunPlan::new(edit.steps, guidance, noise, shape, x_start) }
-                    }
-                    Edit::Inpaint { mask, jump_length, jump_n_sample, .. } => {
-                        only_ddim("inpainting (RePaint)")?;
-                        let mask = broadcast(mask, shape, "mask")?;
-                        if let Some(v) = mask.iter().find(|v| !(0.0..=1.0).contains(*v)) {
-                            return Err(Error::Input(format!("mask value {v}: must be from 0 (fill) to 1 (keep)")));
-                        }
-                        let after = Schedule::new(config.clone()).repaint(n, *jump_length, *jump_n_sample, eta)?;
-                        let steps = after.iter().map(|r| r.step).collect();
-                        RunPlan { known: Some(KnownRegion { image, mask, after }), ..RunPlan::new(steps, guidance, noise, shape, eps) }
-                    }
-                    Edit::Invert { .. } => {
-                        only_ddim("DDIM inversion")?;
-                        if eta != 0.0 {
-                            return Err(Error::Input(format!("eta = {eta}: DDIM inversion is deterministic (η = 0)")));
-                        }
-                        let steps = Schedule::new(config.clone()).ddim_inverse_steps(n)?;
-                        RunPlan { inverts: true, ..RunPlan::new(steps, guidance, noise, shape, image) }
-                    }
-                    Edit::Forward { t_end, frames, .. } => {
-                        let schedule = Schedule::new(config.clone());
-                        let t_count = schedule.alphas_cumprod.len();
-                        if *t_end >= t_count || *frames == 0 {
-                            return Err(Error::Input(format!(
-                                "forward process to t = {t_end} in {frames} frames: t must be below num_train_timesteps = {t_count}, frames at least 1"
-                            )));
-                        }
-                        let levels = (1..=*frames).map(|k| (k * t_end / frames) as i64).collect::<Vec<_>>();
-                        let path = vp_frames(&schedule, &levels, image, eps);
-                        let x_start = path.frame(path.frames.len() - 1);
-                        RunPlan { forward: Some(path), ..RunPlan::new(Vec::new(), guidance, noise, shape, x_start) }
-                    }
-                }
-            }
+            Some(edit) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };
         plan.check_noise()?;
         Ok(plan)
+    }
+
+    /// The plan of an edit, from `base` (guidance, noise, shape, and ε as x_start).
+    fn edit_plan(
+        &self,
+        edit: &Edit,
+        config: &SchedulerConfig,
+        (kind, n, eta): (SamplerKind, usize, f32),
+        base: RunPlan,
+    ) -> Result<RunPlan> {
+        let image = broadcast(edit.image(), base.shape, "image")?;
+        let only_ddim = |what: &str| match self.sampler {
+            Some(k) if k != SamplerKind::Ddim => {
+                Err(Error::Input(format!("{what} runs DDIM's update: sampler {:?} is not available for it", k.as_str())))
+            }
+            _ => Ok(()),
+        };
+        Ok(match edit {
+            Edit::Img2Img { strength, .. } => {
+                let schedule = Schedule::new(config.for_sampler(kind));
+                let edit = schedule.img2img(kind, n, eta, *strength)?;
+                let forward = img2img_frames(&schedule, kind, &edit, image, base.x_start.clone());
+                RunPlan { x_start: forward.frame(forward.frames.len() - 1), steps: edit.steps, forward: Some(forward), ..base }
+            }
+            Edit::Inpaint { mask, jump_length, jump_n_sample, .. } => {
+                only_ddim("inpainting (RePaint)")?;
+                let mask = broadcast(mask, base.shape, "mask")?;
+                if let Some(v) = mask.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+                    return Err(Error::Input(format!("mask value {v}: must be from 0 (fill) to 1 (keep)")));
+                }
+                let after = Schedule::new(config.clone()).repaint(n, *jump_length, *jump_n_sample, eta)?;
+                RunPlan { steps: after.iter().map(|r| r.step).collect(), known: Some(KnownRegion { image, mask, after }), ..base }
+            }
+            Edit::Invert { .. } => {
+                only_ddim("DDIM inversion")?;
+                if eta != 0.0 {
+                    return Err(Error::Input(format!("eta = {eta}: DDIM inversion is deterministic (η = 0)")));
+                }
+                RunPlan { steps: Schedule::new(config.clone()).ddim_inverse_steps(n)?, x_start: image, inverts: true, ..base }
+            }
+            Edit::Forward { t_end, frames, .. } => {
+                let schedule = Schedule::new(config.clone());
+                let t_count = schedule.alphas_cumprod.len();
+                if *t_end >= t_count || *frames == 0 {
+                    return Err(Error::Input(format!(
+                        "forward process to t = {t_end} in {frames} frames: t must be below num_train_timesteps = {t_count}, frames at least 1"
+                    )));
+                }
+                let levels = (1..=*frames).map(|k| (k * t_end / frames) as i64).collect::<Vec<_>>();
+                let path = vp_frames(&schedule, &levels, image, base.x_start.clone());
+                RunPlan { x_start: path.frame(path.frames.len() - 1), forward: Some(path), ..base }
+            }
+        })
     }
 
     /// The batch and size of an edit: the image's, its one item repeated to `batch` if set.
