@@ -584,11 +584,7 @@ fn interpolate(
             "interpolate needs a deterministic sampler (ddim, dpm++2m, euler or heun): DDPM adds fresh noise at every step".into(),
         ));
     }
-    let mut data = Vec::with_capacity(frames * a.data.len());
-    for k in 0..frames {
-        data.extend(ddim_webgpu::sampler::slerp(&a.data, &b.data, k as f64 / (frames - 1) as f64));
-    }
-    let x_t = Tensor::new(vec![frames, a.shape[1], a.shape[2], a.shape[3]], data)?;
+    let x_t = Tensor::new(vec![frames, a.shape[1], a.shape[2], a.shape[3]], ddim_webgpu::sampler::slerp_frames(&a.data, &b.data, frames))?;
     let mut opts = args.options()?.sampler(kind).noise(GivenNoise { x_t, per_step: None, undo: None });
     if model.config.num_class_embeds.is_some() && args.class.is_none() {
         opts = opts.labels(ClassLabels::All(0));

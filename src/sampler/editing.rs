@@ -189,3 +189,8 @@ pub fn slerp(a: &[f32], b: &[f32], t: f64) -> Vec<f32> {
         if theta.sin().abs() < 1e-6 { (1.0 - t, t) } else { (((1.0 - t) * theta).sin() / theta.sin(), (t * theta).sin() / theta.sin()) };
     a.iter().zip(b).map(|(x, y)| (wa * *x as f64 + wb * *y as f64) as f32).collect()
 }
+
+/// `frames` points from a to b by slerp, both ends included, one after the other.
+pub fn slerp_frames(a: &[f32], b: &[f32], frames: usize) -> Vec<f32> {
+    (0..frames).flat_map(|k| slerp(a, b, k as f64 / (frames.max(2) - 1) as f64)).collect()
+}

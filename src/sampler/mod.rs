@@ -7,6 +7,6 @@ pub mod schedule;
 pub mod scheduler;
 mod solvers;
 
-pub use editing::{slerp, Img2Img, RePaintStep};
+pub use editing::{slerp, slerp_frames, Img2Img, RePaintStep};
 pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
 pub use scheduler::{Scheduler, SchedulerOutput};

@@ -5,7 +5,7 @@ use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::{Error, Result};
-use crate::run::options::{label, whole, Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
+use crate::run::options::{label, whole, Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE, DEFAULT_STEPS};
 use crate::run::{ClassLabels, GivenNoise, RunOptions, View};
 use crate::sampler::SamplerKind;
 use crate::{Model, Tensor};
@@ -134,46 +134,47 @@ pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
         Some("x0") => View::X0,
         Some(other) => return Err(Error::Input(format!("view {other:?}: expected \"xt\" or \"x0\""))),
     };
+    match edit_of(mode, o, model)? {
+        (Some(edit), _) => opts = opts.edit(edit),
+        (None, Some(noise)) => opts = opts.noise(noise),
+        (None, None) => {}
+    }
+    Ok((opts, view, mode))
+}
+
+/// The edit of `mode`, or the slerped x_T of an interpolation, from the JS options.
+fn edit_of(mode: Mode, o: &JsValue, model: &Model) -> Result<(Option<Edit>, Option<GivenNoise>)> {
     let image = || -> Result<Tensor> {
         let data = floats(o, "image")?.ok_or_else(|| Error::Input(format!("mode {mode:?} needs `image` (a Float32Array in −1 … 1)")))?;
         images(model, "image", data, None)
     };
+    let count = |k: &str, default: usize, min: f64| number(o, k)?.map_or(Ok(default as u64), |v| whole(k, v, min)).map(|v| v as usize);
     let edit = match mode {
-        Mode::Sample => None,
+        Mode::Sample => return Ok((None, None)),
         Mode::Edit => {
             let strength = number(o, "strength")?.ok_or_else(|| Error::Input("mode \"edit\" needs `strength` (0 < s ≤ 1)".into()))?;
-            Some(Edit::Img2Img { image: image()?, strength })
+            Edit::Img2Img { image: image()?, strength }
         }
         Mode::Inpaint => {
             let mask = floats(o, "mask")?.ok_or_else(|| Error::Input("mode \"inpaint\" needs `mask` (1 keeps, 0 fills)".into()))?;
-            let count = |k: &str, default: usize| number(o, k)?.map_or(Ok(default as u64), |v| whole(k, v, 1.0)).map(|v| v as usize);
-            Some(Edit::Inpaint {
+            Edit::Inpaint {
                 image: image()?,
                 mask: images(model, "mask", mask, Some(1))?,
-                jump_length: count("jumpLength", DEFAULT_JUMP_LENGTH)?,
-                jump_n_sample: count("jumpNSample", DEFAULT_JUMP_N_SAMPLE)?,
-            })
+                jump_length: count("jumpLength", DEFAULT_JUMP_LENGTH, 1.0)?,
+                jump_n_sample: count("jumpNSample", DEFAULT_JUMP_N_SAMPLE, 1.0)?,
+            }
         }
-        Mode::Invert => Some(Edit::Invert { image: image()? }),
+        Mode::Invert => Edit::Invert { image: image()? },
         Mode::Forward => {
-            let t_end = number(o, "tEnd")?.map_or(Ok(999), |v| whole("tEnd", v, 0.0))? as usize;
-            let frames = number(o, "steps")?.map_or(Ok(50), |v| whole("steps", v, 1.0))? as usize;
-            Some(Edit::Forward { image: image()?, t_end, frames })
+            let last = model.scheduler.num_train_timesteps - 1;
+            Edit::Forward { image: image()?, t_end: count("tEnd", last, 0.0)?, frames: count("steps", DEFAULT_STEPS, 1.0)? }
         }
         Mode::Interpolate => {
             let (a, b) = (latent(model, o, "from")?, latent(model, o, "to")?);
-            let frames = number(o, "batch")?.map_or(Ok(8), |v| whole("batch", v, 2.0))? as usize;
-            let mut data = Vec::with_capacity(frames * a.len());
-            for k in 0..frames {
-                data.extend(crate::sampler::slerp(&a.data, &b.data, k as f64 / (frames - 1) as f64));
-            }
-            let x_t = Tensor::new([&[frames], &a.shape[1..]].concat(), data)?;
-            opts = opts.noise(GivenNoise { x_t, per_step: None, undo: None });
-            None
+            let frames = count("batch", 8, 2.0)?;
+            let x_t = Tensor::new([&[frames], &a.shape[1..]].concat(), crate::sampler::slerp_frames(&a.data, &b.data, frames))?;
+            return Ok((None, Some(GivenNoise { x_t, per_step: None, undo: None })));
         }
     };
-    if let Some(edit) = edit {
-        opts = opts.edit(edit);
-    }
-    Ok((opts, view, mode))
+    Ok((Some(edit), None))
 }
