@@ -1,7 +1,7 @@
 // attention: per batch n and head h, O_h = softmax(Q_hᵀ K_h / √d) V_h on [N, heads·d, L] tensors,
 //   in three entry points: `scores` (S = QᵀK/√d), `softmax` (rows of S, in place), `apply` (O = V Pᵀ).
 // Bindings: 0 a, 1 b (read); 2 out (rw); 3 params — scores: a=Q b=K out=S; softmax: out=S; apply: a=P b=V out=O.
-// Workgroups: scores/apply 64 invocations, one output element each; softmax 64 invocations per row.
+// Workgroups: 64 invocations; scores/apply one output element each, softmax one row each.
 
 struct Params { n: u32, heads: u32, d: u32, l: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 }
 
@@ -9,8 +9,6 @@ struct Params { n: u32, heads: u32, d: u32, l: u32, scale: f32, _p0: u32, _p1: u
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
-
-var<workgroup> red: array<f32, 64>;
 
 // S[nh, i, j] = scale · Σ_c Q[n, h·d+c, i] · K[n, h·d+c, j]
 @compute @workgroup_size(64)
@@ -30,41 +28,27 @@ fn scores(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     out[idx] = s * p.scale;
 }
 
-fn reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
-
+// One invocation per row of S, serially: rows are short (L = H·W of an attention block), and a
+// workgroup reduction's barriers cost more than the row itself on the CPU adapters.
 @compute @workgroup_size(64)
-fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-           @builtin(local_invocation_index) lid: u32) {
-    let row = wid.x + wid.y * nwg.x;
+fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = gid.x + gid.y * nwg.x * 64u;
     if (row >= p.n * p.heads * p.l) {
-        return; // uniform per workgroup
+        return;
     }
     let base = row * p.l;
     var m = -3.4e38;
-    for (var j = lid; j < p.l; j += 64u) {
+    for (var j = 0u; j < p.l; j++) {
         m = max(m, out[base + j]);
     }
-    m = reduce(lid, m, true);
     var s = 0.0;
-    for (var j = lid; j < p.l; j += 64u) {
+    for (var j = 0u; j < p.l; j++) {
         let e = exp(out[base + j] - m);
         out[base + j] = e;
         s += e;
     }
-    let inv = 1.0 / reduce(lid, s, false);
-    for (var j = lid; j < p.l; j += 64u) {
+    let inv = 1.0 / s;
+    for (var j = 0u; j < p.l; j++) {
         out[base + j] *= inv;
     }
 }

@@ -1,7 +1,17 @@
 // conv2d: out[n,o,y,x] = (Σ w[o,i,ky,kx]·in[n,i,y·s+ky−pt, x·s+kx−pl] + b[o] + chan_add[n,o] + residual) / out_scale,
 //   reading the input through an optional fused 2× nearest upsample (diffusers Upsample2D).
-// Bindings: 0 x, 1 weight [O,I,K,K], 2 bias [O], 3 chan_add [N,O], 4 residual [N,O,OH,OW] (read); 5 out (rw); 6 params.
-// Workgroup: 64 invocations, 1-D; each computes 4 output channels × 4 adjacent pixels of one row.
+// Bindings: 0 x, 1 weight packed as [O/8][I][K][K][8] (vec4 pairs; `pack_conv_weight`), 2 bias [O],
+// 3 chan_add [N,O], 4 residual [N,O,OH,OW] (read); 5 out (rw); 6 params.
+// Two ways, the same sums:
+//   im2col + gemm: `im2col` writes the input patches as col [N][I·K·K][P8] (P = OH·OW padded to a
+//     multiple of 8, zeros in the padding), then `gemm` multiplies the packed weights by it, 8 output
+//     channels × 8 pixels per invocation, with the epilogue. The loads feeding the FMAs are plain
+//     vec4 loads with no bounds tests, which is what CPU adapters run fastest (`ddim bench-matmul`).
+//   direct: one pass, 8 output channels × 8 adjacent pixels of one row per invocation, reading the
+//     input through the padding tests; for convs whose col buffer would not fit a binding.
+// Workgroups: 64 invocations, 1-D (index = gid.x + gid.y·nwg.x·64).
+// Why 8×8: on the CPU adapters (SwiftShader, lavapipe) every storage load is done lane by lane,
+// so the FMAs per loaded value decide the speed: 16 loads feed 64 FMAs here (4×4 fed 16 with 8).
 
 struct Params {
     n: u32, ci: u32, h: u32, w: u32,
@@ -11,7 +21,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> weight: array<f32>;
+@group(0) @binding(1) var<storage, read> weight: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> chan_add: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
@@ -19,28 +29,27 @@ struct Params {
 @group(0) @binding(6) var<uniform> p: Params;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
-    let oxbs = (p.ow + 3u) / 4u;
-    let ocbs = (p.co + 3u) / 4u;
+    let oxbs = (p.ow + 7u) / 8u;
+    let ocbs = (p.co + 7u) / 8u;
     if (idx >= p.n * ocbs * p.oh * oxbs) {
         return;
     }
-    let ox0 = (idx % oxbs) * 4u;
+    let ox0 = (idx % oxbs) * 8u;
     let oy = (idx / oxbs) % p.oh;
-    let oc0 = ((idx / (oxbs * p.oh)) % ocbs) * 4u;
+    let oc0 = ((idx / (oxbs * p.oh)) % ocbs) * 8u;
     let n = idx / (oxbs * p.oh * ocbs);
     let eh = i32(p.h << p.up);
     let ew = i32(p.w << p.up);
     let kk = p.k * p.k;
-    let wstride = p.ci * kk;
-    // Four named accumulators (one per pixel, lanes = 4 output channels) rather than an indexed
-    // array: a dynamically indexed private array lives in memory on GPUs and on CPU adapters alike.
-    var a0 = vec4<f32>(0.0);
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
-    let last = p.co * wstride - 1u;
+    // Named accumulators (one pair per pixel, lanes = output channels oc0..3 and oc0+4..7) rather
+    // than an indexed array: a dynamically indexed private array lives in memory on GPUs and on
+    // CPU adapters alike.
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
+    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
     let ix0 = i32(ox0 * p.stride) - i32(p.pad_l);
     let step = i32(p.stride);
     for (var i = 0u; i < p.ci; i++) {
@@ -51,43 +60,57 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
                 continue;
             }
             let row = plane + (u32(iy) >> p.up) * p.w;
-            let wrow = (oc0 * p.ci + i) * kk + ky * p.k;
+            let wrow = (((oc0 / 8u) * p.ci + i) * kk + ky * p.k) * 2u;
             for (var kx = 0u; kx < p.k; kx++) {
-                let wi = wrow + kx;
-                let wv = vec4<f32>(
-                    select(0.0, weight[min(wi, last)], oc0 < p.co),
-                    select(0.0, weight[min(wi + wstride, last)], oc0 + 1u < p.co),
-                    select(0.0, weight[min(wi + 2u * wstride, last)], oc0 + 2u < p.co),
-                    select(0.0, weight[min(wi + 3u * wstride, last)], oc0 + 3u < p.co));
+                let wv = weight[wrow + 2u * kx];
+                let wu = weight[wrow + 2u * kx + 1u];
                 let c0 = ix0 + i32(kx);
-                let c1 = c0 + step;
-                let c2 = c1 + step;
-                let c3 = c2 + step;
-                a0 += wv * select(0.0, x[row + (u32(max(c0, 0)) >> p.up)], c0 >= 0 && c0 < ew);
-                a1 += wv * select(0.0, x[row + (u32(max(c1, 0)) >> p.up)], c1 >= 0 && c1 < ew);
-                a2 += wv * select(0.0, x[row + (u32(max(c2, 0)) >> p.up)], c2 >= 0 && c2 < ew);
-                a3 += wv * select(0.0, x[row + (u32(max(c3, 0)) >> p.up)], c3 >= 0 && c3 < ew);
+                let x0 = load(row, c0, ew);
+                let x1 = load(row, c0 + step, ew);
+                let x2 = load(row, c0 + 2 * step, ew);
+                let x3 = load(row, c0 + 3 * step, ew);
+                let x4 = load(row, c0 + 4 * step, ew);
+                let x5 = load(row, c0 + 5 * step, ew);
+                let x6 = load(row, c0 + 6 * step, ew);
+                let x7 = load(row, c0 + 7 * step, ew);
+                a0 += wv * x0; b0 += wu * x0;
+                a1 += wv * x1; b1 += wu * x1;
+                a2 += wv * x2; b2 += wu * x2;
+                a3 += wv * x3; b3 += wu * x3;
+                a4 += wv * x4; b4 += wu * x4;
+                a5 += wv * x5; b5 += wu * x5;
+                a6 += wv * x6; b6 += wu * x6;
+                a7 += wv * x7; b7 += wu * x7;
             }
         }
     }
-    store(n, oc0, oy, ox0, a0);
-    store(n, oc0, oy, ox0 + 1u, a1);
-    store(n, oc0, oy, ox0 + 2u, a2);
-    store(n, oc0, oy, ox0 + 3u, a3);
+    store(n, oc0, oy, ox0, a0, b0);
+    store(n, oc0, oy, ox0 + 1u, a1, b1);
+    store(n, oc0, oy, ox0 + 2u, a2, b2);
+    store(n, oc0, oy, ox0 + 3u, a3, b3);
+    store(n, oc0, oy, ox0 + 4u, a4, b4);
+    store(n, oc0, oy, ox0 + 5u, a5, b5);
+    store(n, oc0, oy, ox0 + 6u, a6, b6);
+    store(n, oc0, oy, ox0 + 7u, a7, b7);
 }
 
-// Writes output channels oc0..oc0+3 of pixel (oy, ox): + bias, time-embedding add, residual, / scale.
-fn store(n: u32, oc0: u32, oy: u32, ox: u32, acc: vec4<f32>) {
+// x at column c of an input row (the upsampled column when p.up), 0 in the padding.
+fn load(row: u32, c: i32, ew: i32) -> f32 {
+    return select(0.0, x[row + (u32(max(c, 0)) >> p.up)], c >= 0 && c < ew);
+}
+
+// Writes output channels oc0..oc0+7 of pixel (oy, ox): + bias, time-embedding add, residual, / scale.
+fn store(n: u32, oc0: u32, oy: u32, ox: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (ox >= p.ow) {
         return;
     }
-    for (var m = 0u; m < 4u; m++) {
+    for (var m = 0u; m < 8u; m++) {
         let o = oc0 + m;
         if (o >= p.co) {
             return;
         }
         let oi = ((n * p.co + o) * p.oh + oy) * p.ow + ox;
-        var v = acc[m] + bias[o];
+        var v = select(hi[m & 3u], lo[m & 3u], m < 4u) + bias[o];
         if (p.has_add != 0u) {
             v += chan_add[n * p.co + o];
         }
@@ -95,5 +118,126 @@ fn store(n: u32, oc0: u32, oy: u32, ox: u32, acc: vec4<f32>) {
             v += residual[oi];
         }
         out[oi] = v / p.out_scale;
+    }
+}
+
+// col as the gemm reads it and as im2col writes it (aliases of bindings 0 and 5 in those entries).
+@group(0) @binding(0) var<storage, read> col: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> col_out: array<vec4<f32>>;
+
+// col[n, (i·K + ky)·K + kx, pix] = x at the tap (ky, kx) of output pixel pix (0 outside). One
+// invocation per (n, i, 4 pixels) writes those pixels' K·K taps: the pixel coordinates (integer
+// divisions, slow on CPU adapters) are worked out once per invocation, not once per tap.
+@compute @workgroup_size(64)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    let pix = p.oh * p.ow;
+    let p4 = ((pix + 7u) / 8u) * 2u;
+    if (idx >= p.n * p.ci * p4) {
+        return;
+    }
+    let q = idx % p4;
+    let ni = idx / p4; // = n·ci + i
+    let plane = ni * p.h * p.w;
+    let last = plane + p.h * p.w - 1u;
+    let eh = i32(p.h << p.up);
+    let ew = i32(p.w << p.up);
+    var iy0 = vec4<i32>(0);
+    var ix0 = vec4<i32>(0);
+    var live = vec4<bool>(false);
+    for (var j = 0u; j < 4u; j++) {
+        let pp = q * 4u + j;
+        iy0[j] = i32((pp / p.ow) * p.stride) - i32(p.pad_t);
+        ix0[j] = i32((pp % p.ow) * p.stride) - i32(p.pad_l);
+        live[j] = pp < pix;
+    }
+    var r = ni * p.k * p.k * p4 + q; // col index of (n, i, ky = 0, kx = 0, q)
+    for (var ky = 0u; ky < p.k; ky++) {
+        let iy = iy0 + i32(ky);
+        let row_ok = live & (iy >= vec4<i32>(0)) & (iy < vec4<i32>(eh));
+        let row = vec4<u32>(plane) + (vec4<u32>(max(iy, vec4<i32>(0))) >> vec4<u32>(p.up)) * p.w;
+        for (var kx = 0u; kx < p.k; kx++) {
+            let ix = ix0 + i32(kx);
+            let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(ew));
+            let at = min(row + (vec4<u32>(max(ix, vec4<i32>(0))) >> vec4<u32>(p.up)), vec4<u32>(last));
+            col_out[r] = select(vec4<f32>(0.0), vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]), ok);
+            r += p4;
+        }
+    }
+}
+
+// out[n, o, pix] = Σ_r weight[o, r] · col[n, r, pix] + epilogue; 8 channels × 8 pixels per invocation.
+@compute @workgroup_size(64)
+fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
+    let pix = p.oh * p.ow;
+    let p4 = ((pix + 7u) / 8u) * 2u;
+    let ocbs = (p.co + 7u) / 8u;
+    if (idx >= p.n * ocbs * (p4 / 2u)) {
+        return;
+    }
+    let c4 = (idx % (p4 / 2u)) * 2u;
+    let ob = (idx / (p4 / 2u)) % ocbs;
+    let n = idx / ((p4 / 2u) * ocbs);
+    let rows = p.ci * p.k * p.k;
+    var x0 = vec4<f32>(0.0); var y0 = vec4<f32>(0.0);
+    var x1 = vec4<f32>(0.0); var y1 = vec4<f32>(0.0);
+    var x2 = vec4<f32>(0.0); var y2 = vec4<f32>(0.0);
+    var x3 = vec4<f32>(0.0); var y3 = vec4<f32>(0.0);
+    var x4 = vec4<f32>(0.0); var y4 = vec4<f32>(0.0);
+    var x5 = vec4<f32>(0.0); var y5 = vec4<f32>(0.0);
+    var x6 = vec4<f32>(0.0); var y6 = vec4<f32>(0.0);
+    var x7 = vec4<f32>(0.0); var y7 = vec4<f32>(0.0);
+    var wi = ob * rows * 2u;
+    var ci = n * rows * p4 + c4;
+    for (var r = 0u; r < rows; r++) {
+        let lo = weight[wi];
+        let hi = weight[wi + 1u];
+        let u = col[ci];
+        let v = col[ci + 1u];
+        x0 += lo.x * u; y0 += lo.x * v;
+        x1 += lo.y * u; y1 += lo.y * v;
+        x2 += lo.z * u; y2 += lo.z * v;
+        x3 += lo.w * u; y3 += lo.w * v;
+        x4 += hi.x * u; y4 += hi.x * v;
+        x5 += hi.y * u; y5 += hi.y * v;
+        x6 += hi.z * u; y6 += hi.z * v;
+        x7 += hi.w * u; y7 += hi.w * v;
+        wi += 2u;
+        ci += p4;
+    }
+    let o = ob * 8u;
+    let p0 = c4 * 4u;
+    store_row(n, o, p0, x0, y0);
+    store_row(n, o + 1u, p0, x1, y1);
+    store_row(n, o + 2u, p0, x2, y2);
+    store_row(n, o + 3u, p0, x3, y3);
+    store_row(n, o + 4u, p0, x4, y4);
+    store_row(n, o + 5u, p0, x5, y5);
+    store_row(n, o + 6u, p0, x6, y6);
+    store_row(n, o + 7u, p0, x7, y7);
+}
+
+// Writes pixels p0..p0+7 of output channel o: + bias, time-embedding add, residual, / scale.
+fn store_row(n: u32, o: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    if (o >= p.co) {
+        return;
+    }
+    let pix = p.oh * p.ow;
+    var add = bias[o];
+    if (p.has_add != 0u) {
+        add += chan_add[n * p.co + o];
+    }
+    let base = (n * p.co + o) * pix;
+    for (var j = 0u; j < 8u; j++) {
+        let pp = p0 + j;
+        if (pp >= pix) {
+            return;
+        }
+        var v = select(hi[j & 3u], lo[j & 3u], j < 4u) + add;
+        if (p.has_res != 0u) {
+            v += residual[base + pp];
+        }
+        out[base + pp] = v / p.out_scale;
     }
 }

@@ -75,6 +75,19 @@ fn gpu_kernels_match_cpu_and_pytorch() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// conv2d's direct kernel (taken when a conv's im2col buffer would not fit) on every conv case.
+#[test]
+fn gpu_direct_conv_matches_cpu() {
+    let mut gpu = common::gpu();
+    gpu.conv_col_max_bytes = 0;
+    let mut failures = Vec::new();
+    for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
+        failures
+            .extend(check_close(&format!("{} (direct, gpu vs cpu)", c.name), &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn out_of_range_class_label_is_nan_on_the_gpu_and_an_error_on_the_cpu() {
     let gpu = common::gpu();

@@ -248,6 +248,13 @@ enum Cmd {
         #[arg(long, conflicts_with = "model")]
         random_config: Option<PathBuf>,
     },
+    /// GFLOP/s of the WGSL matmul variants in shaders/matmul.wgsl on the best adapter (the
+    /// yardstick for conv2d's GFLOP/s in `ddim bench`)
+    BenchMatmul {
+        /// M = N = K
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+    },
 }
 
 fn main() {
@@ -278,6 +285,7 @@ fn main() {
             };
             model.and_then(|m| if memory { bench_memory(m, batch) } else { bench(m, batch, steps, guidance, cpu_only) })
         }
+        Cmd::BenchMatmul { size } => bench_matmul(size).map(|_| ()),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
@@ -647,6 +655,82 @@ fn read_picture(path: &Path, model: &Model, mask: bool) -> Result<Tensor> {
     Tensor::new(vec![1, c, h, w], data)
 }
 
+/// GFLOP/s of each matmul.wgsl variant at M = N = K = `size` (median of 10 after a warm-up),
+/// checked against a CPU product so a fast wrong kernel cannot win.
+fn bench_matmul(size: usize) -> Result<f64> {
+    let gpu = pollster::block_on(GpuDevice::new())?;
+    println!("adapter: {}", gpu.adapter_name());
+    let best = bench_matmul_on(&gpu, size)?;
+    println!("best WGSL matmul: {best:.2} GFLOP/s");
+    Ok(best)
+}
+
+fn bench_matmul_on(gpu: &GpuDevice, size: usize) -> Result<f64> {
+    let n = size.next_multiple_of(64);
+    let a = ddim_webgpu::sampler::rng::normal(1, 0, n * n);
+    let b = ddim_webgpu::sampler::rng::normal(2, 0, n * n);
+    let packed = ddim_webgpu::gpu::recorder::pack_conv_weight(&Tensor::new(vec![n, n, 1, 1], a.clone())?);
+    let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("matmul"),
+        source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/matmul.wgsl").into()),
+    });
+    let (bb, cb) = (gpu.upload(&b, "matmul b")?, gpu.storage_buffer((n * n * 4) as u64, "matmul c")?);
+    let n32 = n as u32;
+    let params = gpu.params(&ddim_webgpu::gpu::recorder::MatmulParams { m: n32, n: n32, k: n32, _p: 0 });
+    let mut best = 0.0f64;
+    for (entry, a_data, groups) in [
+        ("tile4x4", &a, [(n * n / 16).div_ceil(64) as u32, 1, 1]),
+        ("tile8x8", &packed, [(n * n / 64).div_ceil(64) as u32, 1, 1]),
+        ("workgroup_tiled", &a, [(n / 64) as u32, (n / 64) as u32, 1]),
+    ] {
+        let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let ab = gpu.upload(a_data, "matmul a")?;
+        let bind = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &[(0, &ab), (1, &bb), (2, &cb), (3, &params)]
+                .map(|(i, buf)| wgpu::BindGroupEntry { binding: i, resource: buf.as_entire_binding() }),
+        });
+        let run = || {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait();
+        };
+        run();
+        let c = pollster::block_on(gpu.read(&cb, n * n))?;
+        let (i, j) = (n / 3, n / 2 + 1);
+        let want: f64 = (0..n).map(|k| a[i * n + k] as f64 * b[k * n + j] as f64).sum();
+        if (c[i * n + j] as f64 - want).abs() > 1e-3 * (1.0 + want.abs()) {
+            return Err(Error::Gpu(format!("matmul {entry}: c[{i},{j}] = {} but the product is {want}", c[i * n + j])));
+        }
+        let mut ms: Vec<f64> = (0..10)
+            .map(|_| {
+                let t = Instant::now();
+                run();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        let gflops = 2.0 * (n * n * n) as f64 / ms[5] / 1e6;
+        println!("  matmul {entry} {n}³: {:.2} ms median ({:.2}–{:.2}), {gflops:.2} GFLOP/s", ms[5], ms[0], ms[9]);
+        best = best.max(gflops);
+    }
+    Ok(best)
+}
+
 /// Times the recorded GPU forward alone (no readback).
 fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<()> {
     let [batch, _, h, w] = x.shape[..] else { return Err(Error::Input("bench input is 4-D".into())) };
@@ -672,7 +756,38 @@ fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32
         unet.weights.bytes as f64 / 1e6,
         unet.activation_bytes() as f64 / 1e6
     );
+    let parts: Vec<String> =
+        profile_dispatches(&unet.gpu, prog.dispatches(), 3).iter().map(|(k, ms, n)| format!("{k} {ms:.1} ({n}×)")).collect();
+    println!("  gpu forward by kernel, each dispatch submitted alone (ms): {}", parts.join(", "));
     Ok(())
+}
+
+/// ms per kernel: each dispatch submitted alone and waited for, `reps` times (the sum exceeds a
+/// whole forward by the per-submission overhead).
+fn profile_dispatches(gpu: &GpuDevice, dispatches: &[ddim_webgpu::gpu::recorder::Dispatch], reps: usize) -> Vec<(String, f64, usize)> {
+    let mut by_kernel: Vec<(String, f64, usize)> = Vec::new();
+    for d in dispatches {
+        let start = Instant::now();
+        for _ in 0..reps {
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                ddim_webgpu::gpu::recorder::encode(std::slice::from_ref(d), &mut pass);
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait();
+        }
+        let ms = start.elapsed().as_secs_f64() * 1e3 / reps as f64;
+        match by_kernel.iter_mut().find(|(k, _, _)| *k == d.kernel) {
+            Some(e) => {
+                e.1 += ms;
+                e.2 += 1;
+            }
+            None => by_kernel.push((d.kernel.clone(), ms, 1)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_kernel
 }
 
 /// Median (min–max) ms of `reps` forwards after one warm-up.

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["main"]),
-    ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["main"]),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "gemm", "direct"]),
+    ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
     ("class_embedding", include_str!("../../shaders/class_embedding.wgsl"), &["main"]),
@@ -36,6 +36,9 @@ pub struct GpuDevice {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The largest im2col buffer a conv may use; convs that need more take conv2d.wgsl's direct
+    /// kernel (tests set 0 to run it on every shape).
+    pub conv_col_max_bytes: u64,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -98,9 +101,10 @@ impl GpuDevice {
             let mut slot = f.lock().unwrap_or_else(|p| p.into_inner());
             slot.get_or_insert_with(|| format!("the GPU device was lost ({reason:?}: {msg})"));
         });
-        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut pipelines = std::collections::HashMap::new();
         for (name, source, entries) in SHADERS {
+            // One error scope per shader file, so a failure names its file.
+            let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
             let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(name),
                 source: wgpu::ShaderSource::Wgsl((*source).into()),
@@ -116,11 +120,13 @@ impl GpuDevice {
                 });
                 pipelines.insert(format!("{name}.{entry}"), pipeline);
             }
+            if let Some(e) = scope.pop().await {
+                return Err(Error::Gpu(format!("building the compute pipelines of {name}.wgsl failed: {e}")));
+            }
         }
-        if let Some(e) = scope.pop().await {
-            return Err(Error::Gpu(format!("building the compute pipelines failed: {e}")));
-        }
-        Ok(GpuDevice { device, queue, info, limits, pipelines, fault, lost, live: Arc::default() })
+        // 64 MiB: a 256×256 model's transient patches then do not double its memory.
+        let conv_col_max_bytes = 64 << 20;
+        Ok(GpuDevice { device, queue, info, limits, conv_col_max_bytes, pipelines, fault, lost, live: Arc::default() })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -234,7 +240,7 @@ impl GpuDevice {
 
     /// A uniform buffer holding a kernel's parameters (their size is a multiple of 16 bytes: the
     /// reflection test checks each struct against its WGSL twin).
-    pub(crate) fn params<P: params::KernelParams>(&self, p: &P) -> wgpu::Buffer {
+    pub fn params<P: params::KernelParams>(&self, p: &P) -> wgpu::Buffer {
         let bytes = bytemuck::bytes_of(p);
         let buf = self.create_buffer(&wgpu::BufferDescriptor {
             label: Some(P::SHADER),

@@ -53,6 +53,7 @@ pub fn all_layouts() -> Vec<ParamLayout> {
         layout::<r::AffineParams>(),
         layout::<r::ConcatParams>(),
         layout::<r::AttentionParams>(),
+        layout::<r::MatmulParams>(),
         layout::<engine::SchedulerStepParams>(),
         layout::<draw::DrawParams>(),
     ]

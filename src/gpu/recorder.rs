@@ -85,12 +85,15 @@ impl GpuWeights {
         let mut sorted: Vec<_> = named.iter().collect();
         sorted.sort_by_key(|(name, _)| name.as_str());
         for (name, t) in &sorted {
-            gpu.check_buffer_bytes(t.data.len() as u64 * 4, &format!("weight `{name}`"))?;
+            let len =
+                if t.shape.len() == 4 { t.shape[0].next_multiple_of(8) * t.shape[1..].iter().product::<usize>() } else { t.data.len() };
+            gpu.check_buffer_bytes(len as u64 * 4, &format!("weight `{name}`"))?;
         }
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         for (name, t) in sorted {
-            let buf = gpu.upload(&t.data, name)?;
+            // 4-D weights are conv kernels, and conv2d reads them packed.
+            let buf = if t.shape.len() == 4 { gpu.upload(&pack_conv_weight(t), name)? } else { gpu.upload(&t.data, name)? };
             bytes += buf.size();
             tensors.insert(name.clone(), GpuTensor::owned(buf, t.shape.clone()));
         }
@@ -98,8 +101,23 @@ impl GpuWeights {
     }
 }
 
+/// A conv weight [O, I, K, K] as conv2d.wgsl reads it: [O/8][I][K][K][8], output channels
+/// innermost in blocks of 8 (zero-padded), so one (i, ky, kx) is two vec4 loads.
+pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
+    let (o, rest) = (t.shape[0], t.shape[1..].iter().product::<usize>());
+    let mut packed = vec![0.0; o.next_multiple_of(8) * rest];
+    for (oc, row) in t.data.chunks_exact(rest).enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            packed[((oc / 8) * rest + j) * 8 + oc % 8] = v;
+        }
+    }
+    packed
+}
+
 /// One recorded kernel launch.
 pub struct Dispatch {
+    /// "file.entry" of the kernel (profiles group by it).
+    pub kernel: String,
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
@@ -149,7 +167,7 @@ impl<'a> GpuRecorder<'a> {
         let mut entries = buffers.to_vec();
         entries.push((params_binding, &uniform));
         let bind_group = self.gpu.bind(kernel, &entries);
-        self.dispatches.push(Dispatch { pipeline: self.gpu.pipeline(kernel).clone(), bind_group, groups });
+        self.dispatches.push(Dispatch { kernel: kernel.to_string(), pipeline: self.gpu.pipeline(kernel).clone(), bind_group, groups });
     }
 }
 
@@ -164,12 +182,16 @@ kernel_params!(Conv2dParams for "conv2d" {
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
     has_add: u32, has_res: u32, out_scale: f32, _pad: u32,
 });
-kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, _p0: u32, _p1: u32 });
+kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, chunks: u32, _p: u32 });
+
+/// Elements per partial sum of group_norm.wgsl (its `CHUNK`).
+const GROUP_NORM_CHUNK: usize = 1024;
 kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
 kernel_params!(TimestepEmbeddingParams for "timestep_embedding" { n: u32, dim: u32, flip: u32, shift: f32 });
 kernel_params!(ClassEmbeddingParams for "class_embedding" { n: u32, d: u32, classes: u32, _p: u32 });
 kernel_params!(AffineParams for "affine" { count: u32, scale: f32, shift: f32, _p: u32 });
 kernel_params!(ConcatParams for "concat_channels" { n: u32, ca: u32, cb: u32, hw: u32 });
+kernel_params!(MatmulParams for "matmul" { m: u32, n: u32, k: u32, _p: u32 });
 kernel_params!(AttentionParams for "attention" { n: u32, heads: u32, d: u32, l: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 });
 
 fn groups_1d(count: usize, per_group: usize) -> [u32; 3] {
@@ -225,13 +247,34 @@ impl UNetOps for GpuRecorder<'_> {
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
-        let count = n * co.div_ceil(4) * oh * ow.div_ceil(4);
+        let (rows, pix8) = (ci * k * k, (oh * ow).next_multiple_of(8));
+        let col_bytes = (n * rows * pix8 * 4) as u64;
+        if col_bytes > self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes) {
+            let count = n * co.div_ceil(8) * oh * ow.div_ceil(8);
+            self.record(
+                "conv2d.direct",
+                &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
+                &params,
+                6,
+                groups_1d(count, 64),
+            );
+            return Ok(out);
+        }
+        // A 1×1 conv over a plane of a multiple of 8 pixels reads its input as the col buffer.
+        let plain = k == 1 && spec.stride == 1 && spec.pad == [0; 4] && !spec.upsample && (oh * ow) % 8 == 0;
+        let col = if plain {
+            x.clone()
+        } else {
+            let col = self.alloc(vec![n, rows, pix8], "conv2d im2col")?;
+            self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups_1d(n * ci * pix8 / 4, 64));
+            col
+        };
         self.record(
-            "conv2d.main",
-            &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
+            "conv2d.gemm",
+            &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
             &params,
             6,
-            groups_1d(count, 64),
+            groups_1d(n * co.div_ceil(8) * pix8 / 8, 64),
         );
         Ok(out)
     }
@@ -242,6 +285,7 @@ impl UNetOps for GpuRecorder<'_> {
             return Err(Error::Input(format!("group_norm: {c} channels are not divisible into {groups} groups")));
         }
         let out = self.alloc(x.shape.clone(), "group_norm output")?;
+        let chunks = (c / groups * h * w).div_ceil(GROUP_NORM_CHUNK);
         let params = GroupNormParams {
             n: dim32(n),
             c: dim32(c),
@@ -249,14 +293,19 @@ impl UNetOps for GpuRecorder<'_> {
             groups: dim32(groups),
             eps,
             silu: silu as u32,
-            ..Default::default()
+            chunks: dim32(chunks),
+            _p: 0,
         };
+        let partial = self.alloc(vec![n * groups * chunks, 2], "group_norm partial sums")?;
+        let moments = self.alloc(vec![n * groups, 2], "group_norm moments")?;
+        self.record("group_norm.stats", &[(0, x.buffer()), (5, partial.buffer())], &params, 4, groups_1d(n * groups * chunks, 64));
+        self.record("group_norm.combine", &[(5, partial.buffer()), (6, moments.buffer())], &params, 4, groups_1d(n * groups, 64));
         self.record(
-            "group_norm.main",
-            &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer())],
+            "group_norm.apply",
+            &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer()), (6, moments.buffer())],
             &params,
             4,
-            grid(dim32(n * groups)),
+            groups_1d(x.len(), 64),
         );
         Ok(out)
     }
@@ -356,7 +405,7 @@ impl UNetOps for GpuRecorder<'_> {
             3,
             groups_1d(n * heads * l * l, 64),
         );
-        self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, grid(dim32(n * heads * l)));
+        self.record("attention.softmax", &[(2, scores.buffer())], &params, 3, groups_1d(n * heads * l, 64));
         let out = self.alloc(q.shape.clone(), "attention output")?;
         self.record(
             "attention.apply",

@@ -56,6 +56,11 @@ impl RecordedForward {
         self.dispatches.len()
     }
 
+    /// The recorded dispatches, in order (profiling).
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
     /// Appends the whole forward to a compute pass.
     pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
         super::recorder::encode(&self.dispatches, pass);

@@ -140,6 +140,7 @@ pub fn random_cases() -> Vec<OpCase> {
         ("conv 3x3 stride 2 symmetric", 3, conv(2, [1, 1, 1, 1], false), [1, 3, 9, 7], 5),
         ("conv 3x3 stride 2 asymmetric", 3, conv(2, [0, 0, 1, 1], false), [1, 3, 10, 6], 5),
         ("conv 1x1", 1, ConvSpec::POINTWISE, [1, 13, 5, 3], 9),
+        ("conv 1x1 over 8k pixels (input read as im2col)", 1, ConvSpec::POINTWISE, [2, 11, 4, 6], 10),
         ("conv 3x3 upsample", 3, conv(1, [1, 1, 1, 1], true), [1, 5, 3, 5], 3),
     ]
     .into_iter()

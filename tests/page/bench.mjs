@@ -87,18 +87,23 @@ const fmt = (r) => `${r.median.toFixed(1)} (${r.min.toFixed(1)}–${r.max.toFixe
 try {
   const version = context.browser()?.version() ?? (await (await context.newPage()).evaluate(() => navigator.userAgent));
   console.log(`Chromium ${version}; bundled mnist-cond; ms per U-Net item, median (min–max); ${warm} s warm-up each`);
-  const rows = [
-    ['CPU engine, 1 worker', await ours('cpu', 1), withOrt && ['wasm EP, 1 thread', await ort('wasm', 1)]],
-    ['CPU engine, 2 workers', await ours('cpu', 2), withOrt && ['wasm EP, 2 threads', await ort('wasm', 2)]],
-    ['WebGPU engine', await ours('webgpu'), withOrt && ['WebGPU EP', await ort('webgpu', 1)]],
-  ];
+  // BENCH_ONLY=webgpu (or cpu) runs those rows alone and skips the default page (kernel work).
+  const only = process.env.BENCH_ONLY;
+  const row = async (name, engine, threads, ep, epThreads) =>
+    [name, await ours(engine, threads), withOrt && [ep === 'wasm' ? `wasm EP, ${epThreads} thread${epThreads > 1 ? 's' : ''}` : 'WebGPU EP', await ort(ep, epThreads)]];
+  const rows = [];
+  if (!only || only === 'cpu') {
+    rows.push(await row('CPU engine, 1 worker', 'cpu', 1, 'wasm', 1));
+    rows.push(await row('CPU engine, 2 workers', 'cpu', 2, 'wasm', 2));
+  }
+  if (!only || only === 'webgpu') rows.push(await row('WebGPU engine', 'webgpu', 0, 'webgpu', 1));
   console.log('| ours | ms/item | onnxruntime-web 1.30 | ms/item | ours / theirs |');
   console.log('|---|---|---|---|---|');
   for (const [name, us, them] of rows) {
     console.log(`| ${name} | ${fmt(us)} | ${them ? them[0] : '(not installed)'} | ${them ? fmt(them[1]) : ''} | ${them ? (us.median / them[1].median).toFixed(2) + '×' : ''} |`);
   }
   for (const [name, us] of rows) console.log(`  ${name}: ${us.what}`);
-  for (const query of (process.env.PAGE_QUERIES ?? ',?thread=worker').split(',')) {
+  for (const query of only ? [] : (process.env.PAGE_QUERIES ?? ',?thread=worker').split(',')) {
     const d = await defaultPage(query);
     console.log(`default page${query} (50 steps, batch 4, w = 3; ${d.engine}): first frame ${d.first.toFixed(2)} s, final image ` +
                 `${d.last.toFixed(2)} s after navigation; 95th-percentile animation-frame gap ${d.p95.toFixed(0)} ms`);
