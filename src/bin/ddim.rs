@@ -731,8 +731,9 @@ fn bench_matmul_on(gpu: &GpuDevice, size: usize) -> Result<f64> {
     Ok(best)
 }
 
-/// Times the recorded GPU forward alone (no readback).
-fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<()> {
+/// Times the recorded GPU forward alone (no readback); returns the ms its conv2d kernels took
+/// (each dispatch alone) and the best matmul GFLOP/s of the same adapter.
+fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<(f64, f64)> {
     let [batch, _, h, w] = x.shape[..] else { return Err(Error::Input("bench input is 4-D".into())) };
     let mut unet = GpuUNet::new(pollster::block_on(GpuDevice::new())?, model)?;
     println!("adapter: {}", unet.gpu.adapter_name());
@@ -756,10 +757,12 @@ fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32
         unet.weights.bytes as f64 / 1e6,
         unet.activation_bytes() as f64 / 1e6
     );
-    let parts: Vec<String> =
-        profile_dispatches(&unet.gpu, prog.dispatches(), 3).iter().map(|(k, ms, n)| format!("{k} {ms:.1} ({n}×)")).collect();
+    let profile = profile_dispatches(&unet.gpu, prog.dispatches(), 3);
+    let parts: Vec<String> = profile.iter().map(|(k, ms, n)| format!("{k} {ms:.1} ({n}×)")).collect();
     println!("  gpu forward by kernel, each dispatch submitted alone (ms): {}", parts.join(", "));
-    Ok(())
+    println!("  conv2d variant: {}", unet.gpu.conv_variant());
+    let conv_ms = profile.iter().filter(|(k, _, _)| k.starts_with("conv2d.")).map(|(_, ms, _)| ms).sum();
+    Ok((conv_ms, bench_matmul_on(&unet.gpu, 256)?))
 }
 
 /// ms per kernel: each dispatch submitted alone and waited for, `reps` times (the sum exceeds a
@@ -847,9 +850,7 @@ fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool
     let ts = vec![500.0; batch];
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
-    if !cpu_only {
-        bench_gpu_forward(&model, &x, &ts, labels.as_deref())?;
-    }
+    let gpu_conv = if cpu_only { None } else { Some(bench_gpu_forward(&model, &x, &ts, labels.as_deref())?) };
     let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
     println!("cpu reference forward (1 thread): {reference}");
     let mut fast = ddim_webgpu::fast::FastOps::new(&model);
@@ -873,6 +874,13 @@ fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool
         profiled.conv_flops / reps as f64 / 1e9,
         profiled.conv_flops / conv_ms / 1e6
     );
+    if let Some((gpu_conv_ms, best_matmul)) = gpu_conv {
+        let gflops = profiled.conv_flops / reps as f64 / gpu_conv_ms / 1e6;
+        println!(
+            "gpu convolutions: {gflops:.2} GFLOP/s (each dispatch alone, im2col included) = {:.0} % of the best WGSL matmul on this adapter ({best_matmul:.2} GFLOP/s)",
+            100.0 * gflops / best_matmul
+        );
+    }
     let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
     if let Some(l) = &labels {
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));

@@ -129,6 +129,14 @@ impl GpuDevice {
         Ok(GpuDevice { device, queue, info, limits, conv_col_max_bytes, pipelines, fault, lost, live: Arc::default() })
     }
 
+    /// Which conv2d kernels run, for reports.
+    pub fn conv_variant(&self) -> String {
+        format!(
+            "im2col + 8×8-register GEMM over packed weights; the direct 8×8 kernel where the patches exceed {} MiB",
+            self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
+        )
+    }
+
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
     pub fn adapter_name(&self) -> String {
         format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
