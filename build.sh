@@ -107,6 +107,7 @@ copy_model() {
 # wasm-bindgen glue underneath, the bundled model under model/. `npm pack www/pkg` packs it.
 package() {
     cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
+        www/widget/wasm.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model
     rm -f www/pkg/model/NOTE.txt www/pkg/.gitignore
@@ -130,8 +131,8 @@ pkg = {
         "./model/*": "./model/*",
         "./package.json": "./package.json",
     },
-    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "cpu-worker.js", "engine-worker.js", "ddim_webgpu.js", "ddim_webgpu.d.ts",
-              "ddim_webgpu_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/", "model/", "README.md", "LICENSE"],
+    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "cpu-worker.js", "engine-worker.js", "wasm.js", "ddim_webgpu.js",
+              "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_relaxed_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/", "model/", "README.md", "LICENSE"],
     "sideEffects": ["./index.js", "./element.js", "./cpu-worker.js", "./engine-worker.js"],
     "keywords": ["diffusion", "ddim", "webgpu", "wgsl", "wasm", "unet", "diffusers", "web-component", "canvas"],
 }
@@ -150,10 +151,24 @@ cmd_build() {
     cargo build --release --lib --target "$WASM_TARGET" --no-default-features
     rm -rf www/pkg
     wasm-bindgen --target web --out-dir www/pkg "$(target_dir)/$WASM_TARGET/release/ddim_webgpu.wasm"
+    # The same crate with relaxed SIMD (f32x4.relaxed_madd in the CPU GEMM): its own target dir, since
+    # other RUSTFLAGS would rebuild the first; only its .wasm is kept, under the same JS glue.
+    log "cargo build (wasm with relaxed SIMD, release)"
+    RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+        cargo build --release --lib --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed"
+    local relaxed; relaxed=$(mktemp -d)
+    wasm-bindgen --target web --out-dir "$relaxed" "$(target_dir)/relaxed/$WASM_TARGET/release/ddim_webgpu.wasm"
+    # (Comments name closure shim indices, which differ between the builds.)
+    cmp -s <(grep -v '^ *//' "$relaxed/ddim_webgpu.js") <(grep -v '^ *//' www/pkg/ddim_webgpu.js) ||
+        die "the relaxed-SIMD build's JS glue differs from the simd128 build's"
+    mv "$relaxed/ddim_webgpu_bg.wasm" www/pkg/ddim_webgpu_relaxed_bg.wasm
+    rm -rf "$relaxed"
     if [ -x node_modules/.bin/wasm-opt ]; then
-        node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-            --enable-mutable-globals --enable-reference-types --enable-simd \
-            www/pkg/ddim_webgpu_bg.wasm -o www/pkg/ddim_webgpu_bg.wasm
+        local f
+        for f in www/pkg/ddim_webgpu_bg.wasm www/pkg/ddim_webgpu_relaxed_bg.wasm; do
+            node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+                --enable-mutable-globals --enable-reference-types --enable-simd --enable-relaxed-simd "$f" -o "$f"
+        done
     fi
     copy_model
     package
@@ -196,6 +211,13 @@ cmd_test() {
     WASM_BINDGEN_TEST_TIMEOUT=600 \
     CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
         cargo test --target "$WASM_TARGET" --no-default-features --test web
+    log "wasm tests of the relaxed-SIMD build in headless Chromium (its fused GEMM against diffusers)"
+    TMPDIR=$tmp CHROMEDRIVER=/usr/bin/chromedriver \
+    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver.json \
+    WASM_BINDGEN_TEST_TIMEOUT=600 \
+    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+        cargo test --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed" --test web -- runs_match_diffusers
     log "wasm tests in headless Firefox (WebGPU on its fallback adapter)"
     TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) \
     WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver-firefox.json \

@@ -18,6 +18,7 @@ pub const NR: usize = 16;
 
 /// acc[i][j] = Σ_k a[k·MR + i] · b[k·NR + j] over the panels' common depth.
 #[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "relaxed-simd"), allow(dead_code))]
 fn microkernel_body<const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
     let mut c = [[0f32; NR]; MR];
     for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
@@ -35,6 +36,7 @@ fn microkernel_body<const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 /// The same over an unpacked B: row k is `b[offsets[k]..][..NR]` (an "indirect" GEMM: the rows are
 /// shifted windows of the zero-padded input, so stride-1 convolutions need no im2col copy).
 #[inline(always)]
+#[cfg_attr(all(target_arch = "wasm32", target_feature = "relaxed-simd"), allow(dead_code))]
 fn indirect_body<const FMA: bool>(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
     let mut c = [[0f32; NR]; MR];
     for (av, &o) in a.chunks_exact(MR).zip(offsets) {
@@ -49,6 +51,37 @@ fn indirect_body<const FMA: bool>(a: &[f32], b: &[f32], offsets: &[usize]) -> [[
     c
 }
 
+/// The wasm microkernels of the relaxed-SIMD build (`./build.sh` makes it beside the simd128 one
+/// and the page loads it where the browser validates relaxed SIMD): f32x4.relaxed_madd, one fused
+/// multiply-add where simd128 needs a multiply and an add. `rows(k)` is B's row k.
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+#[inline(always)]
+fn relaxed_body<'b>(a: &[f32], depth: usize, rows: impl Fn(usize) -> &'b [f32]) -> [[f32; NR]; MR] {
+    use core::arch::wasm32::{f32x4_relaxed_madd, f32x4_splat, v128, v128_load, v128_store};
+    const _: () = assert!(MR == 4 && NR == 8);
+    let zero = f32x4_splat(0.0);
+    let mut c: [[v128; 2]; MR] = [[zero; 2]; MR];
+    for (k, av) in a.chunks_exact(MR).take(depth).enumerate() {
+        let b = &rows(k)[..NR];
+        // SAFETY: b has NR = 8 floats; unaligned v128 loads are allowed in wasm.
+        let (b0, b1) = unsafe { (v128_load(b.as_ptr() as *const v128), v128_load(b.as_ptr().add(4) as *const v128)) };
+        for i in 0..MR {
+            let ai = f32x4_splat(av[i]);
+            c[i][0] = f32x4_relaxed_madd(ai, b0, c[i][0]);
+            c[i][1] = f32x4_relaxed_madd(ai, b1, c[i][1]);
+        }
+    }
+    let mut out = [[0f32; NR]; MR];
+    for i in 0..MR {
+        // SAFETY: out[i] has NR = 8 floats.
+        unsafe {
+            v128_store(out[i].as_mut_ptr() as *mut v128, c[i][0]);
+            v128_store(out[i].as_mut_ptr().add(4) as *mut v128, c[i][1]);
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn microkernel_avx2(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
@@ -56,6 +89,9 @@ fn microkernel_avx2(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
 }
 
 fn microkernel_portable(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed_body(a, a.len() / MR, |k| &b[k * NR..]);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
     microkernel_body::<false>(a, b)
 }
 
@@ -66,6 +102,9 @@ fn indirect_avx2(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
 }
 
 fn indirect_portable(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return relaxed_body(a, offsets.len(), |k| &b[offsets[k]..]);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
     indirect_body::<false>(a, b, offsets)
 }
 
@@ -88,6 +127,8 @@ impl Kernel {
     pub fn name(&self) -> &'static str {
         if self.avx2 {
             "avx2+fma 6x16"
+        } else if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
+            "wasm relaxed-simd fma 4x8"
         } else if cfg!(target_arch = "wasm32") {
             "wasm simd128 4x8"
         } else {

@@ -141,6 +141,18 @@ impl<'a> GpuRecorder<'a> {
     pub fn alloc(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
         // In u64 and saturating: on wasm32 a large batch overflows usize before the limit check.
         let bytes = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16);
+        self.alloc_bytes(shape, bytes, what)
+    }
+
+    /// A transient buffer (im2col patches) of at least the shape's size, rounded up to a power of
+    /// two: the pool reuses buffers by exact size, so the many patch sizes of a U-Net share a few.
+    fn alloc_scratch(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
+        let bytes = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16);
+        let rounded = bytes.checked_next_power_of_two().unwrap_or(bytes).min(self.gpu.max_buffer_bytes().max(bytes));
+        self.alloc_bytes(shape, rounded, what)
+    }
+
+    fn alloc_bytes(&mut self, shape: Vec<usize>, bytes: u64, what: &str) -> Result<GpuTensor> {
         let reused = self.pool.borrow_mut().free.get_mut(&bytes).and_then(|v| v.pop());
         let buffer = match reused {
             Some(b) => b,
@@ -265,7 +277,7 @@ impl UNetOps for GpuRecorder<'_> {
         let col = if plain {
             x.clone()
         } else {
-            let col = self.alloc(vec![n, rows, pix8], "conv2d im2col")?;
+            let col = self.alloc_scratch(vec![n, rows, pix8], "conv2d im2col")?;
             self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups_1d(n * ci * pix8 / 4, 64));
             col
         };

@@ -1,9 +1,10 @@
-// A CPU-engine worker: one U-Net on the fast CPU ops (wasm simd128). The package creates it as
+// A CPU-engine worker: one U-Net on the fast CPU ops (wasm simd128, or relaxed SIMD: wasm.js). The package creates it as
 // `new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' })`, the form bundlers
 // (Vite, webpack 5) recognise and bundle. Protocol: see src/web/workers.rs.
 import init, { UNetWorker } from './ddim_webgpu.js';
+import { initWasm } from './wasm.js';
 
-const ready = init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) });
+const ready = initWasm(init);
 let unet = null;
 onmessage = async (e) => {
   const m = e.data;

@@ -2,6 +2,7 @@
 // and reasons), loads a diffusers model folder with progress and Cache Storage, and wraps the wasm
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
 import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
+import { initWasm } from './wasm.js';
 
 /**
  * The bundled model (MNIST digits, class-conditional), shipped beside this module. One URL per
@@ -19,7 +20,7 @@ let wasmReady = null;
 let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
-  wasmReady ??= init({ module_or_path: new URL('./ddim_webgpu_bg.wasm', import.meta.url) }).then((wasm) => {
+  wasmReady ??= initWasm(init).then((wasm) => {
     wasmMemory = wasm.memory;
     // Written out literally so bundlers find and bundle the worker (and its wasm).
     setWorkerFactory(() => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' }));
