@@ -17,13 +17,17 @@ const CACHE = 'ddim-webgpu-models-v1';
 const live = new Set(); // samplers not yet destroyed (liveStats)
 
 let wasmReady = null;
+// CPU-engine workers started before the model has loaded (their wasm compiles meanwhile); the
+// engine's worker factory hands them out first, and createSampler ends any it did not take.
+const spareWorkers = [];
+// Written out literally so bundlers find and bundle the worker (and its wasm).
+const newCpuWorker = () => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' });
 let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
   wasmReady ??= initWasm(init).then((wasm) => {
     wasmMemory = wasm.memory;
-    // Written out literally so bundlers find and bundle the worker (and its wasm).
-    setWorkerFactory(() => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' }));
+    setWorkerFactory(() => spareWorkers.pop() ?? newCpuWorker());
     return wasm;
   });
   return wasmReady;
@@ -367,12 +371,30 @@ export class WorkerSampler {
  * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
  * browser allows, else on the page's thread (`threadReason` says why); "main" keeps it there.
  */
+function endSpareWorkers() {
+  while (spareWorkers.length) spareWorkers.pop().terminate();
+}
+
 export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   await ready();
-  // An engine already chosen with chooseEngine() is taken as is (no second adapter request).
+  // The adapter request and the model download overlap. An engine already chosen with
+  // chooseEngine() is taken as is (no second adapter request).
+  const loading = files ? Promise.resolve(files) : loadModel(model, { onProgress, cache });
+  loading.catch(() => {}); // reported by the await below, not as an unhandled rejection
   const choice = typeof engine === 'object' ? engine : await chooseEngine(engine);
-  const m = files ?? await loadModel(model, { onProgress, cache });
+  if (thread === 'main' && choice.engine.startsWith('cpu') && typeof Worker === 'function') {
+    // The workers this thread's CPU engine will make (src/web: ?threads / cpu:N, else one per core up to 4).
+    const n = Number(choice.engine.split(':')[1]) || Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4);
+    while (spareWorkers.length < n) spareWorkers.push(newCpuWorker());
+  }
+  let m;
+  try {
+    m = await loading;
+  } catch (e) {
+    endSpareWorkers();
+    throw e;
+  }
   let why = thread === 'main' ? 'The engine runs on the page\'s thread (thread: "main" was asked for).' : null;
   if (!why) {
     const no = noWorkerReason(canvas);
@@ -407,7 +429,12 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
       return new WorkerSampler(worker, created, choice);
     }
   }
-  const inner = await DiffusionSampler.create(canvas, m.config, m.weights, m.scheduler, choice.engine);
+  let inner;
+  try {
+    inner = await DiffusionSampler.create(canvas, m.config, m.weights, m.scheduler, choice.engine);
+  } finally {
+    endSpareWorkers();
+  }
   const s = new Sampler(inner, choice);
   s.threadReason = why;
   return s;
