@@ -106,6 +106,9 @@ impl GpuWeights {
 pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
     let (o, rest) = (t.shape[0], t.shape[1..].iter().product::<usize>());
     let mut packed = vec![0.0; o.next_multiple_of(8) * rest];
+    if rest == 0 {
+        return packed;
+    }
     for (oc, row) in t.data.chunks_exact(rest).enumerate() {
         for (j, &v) in row.iter().enumerate() {
             packed[((oc / 8) * rest + j) * 8 + oc % 8] = v;
@@ -195,9 +198,6 @@ kernel_params!(Conv2dParams for "conv2d" {
     has_add: u32, has_res: u32, out_scale: f32, _pad: u32,
 });
 kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, chunks: u32, _p: u32 });
-
-/// Elements per partial sum of group_norm.wgsl (its `CHUNK`).
-const GROUP_NORM_CHUNK: usize = 1024;
 kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
 kernel_params!(TimestepEmbeddingParams for "timestep_embedding" { n: u32, dim: u32, flip: u32, shift: f32 });
 kernel_params!(ClassEmbeddingParams for "class_embedding" { n: u32, d: u32, classes: u32, _p: u32 });
@@ -205,6 +205,9 @@ kernel_params!(AffineParams for "affine" { count: u32, scale: f32, shift: f32, _
 kernel_params!(ConcatParams for "concat_channels" { n: u32, ca: u32, cb: u32, hw: u32 });
 kernel_params!(MatmulParams for "matmul" { m: u32, n: u32, k: u32, _p: u32 });
 kernel_params!(AttentionParams for "attention" { n: u32, heads: u32, d: u32, l: u32, scale: f32, _p0: u32, _p1: u32, _p2: u32 });
+
+/// Elements per partial sum of group_norm.wgsl (its `CHUNK`).
+const GROUP_NORM_CHUNK: usize = 1024;
 
 fn groups_1d(count: usize, per_group: usize) -> [u32; 3] {
     grid(count.div_ceil(per_group) as u32)
@@ -260,7 +263,8 @@ impl UNetOps for GpuRecorder<'_> {
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
         let (rows, pix8) = (ci * k * k, (oh * ow).next_multiple_of(8));
-        let col_bytes = (n * rows * pix8 * 4) as u64;
+        // In u64: on wasm32 a large model's patches overflow usize before the comparison.
+        let col_bytes = [n, rows, pix8].iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
         if col_bytes > self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes) {
             let count = n * co.div_ceil(8) * oh * ow.div_ceil(8);
             self.record(
