@@ -2,13 +2,12 @@
 //   reading the input through an optional fused 2× nearest upsample (diffusers Upsample2D).
 // Bindings: 0 x, 1 weight packed as [O/8][I][K][K][8] (vec4 pairs; `pack_conv_weight`), 2 bias [O],
 // 3 chan_add [N,O], 4 residual [N,O,OH,OW] (read); 5 out (rw); 6 params.
-// Two ways, the same sums:
-//   im2col + gemm: `im2col` writes the input patches as col [N][I·K·K][P8] (P = OH·OW padded to a
-//     multiple of 8, zeros in the padding), then `gemm` multiplies the packed weights by it, 8 output
-//     channels × 8 pixels per invocation, with the epilogue. The loads feeding the FMAs are plain
-//     vec4 loads with no bounds tests, which is what CPU adapters run fastest (`ddim bench-matmul`).
-//   direct: one pass, 8 output channels × 8 adjacent pixels of one row per invocation, reading the
-//     input through the padding tests; for convs whose col buffer would not fit a binding.
+// conv2d is `im2col` then `gemm`: im2col writes the input patches of a chunk of output pixels as
+// col [N][I·K·K][PC8] (PC = the chunk's pixels padded to a multiple of 8, zeros in the padding), and
+// gemm multiplies the packed weights by it, 8 output channels × 8 pixels per invocation, with the
+// epilogue. The loads feeding the FMAs are plain vec4 loads with no bounds tests, which is what the
+// CPU adapters run fastest (`ddim bench-matmul`); a conv whose patches would not fit one buffer runs
+// as several chunks of pixels [p0, p0 + pc).
 // Workgroups: 64 invocations, 1-D (index = gid.x + gid.y·nwg.x·64).
 // Why 8×8: on the CPU adapters (SwiftShader, lavapipe) every storage load is done lane by lane,
 // so the FMAs per loaded value decide the speed: 16 loads feed 64 FMAs here (4×4 fed 16 with 8).
@@ -17,7 +16,8 @@ struct Params {
     n: u32, ci: u32, h: u32, w: u32,
     co: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
-    has_add: u32, has_res: u32, out_scale: f32, _pad: u32,
+    has_add: u32, has_res: u32, out_scale: f32, p0: u32,
+    pc: u32, _p0: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -28,111 +28,17 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
 
-@compute @workgroup_size(64)
-fn direct(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * 64u;
-    let oxbs = (p.ow + 7u) / 8u;
-    let ocbs = (p.co + 7u) / 8u;
-    if (idx >= p.n * ocbs * p.oh * oxbs) {
-        return;
-    }
-    let ox0 = (idx % oxbs) * 8u;
-    let oy = (idx / oxbs) % p.oh;
-    let oc0 = ((idx / (oxbs * p.oh)) % ocbs) * 8u;
-    let n = idx / (oxbs * p.oh * ocbs);
-    let eh = i32(p.h << p.up);
-    let ew = i32(p.w << p.up);
-    let kk = p.k * p.k;
-    // Named accumulators (one pair per pixel, lanes = output channels oc0..3 and oc0+4..7) rather
-    // than an indexed array: a dynamically indexed private array lives in memory on GPUs and on
-    // CPU adapters alike.
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    var b0 = vec4<f32>(0.0); var b1 = vec4<f32>(0.0); var b2 = vec4<f32>(0.0); var b3 = vec4<f32>(0.0);
-    var b4 = vec4<f32>(0.0); var b5 = vec4<f32>(0.0); var b6 = vec4<f32>(0.0); var b7 = vec4<f32>(0.0);
-    let ix0 = i32(ox0 * p.stride) - i32(p.pad_l);
-    let step = i32(p.stride);
-    for (var i = 0u; i < p.ci; i++) {
-        let plane = (n * p.ci + i) * p.h * p.w;
-        for (var ky = 0u; ky < p.k; ky++) {
-            let iy = i32(oy * p.stride + ky) - i32(p.pad_t);
-            if (iy < 0 || iy >= eh) {
-                continue;
-            }
-            let row = plane + (u32(iy) >> p.up) * p.w;
-            let wrow = (((oc0 / 8u) * p.ci + i) * kk + ky * p.k) * 2u;
-            for (var kx = 0u; kx < p.k; kx++) {
-                let wv = weight[wrow + 2u * kx];
-                let wu = weight[wrow + 2u * kx + 1u];
-                let c0 = ix0 + i32(kx);
-                let x0 = load(row, c0, ew);
-                let x1 = load(row, c0 + step, ew);
-                let x2 = load(row, c0 + 2 * step, ew);
-                let x3 = load(row, c0 + 3 * step, ew);
-                let x4 = load(row, c0 + 4 * step, ew);
-                let x5 = load(row, c0 + 5 * step, ew);
-                let x6 = load(row, c0 + 6 * step, ew);
-                let x7 = load(row, c0 + 7 * step, ew);
-                a0 += wv * x0; b0 += wu * x0;
-                a1 += wv * x1; b1 += wu * x1;
-                a2 += wv * x2; b2 += wu * x2;
-                a3 += wv * x3; b3 += wu * x3;
-                a4 += wv * x4; b4 += wu * x4;
-                a5 += wv * x5; b5 += wu * x5;
-                a6 += wv * x6; b6 += wu * x6;
-                a7 += wv * x7; b7 += wu * x7;
-            }
-        }
-    }
-    store(n, oc0, oy, ox0, a0, b0);
-    store(n, oc0, oy, ox0 + 1u, a1, b1);
-    store(n, oc0, oy, ox0 + 2u, a2, b2);
-    store(n, oc0, oy, ox0 + 3u, a3, b3);
-    store(n, oc0, oy, ox0 + 4u, a4, b4);
-    store(n, oc0, oy, ox0 + 5u, a5, b5);
-    store(n, oc0, oy, ox0 + 6u, a6, b6);
-    store(n, oc0, oy, ox0 + 7u, a7, b7);
-}
-
-// x at column c of an input row (the upsampled column when p.up), 0 in the padding.
-fn load(row: u32, c: i32, ew: i32) -> f32 {
-    return select(0.0, x[row + (u32(max(c, 0)) >> p.up)], c >= 0 && c < ew);
-}
-
-// Writes output channels oc0..oc0+7 of pixel (oy, ox): + bias, time-embedding add, residual, / scale.
-fn store(n: u32, oc0: u32, oy: u32, ox: u32, lo: vec4<f32>, hi: vec4<f32>) {
-    if (ox >= p.ow) {
-        return;
-    }
-    for (var m = 0u; m < 8u; m++) {
-        let o = oc0 + m;
-        if (o >= p.co) {
-            return;
-        }
-        let oi = ((n * p.co + o) * p.oh + oy) * p.ow + ox;
-        var v = select(hi[m & 3u], lo[m & 3u], m < 4u) + bias[o];
-        if (p.has_add != 0u) {
-            v += chan_add[n * p.co + o];
-        }
-        if (p.has_res != 0u) {
-            v += residual[oi];
-        }
-        out[oi] = v / p.out_scale;
-    }
-}
-
-// col as the gemm reads it and as im2col writes it (aliases of bindings 0 and 5 in those entries).
+// col as the gemm reads it and as im2col writes it (aliases of bindings 0 and 5).
 @group(0) @binding(0) var<storage, read> col: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> col_out: array<vec4<f32>>;
 
-// col[n, (i·K + ky)·K + kx, pix] = x at the tap (ky, kx) of output pixel pix (0 outside). One
+// col[n, (i·K + ky)·K + kx, q] = x at the tap (ky, kx) of output pixel p0 + q (0 outside). One
 // invocation per (n, i, 4 pixels) writes those pixels' K·K taps: the pixel coordinates (integer
 // divisions, slow on CPU adapters) are worked out once per invocation, not once per tap.
 @compute @workgroup_size(64)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
-    let pix = p.oh * p.ow;
-    let p4 = ((pix + 7u) / 8u) * 2u;
+    let p4 = ((p.pc + 7u) / 8u) * 2u;
     if (idx >= p.n * p.ci * p4) {
         return;
     }
@@ -146,10 +52,10 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     var ix0 = vec4<i32>(0);
     var live = vec4<bool>(false);
     for (var j = 0u; j < 4u; j++) {
-        let pp = q * 4u + j;
+        let pp = p.p0 + q * 4u + j;
         iy0[j] = i32((pp / p.ow) * p.stride) - i32(p.pad_t);
         ix0[j] = i32((pp % p.ow) * p.stride) - i32(p.pad_l);
-        live[j] = pp < pix;
+        live[j] = q * 4u + j < p.pc;
     }
     var r = ni * p.k * p.k * p4 + q; // col index of (n, i, ky = 0, kx = 0, q)
     for (var ky = 0u; ky < p.k; ky++) {
@@ -166,12 +72,11 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     }
 }
 
-// out[n, o, pix] = Σ_r weight[o, r] · col[n, r, pix] + epilogue; 8 channels × 8 pixels per invocation.
+// out[n, o, p0 + q] = Σ_r weight[o, r] · col[n, r, q] + epilogue; 8 channels × 8 pixels per invocation.
 @compute @workgroup_size(64)
 fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
-    let pix = p.oh * p.ow;
-    let p4 = ((pix + 7u) / 8u) * 2u;
+    let p4 = ((p.pc + 7u) / 8u) * 2u;
     let ocbs = (p.co + 7u) / 8u;
     if (idx >= p.n * ocbs * (p4 / 2u)) {
         return;
@@ -207,37 +112,37 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         ci += p4;
     }
     let o = ob * 8u;
-    let p0 = c4 * 4u;
-    store_row(n, o, p0, x0, y0);
-    store_row(n, o + 1u, p0, x1, y1);
-    store_row(n, o + 2u, p0, x2, y2);
-    store_row(n, o + 3u, p0, x3, y3);
-    store_row(n, o + 4u, p0, x4, y4);
-    store_row(n, o + 5u, p0, x5, y5);
-    store_row(n, o + 6u, p0, x6, y6);
-    store_row(n, o + 7u, p0, x7, y7);
+    let q0 = c4 * 4u;
+    store_row(n, o, q0, x0, y0);
+    store_row(n, o + 1u, q0, x1, y1);
+    store_row(n, o + 2u, q0, x2, y2);
+    store_row(n, o + 3u, q0, x3, y3);
+    store_row(n, o + 4u, q0, x4, y4);
+    store_row(n, o + 5u, q0, x5, y5);
+    store_row(n, o + 6u, q0, x6, y6);
+    store_row(n, o + 7u, q0, x7, y7);
 }
 
-// Writes pixels p0..p0+7 of output channel o: + bias, time-embedding add, residual, / scale.
-fn store_row(n: u32, o: u32, p0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+// Writes chunk pixels q0..q0+7 (output pixels p0 + q) of output channel o: + bias, time-embedding
+// add, residual, / scale.
+fn store_row(n: u32, o: u32, q0: u32, lo: vec4<f32>, hi: vec4<f32>) {
     if (o >= p.co) {
         return;
     }
-    let pix = p.oh * p.ow;
     var add = bias[o];
     if (p.has_add != 0u) {
         add += chan_add[n * p.co + o];
     }
-    let base = (n * p.co + o) * pix;
+    let base = (n * p.co + o) * p.oh * p.ow + p.p0;
     for (var j = 0u; j < 8u; j++) {
-        let pp = p0 + j;
-        if (pp >= pix) {
+        let q = q0 + j;
+        if (q >= p.pc) {
             return;
         }
         var v = select(hi[j & 3u], lo[j & 3u], j < 4u) + add;
         if (p.has_res != 0u) {
-            v += residual[base + pp];
+            v += residual[base + q];
         }
-        out[base + pp] = v / p.out_scale;
+        out[base + q] = v / p.out_scale;
     }
 }

@@ -75,15 +75,20 @@ fn gpu_kernels_match_cpu_and_pytorch() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// conv2d's direct kernel (taken when a conv's im2col buffer would not fit) on every conv case.
+/// conv2d in chunks of output pixels (taken when a conv's patches would not fit one buffer) on
+/// every conv case: the cap lets each chunk hold 8 or 16 pixels.
 #[test]
-fn gpu_direct_conv_matches_cpu() {
+fn gpu_conv_in_pixel_chunks_matches_cpu() {
     let mut gpu = common::gpu();
-    gpu.conv_col_max_bytes = 0;
     let mut failures = Vec::new();
     for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
-        failures
-            .extend(check_close(&format!("{} (direct, gpu vs cpu)", c.name), &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+        let [n, ci, _, _] = [0, 1, 2, 3].map(|i| c.inputs[0].shape[i]);
+        let k = c.weights["w"].shape[2];
+        for pixels in [8, 16] {
+            gpu.conv_col_max_bytes = (n * ci * k * k * pixels * 4) as u64;
+            let name = format!("{} (chunks of {pixels} pixels, gpu vs cpu)", c.name);
+            failures.extend(check_close(&name, &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

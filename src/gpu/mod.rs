@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "gemm", "direct"]),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "gemm"]),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
@@ -36,8 +36,8 @@ pub struct GpuDevice {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    /// The largest im2col buffer a conv may use; convs that need more take conv2d.wgsl's direct
-    /// kernel (tests set 0 to run it on every shape).
+    /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
+    /// chunks of output pixels (tests set a small value to run every shape in chunks).
     pub conv_col_max_bytes: u64,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
@@ -132,7 +132,7 @@ impl GpuDevice {
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
         format!(
-            "im2col + 8×8-register GEMM over packed weights; the direct 8×8 kernel where the patches exceed {} MiB",
+            "im2col + 8×8-register GEMM over packed weights, in chunks of pixels where the patches exceed {} MiB",
             self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
         )
     }

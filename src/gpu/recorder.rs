@@ -195,7 +195,8 @@ kernel_params!(Conv2dParams for "conv2d" {
     n: u32, ci: u32, h: u32, w: u32,
     co: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
-    has_add: u32, has_res: u32, out_scale: f32, _pad: u32,
+    has_add: u32, has_res: u32, out_scale: f32, p0: u32,
+    pc: u32, _p0: u32, _p1: u32, _p2: u32,
 });
 kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, chunks: u32, _p: u32 });
 kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
@@ -257,41 +258,43 @@ impl UNetOps for GpuRecorder<'_> {
             has_add: chan_add.is_some() as u32,
             has_res: residual.is_some() as u32,
             out_scale,
-            _pad: 0,
+            ..Default::default()
         };
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
-        let (rows, pix8) = (ci * k * k, (oh * ow).next_multiple_of(8));
-        // In u64: on wasm32 a large model's patches overflow usize before the comparison.
-        let col_bytes = [n, rows, pix8].iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
-        if col_bytes > self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes) {
-            let count = n * co.div_ceil(8) * oh * ow.div_ceil(8);
+        // Chunks of output pixels whose patches fit one buffer (one chunk but for very large convs).
+        let (rows, pix) = (ci * k * k, oh * ow);
+        let col_bytes = |pixels: usize| [n, rows, pixels.next_multiple_of(8)].iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
+        let cap = self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes);
+        let per_pixel8 = col_bytes(8);
+        if per_pixel8 > cap {
+            return Err(Error::Limits(format!(
+                "conv2d: 8 pixels of {ci}×{k}×{k} patches need {per_pixel8} bytes; this adapter allows {cap} per buffer"
+            )));
+        }
+        let chunk = ((cap / per_pixel8) as usize * 8).min(pix.next_multiple_of(8));
+        // A 1×1 conv over a plane of a multiple of 8 pixels, in one chunk, reads its input as the col buffer.
+        let plain = k == 1 && spec.stride == 1 && spec.pad == [0; 4] && !spec.upsample && pix % 8 == 0 && chunk >= pix;
+        for p0 in (0..pix).step_by(chunk) {
+            let pc = chunk.min(pix - p0);
+            let params = Conv2dParams { p0: dim32(p0), pc: dim32(pc), ..params };
+            let col = if plain {
+                x.clone()
+            } else {
+                let col = self.alloc_scratch(vec![n, rows, pc.next_multiple_of(8)], "conv2d im2col")?;
+                let count = n * ci * pc.next_multiple_of(8) / 4;
+                self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups_1d(count, 64));
+                col
+            };
             self.record(
-                "conv2d.direct",
-                &[(0, x.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
+                "conv2d.gemm",
+                &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
                 &params,
                 6,
-                groups_1d(count, 64),
+                groups_1d(n * co.div_ceil(8) * pc.next_multiple_of(8) / 8, 64),
             );
-            return Ok(out);
         }
-        // A 1×1 conv over a plane of a multiple of 8 pixels reads its input as the col buffer.
-        let plain = k == 1 && spec.stride == 1 && spec.pad == [0; 4] && !spec.upsample && (oh * ow) % 8 == 0;
-        let col = if plain {
-            x.clone()
-        } else {
-            let col = self.alloc_scratch(vec![n, rows, pix8], "conv2d im2col")?;
-            self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups_1d(n * ci * pix8 / 4, 64));
-            col
-        };
-        self.record(
-            "conv2d.gemm",
-            &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
-            &params,
-            6,
-            groups_1d(n * co.div_ceil(8) * pix8 / 8, 64),
-        );
         Ok(out)
     }
 

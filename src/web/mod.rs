@@ -6,6 +6,7 @@
 //! Files: `mod.rs` the JS API, `options.rs` the JS options object, `canvas.rs` presentation and
 //! readback, `fetch.rs` fetching a model folder.
 
+mod bench;
 mod canvas;
 mod fetch;
 mod options;
@@ -23,6 +24,7 @@ use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
+pub use bench::benchmark_config;
 use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
 pub use options::read as read_run_options;
 pub use workers::UNetWorker;

@@ -1,0 +1,52 @@
+// Larger models in the browser: benchmarkConfig (src/web/bench.rs) on seeded random weights in the
+// shapes of google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (tests/bench/configs/), on the CPU
+// engine (this thread) and on WebGPU within its default buffer limits, in headless Chromium.
+// ms per forward (batch 1) and the memory it took. Run after ./build.sh (./build.sh bench does):
+//     node tests/page/scale_bench.mjs [max seconds per case]
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const limit = Number(process.argv[2] ?? 900);
+const PORT = 19000 + Math.floor(Math.random() * 1000);
+const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'),
+  '--mount', `/configs=${path.join(ROOT, 'tests/bench/configs')}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`],
+  { stdio: ['ignore', 'pipe', 'inherit'] });
+await new Promise((resolve) => server.stdout.once('data', resolve));
+const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmpdir(), 'ddim-scale-')), {
+  executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
+  ignoreDefaultArgs: true,
+  args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
+         '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
+});
+const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]];
+try {
+  console.log(`Chromium ${context.browser()?.version() ?? ''}; seeded random weights, batch 1; ms per forward (each run), memory after the runs`);
+  console.log('| shape | engine | params | ms per forward | memory | what |');
+  console.log('|---|---|---|---|---|---|');
+  for (const [name, engine, reps] of cases) {
+    // A fresh page per case: the wasm heap of one case does not carry into the next.
+    const page = await context.newPage();
+    await page.goto(`http://127.0.0.1:${PORT}/benchpage/scale.html`);
+    await page.waitForFunction(() => window.__ready, null, { timeout: 60_000 });
+    const started = Date.now();
+    const r = await Promise.race([
+      page.evaluate(([n, e, r]) => window.__bench(n, e, 1, r).catch((err) => ({ error: String(err.message || err) })), [name, engine, reps]),
+      new Promise((resolve) => setTimeout(() => resolve({ error: `not finished after ${limit} s` }), limit * 1000)),
+    ]);
+    await page.close();
+    if (r.error) {
+      console.log(`| ${name} | ${engine} | | ${r.error} (${((Date.now() - started) / 1000).toFixed(0)} s) | | |`);
+      continue;
+    }
+    const mem = engine === 'cpu' ? `wasm heap ${(r.memoryBytes / 1e6).toFixed(0)} MB` : `GPU buffers ${(r.memoryBytes / 1e6).toFixed(0)} MB`;
+    console.log(`| ${name} | ${engine} | ${(r.params / 1e6).toFixed(1)} M (${(r.weightsBytes / 1e6).toFixed(0)} MB f32) | ` +
+                `${r.msPerForward.map((v) => v.toFixed(0)).join(', ')} | ${mem} | ${r.what} |`);
+  }
+} finally {
+  await context.close();
+  server.kill();
+}
