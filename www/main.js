@@ -351,4 +351,7 @@ window.addEventListener('error', (e) => { window.__pageErrors.push(String(e.mess
 document.addEventListener('securitypolicyviolation', (e) => window.__pageErrors.push(`CSP: ${e.violatedDirective} blocked ${e.blockedURI}`));
 window.addEventListener('unhandledrejection', (e) => { window.__pageErrors.push(String(e.reason?.message ?? e.reason)); showError(e.reason); });
 
-ready().then(() => start()).catch(showError);
+// The wasm download and compile start now, beside the adapter request and the model download;
+// createSampler awaits it (and reports a failure).
+ready().catch(() => {});
+start().catch(showError);

@@ -377,11 +377,13 @@ function endSpareWorkers() {
 
 export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
   if (!canvas) throw new Error('createSampler needs a canvas');
-  await ready();
-  // The adapter request and the model download overlap. An engine already chosen with
-  // chooseEngine() is taken as is (no second adapter request).
+  // The wasm load, the adapter request and the model download overlap (none needs another). An
+  // engine already chosen with chooseEngine() is taken as is (no second adapter request).
+  const wasm = ready();
   const loading = files ? Promise.resolve(files) : loadModel(model, { onProgress, cache });
-  loading.catch(() => {}); // reported by the await below, not as an unhandled rejection
+  // Both are reported by the awaits below, not as unhandled rejections.
+  wasm.catch(() => {});
+  loading.catch(() => {});
   const choice = typeof engine === 'object' ? engine : await chooseEngine(engine);
   if (thread === 'main' && choice.engine.startsWith('cpu') && typeof Worker === 'function') {
     // The workers this thread's CPU engine will make (src/web: ?threads / cpu:N, else one per core up to 4).
@@ -390,6 +392,7 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
   }
   let m;
   try {
+    await wasm;
     m = await loading;
   } catch (e) {
     endSpareWorkers();
