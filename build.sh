@@ -7,7 +7,8 @@
 #                         tests in headless Chromium (WebGPU on SwiftShader) and headless Firefox
 #                         (WebGPU on its fallback adapter, which presents canvases)
 #   ./build.sh bench      ms per U-Net item, side by side: native (ours vs onnxruntime and PyTorch when
-#                         .venv-ref exists) and in headless Chromium (ours vs onnxruntime-web)
+#                         .venv-ref exists) and in headless Chromium (ours vs onnxruntime-web); the
+#                         demo page in every browser; larger random-weight models in Chromium
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -249,6 +250,8 @@ cmd_bench() {
     apt_install webkit2gtk-driver xvfb
     log "the demo page in every browser here (README's browser table)"
     GECKODRIVER=$(command -v geckodriver) node tests/page/browsers_bench.mjs 10
+    log "larger models in the browser (random weights in the shapes of ddpm-cifar10-32 and ddpm-celebahq-256)"
+    node tests/page/scale_bench.mjs 1500
 }
 
 case "${1:-build}" in

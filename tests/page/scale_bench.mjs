@@ -2,7 +2,7 @@
 // shapes of google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (tests/bench/configs/), on the CPU
 // engine (this thread) and on WebGPU within its default buffer limits, in headless Chromium.
 // ms per forward (batch 1) and the memory it took. Run after ./build.sh (./build.sh bench does):
-//     node tests/page/scale_bench.mjs [max seconds per case]
+//     node tests/page/scale_bench.mjs [max seconds per case] [only cases whose "shape engine" contains this]
 import { spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,7 +22,8 @@ const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmp
   args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
 });
-const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]];
+const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
+  .filter(([name, engine]) => `${name} ${engine}`.includes(process.argv[3] ?? ''));
 try {
   console.log(`Chromium ${context.browser()?.version() ?? ''}; seeded random weights, batch 1; ms per forward (each run), memory after the runs`);
   console.log('| shape | engine | params | ms per forward | memory | what |');
