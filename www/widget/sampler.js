@@ -23,6 +23,11 @@ const spareWorkers = [];
 // Written out literally so bundlers find and bundle the worker (and its wasm).
 const newCpuWorker = () => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' });
 let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
+/** Ends the spare workers the engine did not take. */
+function endSpareWorkers() {
+  while (spareWorkers.length) spareWorkers.pop().terminate();
+}
+
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
   wasmReady ??= initWasm(init).then((wasm) => {
@@ -371,10 +376,6 @@ export class WorkerSampler {
  * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
  * browser allows, else on the page's thread (`threadReason` says why); "main" keeps it there.
  */
-function endSpareWorkers() {
-  while (spareWorkers.length) spareWorkers.pop().terminate();
-}
-
 export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   // The wasm load, the adapter request and the model download overlap (none needs another). An
