@@ -85,8 +85,7 @@ impl GpuWeights {
         let mut sorted: Vec<_> = named.iter().collect();
         sorted.sort_by_key(|(name, _)| name.as_str());
         for (name, t) in &sorted {
-            let len =
-                if t.shape.len() == 4 { t.shape[0].next_multiple_of(8) * t.shape[1..].iter().product::<usize>() } else { t.data.len() };
+            let len = if t.shape.len() == 4 { packed_conv_len(&t.shape) } else { t.data.len() };
             gpu.check_buffer_bytes(len as u64 * 4, &format!("weight `{name}`"))?;
         }
         let mut tensors = HashMap::new();
@@ -104,8 +103,8 @@ impl GpuWeights {
 /// A conv weight [O, I, K, K] as conv2d.wgsl reads it: [O/8][I][K][K][8], output channels
 /// innermost in blocks of 8 (zero-padded), so one (i, ky, kx) is two vec4 loads.
 pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
-    let (o, rest) = (t.shape[0], t.shape[1..].iter().product::<usize>());
-    let mut packed = vec![0.0; o.next_multiple_of(8) * rest];
+    let rest = t.shape[1..].iter().product::<usize>();
+    let mut packed = vec![0.0; packed_conv_len(&t.shape)];
     if rest == 0 {
         return packed;
     }
@@ -115,6 +114,17 @@ pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
         }
     }
     packed
+}
+
+/// Floats in a packed conv weight: output channels rounded up to a block of 8.
+fn packed_conv_len(shape: &[usize]) -> usize {
+    shape[0].next_multiple_of(8) * shape[1..].iter().product::<usize>()
+}
+
+/// Bytes of an f32 tensor of `shape` (at least 16), in u64 and saturating: on wasm32 a large batch
+/// overflows usize before the limit check.
+fn tensor_bytes(shape: &[usize]) -> u64 {
+    shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16)
 }
 
 /// One recorded kernel launch.
@@ -142,15 +152,14 @@ impl<'a> GpuRecorder<'a> {
 
     /// An activation tensor from the pool.
     pub fn alloc(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
-        // In u64 and saturating: on wasm32 a large batch overflows usize before the limit check.
-        let bytes = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16);
+        let bytes = tensor_bytes(&shape);
         self.alloc_bytes(shape, bytes, what)
     }
 
     /// A transient buffer (im2col patches) of at least the shape's size, rounded up to a power of
     /// two: the pool reuses buffers by exact size, so the many patch sizes of a U-Net share a few.
     fn alloc_scratch(&mut self, shape: Vec<usize>, what: &str) -> Result<GpuTensor> {
-        let bytes = shape.iter().fold(4u64, |a, &d| a.saturating_mul(d as u64)).max(16);
+        let bytes = tensor_bytes(&shape);
         let rounded = bytes.checked_next_power_of_two().unwrap_or(bytes).min(self.gpu.max_buffer_bytes().max(bytes));
         self.alloc_bytes(shape, rounded, what)
     }
@@ -265,7 +274,7 @@ impl UNetOps for GpuRecorder<'_> {
         let res = residual.map_or(&dummy, |t| t.buffer());
         // Chunks of output pixels whose patches fit one buffer (one chunk but for very large convs).
         let (rows, pix) = (ci * k * k, oh * ow);
-        let col_bytes = |pixels: usize| [n, rows, pixels.next_multiple_of(8)].iter().fold(4u64, |a, &d| a.saturating_mul(d as u64));
+        let col_bytes = |pixels: usize| tensor_bytes(&[n, rows, pixels.next_multiple_of(8)]);
         let cap = self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes);
         let per_pixel8 = col_bytes(8);
         if per_pixel8 > cap {
