@@ -1,111 +1,123 @@
-//! The GEMM at the heart of the fast CPU engine: C[MR×NR] tiles accumulated in registers from a
-//! packed A panel (weights, MR output channels interleaved per k) and a packed B panel (im2col of the
-//! input, NR pixels per k). The microkernel is plain Rust over fixed-size arrays, which LLVM turns
-//! into f32x4 (wasm simd128, SSE) or f32x8 (AVX2) code; on x86-64 an AVX2+FMA copy is picked at run
-//! time. No crate does this for wasm simd128 today (`gemm` has no wasm SIMD; `matrixmultiply` has no
-//! packed-A reuse across calls nor fused epilogues), so it lives here, in ~100 lines.
+//! The GEMM at the heart of the fast CPU engine, written for convolutions: a tile of MC output
+//! channels × NP output pixels is accumulated in registers. Each step k (one tap (ci, ky, kx))
+//! loads MC weights as vectors from a packed panel (`PackedA`: MC channels contiguous per k) and
+//! broadcasts one input value per pixel from `b[bases[j] + offsets[k]]`: pixel j's own window into
+//! the zero-padded input. Vectors run along channels, so pixels need not be contiguous: a tile
+//! may span output rows, and no padding column or im2col copy is ever computed (an "indirect" GEMM
+//! with one base per pixel).
+//!
+//! The microkernel is plain Rust over fixed-size arrays, which LLVM turns into f32x8 (AVX2, picked
+//! at run time on x86-64) or f32x4 (wasm simd128, SSE) code; the relaxed-SIMD wasm build has its
+//! own copy with `f32x4_relaxed_madd`. No crate does this for wasm simd128 today (`gemm` has no
+//! wasm SIMD; `matrixmultiply` has no packed-A reuse across calls nor fused epilogues).
 
-/// Output channels per register tile.
+/// Output channels per register tile: two 256-bit vectors natively, two v128 in wasm.
 #[cfg(target_arch = "wasm32")]
-pub const MR: usize = 4;
+pub const MC: usize = 8;
 #[cfg(not(target_arch = "wasm32"))]
-pub const MR: usize = 6;
-/// Pixels per register tile: two 256-bit vectors natively, two v128 in wasm (V8 has 16 xmm).
+pub const MC: usize = 16;
+/// Output pixels per register tile: MC/lanes × NP accumulators (12 natively of 16 ymm; 8 in wasm,
+/// where V8 keeps a scratch register and simd128's multiply-add needs a temporary).
 #[cfg(target_arch = "wasm32")]
-pub const NR: usize = 8;
+pub const NP: usize = 4;
 #[cfg(not(target_arch = "wasm32"))]
-pub const NR: usize = 16;
+pub const NP: usize = 6;
 
-/// acc[i][j] = Σ_k a[k·MR + i] · b[k·NR + j] over the panels' common depth.
+/// acc[j][i] = Σ_k a[k·MC + i] · b[bases[j] + offsets[k]].
+///
+/// # Safety
+/// Every `bases[j] + offsets[k]` is in bounds of `b` and `a.len() ≥ offsets.len() · MC`.
 #[inline(always)]
 #[cfg_attr(all(target_arch = "wasm32", target_feature = "relaxed-simd"), allow(dead_code))]
-fn microkernel_body<const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    let mut c = [[0f32; NR]; MR];
-    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        let av: &[f32; MR] = av.try_into().expect("chunks_exact");
-        let bv: &[f32; NR] = bv.try_into().expect("chunks_exact");
-        for i in 0..MR {
-            for j in 0..NR {
-                c[i][j] = if FMA { av[i].mul_add(bv[j], c[i][j]) } else { c[i][j] + av[i] * bv[j] };
+unsafe fn tile_body<const FMA: bool>(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
+    let mut c = [[0f32; MC]; NP];
+    for (av, &o) in a.chunks_exact(MC).zip(offsets) {
+        let av: &[f32; MC] = av.try_into().expect("chunks_exact");
+        for j in 0..NP {
+            // SAFETY: the caller's bound.
+            let bj = unsafe { *b.get_unchecked(bases[j] + o) };
+            for i in 0..MC {
+                c[j][i] = if FMA { bj.mul_add(av[i], c[j][i]) } else { c[j][i] + bj * av[i] };
             }
         }
     }
     c
 }
 
-/// The same over an unpacked B: row k is `b[offsets[k]..][..NR]` (an "indirect" GEMM: the rows are
-/// shifted windows of the zero-padded input, so stride-1 convolutions need no im2col copy).
-#[inline(always)]
-#[cfg_attr(all(target_arch = "wasm32", target_feature = "relaxed-simd"), allow(dead_code))]
-fn indirect_body<const FMA: bool>(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
-    let mut c = [[0f32; NR]; MR];
-    for (av, &o) in a.chunks_exact(MR).zip(offsets) {
-        let av: &[f32; MR] = av.try_into().expect("chunks_exact");
-        let bv: &[f32; NR] = b[o..o + NR].try_into().expect("NR");
-        for i in 0..MR {
-            for j in 0..NR {
-                c[i][j] = if FMA { av[i].mul_add(bv[j], c[i][j]) } else { c[i][j] + av[i] * bv[j] };
-            }
-        }
-    }
-    c
-}
-
-/// The wasm microkernels of the relaxed-SIMD build (`./build.sh` makes it beside the simd128 one
-/// and the page loads it where the browser validates relaxed SIMD): f32x4.relaxed_madd, one fused
-/// multiply-add where simd128 needs a multiply and an add. `rows(k)` is B's row k.
+/// The relaxed-SIMD wasm build's microkernel (`./build.sh` makes it beside the simd128 one and
+/// the page loads it where the browser validates relaxed SIMD): f32x4.relaxed_madd, one fused
+/// multiply-add where simd128 needs a multiply and an add.
+///
+/// # Safety
+/// As `tile_body`.
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
 #[inline(always)]
-fn relaxed_body<'b>(a: &[f32], depth: usize, rows: impl Fn(usize) -> &'b [f32]) -> [[f32; NR]; MR] {
+unsafe fn relaxed_body(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
     use core::arch::wasm32::{f32x4_relaxed_madd, f32x4_splat, v128, v128_load, v128_store};
-    const _: () = assert!(MR == 4 && NR == 8);
+    const _: () = assert!(MC == 8);
     let zero = f32x4_splat(0.0);
-    let mut c: [[v128; 2]; MR] = [[zero; 2]; MR];
-    for (k, av) in a.chunks_exact(MR).take(depth).enumerate() {
-        let b = &rows(k)[..NR];
-        // SAFETY: b has NR = 8 floats; unaligned v128 loads are allowed in wasm.
-        let (b0, b1) = unsafe { (v128_load(b.as_ptr() as *const v128), v128_load(b.as_ptr().add(4) as *const v128)) };
-        for i in 0..MR {
-            let ai = f32x4_splat(av[i]);
-            c[i][0] = f32x4_relaxed_madd(ai, b0, c[i][0]);
-            c[i][1] = f32x4_relaxed_madd(ai, b1, c[i][1]);
+    let mut c: [[v128; 2]; NP] = [[zero; 2]; NP];
+    for (av, &o) in a.chunks_exact(MC).zip(offsets) {
+        // SAFETY: av has MC = 8 floats; unaligned v128 loads are allowed in wasm.
+        let (a0, a1) = unsafe { (v128_load(av.as_ptr() as *const v128), v128_load(av.as_ptr().add(4) as *const v128)) };
+        for j in 0..NP {
+            // SAFETY: the caller's bound.
+            let bj = f32x4_splat(unsafe { *b.get_unchecked(bases[j] + o) });
+            c[j][0] = f32x4_relaxed_madd(a0, bj, c[j][0]);
+            c[j][1] = f32x4_relaxed_madd(a1, bj, c[j][1]);
         }
     }
-    let mut out = [[0f32; NR]; MR];
-    for i in 0..MR {
-        // SAFETY: out[i] has NR = 8 floats.
+    let mut out = [[0f32; MC]; NP];
+    for j in 0..NP {
+        // SAFETY: out[j] has MC = 8 floats.
         unsafe {
-            v128_store(out[i].as_mut_ptr() as *mut v128, c[i][0]);
-            v128_store(out[i].as_mut_ptr().add(4) as *mut v128, c[i][1]);
+            v128_store(out[j].as_mut_ptr() as *mut v128, c[j][0]);
+            v128_store(out[j].as_mut_ptr().add(4) as *mut v128, c[j][1]);
         }
     }
     out
 }
 
+/// # Safety
+/// As `tile_body`, and the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn microkernel_avx2(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
-    microkernel_body::<true>(a, b)
+unsafe fn tile_avx2(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
+    unsafe { tile_body::<true>(a, b, bases, offsets) }
 }
 
-fn microkernel_portable(a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+/// # Safety
+/// As `tile_body`.
+unsafe fn tile_portable(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    return relaxed_body(a, a.len() / MR, |k| &b[k * NR..]);
+    return unsafe { relaxed_body(a, b, bases, offsets) };
     #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
-    microkernel_body::<false>(a, b)
+    unsafe {
+        tile_body::<false>(a, b, bases, offsets)
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn indirect_avx2(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
-    indirect_body::<true>(a, b, offsets)
+/// The taps of a convolution: where each k of the GEMM reads, relative to a pixel's base.
+#[derive(Clone, Debug)]
+pub struct Taps {
+    offsets: Vec<usize>,
+    /// The largest offset: the microkernel's bound check is one comparison per pixel.
+    max: usize,
 }
 
-fn indirect_portable(a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
-    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
-    return relaxed_body(a, offsets.len(), |k| &b[offsets[k]..]);
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
-    indirect_body::<false>(a, b, offsets)
+impl Taps {
+    pub fn new(offsets: Vec<usize>) -> Self {
+        let max = offsets.iter().copied().max().unwrap_or(0);
+        Taps { offsets, max }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
 }
 
 /// The microkernel this CPU runs best.
@@ -126,39 +138,31 @@ impl Kernel {
     /// Which variant runs, for reports.
     pub fn name(&self) -> &'static str {
         if self.avx2 {
-            "avx2+fma 6x16"
+            "avx2+fma 16x6"
         } else if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
-            "wasm relaxed-simd fma 4x8"
+            "wasm relaxed-simd fma 8x4"
         } else if cfg!(target_arch = "wasm32") {
-            "wasm simd128 4x8"
+            "wasm simd128 8x4"
         } else {
-            "portable 6x16"
+            "portable 16x6"
         }
     }
 
+    /// One tile: acc[j][i] = Σ_k panel[k·MC + i] · b[bases[j] + taps[k]].
     #[inline]
-    pub fn tile(&self, a: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    pub fn tile(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[f32; MC]; NP] {
+        assert!(panel.len() >= taps.len() * MC && bases.iter().all(|&o| o + taps.max < b.len()), "conv tile out of bounds");
         #[cfg(target_arch = "x86_64")]
         if self.avx2 {
-            // SAFETY: avx2 and fma were detected on this CPU.
-            return unsafe { microkernel_avx2(a, b) };
+            // SAFETY: bounds checked above; avx2 and fma were detected on this CPU.
+            return unsafe { tile_avx2(panel, b, bases, &taps.offsets) };
         }
-        microkernel_portable(a, b)
-    }
-
-    /// One MR×NR tile of A·B with B's rows at `b[base + offsets[k]..][..NR]` (`b` pre-sliced at base).
-    #[inline]
-    pub fn tile_indirect(&self, a: &[f32], b: &[f32], offsets: &[usize]) -> [[f32; NR]; MR] {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: avx2 and fma were detected on this CPU.
-            return unsafe { indirect_avx2(a, b, offsets) };
-        }
-        indirect_portable(a, b, offsets)
+        // SAFETY: bounds checked above.
+        unsafe { tile_portable(panel, b, bases, &taps.offsets) }
     }
 }
 
-/// Weights [Co, K] packed once into ⌈Co/MR⌉ panels of K×MR (k-major, zero rows past Co).
+/// Weights [Co, K] packed once into ⌈Co/MC⌉ panels of K×MC (k-major, zero rows past Co).
 #[derive(Clone, Debug)]
 pub struct PackedA {
     pub rows: usize,
@@ -168,14 +172,14 @@ pub struct PackedA {
 
 impl PackedA {
     pub fn pack(w: &[f32], rows: usize, depth: usize) -> Self {
-        let tiles = rows.div_ceil(MR);
-        let mut data = vec![0.0; tiles * depth * MR];
+        let tiles = rows.div_ceil(MC);
+        let mut data = vec![0.0; tiles * depth * MC];
         for t in 0..tiles {
-            let panel = &mut data[t * depth * MR..][..depth * MR];
-            for i in 0..MR.min(rows - t * MR) {
-                let row = &w[(t * MR + i) * depth..][..depth];
+            let panel = &mut data[t * depth * MC..][..depth * MC];
+            for i in 0..MC.min(rows - t * MC) {
+                let row = &w[(t * MC + i) * depth..][..depth];
                 for (k, &v) in row.iter().enumerate() {
-                    panel[k * MR + i] = v;
+                    panel[k * MC + i] = v;
                 }
             }
         }
@@ -183,10 +187,10 @@ impl PackedA {
     }
 
     pub fn panel(&self, tile: usize) -> &[f32] {
-        &self.data[tile * self.depth * MR..][..self.depth * MR]
+        &self.data[tile * self.depth * MC..][..self.depth * MC]
     }
 
     pub fn tiles(&self) -> usize {
-        self.rows.div_ceil(MR)
+        self.rows.div_ceil(MC)
     }
 }

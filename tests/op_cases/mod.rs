@@ -142,6 +142,7 @@ pub fn random_cases() -> Vec<OpCase> {
         ("conv 1x1", 1, ConvSpec::POINTWISE, [1, 13, 5, 3], 9),
         ("conv 1x1 over 8k pixels (input read as im2col)", 1, ConvSpec::POINTWISE, [2, 11, 4, 6], 10),
         ("conv 3x3 upsample", 3, conv(1, [1, 1, 1, 1], true), [1, 5, 3, 5], 3),
+        ("conv 3x3 over several channel tiles", 3, ConvSpec::SAME3, [2, 7, 5, 11], 37),
     ]
     .into_iter()
     .enumerate()
