@@ -11,14 +11,34 @@ const LANES: usize = 8;
 /// reduction x = n·ln2 + r, degree-6 polynomial on r; relative error ~2e-7 over the clamped range).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
+    exp_with::<false>(x)
+}
+
+/// a·b + c, fused where the caller is compiled for FMA (elsewhere `mul_add` is a libm call).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn exp_with<const FMA: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting it rounds to an integer
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
-    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r + 0.5;
-    let p = p * r * r + r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    let n = madd::<FMA>(x, LOG2E, ROUND) - ROUND;
+    let r = madd::<FMA>(n, 2.121_944_4e-4, madd::<FMA>(n, -0.693_359_4, x));
+    let mut p = 1.987_569_1e-4;
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = madd::<FMA>(p, r, c);
+    }
+    let p = madd::<FMA>(p, r * r, r + 1.0);
+    // 2ⁿ from the bits of n + 127 + ROUND, whose low mantissa bits hold n + 127 ∈ [1, 254] (no
+    // float→int conversion: Rust's saturating `as` keeps this loop from vectorising).
+    p * f32::from_bits(((n + 127.0) + ROUND).to_bits() << 23)
 }
 
 /// x·σ(x) with the vectorisable `exp`.
@@ -54,7 +74,7 @@ pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps:
         unsafe { normalize_avx2(&x.data, &gamma.data, &beta.data, &mut out, args) };
         return Tensor::new(x.shape.clone(), out);
     }
-    normalize(&x.data, &gamma.data, &beta.data, &mut out, args);
+    normalize::<false>(&x.data, &gamma.data, &beta.data, &mut out, args);
     Tensor::new(x.shape.clone(), out)
 }
 
@@ -64,12 +84,12 @@ type NormArgs = (usize, usize, usize, f32, bool);
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn normalize_avx2(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], args: NormArgs) {
-    normalize(x, gamma, beta, out, args)
+    normalize::<true>(x, gamma, beta, out, args)
 }
 
 /// Normalises every group of `cg` channels × `hw` pixels of `x` into `out`.
 #[inline(always)]
-fn normalize(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, cg, hw, eps, silu_after): NormArgs) {
+fn normalize<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, cg, hw, eps, silu_after): NormArgs) {
     let span = cg * hw;
     for (gi, (src, dst)) in x.chunks_exact(span).zip(out.chunks_exact_mut(span)).enumerate() {
         let mean = lane_sum(src, |v| v) / span as f64;
@@ -80,9 +100,12 @@ fn normalize(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, c
         for (j, (s, d)) in src.chunks_exact(hw).zip(dst.chunks_exact_mut(hw)).enumerate() {
             let (scale, shift) = (inv * gamma[first + j], beta[first + j] - m * inv * gamma[first + j]);
             if silu_after {
-                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| *o = silu(v * scale + shift));
+                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| {
+                    let y = madd::<FMA>(v, scale, shift);
+                    *o = y / (1.0 + exp_with::<FMA>(-y))
+                });
             } else {
-                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| *o = v * scale + shift);
+                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| *o = madd::<FMA>(v, scale, shift));
             }
         }
     }
