@@ -49,35 +49,43 @@ struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// Stores `acc` (pixel j, channel t·MC + i) into `rows` (channels t·MC.. as [P] rows) at the
-    /// output pixels `px` (`DROP`: the last tile's repeats of its last pixel, not stored).
-    #[inline]
-    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], px: &[u32; NP]) {
+    /// Stores `acc` (pixel p0 + j, channel t·MC + i) into `rows` (channels t·MC.. as [P] rows):
+    /// `n` ≤ NP pixels (the last tile's repeats of its last pixel are not stored).
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // i picks a column of acc and a row of the output
+    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
         for i in 0..MC.min(self.co - t * MC) {
             let o = t * MC + i;
             let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
-            let dst = &mut rows[i * self.pixels..][..self.pixels];
-            let res = self.residual.map(|r| &r[o * self.pixels..][..self.pixels]);
-            for (acc_j, &p) in acc.iter().zip(px) {
-                if p == DROP {
-                    continue;
+            let row = i * self.pixels + p0;
+            if n < NP {
+                for j in 0..n {
+                    let v = acc[j][i] + add + self.residual.map_or(0.0, |r| r[o * self.pixels + p0 + j]);
+                    rows[row + j] = if self.out_scale != 1.0 { v / self.out_scale } else { v };
                 }
-                let p = p as usize;
-                let v = acc_j[i] + add + res.map_or(0.0, |r| r[p]);
-                dst[p] = if self.out_scale != 1.0 { v / self.out_scale } else { v };
+                continue;
+            }
+            // A full tile: fixed-size rows, so the bounds checks fold into one per row.
+            let dst: &mut [f32; NP] = (&mut rows[row..][..NP]).try_into().expect("NP");
+            match self.residual {
+                None => (0..NP).for_each(|j| dst[j] = acc[j][i] + add),
+                Some(r) => {
+                    let r: &[f32; NP] = r[o * self.pixels + p0..][..NP].try_into().expect("NP");
+                    (0..NP).for_each(|j| dst[j] = acc[j][i] + add + r[j]);
+                }
+            }
+            if self.out_scale != 1.0 {
+                dst.iter_mut().for_each(|v| *v /= self.out_scale);
             }
         }
     }
 }
 
-/// Marks a tile column that repeats the last pixel and is not stored.
-const DROP: u32 = u32::MAX;
-
-/// Where the GEMM reads: the taps' offsets and, per tile of NP output pixels, each pixel's base
-/// in the padded input and its index in [P]. Built once per call, shared by the batch's items.
+/// Where the GEMM reads: the taps' offsets and, per tile of NP consecutive output pixels, each
+/// pixel's base in the padded input. Built once per call, shared by the batch's items.
 struct Layout {
     taps: Taps,
-    tiles: Vec<([usize; NP], [u32; NP])>,
+    tiles: Vec<[usize; NP]>,
 }
 
 /// The zero-padded (and upsampled) copy of one input item; only its interior is rewritten per item.
@@ -103,12 +111,10 @@ fn layout(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (u
     let (s, total) = (spec.stride, oh * ow);
     let tiles = (0..total.div_ceil(NP))
         .map(|t| {
-            let bases = std::array::from_fn(|j| {
-                let p = (t * NP + j).min(total - 1);
+            std::array::from_fn(|j| {
+                let p = (t * NP + j).min(total - 1); // past the end: repeat the last pixel
                 (p / ow) * s * wp + (p % ow) * s
-            });
-            let px = std::array::from_fn(|j| if t * NP + j < total { (t * NP + j) as u32 } else { DROP });
-            (bases, px)
+            })
         })
         .collect();
     let direct = up == 1 && spec.pad == [0; 4];
@@ -184,9 +190,9 @@ pub fn conv2d(
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the input.
         for (t, rows) in out_item.chunks_mut(MC * p_total).enumerate() {
-            for (bases, px) in &layout.tiles {
+            for (pt, bases) in layout.tiles.iter().enumerate() {
                 let acc = kernel.tile(cw.a.panel(t), b, bases, &layout.taps);
-                epi.store(rows, t, &acc, px);
+                epi.store(rows, t, &acc, pt * NP, NP.min(p_total - pt * NP));
             }
         }
     }
