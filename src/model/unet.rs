@@ -107,6 +107,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
         for j in 0..up.resnet_inputs.len() {
             let skip = skips.pop().expect("one skip per up-block resnet, by construction");
             x = b.concat_channels(&x, &skip)?;
+            drop(skip);
             x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), &x, &emb, 1.0)?;
             if cfg.up_blocks[i] == BlockKind::Attn {
                 x = attention(b, cfg, &format!("up_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
@@ -156,10 +157,14 @@ fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, temb: &B::
 /// ResnetBlock2D with weights under prefix `p`.
 pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
+    // Each intermediate is dropped as soon as its consumer is recorded (`drop`, not shadowing, which
+    // would keep it to the end of the block): activation memory is what is alive at once.
     let h = b.group_norm(x, &w(b, "norm1.weight")?, &w(b, "norm1.bias")?, groups, eps, true)?;
     let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
-    let h = b.conv2d(&h, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
-    let h = b.group_norm(&h, &w(b, "norm2.weight")?, &w(b, "norm2.bias")?, groups, eps, true)?;
+    let h1 = b.conv2d(&h, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
+    drop(h);
+    let h = b.group_norm(&h1, &w(b, "norm2.weight")?, &w(b, "norm2.bias")?, groups, eps, true)?;
+    drop(h1);
     let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
         b.conv2d(x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?
     } else {
@@ -194,7 +199,9 @@ pub fn attention_block<B: UNetOps>(
     let q = b.conv2d(&h, &w(b, "to_q.weight")?, &w(b, "to_q.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
     let k = b.conv2d(&h, &w(b, "to_k.weight")?, &w(b, "to_k.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
     let v = b.conv2d(&h, &w(b, "to_v.weight")?, &w(b, "to_v.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
+    drop(h);
     let a = b.attention(&q, &k, &v, heads, dim_head)?;
+    drop((q, k, v));
     b.conv2d(&a, &w(b, "to_out.0.weight")?, &w(b, "to_out.0.bias")?, ConvSpec::POINTWISE, None, Some(x), rescale)
 }
 
