@@ -62,6 +62,22 @@ fn fast_cpu_ops_match_reference_and_pytorch() {
 }
 
 #[test]
+fn fast_conv_in_row_bands_matches_reference() {
+    let mut failures = Vec::new();
+    for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
+        let ins: Vec<_> = c.inputs.iter().map(|t| Arc::new(t.clone())).collect();
+        // 1 byte: one output row per band; 500 and 2000: a few rows, the last band shorter.
+        for bytes in [1, 500, 2000] {
+            let mut ops = FastOps::from_tensors(&c.weights).with_band_bytes(bytes);
+            let got = apply(&mut ops, &c.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let name = format!("{} (bands of {bytes} bytes, fast vs reference)", c.name);
+            failures.extend(check_close(&name, &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
 fn gpu_kernels_match_cpu_and_pytorch() {
     let gpu = common::gpu();
     let mut failures = Vec::new();

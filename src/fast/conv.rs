@@ -81,71 +81,93 @@ impl Epilogue<'_> {
     }
 }
 
-/// Where the GEMM reads: the taps' offsets and, per tile of NP consecutive output pixels, each
-/// pixel's base in the padded input. Built once per call, shared by the batch's items.
-struct Layout {
-    taps: Taps,
-    tiles: Vec<[usize; NP]>,
-}
+/// A band's padded input stays within this many bytes by default (a 256×256 model's padded input
+/// would otherwise be one more copy of its largest activation).
+pub const BAND_BYTES: usize = 4 << 20;
 
-/// The zero-padded (and upsampled) copy of one input item; only its interior is rewritten per item.
-struct Padded {
-    /// Empty when the conv reads its input as it is (no padding, no upsampling).
-    data: Vec<f32>,
+/// Where a conv reads. Its input is zero-padded (and upsampled) one band of output rows at a time
+/// into a buffer of `ci` planes of `band_hp` × `wp`; tap (ci, ky, kx) of a pixel is at
+/// ci·plane + ky·wp + kx past the pixel's base. A conv without padding or upsampling reads its
+/// input as it is, in one band.
+struct Bands {
+    taps: Taps,
+    /// Output rows per band (the last band may have fewer).
+    rows: usize,
+    direct: bool,
     h: usize,
     w: usize,
     up: usize,
+    k: usize,
+    stride: usize,
     pad_t: usize,
     pad_l: usize,
     wp: usize,
     plane: usize,
+    ow: usize,
 }
 
-fn layout(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize)) -> (Layout, Padded) {
-    let up = if spec.upsample { 2 } else { 1 };
-    let [pad_t, pad_l, pad_b, pad_r] = spec.pad;
-    let (hp, wp) = (h * up + pad_t + pad_b, w * up + pad_l + pad_r);
-    let plane = hp * wp;
-    let k = cw.k;
-    let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
-    let (s, total) = (spec.stride, oh * ow);
-    let tiles = (0..total.div_ceil(NP))
-        .map(|t| {
-            std::array::from_fn(|j| {
-                let p = (t * NP + j).min(total - 1); // past the end: repeat the last pixel
-                (p / ow) * s * wp + (p % ow) * s
-            })
-        })
-        .collect();
-    let direct = up == 1 && spec.pad == [0; 4];
-    let data = if direct { Vec::new() } else { vec![0.0f32; cw.ci * plane] };
-    (Layout { taps, tiles }, Padded { data, h, w, up, pad_t, pad_l, wp, plane })
-}
+impl Bands {
+    fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize) -> Self {
+        let up = if spec.upsample { 2 } else { 1 };
+        let [pad_t, pad_l, _, pad_r] = spec.pad;
+        let (k, stride, wp) = (cw.k, spec.stride, w * up + pad_l + pad_r);
+        let direct = up == 1 && spec.pad == [0; 4];
+        let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * stride * wp).max(1)).clamp(1, oh) };
+        let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
+        let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
+        Bands { taps, rows, direct, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
+    }
 
-impl Padded {
-    /// Copies item `x` ([Ci, H, W]) into the interior (the border stays zero) and returns what the
-    /// taps read: that buffer, or `x` itself when there is no padding.
-    fn source<'a>(&'a mut self, x: &'a [f32]) -> &'a [f32] {
-        if self.data.is_empty() {
+    /// A buffer for one band of the padded input (none for a direct conv).
+    fn buffer(&self) -> Vec<f32> {
+        if self.direct {
+            Vec::new()
+        } else {
+            vec![0.0; self.taps.len() / (self.k * self.k) * self.plane]
+        }
+    }
+
+    /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of item `x` ([Ci, H, W])
+    /// and returns what the taps read: `band`, or `x` itself for a direct conv.
+    fn source<'a>(&self, band: &'a mut [f32], x: &'a [f32], oy0: usize, rows: usize) -> &'a [f32] {
+        if self.direct {
             return x;
         }
-        let (h, w, up) = (self.h, self.w, self.up);
+        let (h, w, up, wp) = (self.h, self.w, self.up, self.wp);
         for (c, src) in x.chunks_exact(h * w).enumerate() {
-            for y in 0..h * up {
-                let row = &mut self.data[c * self.plane + (y + self.pad_t) * self.wp + self.pad_l..][..w * up];
+            for r in 0..(rows - 1) * self.stride + self.k {
+                let row = &mut band[c * self.plane + r * wp..][..wp];
+                // The (upsampled) input row under padded row r of this band.
+                let Some(y) = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up) else {
+                    row.fill(0.0);
+                    continue;
+                };
                 let src_row = &src[(y / up) * w..][..w];
+                let (left, rest) = row.split_at_mut(self.pad_l);
+                let (mid, right) = rest.split_at_mut(w * up);
+                left.fill(0.0);
+                right.fill(0.0);
                 if up == 1 {
-                    row.copy_from_slice(src_row);
+                    mid.copy_from_slice(src_row);
                 } else {
-                    row.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / up]);
+                    mid.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / up]);
                 }
             }
         }
-        &self.data
+        band
+    }
+
+    /// Each pixel's base for the tiles of NP consecutive pixels of a band of `count` pixels
+    /// (past the end, the last pixel repeats; its results are not stored).
+    fn tiles(&self, count: usize) -> Vec<[usize; NP]> {
+        let (s, ow, wp) = (self.stride, self.ow, self.wp);
+        let bases: Vec<usize> = (0..count).map(|q| (q / ow) * s * wp + (q % ow) * s).collect();
+        bases.chunks(NP).map(|c| std::array::from_fn(|j| c[j.min(c.len() - 1)])).collect()
     }
 }
 
-/// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`.
+/// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
+/// reading its padded input in bands of at most `band_bytes` (at least one output row).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     kernel: Kernel,
@@ -156,6 +178,7 @@ pub fn conv2d(
     chan_add: Option<&Tensor>,
     residual: Option<&Tensor>,
     out_scale: f32,
+    band_bytes: usize,
 ) -> Result<Tensor> {
     let &[n, ci, h, w] = &x.shape[..] else {
         return Err(Error::Input(format!("conv2d: input must be [N, C, H, W], got {:?}", x.shape)));
@@ -176,7 +199,12 @@ pub fn conv2d(
         return Err(Error::Input(format!("conv2d: channel add / residual do not fit the output [{n}, {co}, {oh}, {ow}]")));
     }
     let mut out = vec![0.0f32; n * co * p_total];
-    let (layout, mut padded) = layout(cw, (h, w), spec, (oh, ow));
+    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes);
+    let mut band = bands.buffer();
+    // The tiles of a full band, and of the last band where it is shorter: built once per call.
+    let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
+    let full_tiles = bands.tiles(bands.rows * ow);
+    let last_tiles = if last_rows < bands.rows { bands.tiles(last_rows * ow) } else { Vec::new() };
     for item in 0..n {
         let epi = Epilogue {
             bias,
@@ -186,13 +214,19 @@ pub fn conv2d(
             co,
             pixels: p_total,
         };
-        let b = padded.source(&x.data[item * ci * h * w..][..ci * h * w]);
+        let xs = &x.data[item * ci * h * w..][..ci * h * w];
         let out_item = &mut out[item * co * p_total..][..co * p_total];
-        // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the input.
-        for (t, rows) in out_item.chunks_mut(MC * p_total).enumerate() {
-            for (pt, bases) in layout.tiles.iter().enumerate() {
-                let acc = kernel.tile(cw.a.panel(t), b, bases, &layout.taps);
-                epi.store(rows, t, &acc, pt * NP, NP.min(p_total - pt * NP));
+        for oy0 in (0..oh).step_by(bands.rows) {
+            let rows = bands.rows.min(oh - oy0);
+            let (p0, count) = (oy0 * ow, rows * ow);
+            let tiles = if rows < bands.rows { &last_tiles } else { &full_tiles };
+            let b = bands.source(&mut band, xs, oy0, rows);
+            // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
+            for (t, out_rows) in out_item.chunks_mut(MC * p_total).enumerate() {
+                for (pt, bases) in tiles.iter().enumerate() {
+                    let acc = kernel.tile(cw.a.panel(t), b, bases, &bands.taps);
+                    epi.store(out_rows, t, &acc, p0 + pt * NP, NP.min(count - pt * NP));
+                }
             }
         }
     }

@@ -28,6 +28,8 @@ pub struct FastOps {
     packed: Arc<HashMap<usize, ConvWeights>>,
     kernel: Kernel,
     threads: usize,
+    /// Bytes of padded input a conv reads per band of output rows (`conv::BAND_BYTES`).
+    band_bytes: usize,
 }
 
 impl FastOps {
@@ -53,7 +55,13 @@ impl FastOps {
             };
             weights.insert(name, handle);
         }
-        FastOps { weights: Arc::new(weights), packed: Arc::new(packed), kernel: Kernel::detect(), threads: default_threads() }
+        FastOps {
+            weights: Arc::new(weights),
+            packed: Arc::new(packed),
+            kernel: Kernel::detect(),
+            threads: default_threads(),
+            band_bytes: conv::BAND_BYTES,
+        }
     }
 
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
@@ -63,12 +71,24 @@ impl FastOps {
             .filter(|t| t.shape.len() == 4 && t.shape[2] == t.shape[3])
             .filter_map(|t| ConvWeights::pack(t).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
             .collect();
-        FastOps { weights: Arc::new(weights), packed: Arc::new(packed), kernel: Kernel::detect(), threads: default_threads() }
+        FastOps {
+            weights: Arc::new(weights),
+            packed: Arc::new(packed),
+            kernel: Kernel::detect(),
+            threads: default_threads(),
+            band_bytes: conv::BAND_BYTES,
+        }
     }
 
     /// Threads a forward's batch is split across (natively; the browser splits it across workers).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self
+    }
+
+    /// Convs pad their input in bands of at most `bytes` (tests use small bands on small shapes).
+    pub fn with_band_bytes(mut self, bytes: usize) -> Self {
+        self.band_bytes = bytes;
         self
     }
 
@@ -160,7 +180,8 @@ impl UNetOps for FastOps {
                 &packed
             }
         };
-        let out = conv::conv2d(self.kernel, x, cw, &b.data, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale)?;
+        let out =
+            conv::conv2d(self.kernel, x, cw, &b.data, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale, self.band_bytes)?;
         Ok(Arc::new(out))
     }
 
