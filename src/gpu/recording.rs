@@ -42,13 +42,25 @@ impl RecordedForward {
             Some(_) => Some(GpuTensor::owned(gpu.storage_buffer((batch * 4) as u64, "class labels")?, vec![batch])),
             None => None,
         };
-        let (out, dispatches) = gpu
-            .validated("recording the U-Net forward", || {
-                let mut recorder = GpuRecorder::new(gpu, weights, pool)?;
-                let out = unet_forward(&mut recorder, cfg, &sample, &timesteps, labels.as_ref())?;
-                Ok((out, std::mem::take(&mut recorder.dispatches)))
-            })
-            .await?;
+        // Recorded twice: a trace of the activations' sizes and lifetimes (thrown away), then the
+        // forward over buffers planned from it (`Pool::plan`).
+        pool.borrow_mut().trace();
+        let record = |pool: Rc<RefCell<Pool>>| -> Result<(GpuTensor, Vec<Dispatch>)> {
+            let mut recorder = GpuRecorder::new(gpu, weights, pool)?;
+            let out = unet_forward(&mut recorder, cfg, &sample, &timesteps, labels.as_ref())?;
+            Ok((out, std::mem::take(&mut recorder.dispatches)))
+        };
+        let traced = gpu.validated("tracing the U-Net forward", || record(pool.clone())).await;
+        let plan = pool.borrow_mut().plan(gpu)?; // while the traced output is alive: it is the output
+        if let Err(e) = traced {
+            let _ = pool.borrow_mut().finish(plan);
+            return Err(e);
+        }
+        drop(traced);
+        let recorded = gpu.validated("recording the U-Net forward", || record(pool.clone())).await;
+        let finished = pool.borrow_mut().finish(plan);
+        let (out, dispatches) = recorded?;
+        finished?;
         Ok(RecordedForward { batch, sample, timesteps, labels, out, dispatches })
     }
 
