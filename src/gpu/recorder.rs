@@ -44,6 +44,14 @@ pub struct Plan {
     shared: Vec<(u64, wgpu::Buffer)>,
 }
 
+/// A buffer of a plan: its size (its largest tensor's), whether it holds an output, and the
+/// lifetimes (allocation, drop) of the tensors it serves.
+struct PlannedBuffer {
+    size: u64,
+    output: bool,
+    serves: Vec<(usize, usize)>,
+}
+
 /// Lifetime bound of a tensor still alive when the plan is made (the recording's output).
 const ALIVE: usize = usize::MAX;
 
@@ -64,28 +72,27 @@ impl Pool {
         };
         let mut order: Vec<usize> = (0..sizes.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-        // Per planned buffer: its size, whether it holds an output, and the lifetimes it serves.
-        let mut slots: Vec<(u64, bool, Vec<(usize, usize)>)> = Vec::new();
+        let mut slots: Vec<PlannedBuffer> = Vec::new();
         let mut slot_of = vec![0; sizes.len()];
         for i in order {
             let (start, end) = lives[i];
-            let fits = |(size, out, served): &(u64, bool, Vec<(usize, usize)>)| {
-                *size >= sizes[i] && !out && end != ALIVE && served.iter().all(|&(s, e)| end <= s || e <= start)
+            let fits = |b: &PlannedBuffer| {
+                b.size >= sizes[i] && !b.output && end != ALIVE && b.serves.iter().all(|&(s, e)| end <= s || e <= start)
             };
-            let best = slots.iter().enumerate().filter(|(_, slot)| fits(slot)).min_by_key(|(_, slot)| slot.0).map(|(k, _)| k);
+            let best = slots.iter().enumerate().filter(|(_, b)| fits(b)).min_by_key(|(_, b)| b.size).map(|(k, _)| k);
             let k = best.unwrap_or_else(|| {
-                slots.push((sizes[i], end == ALIVE, Vec::new()));
+                slots.push(PlannedBuffer { size: sizes[i], output: end == ALIVE, serves: Vec::new() });
                 slots.len() - 1
             });
-            slots[k].2.push((start, end));
+            slots[k].serves.push((start, end));
             slot_of[i] = k;
         }
         let mut buffers = Vec::with_capacity(slots.len());
-        for (size, _, _) in &slots {
-            buffers.push(self.take(gpu, *size, "planned activation")?);
+        for b in &slots {
+            buffers.push(self.take(gpu, b.size, "planned activation")?);
         }
         let per_request = slot_of.iter().map(|&k| buffers[k].clone()).collect();
-        let shared = buffers.into_iter().zip(&slots).filter(|(_, slot)| !slot.1).map(|(b, _)| b).collect();
+        let shared = buffers.into_iter().zip(&slots).filter(|(_, slot)| !slot.output).map(|(b, _)| b).collect();
         self.mode = Mode::Planned(per_request);
         Ok(Plan { shared })
     }
