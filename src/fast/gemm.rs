@@ -31,11 +31,15 @@ pub const NP: usize = 6;
 #[cfg_attr(all(target_arch = "wasm32", target_feature = "relaxed-simd"), allow(dead_code))]
 unsafe fn tile_body<const FMA: bool>(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
     let mut c = [[0f32; MC]; NP];
+    // One pointer per pixel, so each load is [pointer + offset·4] (indexing b by bases[j] + o
+    // costs an extra add per pixel and step).
+    // SAFETY: the caller's bound (bases[j] ≤ b.len()).
+    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
     for (av, &o) in a.chunks_exact(MC).zip(offsets) {
         let av: &[f32; MC] = av.try_into().expect("chunks_exact");
         for j in 0..NP {
             // SAFETY: the caller's bound.
-            let bj = unsafe { *b.get_unchecked(bases[j] + o) };
+            let bj = unsafe { *px[j].add(o) };
             for i in 0..MC {
                 c[j][i] = if FMA { bj.mul_add(av[i], c[j][i]) } else { c[j][i] + bj * av[i] };
             }
@@ -57,12 +61,14 @@ unsafe fn relaxed_body(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usi
     const _: () = assert!(MC == 8);
     let zero = f32x4_splat(0.0);
     let mut c: [[v128; 2]; NP] = [[zero; 2]; NP];
+    // SAFETY: the caller's bound (bases[j] ≤ b.len()).
+    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
     for (av, &o) in a.chunks_exact(MC).zip(offsets) {
         // SAFETY: av has MC = 8 floats; unaligned v128 loads are allowed in wasm.
         let (a0, a1) = unsafe { (v128_load(av.as_ptr() as *const v128), v128_load(av.as_ptr().add(4) as *const v128)) };
         for j in 0..NP {
             // SAFETY: the caller's bound.
-            let bj = f32x4_splat(unsafe { *b.get_unchecked(bases[j] + o) });
+            let bj = f32x4_splat(unsafe { *px[j].add(o) });
             c[j][0] = f32x4_relaxed_madd(a0, bj, c[j][0]);
             c[j][1] = f32x4_relaxed_madd(a1, bj, c[j][1]);
         }
