@@ -55,13 +55,13 @@ impl FastOps {
             };
             weights.insert(name, handle);
         }
-        FastOps {
-            weights: Arc::new(weights),
-            packed: Arc::new(packed),
-            kernel: Kernel::detect(),
-            threads: default_threads(),
-            band_bytes: conv::BAND_BYTES,
-        }
+        Self::with_weights(weights, packed)
+    }
+
+    /// The engine over these weights, with this CPU's kernel and the default threads and bands.
+    fn with_weights(weights: HashMap<String, Arc<Tensor>>, packed: HashMap<usize, ConvWeights>) -> Self {
+        let (weights, packed) = (Arc::new(weights), Arc::new(packed));
+        FastOps { weights, packed, kernel: Kernel::detect(), threads: default_threads(), band_bytes: conv::BAND_BYTES }
     }
 
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
@@ -71,13 +71,7 @@ impl FastOps {
             .filter(|t| t.shape.len() == 4 && t.shape[2] == t.shape[3])
             .filter_map(|t| ConvWeights::pack(t).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
             .collect();
-        FastOps {
-            weights: Arc::new(weights),
-            packed: Arc::new(packed),
-            kernel: Kernel::detect(),
-            threads: default_threads(),
-            band_bytes: conv::BAND_BYTES,
-        }
+        Self::with_weights(weights, packed)
     }
 
     /// Threads a forward's batch is split across (natively; the browser splits it across workers).
