@@ -1,7 +1,8 @@
 //! `GpuRecorder`: the U-Net ops as WGSL dispatches. Calling an op does not run it: it allocates the
 //! output from the pool, builds the bind group and appends a `Dispatch`; `program` replays the list.
-//! A tensor's buffer returns to the pool when its last handle drops, so later ops of the same
-//! recording reuse it — safe because dispatches run in recording order.
+//! A tensor's buffer is free for later ops of the same recording once its last handle drops —
+//! safe because dispatches run in recording order. A recorded forward is planned (`Pool::plan`):
+//! traced once for every activation's size and lifetime, then recorded over shared buffers.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
