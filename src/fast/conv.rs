@@ -94,6 +94,7 @@ struct Bands {
     /// Output rows per band (the last band may have fewer).
     rows: usize,
     direct: bool,
+    ci: usize,
     h: usize,
     w: usize,
     up: usize,
@@ -115,7 +116,7 @@ impl Bands {
         let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * stride * wp).max(1)).clamp(1, oh) };
         let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
         let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
-        Bands { taps, rows, direct, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
+        Bands { taps, rows, direct, ci: cw.ci, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
     }
 
     /// A buffer for one band of the padded input (none for a direct conv).
@@ -123,7 +124,7 @@ impl Bands {
         if self.direct {
             Vec::new()
         } else {
-            vec![0.0; self.taps.len() / (self.k * self.k) * self.plane]
+            vec![0.0; self.ci * self.plane]
         }
     }
 
@@ -222,6 +223,8 @@ pub fn conv2d(
             let tiles = if rows < bands.rows { &last_tiles } else { &full_tiles };
             let b = bands.source(&mut band, xs, oy0, rows);
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
+            // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
+            // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
             for (t, out_rows) in out_item.chunks_mut(MC * p_total).enumerate() {
                 for (pt, bases) in tiles.iter().enumerate() {
                     let acc = kernel.tile(cw.a.panel(t), b, bases, &bands.taps);
