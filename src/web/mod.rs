@@ -132,12 +132,14 @@ impl DiffusionSampler {
         presents: Option<bool>,
     ) -> Result<DiffusionSampler, JsValue> {
         let canvas = Canvas::from_js(canvas).map_err(js_err)?;
+        // CPU workers are sent the model first, so they parse and pack it while this thread does.
+        let loading = cpu_workers(&engine).map_err(js_err)?.map(|n| WorkerEngine::start(&config_json, &weights, n));
         let model = Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()).map_err(js_err)?;
         if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
             web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
         }
-        let (engine, adapter) = match engine.as_str() {
-            "webgpu" => {
+        let (engine, adapter) = match (engine.as_str(), loading) {
+            ("webgpu", _) => {
                 let (gpu, target) = gpu_for_canvas(&canvas, presents).await.map_err(js_err)?;
                 let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
                     .iter()
@@ -154,29 +156,23 @@ impl DiffusionSampler {
                 let engine = GpuEngine::new(gpu, &model).map_err(js_err)?;
                 (EngineKind::WebGpu { engine: Box::new(engine), target }, adapter)
             }
-            cpu if cpu == "cpu" || cpu.starts_with("cpu:") => {
-                let engine = CpuEngine::new(&model);
-                let kernel = engine.ops().kernel_name();
-                let threads = match cpu.strip_prefix("cpu:") {
-                    Some(n) => n
-                        .parse::<usize>()
-                        .ok()
-                        .filter(|&n| (1..=16).contains(&n))
-                        .ok_or_else(|| js_err(Error::Input(format!("engine {cpu:?}: \"cpu:N\" takes 1 to 16 workers"))))?,
-                    None => (hardware_concurrency() as usize).clamp(1, 4),
-                };
-                match WorkerEngine::new(&config_json, &weights, threads).await {
+            (_, Some(loading)) => {
+                // The page's thread packs weights of its own only where no worker starts.
+                let kernel = crate::fast::gemm::Kernel::detect().name();
+                match async { loading?.loaded().await }.await {
                     Ok(workers) => {
                         let n = workers.worker_count();
                         (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) in {n} Web Worker(s)"))
                     }
                     Err(e) => {
                         let note = format!("CPU: Rust compiled to wasm ({kernel} GEMM) on the page's thread [no Web Workers: {e}]");
-                        (EngineKind::Cpu(engine), note)
+                        (EngineKind::Cpu(CpuEngine::new(&model)), note)
                     }
                 }
             }
-            other => return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)")))),
+            (other, None) => {
+                return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)"))))
+            }
         };
         let gpu = match &engine {
             EngineKind::WebGpu { engine, .. } => Some(GpuHandles::of(engine)),
@@ -348,6 +344,16 @@ fn hardware_concurrency() -> f64 {
 
 /// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
 /// The global `setTimeout`, so it works in a page and in a worker.
+/// How many CPU workers `engine` runs: "cpu" one per core up to 4, "cpu:N" N; none for WebGPU.
+fn cpu_workers(engine: &str) -> Result<Option<usize>, Error> {
+    if engine == "cpu" {
+        return Ok(Some((hardware_concurrency() as usize).clamp(1, 4)));
+    }
+    let Some(n) = engine.strip_prefix("cpu:") else { return Ok(None) };
+    let n = n.parse::<usize>().ok().filter(|&n| (1..=16).contains(&n));
+    n.map(Some).ok_or_else(|| Error::Input(format!("engine {engine:?}: \"cpu:N\" takes 1 to 16 workers")))
+}
+
 pub(crate) async fn sleep_ms(ms: i32) {
     let global = js_sys::global();
     let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) else {

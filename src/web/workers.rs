@@ -100,9 +100,14 @@ fn js_msg(e: JsValue) -> String {
     e.dyn_ref::<js_sys::Error>().map(|e| String::from(e.message())).or_else(|| e.as_string()).unwrap_or_else(|| format!("{e:?}"))
 }
 
-/// Posts `msg` (transferring `transfer`) and resolves with the worker's reply; a reply of type
-/// "error", a worker error event or an unloadable script reject with its message.
-async fn request(worker: &web_sys::Worker, msg: Object, transfer: Array) -> Result<JsValue> {
+/// The worker's reply to a `post`; a reply of type "error", a worker error event or an
+/// unloadable script reject with its message.
+async fn reply(promise: Promise) -> Result<JsValue> {
+    JsFuture::from(promise).await.map_err(|e| Error::Input(format!("CPU worker: {}", js_msg(e))))
+}
+
+/// Posts `msg` (transferring `transfer`) now, and returns the promise of the worker's reply.
+fn post(worker: &web_sys::Worker, msg: Object, transfer: Array) -> Result<Promise> {
     let reply = Promise::new(&mut |resolve, reject| {
         let reject2 = reject.clone();
         let on_message = Closure::once_into_js(move |e: web_sys::MessageEvent| {
@@ -123,7 +128,7 @@ async fn request(worker: &web_sys::Worker, msg: Object, transfer: Array) -> Resu
         worker.set_onerror(Some(on_error.unchecked_ref()));
     });
     worker.post_message_with_transfer(&msg, &transfer).map_err(|e| Error::Input(format!("postMessage: {}", js_msg(e))))?;
-    JsFuture::from(reply).await.map_err(|e| Error::Input(format!("CPU worker: {}", js_msg(e))))
+    Ok(reply)
 }
 
 fn message(pairs: &[(&str, JsValue)]) -> Object {
@@ -150,26 +155,39 @@ struct Pending {
     replies: Vec<Promise>,
 }
 
+/// Workers that were sent the model and are parsing and packing it (`WorkerEngine::start`).
+pub struct LoadingWorkers {
+    engine: WorkerEngine,
+    loads: Vec<Promise>,
+}
+
+impl LoadingWorkers {
+    /// The engine once every worker has loaded the model (an error names the first that failed;
+    /// all of them are terminated then).
+    pub async fn loaded(self) -> Result<WorkerEngine> {
+        for load in self.loads {
+            reply(load).await?;
+        }
+        Ok(self.engine)
+    }
+}
+
 impl WorkerEngine {
-    /// Starts `count` workers and loads the model into each.
-    pub async fn new(config_json: &str, weights: &[u8], count: usize) -> Result<Self> {
+    /// Starts `count` workers and sends each the model: they load it while the caller goes on
+    /// (the page's thread parses the same bytes meanwhile), and `loaded` waits for them.
+    pub fn start(config_json: &str, weights: &[u8], count: usize) -> Result<LoadingWorkers> {
         let mut blob_url = None;
         let workers = (0..count.max(1)).map(|_| start_worker(&mut blob_url)).collect::<Result<Vec<_>>>()?;
-        let loads: Vec<_> = workers
+        let loads = workers
             .iter()
             .map(|w| {
                 let bytes = Uint8Array::from(weights).buffer();
-                request(
-                    w,
-                    message(&[("type", "load".into()), ("config", config_json.into()), ("weights", bytes.clone().into())]),
-                    Array::of1(&bytes),
-                )
+                let msg = message(&[("type", "load".into()), ("config", config_json.into()), ("weights", bytes.clone().into())]);
+                post(w, msg, Array::of1(&bytes))
             })
-            .collect();
-        for load in loads {
-            load.await?;
-        }
-        Ok(WorkerEngine { workers, state: HostState::default(), pending: None })
+            .collect::<Result<_>>();
+        let engine = WorkerEngine { workers, state: HostState::default(), pending: None };
+        Ok(LoadingWorkers { loads: loads?, engine })
     }
 
     pub fn worker_count(&self) -> usize {
@@ -214,10 +232,7 @@ impl Engine for WorkerEngine {
                 ("labels", labels.map_or(JsValue::NULL, |l| Uint32Array::from(&l[a..b]).into())),
             ]);
             let transfer = Array::of1(&sample.buffer());
-            let worker = worker.clone();
-            replies.push(wasm_bindgen_futures::future_to_promise(async move {
-                request(&worker, msg, transfer).await.map_err(|e| JsValue::from(e.to_string()))
-            }));
+            replies.push(post(worker, msg, transfer)?);
         }
         let (coeffs, guidance) = (plan.steps[index].coeffs, plan.guidance.clone());
         self.pending = Some(Pending { coeffs, guidance, noise: noise.map(<[f32]>::to_vec), replies });
@@ -227,8 +242,8 @@ impl Engine for WorkerEngine {
     async fn sync(&mut self) -> Result<()> {
         let Some(p) = self.pending.take() else { return Ok(()) };
         let mut m = Vec::with_capacity(2 * self.state.x.len());
-        for reply in p.replies {
-            let data = JsFuture::from(reply).await.map_err(|e| Error::Input(js_msg(e)))?;
+        for r in p.replies {
+            let data = reply(r).await?;
             let out: Float32Array = Reflect::get(&data, &"out".into()).map_err(|e| Error::Input(js_msg(e)))?.unchecked_into();
             m.extend(out.to_vec());
         }

@@ -27,6 +27,11 @@ let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth chec
 function endSpareWorkers() {
   while (spareWorkers.length) spareWorkers.pop().terminate();
 }
+/** Starts spare CPU-engine workers up to `n` (default: one per core, up to 4). */
+function startSpareWorkers(n = Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4)) {
+  if (typeof Worker !== 'function') return;
+  while (spareWorkers.length < n) spareWorkers.push(newCpuWorker());
+}
 
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
@@ -51,6 +56,14 @@ export async function chooseEngine(requested = 'auto') {
     return { engine: 'cpu', reason: `${why[0].toUpperCase()}${why.slice(1)}, so the CPU engine (Rust compiled to wasm) runs instead.` };
   };
   if (!globalThis.navigator?.gpu) return unavailable('this browser has no WebGPU (navigator.gpu is missing)');
+  // While the adapter answers, CPU workers start (their wasm compiles): most adapters here are
+  // software ones, where auto picks the CPU engine. They are ended if WebGPU is picked.
+  const spare = requested === 'auto' && !spareWorkers.length;
+  if (spare) startSpareWorkers();
+  const picked = (choice) => {
+    if (spare && choice.engine === 'webgpu') endSpareWorkers();
+    return choice;
+  };
   let adapter = null, failure = '';
   try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { failure = `: ${e.message || e}`; }
   if (!adapter) return unavailable(`WebGPU offers no adapter here (requestAdapter gave none${failure})`);
@@ -62,7 +75,7 @@ export async function chooseEngine(requested = 'auto') {
   if (info.isFallbackAdapter) {
     return { engine: 'cpu', reason: `Only a fallback WebGPU adapter is available (${name}, a CPU emulation); the CPU engine is much faster here.` };
   }
-  return { engine: 'webgpu', reason: `WebGPU on ${name}.` };
+  return picked({ engine: 'webgpu', reason: `WebGPU on ${name}.` });
 }
 
 async function fetchOk(url, init) {
@@ -109,7 +122,8 @@ async function fetchWeights(url, onProgress, useCache) {
   for (const c of chunks) { bytes.set(c, at); at += c.length; }
   if (cache) {
     const headers = { 'content-type': 'application/octet-stream', 'x-ddim-version': versionOf(resp.headers) };
-    await cache.put(url, new Response(bytes, { headers })).catch(() => {}); // quota: just do not cache
+    // Not awaited: the Response holds its own copy of the bytes, and the caller need not wait for the disk.
+    cache.put(url, new Response(bytes, { headers })).catch(() => {}); // quota: just do not cache
   }
   return bytes;
 }
@@ -136,8 +150,9 @@ export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = tru
     }
     return resp.text();
   };
-  const [config, scheduler] = await Promise.all([text(urls.config, true), urls.scheduler ? text(urls.scheduler, false) : undefined]);
-  const weights = await fetchWeights(urls.weights, onProgress, cache);
+  // The three requests overlap: on the page's first frame's critical path.
+  const [config, scheduler, weights] = await Promise.all([text(urls.config, true), urls.scheduler ? text(urls.scheduler, false) : undefined,
+    fetchWeights(urls.weights, onProgress, cache)]);
   return { config, weights, scheduler };
 }
 
@@ -386,10 +401,9 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
   wasm.catch(() => {});
   loading.catch(() => {});
   const choice = typeof engine === 'object' ? engine : await chooseEngine(engine);
-  if (thread === 'main' && choice.engine.startsWith('cpu') && typeof Worker === 'function') {
+  if (thread === 'main' && choice.engine.startsWith('cpu')) {
     // The workers this thread's CPU engine will make (src/web: ?threads / cpu:N, else one per core up to 4).
-    const n = Number(choice.engine.split(':')[1]) || Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4);
-    while (spareWorkers.length < n) spareWorkers.push(newCpuWorker());
+    startSpareWorkers(Number(choice.engine.split(':')[1]) || undefined);
   }
   let m;
   try {
@@ -419,6 +433,7 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
       why = `The engine runs on the page's thread: the engine worker did not start (${e.message}).`;
     }
     if (worker) {
+      endSpareWorkers(); // the engine worker starts CPU workers of its own
       const offscreen = canvas.transferControlToOffscreen();
       // Our own download is handed over; the caller's bytes are copied.
       const weights = files ? m.weights.slice() : m.weights;
