@@ -47,6 +47,19 @@ impl<O: crate::cpu::HostOps> Profiled<O> {
     }
 }
 
+impl<O: crate::cpu::HostOps> Profiled<O> {
+    /// Notes a conv's output size and FLOPs.
+    fn counted(&mut self, w: &Tensor, out: std::sync::Arc<Tensor>) -> std::sync::Arc<Tensor> {
+        if out.len() > self.largest[1] {
+            self.largest[1] = out.len();
+            self.largest.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        let w_len: usize = w.shape.iter().product(); // the fast engine keeps conv weights packed only
+        self.conv_flops += 2.0 * (w_len * out.len() / w.shape[0]) as f64;
+        out
+    }
+}
+
 impl<O: crate::cpu::HostOps> crate::cpu::HostOps for Profiled<O> {}
 
 impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
@@ -69,13 +82,21 @@ impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
     ) -> Result<Self::T> {
         let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
         let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
-        if out.len() > self.largest[1] {
-            self.largest[1] = out.len();
-            self.largest.sort_unstable_by(|a, b| b.cmp(a));
-        }
-        let w_len: usize = w.shape.iter().product(); // the fast engine keeps conv weights packed only
-        self.conv_flops += 2.0 * (w_len * out.len() / w.shape[0]) as f64;
-        Ok(out)
+        Ok(self.counted(w, out))
+    }
+    fn norm_silu_conv2d(
+        &mut self,
+        x: &Self::T,
+        norm: crate::model::GroupNorm<'_, Self::T>,
+        w: &Self::T,
+        b: &Self::T,
+        spec: crate::model::ConvSpec,
+        add: Option<&Self::T>,
+        res: Option<&Self::T>,
+        scale: f32,
+    ) -> Result<Self::T> {
+        let out = self.time("group_norm+silu+conv 3x3", |o| o.norm_silu_conv2d(x, norm, w, b, spec, add, res, scale))?;
+        Ok(self.counted(w, out))
     }
     fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
         self.time("group_norm", |o| o.group_norm(x, g, b, groups, eps, silu))

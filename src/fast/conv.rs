@@ -8,9 +8,11 @@
 //! copy and no computed-then-dropped padding column. A 1×1 conv without padding reads its input.
 //!
 //! The epilogue fuses bias, the per-channel time-embedding add, the residual and the output scale
-//! into the single store.
+//! into the single store. A ResnetBlock2D's group norm + SiLU is applied as the padded copy is
+//! made (`PreNorm`), so the normalised activation is never stored.
 
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
+use super::norm;
 use crate::error::{Error, Result};
 use crate::model::ConvSpec;
 use crate::tensor::Tensor;
@@ -85,6 +87,15 @@ impl Epilogue<'_> {
 /// would otherwise be one more copy of its largest activation).
 pub const BAND_BYTES: usize = 4 << 20;
 
+/// silu(group_norm(x)) in front of a conv: γ, β (one per input channel), groups, ε.
+#[derive(Clone, Copy)]
+pub struct PreNorm<'a> {
+    pub gamma: &'a [f32],
+    pub beta: &'a [f32],
+    pub groups: usize,
+    pub eps: f32,
+}
+
 /// Where a conv reads. Its input is zero-padded (and upsampled) one band of output rows at a time
 /// into a buffer of `ci` planes of `band_hp` × `wp`; tap (ci, ky, kx) of a pixel is at
 /// ci·plane + ky·wp + kx past the pixel's base. A conv without padding or upsampling reads its
@@ -108,11 +119,12 @@ struct Bands {
 }
 
 impl Bands {
-    fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize) -> Self {
+    /// `normed`: the input is normalised as it is copied, so even a 1×1 conv reads a copy.
+    fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, normed: bool) -> Self {
         let up = if spec.upsample { 2 } else { 1 };
         let [pad_t, pad_l, _, pad_r] = spec.pad;
         let (k, stride, wp) = (cw.k, spec.stride, w * up + pad_l + pad_r);
-        let direct = up == 1 && spec.pad == [0; 4];
+        let direct = up == 1 && spec.pad == [0; 4] && !normed;
         let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * stride * wp).max(1)).clamp(1, oh) };
         let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
         let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
@@ -128,22 +140,47 @@ impl Bands {
         }
     }
 
-    /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of item `x` ([Ci, H, W])
-    /// and returns what the taps read: `band`, or `x` itself for a direct conv.
-    fn source<'a>(&self, band: &'a mut [f32], x: &'a [f32], oy0: usize, rows: usize) -> &'a [f32] {
+    /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of item `x` ([Ci, H, W]),
+    /// each channel mapped through silu(x·scale + shift) where `affine` gives (scale, shift), and
+    /// returns what the taps read: `band`, or `x` itself for a direct conv.
+    fn source<'a>(
+        &self,
+        band: &'a mut [f32],
+        normed: &mut Vec<f32>,
+        x: &'a [f32],
+        affine: Option<&[(f32, f32)]>,
+        oy0: usize,
+        rows: usize,
+    ) -> &'a [f32] {
         if self.direct {
             return x;
         }
         let (h, w, up, wp) = (self.h, self.w, self.up, self.wp);
+        let band_rows = (rows - 1) * self.stride + self.k;
+        // The input rows this band reads: first..end.
+        let y0 = (oy0 * self.stride) as isize - self.pad_t as isize;
+        let first = y0.max(0) as usize / up;
+        let end = (y0 + band_rows as isize - 1).clamp(-1, (h * up) as isize - 1);
+        let end = if end < 0 { first } else { (end as usize / up + 1).max(first) };
         for (c, src) in x.chunks_exact(h * w).enumerate() {
-            for r in 0..(rows - 1) * self.stride + self.k {
+            // Normalised in one contiguous run (rows of 7 to 28 pixels would leave SIMD loops
+            // mostly in their scalar tails), then copied into the padded rows.
+            let (src, first) = match affine {
+                None => (src, 0),
+                Some(a) => {
+                    normed.resize((end - first) * w, 0.0);
+                    norm::affine_silu_row(&src[first * w..end * w], normed, a[c].0, a[c].1);
+                    (&normed[..], first)
+                }
+            };
+            for r in 0..band_rows {
                 let row = &mut band[c * self.plane + r * wp..][..wp];
                 // The (upsampled) input row under padded row r of this band.
                 let Some(y) = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up) else {
                     row.fill(0.0);
                     continue;
                 };
-                let src_row = &src[(y / up) * w..][..w];
+                let src_row = &src[(y / up - first) * w..][..w];
                 let (left, rest) = row.split_at_mut(self.pad_l);
                 let (mid, right) = rest.split_at_mut(w * up);
                 left.fill(0.0);
@@ -167,12 +204,14 @@ impl Bands {
     }
 }
 
-/// The fused conv: (conv(x) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
-/// reading its padded input in bands of at most `band_bytes` (at least one output row).
+/// The fused conv: (conv(x̂) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
+/// with x̂ = silu(group_norm(x)) where `pre` is given and x̂ = x elsewhere, reading its padded input
+/// in bands of at most `band_bytes` (at least one output row).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     kernel: Kernel,
     x: &Tensor,
+    pre: Option<PreNorm>,
     cw: &ConvWeights,
     bias: &[f32],
     spec: ConvSpec,
@@ -194,14 +233,19 @@ pub fn conv2d(
             k = cw.k
         )));
     }
+    if let Some(p) = pre {
+        if p.groups == 0 || !ci.is_multiple_of(p.groups) || p.gamma.len() != ci || p.beta.len() != ci {
+            return Err(Error::Input(format!("group_norm: {ci} channels, {} groups, gamma of {}", p.groups, p.gamma.len())));
+        }
+    }
     let (oh, ow) = spec.out_size(h, w, cw.k).ok_or_else(|| Error::Input(format!("conv2d: input {h}x{w} too small")))?;
     let p_total = oh * ow;
     if chan_add.is_some_and(|a| a.len() != n * co) || residual.is_some_and(|r| r.len() != n * co * p_total) {
         return Err(Error::Input(format!("conv2d: channel add / residual do not fit the output [{n}, {co}, {oh}, {ow}]")));
     }
     let mut out = vec![0.0f32; n * co * p_total];
-    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes);
-    let mut band = bands.buffer();
+    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes, pre.is_some());
+    let (mut band, mut normed) = (bands.buffer(), Vec::new());
     // The tiles of a full band, and of the last band where it is shorter: built once per call.
     let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
     let full_tiles = bands.tiles(bands.rows * ow);
@@ -216,12 +260,13 @@ pub fn conv2d(
             pixels: p_total,
         };
         let xs = &x.data[item * ci * h * w..][..ci * h * w];
+        let affine = pre.map(|p| norm::channel_affine(xs, p.gamma, p.beta, p.groups, p.eps));
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         for oy0 in (0..oh).step_by(bands.rows) {
             let rows = bands.rows.min(oh - oy0);
             let (p0, count) = (oy0 * ow, rows * ow);
             let tiles = if rows < bands.rows { &last_tiles } else { &full_tiles };
-            let b = bands.source(&mut band, xs, oy0, rows);
+            let b = bands.source(&mut band, &mut normed, xs, affine.as_deref(), oy0, rows);
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).

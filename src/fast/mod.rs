@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use crate::cpu::{forward_in_place, HostOps};
 use crate::error::{Error, Result};
-use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
+use crate::model::{ConvSpec, GroupNorm, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
-use conv::ConvWeights;
+use conv::{ConvWeights, PreNorm};
 use gemm::Kernel;
 
 /// `UNetOps` on host tensors with packed conv weights. Tensors are shared, never mutated in place;
@@ -88,6 +88,31 @@ impl FastOps {
 
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// `conv::conv2d` with this engine's packed copy of `w` (packed now if it has none).
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &self,
+        x: &Tensor,
+        pre: Option<PreNorm>,
+        w: &Arc<Tensor>,
+        b: &Tensor,
+        spec: ConvSpec,
+        chan_add: Option<&Arc<Tensor>>,
+        residual: Option<&Arc<Tensor>>,
+        out_scale: f32,
+    ) -> Result<Arc<Tensor>> {
+        let packed;
+        let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
+            Some(cw) => cw,
+            None => {
+                packed = ConvWeights::pack(w)?;
+                &packed
+            }
+        };
+        let (add, res) = (chan_add.map(|t| &**t), residual.map(|t| &**t));
+        Ok(Arc::new(conv::conv2d(self.kernel, x, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -166,17 +191,22 @@ impl UNetOps for FastOps {
         residual: Option<&Self::T>,
         out_scale: f32,
     ) -> Result<Self::T> {
-        let packed;
-        let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
-            Some(cw) => cw,
-            None => {
-                packed = ConvWeights::pack(w)?;
-                &packed
-            }
-        };
-        let out =
-            conv::conv2d(self.kernel, x, cw, &b.data, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale, self.band_bytes)?;
-        Ok(Arc::new(out))
+        self.conv(x, None, w, b, spec, chan_add, residual, out_scale)
+    }
+
+    fn norm_silu_conv2d(
+        &mut self,
+        x: &Self::T,
+        norm: GroupNorm<'_, Self::T>,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ConvSpec,
+        chan_add: Option<&Self::T>,
+        residual: Option<&Self::T>,
+        out_scale: f32,
+    ) -> Result<Self::T> {
+        let pre = PreNorm { gamma: &norm.gamma.data, beta: &norm.beta.data, groups: norm.groups, eps: norm.eps };
+        self.conv(x, Some(pre), w, b, spec, chan_add, residual, out_scale)
     }
 
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {

@@ -92,23 +92,65 @@ fn normalize_avx2(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], args:
 fn normalize<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, cg, hw, eps, silu_after): NormArgs) {
     let span = cg * hw;
     for (gi, (src, dst)) in x.chunks_exact(span).zip(out.chunks_exact_mut(span)).enumerate() {
-        let mean = lane_sum(src, |v| v) / span as f64;
-        let m = mean as f32;
-        let var = lane_sum(src, |v| (v - m) * (v - m)) / span as f64;
-        let inv = (1.0 / (var + eps as f64).sqrt()) as f32;
+        let (m, inv) = group_stats(src, eps);
         let first = (gi % groups) * cg;
         for (j, (s, d)) in src.chunks_exact(hw).zip(dst.chunks_exact_mut(hw)).enumerate() {
             let (scale, shift) = (inv * gamma[first + j], beta[first + j] - m * inv * gamma[first + j]);
-            if silu_after {
-                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| {
-                    let y = madd::<FMA>(v, scale, shift);
-                    *o = y / (1.0 + exp_with::<FMA>(-y))
-                });
-            } else {
-                s.iter().zip(d.iter_mut()).for_each(|(&v, o)| *o = madd::<FMA>(v, scale, shift));
-            }
+            affine_row::<FMA>(s, d, scale, shift, silu_after);
         }
     }
+}
+
+/// A group's mean and 1/√(variance + ε) (f64 sums over 8 lanes).
+#[inline(always)]
+fn group_stats(src: &[f32], eps: f32) -> (f32, f32) {
+    let mean = lane_sum(src, |v| v) / src.len() as f64;
+    let m = mean as f32;
+    let var = lane_sum(src, |v| (v - m) * (v - m)) / src.len() as f64;
+    (m, (1.0 / (var + eps as f64).sqrt()) as f32)
+}
+
+/// dst = x·scale + shift, then SiLU where `silu_after`.
+#[inline(always)]
+fn affine_row<const FMA: bool>(src: &[f32], dst: &mut [f32], scale: f32, shift: f32, silu_after: bool) {
+    if silu_after {
+        src.iter().zip(dst.iter_mut()).for_each(|(&v, o)| {
+            let y = madd::<FMA>(v, scale, shift);
+            *o = y / (1.0 + exp_with::<FMA>(-y))
+        });
+    } else {
+        src.iter().zip(dst.iter_mut()).for_each(|(&v, o)| *o = madd::<FMA>(v, scale, shift));
+    }
+}
+
+/// Group norm of one item `x` ([C, hw]) as one affine map per channel: group_norm(x)[c] =
+/// x[c]·scale + shift, for a conv that normalises its input as it reads it (`conv::PreNorm`).
+pub fn channel_affine(x: &[f32], gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
+    let (c, cg) = (gamma.len(), gamma.len() / groups);
+    let span = x.len() / groups;
+    let mut out = Vec::with_capacity(c);
+    for (gi, src) in x.chunks_exact(span).enumerate() {
+        let (m, inv) = group_stats(src, eps);
+        out.extend((gi * cg..(gi + 1) * cg).map(|ch| (inv * gamma[ch], beta[ch] - m * inv * gamma[ch])));
+    }
+    out
+}
+
+/// dst = silu(src·scale + shift), with FMAs on AVX2 CPUs (as `group_norm` computes it).
+pub fn affine_silu_row(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        unsafe { affine_silu_row_avx2(src, dst, scale, shift) };
+        return;
+    }
+    affine_row::<false>(src, dst, scale, shift, true)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn affine_silu_row_avx2(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
+    affine_row::<true>(src, dst, scale, shift, true)
 }
 
 #[cfg(test)]

@@ -30,6 +30,14 @@ impl ConvSpec {
     }
 }
 
+/// A GroupNorm's affine parameters (γ, β), groups and ε.
+pub struct GroupNorm<'a, T> {
+    pub gamma: &'a T,
+    pub beta: &'a T,
+    pub groups: usize,
+    pub eps: f32,
+}
+
 /// The ops a U-Net forward needs. Tensors are NCHW (or [N, features]); `weight(name)` hands out a
 /// model tensor by its diffusers name.
 pub trait UNetOps {
@@ -50,6 +58,24 @@ pub trait UNetOps {
         out_scale: f32,
     ) -> Result<Self::T>;
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T>;
+    /// conv2d(silu(group_norm(x)), …), the first half of every ResnetBlock2D conv. A backend that
+    /// can normalise as its conv reads the input overrides it: the normalised tensor, as large as
+    /// `x`, is then never stored.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_silu_conv2d(
+        &mut self,
+        x: &Self::T,
+        norm: GroupNorm<'_, Self::T>,
+        w: &Self::T,
+        b: &Self::T,
+        spec: ConvSpec,
+        chan_add: Option<&Self::T>,
+        residual: Option<&Self::T>,
+        out_scale: f32,
+    ) -> Result<Self::T> {
+        let h = self.group_norm(x, norm.gamma, norm.beta, norm.groups, norm.eps, true)?;
+        self.conv2d(&h, w, b, spec, chan_add, residual, out_scale)
+    }
     /// y = act_out(W act_in(x) + b) on [N, in] → [N, out].
     fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T>;
     /// diffusers `get_timestep_embedding` of t [N] → [N, dim].
@@ -120,8 +146,9 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
     }
 
     let (g, beta) = (b.weight("conv_norm_out.weight")?, b.weight("conv_norm_out.bias")?);
-    x = b.group_norm(&x, &g, &beta, cfg.norm_num_groups, cfg.norm_eps, true)?;
-    conv(b, "conv_out", &x, ConvSpec::SAME3)
+    let norm = GroupNorm { gamma: &g, beta: &beta, groups: cfg.norm_num_groups, eps: cfg.norm_eps };
+    let (w, bias) = (b.weight("conv_out.weight")?, b.weight("conv_out.bias")?);
+    b.norm_silu_conv2d(&x, norm, &w, &bias, ConvSpec::SAME3, None, None, 1.0)
 }
 
 /// Timesteps(positional) → TimestepEmbedding(linear_1, silu, linear_2) (+ class embedding).
@@ -159,18 +186,19 @@ pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, temb: &B::T, group
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     // Each intermediate is dropped as soon as its consumer is recorded (`drop`, not shadowing, which
     // would keep it to the end of the block): activation memory is what is alive at once.
-    let h = b.group_norm(x, &w(b, "norm1.weight")?, &w(b, "norm1.bias")?, groups, eps, true)?;
     let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
-    let h1 = b.conv2d(&h, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
-    drop(h);
-    let h = b.group_norm(&h1, &w(b, "norm2.weight")?, &w(b, "norm2.bias")?, groups, eps, true)?;
-    drop(h1);
+    let (g1, b1) = (w(b, "norm1.weight")?, w(b, "norm1.bias")?);
+    let norm1 = GroupNorm { gamma: &g1, beta: &b1, groups, eps };
+    let h = b.norm_silu_conv2d(x, norm1, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
+    drop(t);
     let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
         b.conv2d(x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?
     } else {
         x.clone()
     };
-    b.conv2d(&h, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)
+    let (g2, b2) = (w(b, "norm2.weight")?, w(b, "norm2.bias")?);
+    let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups, eps };
+    b.norm_silu_conv2d(&h, norm2, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)
 }
 
 /// Attention(residual_connection=True) with AttnProcessor: group_norm → to_q/to_k/to_v →

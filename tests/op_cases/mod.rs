@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use ddim_webgpu::model::unet::{attention_block, resnet_block};
-use ddim_webgpu::model::{ConvSpec, UNetOps};
+use ddim_webgpu::model::{ConvSpec, GroupNorm, UNetOps};
 use ddim_webgpu::{Result, Tensor};
 
 /// GPU vs CPU reference: |diff| ≤ TOL · max|ref| (same f32 math, different summation order).
@@ -20,6 +20,13 @@ pub enum Op {
     /// Weights `w`, `b`; inputs x [, chan_add, residual].
     Conv2d {
         spec: ConvSpec,
+        fused: bool,
+        out_scale: f32,
+    },
+    /// conv2d(silu(group_norm(x))): weights `w`, `b` (conv), `g`, `gb` (norm); inputs x [, chan_add, residual].
+    NormSiluConv2d {
+        spec: ConvSpec,
+        groups: usize,
         fused: bool,
         out_scale: f32,
     },
@@ -87,6 +94,12 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::Conv2d { spec, fused, out_scale } => {
             let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
             b.conv2d(&x[0], &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+        }
+        Op::NormSiluConv2d { spec, groups, fused, out_scale } => {
+            let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
+            let (g, gb) = (w(b, "g")?, w(b, "gb")?);
+            let norm = GroupNorm { gamma: &g, beta: &gb, groups, eps: 1e-5 };
+            b.norm_silu_conv2d(&x[0], norm, &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
         }
         Op::GroupNorm { groups, eps, silu } => b.group_norm(&x[0], &w(b, "g")?, &w(b, "b")?, groups, eps, silu),
         Op::Linear { silu_in, silu_out } => b.linear(&x[0], &w(b, "w")?, &w(b, "b")?, silu_in, silu_out),
@@ -157,6 +170,30 @@ pub fn random_cases() -> Vec<OpCase> {
         conv_weights(6, 5, 3, 40),
         vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)],
     ));
+    // A ResnetBlock2D's conv reads silu(group_norm(x)); the fast engine normalises as it pads.
+    for (i, (name, k, spec, shape, groups, co, fused)) in [
+        ("conv 3x3 after group norm + SiLU", 3, ConvSpec::SAME3, [2, 6, 7, 9], 3, 5, false),
+        ("conv 3x3 after group norm + SiLU, fused add+residual+scale", 3, ConvSpec::SAME3, [2, 8, 6, 7], 4, 6, true),
+        ("conv 1x1 after group norm + SiLU", 1, ConvSpec::POINTWISE, [1, 12, 5, 3], 4, 9, false),
+        ("conv 3x3 stride 2 after group norm + SiLU", 3, conv(2, [0, 0, 1, 1], false), [1, 4, 10, 6], 2, 5, false),
+        ("conv 3x3 upsample after group norm + SiLU", 3, conv(1, [1, 1, 1, 1], true), [1, 6, 3, 5], 3, 3, false),
+        ("conv 3x3 over several channel tiles after group norm + SiLU", 3, ConvSpec::SAME3, [2, 16, 5, 11], 8, 37, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 200 + 10 * i as u64;
+        let mut w = conv_weights(co, shape[1], k, seed);
+        w.insert("g".into(), randn(&[shape[1]], seed + 2));
+        w.insert("gb".into(), randn(&[shape[1]], seed + 3));
+        // Far from zero mean and unit variance, so a missed normalisation shows.
+        let mut inputs = vec![Tensor { shape: shape.to_vec(), data: randn(&shape, seed + 4).data.iter().map(|v| 3.0 * v + 2.0).collect() }];
+        if fused {
+            inputs.extend([randn(&[shape[0], co], seed + 5), randn(&[shape[0], co, shape[2], shape[3]], seed + 6)]);
+        }
+        let out_scale = if fused { 1.5 } else { 1.0 };
+        cases.push(case(name, Op::NormSiluConv2d { spec, groups, fused, out_scale }, w, inputs));
+    }
     for (i, (shape, groups, silu)) in
         [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate()
     {
