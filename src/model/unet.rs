@@ -104,7 +104,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
     let levels = cfg.levels();
     for (i, &kind) in cfg.down_blocks.iter().enumerate() {
         for j in 0..cfg.layers_per_block {
-            x = resnet(b, cfg, &format!("down_blocks.{i}.resnets.{j}"), &x, &emb, 1.0)?;
+            x = resnet(b, cfg, &format!("down_blocks.{i}.resnets.{j}"), x, &emb, 1.0)?;
             if kind == BlockKind::Attn {
                 x = attention(b, cfg, &format!("down_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
             }
@@ -121,12 +121,12 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
 
     if cfg.mid_block {
         let scale = cfg.mid_block_scale_factor;
-        x = resnet(b, cfg, "mid_block.resnets.0", &x, &emb, scale)?;
+        x = resnet(b, cfg, "mid_block.resnets.0", x, &emb, scale)?;
         if cfg.add_attention {
             let groups = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
             x = attention(b, cfg, "mid_block.attentions.0", &x, groups, scale)?;
         }
-        x = resnet(b, cfg, "mid_block.resnets.1", &x, &emb, scale)?;
+        x = resnet(b, cfg, "mid_block.resnets.1", x, &emb, scale)?;
     }
 
     for (i, up) in up_block_channels(cfg).into_iter().enumerate() {
@@ -134,7 +134,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
             let skip = skips.pop().expect("one skip per up-block resnet, by construction");
             x = b.concat_channels(&x, &skip)?;
             drop(skip);
-            x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), &x, &emb, 1.0)?;
+            x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), x, &emb, 1.0)?;
             if cfg.up_blocks[i] == BlockKind::Attn {
                 x = attention(b, cfg, &format!("up_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
             }
@@ -177,25 +177,27 @@ fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B
 /// ResnetBlock2D (time_scale_shift "default"):
 /// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
 /// out = (shortcut(x) + h) / output_scale_factor.
-fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, temb: &B::T, scale: f32) -> Result<B::T> {
+fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: B::T, temb: &B::T, scale: f32) -> Result<B::T> {
     resnet_block(b, p, x, temb, cfg.norm_num_groups, cfg.norm_eps, scale)
 }
 
-/// ResnetBlock2D with weights under prefix `p`.
-pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: &B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
+/// ResnetBlock2D with weights under prefix `p`. It takes `x` over, so `x` (in up blocks the
+/// concatenation, the largest activation alive) is freed once the shortcut has read it.
+pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     // Each intermediate is dropped as soon as its consumer is recorded (`drop`, not shadowing, which
     // would keep it to the end of the block): activation memory is what is alive at once.
     let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
     let (g1, b1) = (w(b, "norm1.weight")?, w(b, "norm1.bias")?);
     let norm1 = GroupNorm { gamma: &g1, beta: &b1, groups, eps };
-    let h = b.norm_silu_conv2d(x, norm1, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
+    let h = b.norm_silu_conv2d(&x, norm1, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
     drop(t);
     let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
-        b.conv2d(x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?
+        b.conv2d(&x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?
     } else {
         x.clone()
     };
+    drop(x);
     let (g2, b2) = (w(b, "norm2.weight")?, w(b, "norm2.bias")?);
     let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups, eps };
     b.norm_silu_conv2d(&h, norm2, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)

@@ -111,7 +111,7 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => {
             attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale)
         }
-        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", &x[0], &x[1], groups, eps, scale),
+        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", x[0].clone(), &x[1], groups, eps, scale),
     }
 }
 
