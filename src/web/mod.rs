@@ -342,8 +342,6 @@ fn hardware_concurrency() -> f64 {
         .unwrap_or(1.0)
 }
 
-/// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
-/// The global `setTimeout`, so it works in a page and in a worker.
 /// How many CPU workers `engine` runs: "cpu" one per core up to 4, "cpu:N" N; none for WebGPU.
 fn cpu_workers(engine: &str) -> Result<Option<usize>, Error> {
     if engine == "cpu" {
@@ -354,6 +352,8 @@ fn cpu_workers(engine: &str) -> Result<Option<usize>, Error> {
     n.map(Some).ok_or_else(|| Error::Input(format!("engine {engine:?}: \"cpu:N\" takes 1 to 16 workers")))
 }
 
+/// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
+/// The global `setTimeout`, so it works in a page and in a worker.
 pub(crate) async fn sleep_ms(ms: i32) {
     let global = js_sys::global();
     let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) else {
