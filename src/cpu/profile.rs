@@ -86,7 +86,7 @@ impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
     }
     fn norm_silu_conv2d(
         &mut self,
-        x: &Self::T,
+        x: &[Self::T],
         norm: crate::model::GroupNorm<'_, Self::T>,
         w: &Self::T,
         b: &Self::T,
@@ -97,6 +97,13 @@ impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
     ) -> Result<Self::T> {
         let out = self.time("group_norm+silu+conv 3x3", |o| o.norm_silu_conv2d(x, norm, w, b, spec, add, res, scale))?;
         Ok(self.counted(w, out))
+    }
+    fn conv2d_parts(&mut self, x: &[Self::T], w: &Self::T, b: &Self::T, spec: crate::model::ConvSpec) -> Result<Self::T> {
+        let out = self.time("conv 1x1", |o| o.conv2d_parts(x, w, b, spec))?;
+        Ok(self.counted(w, out))
+    }
+    fn channel_parts(&mut self, a: Self::T, b: Self::T) -> Result<Vec<Self::T>> {
+        self.time("concat", |o| o.channel_parts(a, b))
     }
     fn group_norm(&mut self, x: &Self::T, g: &Self::T, b: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
         self.time("group_norm", |o| o.group_norm(x, g, b, groups, eps, silu))

@@ -119,12 +119,12 @@ struct Bands {
 }
 
 impl Bands {
-    /// `normed`: the input is normalised as it is copied, so even a 1×1 conv reads a copy.
-    fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, normed: bool) -> Self {
+    /// `copied`: the input is normalised or comes in parts, so even a 1×1 conv reads a copy.
+    fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, copied: bool) -> Self {
         let up = if spec.upsample { 2 } else { 1 };
         let [pad_t, pad_l, _, pad_r] = spec.pad;
         let (k, stride, wp) = (cw.k, spec.stride, w * up + pad_l + pad_r);
-        let direct = up == 1 && spec.pad == [0; 4] && !normed;
+        let direct = up == 1 && spec.pad == [0; 4] && !copied;
         let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * stride * wp).max(1)).clamp(1, oh) };
         let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
         let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
@@ -140,20 +140,21 @@ impl Bands {
         }
     }
 
-    /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of item `x` ([Ci, H, W]),
-    /// each channel mapped through silu(x·scale + shift) where `affine` gives (scale, shift), and
-    /// returns what the taps read: `band`, or `x` itself for a direct conv.
+    /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of one item, the
+    /// concatenation along channels of `x`'s parts ([C_k, H, W] each), each channel mapped through
+    /// silu(x·scale + shift) where `affine` gives (scale, shift), and returns what the taps read:
+    /// `band`, or the one part itself for a direct conv.
     fn source<'a>(
         &self,
         band: &'a mut [f32],
         normed: &mut Vec<f32>,
-        x: &'a [f32],
+        x: &[&'a [f32]],
         affine: Option<&[(f32, f32)]>,
         oy0: usize,
         rows: usize,
     ) -> &'a [f32] {
         if self.direct {
-            return x;
+            return x[0];
         }
         let (h, w, up, wp) = (self.h, self.w, self.up, self.wp);
         let band_rows = (rows - 1) * self.stride + self.k;
@@ -162,7 +163,7 @@ impl Bands {
         let first = y0.max(0) as usize / up;
         let end = (y0 + band_rows as isize - 1).clamp(-1, (h * up) as isize - 1);
         let end = if end < 0 { first } else { (end as usize / up + 1).max(first) };
-        for (c, src) in x.chunks_exact(h * w).enumerate() {
+        for (c, src) in x.iter().flat_map(|part| part.chunks_exact(h * w)).enumerate() {
             // Normalised in one contiguous run (rows of 7 to 28 pixels would leave SIMD loops
             // mostly in their scalar tails), then copied into the padded rows.
             let (src, first) = match affine {
@@ -205,12 +206,13 @@ impl Bands {
 }
 
 /// The fused conv: (conv(x̂) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
-/// with x̂ = silu(group_norm(x)) where `pre` is given and x̂ = x elsewhere, reading its padded input
-/// in bands of at most `band_bytes` (at least one output row).
+/// where x is the concatenation of `parts` along channels (an up block's input, never stored) and
+/// x̂ = silu(group_norm(x)) where `pre` is given, x̂ = x elsewhere; it reads its padded input in
+/// bands of at most `band_bytes` (at least one output row).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     kernel: Kernel,
-    x: &Tensor,
+    parts: &[&Tensor],
     pre: Option<PreNorm>,
     cw: &ConvWeights,
     bias: &[f32],
@@ -220,16 +222,20 @@ pub fn conv2d(
     out_scale: f32,
     band_bytes: usize,
 ) -> Result<Tensor> {
-    let &[n, ci, h, w] = &x.shape[..] else {
-        return Err(Error::Input(format!("conv2d: input must be [N, C, H, W], got {:?}", x.shape)));
+    let shapes: Vec<_> = parts.iter().map(|p| &p.shape[..]).collect();
+    let (n, h, w) = match shapes.first() {
+        Some(&&[n, _, h, w]) if shapes.iter().all(|s| s.len() == 4 && (s[0], s[2], s[3]) == (n, h, w)) => (n, h, w),
+        _ => return Err(Error::Input(format!("conv2d: input must be [N, C, H, W] parts of one N, H, W, got {shapes:?}"))),
     };
+    let part_c: Vec<usize> = shapes.iter().map(|s| s[1]).collect();
+    let ci = part_c.iter().sum::<usize>();
     let co = cw.co;
     if ci != cw.ci || bias.len() != co {
         return Err(Error::Input(format!(
             "conv2d: weight [{co}, {}, {k}, {k}] / bias {} do not fit input {:?}",
             cw.ci,
             bias.len(),
-            x.shape,
+            shapes,
             k = cw.k
         )));
     }
@@ -244,7 +250,7 @@ pub fn conv2d(
         return Err(Error::Input(format!("conv2d: channel add / residual do not fit the output [{n}, {co}, {oh}, {ow}]")));
     }
     let mut out = vec![0.0f32; n * co * p_total];
-    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes, pre.is_some());
+    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes, pre.is_some() || parts.len() > 1);
     let (mut band, mut normed) = (bands.buffer(), Vec::new());
     // The tiles of a full band, and of the last band where it is shorter: built once per call.
     let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
@@ -259,14 +265,14 @@ pub fn conv2d(
             co,
             pixels: p_total,
         };
-        let xs = &x.data[item * ci * h * w..][..ci * h * w];
-        let affine = pre.map(|p| norm::channel_affine(xs, p.gamma, p.beta, p.groups, p.eps));
+        let xs: Vec<&[f32]> = parts.iter().zip(&part_c).map(|(p, &c)| &p.data[item * c * h * w..][..c * h * w]).collect();
+        let affine = pre.map(|p| norm::channel_affine(&xs, h * w, p.gamma, p.beta, p.groups, p.eps));
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         for oy0 in (0..oh).step_by(bands.rows) {
             let rows = bands.rows.min(oh - oy0);
             let (p0, count) = (oy0 * ow, rows * ow);
             let tiles = if rows < bands.rows { &last_tiles } else { &full_tiles };
-            let b = bands.source(&mut band, &mut normed, xs, affine.as_deref(), oy0, rows);
+            let b = bands.source(&mut band, &mut normed, &xs, affine.as_deref(), oy0, rows);
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).

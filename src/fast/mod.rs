@@ -94,7 +94,7 @@ impl FastOps {
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
-        x: &Tensor,
+        parts: &[&Tensor],
         pre: Option<PreNorm>,
         w: &Arc<Tensor>,
         b: &Tensor,
@@ -112,7 +112,7 @@ impl FastOps {
             }
         };
         let (add, res) = (chan_add.map(|t| &**t), residual.map(|t| &**t));
-        Ok(Arc::new(conv::conv2d(self.kernel, x, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
+        Ok(Arc::new(conv::conv2d(self.kernel, parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -191,12 +191,12 @@ impl UNetOps for FastOps {
         residual: Option<&Self::T>,
         out_scale: f32,
     ) -> Result<Self::T> {
-        self.conv(x, None, w, b, spec, chan_add, residual, out_scale)
+        self.conv(&[x], None, w, b, spec, chan_add, residual, out_scale)
     }
 
     fn norm_silu_conv2d(
         &mut self,
-        x: &Self::T,
+        parts: &[Self::T],
         norm: GroupNorm<'_, Self::T>,
         w: &Self::T,
         b: &Self::T,
@@ -206,7 +206,18 @@ impl UNetOps for FastOps {
         out_scale: f32,
     ) -> Result<Self::T> {
         let pre = PreNorm { gamma: &norm.gamma.data, beta: &norm.beta.data, groups: norm.groups, eps: norm.eps };
-        self.conv(x, Some(pre), w, b, spec, chan_add, residual, out_scale)
+        let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
+        self.conv(&parts, Some(pre), w, b, spec, chan_add, residual, out_scale)
+    }
+
+    fn conv2d_parts(&mut self, parts: &[Self::T], w: &Self::T, b: &Self::T, spec: ConvSpec) -> Result<Self::T> {
+        let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
+        self.conv(&parts, None, w, b, spec, None, None, 1.0)
+    }
+
+    /// The convs read both parts in place: the concatenation is never stored.
+    fn channel_parts(&mut self, a: Self::T, b: Self::T) -> Result<Vec<Self::T>> {
+        Ok(vec![a, b])
     }
 
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {

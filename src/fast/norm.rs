@@ -92,7 +92,7 @@ fn normalize_avx2(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], args:
 fn normalize<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut [f32], (groups, cg, hw, eps, silu_after): NormArgs) {
     let span = cg * hw;
     for (gi, (src, dst)) in x.chunks_exact(span).zip(out.chunks_exact_mut(span)).enumerate() {
-        let (m, inv) = group_stats(src, eps);
+        let (m, inv) = group_stats(&[src], eps);
         let first = (gi % groups) * cg;
         for (j, (s, d)) in src.chunks_exact(hw).zip(dst.chunks_exact_mut(hw)).enumerate() {
             let (scale, shift) = (inv * gamma[first + j], beta[first + j] - m * inv * gamma[first + j]);
@@ -101,12 +101,13 @@ fn normalize<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut 
     }
 }
 
-/// A group's mean and 1/√(variance + ε) (f64 sums over 8 lanes).
+/// The mean and 1/√(variance + ε) of a group held in `spans` (f64 sums over 8 lanes).
 #[inline(always)]
-fn group_stats(src: &[f32], eps: f32) -> (f32, f32) {
-    let mean = lane_sum(src, |v| v) / src.len() as f64;
+fn group_stats(spans: &[&[f32]], eps: f32) -> (f32, f32) {
+    let len = spans.iter().map(|s| s.len()).sum::<usize>() as f64;
+    let mean = spans.iter().map(|s| lane_sum(s, |v| v)).sum::<f64>() / len;
     let m = mean as f32;
-    let var = lane_sum(src, |v| (v - m) * (v - m)) / src.len() as f64;
+    let var = spans.iter().map(|s| lane_sum(s, |v| (v - m) * (v - m))).sum::<f64>() / len;
     (m, (1.0 / (var + eps as f64).sqrt()) as f32)
 }
 
@@ -123,15 +124,26 @@ fn affine_row<const FMA: bool>(src: &[f32], dst: &mut [f32], scale: f32, shift: 
     }
 }
 
-/// Group norm of one item `x` ([C, hw]) as one affine map per channel: group_norm(x)[c] =
-/// x[c]·scale + shift, for a conv that normalises its input as it reads it (`conv::PreNorm`).
-pub fn channel_affine(x: &[f32], gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
-    let (c, cg) = (gamma.len(), gamma.len() / groups);
-    let span = x.len() / groups;
-    let mut out = Vec::with_capacity(c);
-    for (gi, src) in x.chunks_exact(span).enumerate() {
-        let (m, inv) = group_stats(src, eps);
-        out.extend((gi * cg..(gi + 1) * cg).map(|ch| (inv * gamma[ch], beta[ch] - m * inv * gamma[ch])));
+/// Group norm of one item as one affine map per channel: group_norm(x)[c] = x[c]·scale + shift.
+/// The item is the concatenation along channels of `parts` (each [C_k, hw]), for a conv that
+/// normalises its input as it reads it (`conv::PreNorm`).
+pub fn channel_affine(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
+    let cg = gamma.len() / groups;
+    let mut out = Vec::with_capacity(gamma.len());
+    for gi in 0..groups {
+        let (c0, c1) = (gi * cg, (gi + 1) * cg);
+        // The group's channels in each part they fall in (one span, two where a group straddles parts).
+        let mut spans = Vec::with_capacity(2);
+        let mut p0 = 0;
+        for part in parts {
+            let p1 = p0 + part.len() / hw;
+            if c0.max(p0) < c1.min(p1) {
+                spans.push(&part[(c0.max(p0) - p0) * hw..(c1.min(p1) - p0) * hw]);
+            }
+            p0 = p1;
+        }
+        let (m, inv) = group_stats(&spans, eps);
+        out.extend((c0..c1).map(|ch| (inv * gamma[ch], beta[ch] - m * inv * gamma[ch])));
     }
     out
 }

@@ -58,13 +58,14 @@ pub trait UNetOps {
         out_scale: f32,
     ) -> Result<Self::T>;
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T>;
-    /// conv2d(silu(group_norm(x)), …), the first half of every ResnetBlock2D conv. A backend that
-    /// can normalise as its conv reads the input overrides it: the normalised tensor, as large as
-    /// `x`, is then never stored.
+    /// conv2d(silu(group_norm(x)), …), the first half of every ResnetBlock2D conv, where `x` is
+    /// the concatenation of `parts` along channels (`channel_parts`). A backend that can normalise
+    /// as its conv reads the input overrides it: the normalised tensor, as large as `x`, is then
+    /// never stored.
     #[allow(clippy::too_many_arguments)]
     fn norm_silu_conv2d(
         &mut self,
-        x: &Self::T,
+        parts: &[Self::T],
         norm: GroupNorm<'_, Self::T>,
         w: &Self::T,
         b: &Self::T,
@@ -73,8 +74,26 @@ pub trait UNetOps {
         residual: Option<&Self::T>,
         out_scale: f32,
     ) -> Result<Self::T> {
-        let h = self.group_norm(x, norm.gamma, norm.beta, norm.groups, norm.eps, true)?;
+        let x = self.cat(parts)?;
+        let h = self.group_norm(&x, norm.gamma, norm.beta, norm.groups, norm.eps, true)?;
+        drop(x);
         self.conv2d(&h, w, b, spec, chan_add, residual, out_scale)
+    }
+    /// conv2d of the concatenation of `parts` (an up block's resnet shortcut).
+    fn conv2d_parts(&mut self, parts: &[Self::T], w: &Self::T, b: &Self::T, spec: ConvSpec) -> Result<Self::T> {
+        let x = self.cat(parts)?;
+        self.conv2d(&x, w, b, spec, None, None, 1.0)
+    }
+    /// torch.cat([a, b], dim=1) as the parts its consumers read (`norm_silu_conv2d`,
+    /// `conv2d_parts`). The default concatenates into one part; a backend whose convs read several
+    /// parts keeps them apart, so the concatenation (an up block's largest tensor) is never stored.
+    fn channel_parts(&mut self, a: Self::T, b: Self::T) -> Result<Vec<Self::T>> {
+        Ok(vec![self.concat_channels(&a, &b)?])
+    }
+    /// torch.cat(parts, dim=1) (one part: itself).
+    fn cat(&mut self, parts: &[Self::T]) -> Result<Self::T> {
+        let (first, rest) = parts.split_first().ok_or_else(|| crate::Error::Input("cat of no tensors".into()))?;
+        rest.iter().try_fold(first.clone(), |x, p| self.concat_channels(&x, p))
     }
     /// y = act_out(W act_in(x) + b) on [N, in] → [N, out].
     fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T>;
@@ -104,7 +123,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
     let levels = cfg.levels();
     for (i, &kind) in cfg.down_blocks.iter().enumerate() {
         for j in 0..cfg.layers_per_block {
-            x = resnet(b, cfg, &format!("down_blocks.{i}.resnets.{j}"), x, &emb, 1.0)?;
+            x = resnet(b, cfg, &format!("down_blocks.{i}.resnets.{j}"), vec![x], &emb, 1.0)?;
             if kind == BlockKind::Attn {
                 x = attention(b, cfg, &format!("down_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
             }
@@ -121,20 +140,19 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
 
     if cfg.mid_block {
         let scale = cfg.mid_block_scale_factor;
-        x = resnet(b, cfg, "mid_block.resnets.0", x, &emb, scale)?;
+        x = resnet(b, cfg, "mid_block.resnets.0", vec![x], &emb, scale)?;
         if cfg.add_attention {
             let groups = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
             x = attention(b, cfg, "mid_block.attentions.0", &x, groups, scale)?;
         }
-        x = resnet(b, cfg, "mid_block.resnets.1", x, &emb, scale)?;
+        x = resnet(b, cfg, "mid_block.resnets.1", vec![x], &emb, scale)?;
     }
 
     for (i, up) in up_block_channels(cfg).into_iter().enumerate() {
         for j in 0..up.resnet_inputs.len() {
             let skip = skips.pop().expect("one skip per up-block resnet, by construction");
-            x = b.concat_channels(&x, &skip)?;
-            drop(skip);
-            x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), x, &emb, 1.0)?;
+            let parts = b.channel_parts(x, skip)?;
+            x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), parts, &emb, 1.0)?;
             if cfg.up_blocks[i] == BlockKind::Attn {
                 x = attention(b, cfg, &format!("up_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
             }
@@ -148,7 +166,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
     let (g, beta) = (b.weight("conv_norm_out.weight")?, b.weight("conv_norm_out.bias")?);
     let norm = GroupNorm { gamma: &g, beta: &beta, groups: cfg.norm_num_groups, eps: cfg.norm_eps };
     let (w, bias) = (b.weight("conv_out.weight")?, b.weight("conv_out.bias")?);
-    b.norm_silu_conv2d(&x, norm, &w, &bias, ConvSpec::SAME3, None, None, 1.0)
+    b.norm_silu_conv2d(&[x], norm, &w, &bias, ConvSpec::SAME3, None, None, 1.0)
 }
 
 /// Timesteps(positional) → TimestepEmbedding(linear_1, silu, linear_2) (+ class embedding).
@@ -177,13 +195,14 @@ fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B
 /// ResnetBlock2D (time_scale_shift "default"):
 /// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
 /// out = (shortcut(x) + h) / output_scale_factor.
-fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: B::T, temb: &B::T, scale: f32) -> Result<B::T> {
+fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: Vec<B::T>, temb: &B::T, scale: f32) -> Result<B::T> {
     resnet_block(b, p, x, temb, cfg.norm_num_groups, cfg.norm_eps, scale)
 }
 
-/// ResnetBlock2D with weights under prefix `p`. It takes `x` over, so `x` (in up blocks the
-/// concatenation, the largest activation alive) is freed once the shortcut has read it.
-pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: B::T, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
+/// ResnetBlock2D with weights under prefix `p` on the concatenation of the channel parts `x` (one
+/// part, or an up block's `channel_parts`). It takes `x` over, so `x` (in up blocks the largest
+/// activation alive) is freed once the shortcut has read it.
+pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: Vec<B::T>, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     // Each intermediate is dropped as soon as its consumer is recorded (`drop`, not shadowing, which
     // would keep it to the end of the block): activation memory is what is alive at once.
@@ -193,14 +212,14 @@ pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: B::T, temb: &B::T, groups
     let h = b.norm_silu_conv2d(&x, norm1, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
     drop(t);
     let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
-        b.conv2d(&x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?
+        b.conv2d_parts(&x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE)?
     } else {
-        x.clone()
+        b.cat(&x)?
     };
     drop(x);
     let (g2, b2) = (w(b, "norm2.weight")?, w(b, "norm2.bias")?);
     let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups, eps };
-    b.norm_silu_conv2d(&h, norm2, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)
+    b.norm_silu_conv2d(&[h], norm2, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)
 }
 
 /// Attention(residual_connection=True) with AttnProcessor: group_norm → to_q/to_k/to_v →

@@ -23,12 +23,18 @@ pub enum Op {
         fused: bool,
         out_scale: f32,
     },
-    /// conv2d(silu(group_norm(x))): weights `w`, `b` (conv), `g`, `gb` (norm); inputs x [, chan_add, residual].
+    /// conv2d(silu(group_norm(x))), x the concatenation of `parts` inputs: weights `w`, `b`
+    /// (conv), `g`, `gb` (norm); inputs the parts [, chan_add, residual].
     NormSiluConv2d {
         spec: ConvSpec,
         groups: usize,
+        parts: usize,
         fused: bool,
         out_scale: f32,
+    },
+    /// conv2d of the concatenation of inputs a, b (`conv2d_parts`): weights `w`, `b`.
+    Conv2dParts {
+        spec: ConvSpec,
     },
     /// Weights `g`, `b`; input x.
     GroupNorm {
@@ -95,11 +101,16 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
             let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
             b.conv2d(&x[0], &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
         }
-        Op::NormSiluConv2d { spec, groups, fused, out_scale } => {
-            let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
+        Op::NormSiluConv2d { spec, groups, parts, fused, out_scale } => {
+            let (add, res) = if fused { (Some(&x[parts]), Some(&x[parts + 1])) } else { (None, None) };
             let (g, gb) = (w(b, "g")?, w(b, "gb")?);
             let norm = GroupNorm { gamma: &g, beta: &gb, groups, eps: 1e-5 };
-            b.norm_silu_conv2d(&x[0], norm, &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+            let parts = if parts == 2 { b.channel_parts(x[0].clone(), x[1].clone())? } else { vec![x[0].clone()] };
+            b.norm_silu_conv2d(&parts, norm, &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+        }
+        Op::Conv2dParts { spec } => {
+            let parts = b.channel_parts(x[0].clone(), x[1].clone())?;
+            b.conv2d_parts(&parts, &w(b, "w")?, &w(b, "b")?, spec)
         }
         Op::GroupNorm { groups, eps, silu } => b.group_norm(&x[0], &w(b, "g")?, &w(b, "b")?, groups, eps, silu),
         Op::Linear { silu_in, silu_out } => b.linear(&x[0], &w(b, "w")?, &w(b, "b")?, silu_in, silu_out),
@@ -111,7 +122,7 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => {
             attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale)
         }
-        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", x[0].clone(), &x[1], groups, eps, scale),
+        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", vec![x[0].clone()], &x[1], groups, eps, scale),
     }
 }
 
@@ -192,7 +203,25 @@ pub fn random_cases() -> Vec<OpCase> {
             inputs.extend([randn(&[shape[0], co], seed + 5), randn(&[shape[0], co, shape[2], shape[3]], seed + 6)]);
         }
         let out_scale = if fused { 1.5 } else { 1.0 };
-        cases.push(case(name, Op::NormSiluConv2d { spec, groups, fused, out_scale }, w, inputs));
+        cases.push(case(name, Op::NormSiluConv2d { spec, groups, parts: 1, fused, out_scale }, w, inputs));
+    }
+    // An up block's resnet reads cat([x, skip]) without storing it (`channel_parts`). 5 + 7
+    // channels in 4 groups of 3: group 1 (channels 3..6) straddles the two parts.
+    let mut w = conv_weights(6, 12, 3, 270);
+    w.insert("g".into(), randn(&[12], 272));
+    w.insert("gb".into(), randn(&[12], 273));
+    let shifted = |t: Tensor| Tensor { shape: t.shape, data: t.data.iter().map(|v| 3.0 * v + 2.0).collect() };
+    let ins = vec![shifted(randn(&[2, 5, 6, 7], 274)), shifted(randn(&[2, 7, 6, 7], 275)), randn(&[2, 6], 276), randn(&[2, 6, 6, 7], 277)];
+    let op = Op::NormSiluConv2d { spec: ConvSpec::SAME3, groups: 4, parts: 2, fused: true, out_scale: 1.5 };
+    cases.push(case("conv 3x3 after group norm + SiLU over two channel parts, fused add+residual+scale", op, w, ins));
+    for (i, (name, k, spec)) in
+        [("conv 1x1 over two channel parts", 1, ConvSpec::POINTWISE), ("conv 3x3 over two channel parts", 3, ConvSpec::SAME3)]
+            .into_iter()
+            .enumerate()
+    {
+        let seed = 280 + 10 * i as u64;
+        let ins = vec![randn(&[2, 5, 4, 6], seed + 2), randn(&[2, 3, 4, 6], seed + 3)];
+        cases.push(case(name, Op::Conv2dParts { spec }, conv_weights(7, 8, k, seed), ins));
     }
     for (i, (shape, groups, silu)) in
         [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate()
