@@ -94,7 +94,7 @@ impl FastOps {
     #[allow(clippy::too_many_arguments)]
     fn conv(
         &self,
-        parts: &[&Tensor],
+        parts: &[Arc<Tensor>],
         pre: Option<PreNorm>,
         w: &Arc<Tensor>,
         b: &Tensor,
@@ -112,7 +112,8 @@ impl FastOps {
             }
         };
         let (add, res) = (chan_add.map(|t| &**t), residual.map(|t| &**t));
-        Ok(Arc::new(conv::conv2d(self.kernel, parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
+        let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
+        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -191,7 +192,7 @@ impl UNetOps for FastOps {
         residual: Option<&Self::T>,
         out_scale: f32,
     ) -> Result<Self::T> {
-        self.conv(&[x], None, w, b, spec, chan_add, residual, out_scale)
+        self.conv(std::slice::from_ref(x), None, w, b, spec, chan_add, residual, out_scale)
     }
 
     fn norm_silu_conv2d(
@@ -206,13 +207,11 @@ impl UNetOps for FastOps {
         out_scale: f32,
     ) -> Result<Self::T> {
         let pre = PreNorm { gamma: &norm.gamma.data, beta: &norm.beta.data, groups: norm.groups, eps: norm.eps };
-        let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
-        self.conv(&parts, Some(pre), w, b, spec, chan_add, residual, out_scale)
+        self.conv(parts, Some(pre), w, b, spec, chan_add, residual, out_scale)
     }
 
     fn conv2d_parts(&mut self, parts: &[Self::T], w: &Self::T, b: &Self::T, spec: ConvSpec) -> Result<Self::T> {
-        let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
-        self.conv(&parts, None, w, b, spec, None, None, 1.0)
+        self.conv(parts, None, w, b, spec, None, None, 1.0)
     }
 
     /// The convs read both parts in place: the concatenation is never stored.
