@@ -66,11 +66,12 @@ fn fast_conv_in_row_bands_matches_reference() {
     let mut failures = Vec::new();
     for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
         let ins: Vec<_> = c.inputs.iter().map(|t| Arc::new(t.clone())).collect();
-        // 1 byte: one output row per band; 500 and 2000: a few rows, the last band shorter.
-        for bytes in [1, 500, 2000] {
-            let mut ops = FastOps::from_tensors(&c.weights).with_band_bytes(bytes);
+        // 1 byte: one output row (Winograd: one tile row) per band; 500 and 2000: a few rows,
+        // the last band shorter. Winograd off: the stride-1 3×3 convs run directly.
+        for (bytes, winograd) in [(1, true), (500, true), (2000, true), (1, false), (2000, false), (1 << 20, false)] {
+            let mut ops = FastOps::from_tensors(&c.weights).with_band_bytes(bytes).with_winograd(winograd);
             let got = apply(&mut ops, &c.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-            let name = format!("{} (bands of {bytes} bytes, fast vs reference)", c.name);
+            let name = format!("{} (bands of {bytes} bytes, Winograd {winograd}, fast vs reference)", c.name);
             failures.extend(check_close(&name, &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
         }
     }

@@ -13,6 +13,7 @@
 
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
 use super::norm;
+use super::winograd::{self, WinogradWeights};
 use crate::error::{Error, Result};
 use crate::model::ConvSpec;
 use crate::tensor::Tensor;
@@ -24,17 +25,22 @@ pub struct ConvWeights {
     pub ci: usize,
     pub k: usize,
     pub a: PackedA,
+    /// The weights transformed for `winograd` too, for a 3×3 conv with few enough channels.
+    pub winograd: Option<WinogradWeights>,
 }
 
 impl ConvWeights {
-    pub fn pack(w: &Tensor) -> Result<Self> {
+    /// `winograd`: also transform a 3×3 weight of at most `winograd::MAX_CHANNEL_PAIRS` (ci, co)
+    /// for the stride-1 convs (the caller knows which weights those are).
+    pub fn pack(w: &Tensor, winograd: bool) -> Result<Self> {
         let &[co, ci, k, k2] = &w.shape[..] else {
             return Err(Error::Input(format!("conv2d: weight must be [Co, Ci, k, k], got {:?}", w.shape)));
         };
         if k != k2 {
             return Err(Error::Input(format!("conv2d: non-square kernel {:?}", w.shape)));
         }
-        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k) })
+        let winograd = (winograd && k == 3 && co * ci <= winograd::MAX_CHANNEL_PAIRS).then(|| WinogradWeights::pack(&w.data, co, ci));
+        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k), winograd })
     }
 }
 
@@ -51,6 +57,18 @@ struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
+    /// dst[j] = (src[j] + bias + add + residual) / out_scale for pixels p0.. of channel o.
+    fn finish(&self, o: usize, p0: usize, src: &[f32], dst: &mut [f32]) {
+        let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
+        match self.residual {
+            None => dst.iter_mut().zip(src).for_each(|(d, s)| *d = s + add),
+            Some(r) => dst.iter_mut().zip(src.iter().zip(&r[o * self.pixels + p0..])).for_each(|(d, (s, r))| *d = s + add + r),
+        }
+        if self.out_scale != 1.0 {
+            dst.iter_mut().for_each(|v| *v /= self.out_scale);
+        }
+    }
+
     /// Stores `acc` (pixel p0 + j, channel t·MC + i) into `rows` (channels t·MC.. as [P] rows):
     /// `n` ≤ NP pixels (the last tile's repeats of its last pixel are not stored).
     #[inline(always)]
@@ -122,13 +140,30 @@ impl Bands {
     /// `copied`: the input is normalised or comes in parts, so even a 1×1 conv reads a copy.
     fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, copied: bool) -> Self {
         let up = if spec.upsample { 2 } else { 1 };
-        let [pad_t, pad_l, _, pad_r] = spec.pad;
-        let (k, stride, wp) = (cw.k, spec.stride, w * up + pad_l + pad_r);
+        let wp = w * up + spec.pad[1] + spec.pad[3];
         let direct = up == 1 && spec.pad == [0; 4] && !copied;
-        let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * stride * wp).max(1)).clamp(1, oh) };
+        let rows = if direct { oh } else { (band_bytes / (4 * cw.ci * spec.stride * wp).max(1)).clamp(1, oh) };
+        Self::with_rows(cw.ci, cw.k, (h, w), spec, ow, rows, direct)
+    }
+
+    /// The bands of a Winograd conv (`winograd::fits`): an even number of output rows each, and
+    /// padded rows of 2·tw + 2 columns for ⌈ow/2⌉ = tw tiles (one more zero column where ow is
+    /// odd). A band's tile rows are sized so that its transformed input and output stay within
+    /// `band_bytes`. Returns the bands, tw and the tile rows per band.
+    fn winograd(cw: &ConvWeights, hw: (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize) -> (Self, usize, usize) {
+        let (tw, th) = (ow.div_ceil(2), oh.div_ceil(2));
+        let trows = (band_bytes / (4 * 16 * (cw.ci + cw.co) * tw).max(1)).clamp(1, th);
+        let spec = ConvSpec { pad: [1, 1, 1, 1 + 2 * tw - ow], ..spec };
+        (Self::with_rows(cw.ci, cw.k, hw, spec, ow, 2 * trows, false), tw, trows)
+    }
+
+    fn with_rows(ci: usize, k: usize, (h, w): (usize, usize), spec: ConvSpec, ow: usize, rows: usize, direct: bool) -> Self {
+        let up = if spec.upsample { 2 } else { 1 };
+        let [pad_t, pad_l, _, pad_r] = spec.pad;
+        let (stride, wp) = (spec.stride, w * up + pad_l + pad_r);
         let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
-        let taps = Taps::new((0..cw.ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
-        Bands { taps, rows, direct, ci: cw.ci, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
+        let taps = Taps::new((0..ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
+        Bands { taps, rows, direct, ci, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
     }
 
     /// A buffer for one band of the padded input (none for a direct conv).
@@ -208,7 +243,8 @@ impl Bands {
 /// The fused conv: (conv(x̂) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
 /// where x is the concatenation of `parts` along channels (an up block's input, never stored) and
 /// x̂ = silu(group_norm(x)) where `pre` is given, x̂ = x elsewhere; it reads its padded input in
-/// bands of at most `band_bytes` (at least one output row).
+/// bands of at most `band_bytes` (at least one output row). With `winograd`, a conv that
+/// `winograd::fits` and whose weights were transformed runs as F(2×2, 3×3).
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     kernel: Kernel,
@@ -221,6 +257,7 @@ pub fn conv2d(
     residual: Option<&Tensor>,
     out_scale: f32,
     band_bytes: usize,
+    winograd: bool,
 ) -> Result<Tensor> {
     let shapes: Vec<_> = parts.iter().map(|p| &p.shape[..]).collect();
     let (n, h, w) = match shapes.first() {
@@ -250,12 +287,12 @@ pub fn conv2d(
         return Err(Error::Input(format!("conv2d: channel add / residual do not fit the output [{n}, {co}, {oh}, {ow}]")));
     }
     let mut out = vec![0.0f32; n * co * p_total];
-    let bands = Bands::new(cw, (h, w), spec, (oh, ow), band_bytes, pre.is_some() || parts.len() > 1);
-    let (mut band, mut normed) = (bands.buffer(), Vec::new());
-    // The tiles of a full band, and of the last band where it is shorter: built once per call.
-    let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
-    let full_tiles = bands.tiles(bands.rows * ow);
-    let last_tiles = if last_rows < bands.rows { bands.tiles(last_rows * ow) } else { Vec::new() };
+    let copied = pre.is_some() || parts.len() > 1;
+    let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k));
+    let mut path = match wino {
+        Some(u) => Path::Winograd(u, Bands::winograd(cw, (h, w), spec, (oh, ow), band_bytes), WINOGRAD_SCRATCH.take()),
+        None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied)),
+    };
     for item in 0..n {
         let epi = Epilogue {
             bias,
@@ -268,11 +305,66 @@ pub fn conv2d(
         let xs: Vec<&[f32]> = parts.iter().zip(&part_c).map(|(p, &c)| &p.data[item * c * h * w..][..c * h * w]).collect();
         let affine = pre.map(|p| norm::channel_affine(&xs, h * w, p.gamma, p.beta, p.groups, p.eps));
         let out_item = &mut out[item * co * p_total..][..co * p_total];
+        match &mut path {
+            Path::Direct(d) => d.item(kernel, cw, &xs, affine.as_deref(), &epi, out_item, oh),
+            Path::Winograd(u, bands, scratch) => winograd_item(kernel, u, bands, scratch, &xs, affine.as_deref(), &epi, out_item, (oh, ow)),
+        }
+    }
+    if let Path::Winograd(_, _, scratch) = path {
+        WINOGRAD_SCRATCH.set(scratch);
+    }
+    Tensor::new(vec![n, co, oh, ow], out)
+}
+
+thread_local! {
+    /// Kept from one Winograd conv to the next: fresh buffers of this size come from mmap, and
+    /// faulting their pages in cost more than the transforms.
+    static WINOGRAD_SCRATCH: std::cell::Cell<WinogradScratch> = Default::default();
+}
+
+/// How a conv runs: directly (the GEMM over taps) or as F(2×2, 3×3).
+enum Path<'a> {
+    Direct(Direct),
+    Winograd(&'a WinogradWeights, (Bands, usize, usize), WinogradScratch),
+}
+
+/// The direct conv's bands and the tiles of pixels they hold.
+struct Direct {
+    bands: Bands,
+    band: Vec<f32>,
+    normed: Vec<f32>,
+    /// The tiles of a full band, and of the last band where it is shorter: built once per call.
+    full_tiles: Vec<[usize; NP]>,
+    last_tiles: Vec<[usize; NP]>,
+}
+
+impl Direct {
+    fn new(cw: &ConvWeights, hw: (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, copied: bool) -> Self {
+        let bands = Bands::new(cw, hw, spec, (oh, ow), band_bytes, copied);
+        let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
+        let full_tiles = bands.tiles(bands.rows * ow);
+        let last_tiles = if last_rows < bands.rows { bands.tiles(last_rows * ow) } else { Vec::new() };
+        Direct { band: bands.buffer(), normed: Vec::new(), bands, full_tiles, last_tiles }
+    }
+
+    /// One item, band by band of output rows.
+    #[allow(clippy::too_many_arguments)]
+    fn item(
+        &mut self,
+        kernel: Kernel,
+        cw: &ConvWeights,
+        xs: &[&[f32]],
+        affine: Option<&[(f32, f32)]>,
+        epi: &Epilogue,
+        out_item: &mut [f32],
+        oh: usize,
+    ) {
+        let (bands, ow, p_total) = (&self.bands, self.bands.ow, epi.pixels);
         for oy0 in (0..oh).step_by(bands.rows) {
             let rows = bands.rows.min(oh - oy0);
             let (p0, count) = (oy0 * ow, rows * ow);
-            let tiles = if rows < bands.rows { &last_tiles } else { &full_tiles };
-            let b = bands.source(&mut band, &mut normed, &xs, affine.as_deref(), oy0, rows);
+            let tiles = if rows < bands.rows { &self.last_tiles } else { &self.full_tiles };
+            let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows);
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
@@ -284,5 +376,51 @@ pub fn conv2d(
             }
         }
     }
-    Tensor::new(vec![n, co, oh, ow], out)
+}
+
+/// A Winograd conv's buffers, reused across its items and bands.
+#[derive(Default)]
+struct WinogradScratch {
+    band: Vec<f32>,
+    normed: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// One item of a Winograd conv, band by band of tile rows (`winograd`).
+#[allow(clippy::too_many_arguments)]
+fn winograd_item(
+    kernel: Kernel,
+    u: &WinogradWeights,
+    (bands, tw, trows): &(Bands, usize, usize),
+    s: &mut WinogradScratch,
+    xs: &[&[f32]],
+    affine: Option<&[(f32, f32)]>,
+    epi: &Epilogue,
+    out_item: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    let (tw, th) = (*tw, oh.div_ceil(2));
+    s.band.resize(bands.ci * bands.plane, 0.0);
+    s.rows.resize(4 * tw * epi.co, 0.0);
+    for ty0 in (0..th).step_by(*trows) {
+        let tr = (*trows).min(th - ty0);
+        let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr);
+        let band = winograd::Band { input, plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
+        winograd::transform_and_multiply(kernel, u, &band, &mut s.v, &mut s.m);
+        for r in 0..tr {
+            winograd::output_rows(&s.m, &band, r, &mut s.rows);
+            for o in 0..epi.co {
+                for dy in 0..2 {
+                    let oy = 2 * (ty0 + r) + dy;
+                    if oy < oh {
+                        let p0 = oy * ow;
+                        let src = &s.rows[(o * 2 + dy) * 2 * tw..][..ow];
+                        epi.finish(o, p0, src, &mut out_item[o * epi.pixels + p0..][..ow]);
+                    }
+                }
+            }
+        }
+    }
 }

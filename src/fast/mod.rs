@@ -8,6 +8,7 @@ pub mod attention;
 pub mod conv;
 pub mod gemm;
 pub mod norm;
+pub mod winograd;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct FastOps {
     threads: usize,
     /// Bytes of padded input a conv reads per band of output rows (`conv::BAND_BYTES`).
     band_bytes: usize,
+    /// Stride-1 3×3 convs run as Winograd F(2×2, 3×3) where their weights were transformed.
+    winograd: bool,
 }
 
 impl FastOps {
@@ -44,7 +47,7 @@ impl FastOps {
         let mut weights = HashMap::new();
         let mut packed = HashMap::new();
         for (name, t) in model.weights.tensors {
-            let conv = (t.shape.len() == 4 && t.shape[2] == t.shape[3]).then(|| ConvWeights::pack(&t).ok()).flatten();
+            let conv = (t.shape.len() == 4 && t.shape[2] == t.shape[3]).then(|| ConvWeights::pack(&t, stride_one(&name)).ok()).flatten();
             let handle = match conv {
                 Some(cw) => {
                     let shape_only = Arc::new(Tensor { shape: t.shape, data: Vec::new() });
@@ -61,15 +64,15 @@ impl FastOps {
     /// The engine over these weights, with this CPU's kernel and the default threads and bands.
     fn with_weights(weights: HashMap<String, Arc<Tensor>>, packed: HashMap<usize, ConvWeights>) -> Self {
         let (weights, packed) = (Arc::new(weights), Arc::new(packed));
-        FastOps { weights, packed, kernel: Kernel::detect(), threads: default_threads(), band_bytes: conv::BAND_BYTES }
+        FastOps { weights, packed, kernel: Kernel::detect(), threads: default_threads(), band_bytes: conv::BAND_BYTES, winograd: true }
     }
 
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
         let weights: HashMap<String, Arc<Tensor>> = tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
         let packed = weights
-            .values()
-            .filter(|t| t.shape.len() == 4 && t.shape[2] == t.shape[3])
-            .filter_map(|t| ConvWeights::pack(t).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
+            .iter()
+            .filter(|(_, t)| t.shape.len() == 4 && t.shape[2] == t.shape[3])
+            .filter_map(|(name, t)| ConvWeights::pack(t, stride_one(name)).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
             .collect();
         Self::with_weights(weights, packed)
     }
@@ -83,6 +86,13 @@ impl FastOps {
     /// Convs pad their input in bands of at most `bytes` (tests use small bands on small shapes).
     pub fn with_band_bytes(mut self, bytes: usize) -> Self {
         self.band_bytes = bytes;
+        self
+    }
+
+    /// Whether stride-1 3×3 convs may run as Winograd F(2×2, 3×3) (`winograd`); off, every conv
+    /// runs directly (tests check both paths).
+    pub fn with_winograd(mut self, on: bool) -> Self {
+        self.winograd = on;
         self
     }
 
@@ -107,19 +117,25 @@ impl FastOps {
         let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
             Some(cw) => cw,
             None => {
-                packed = ConvWeights::pack(w)?;
+                packed = ConvWeights::pack(w, false)?;
                 &packed
             }
         };
         let (add, res) = (chan_add.map(|t| &**t), residual.map(|t| &**t));
         let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
-        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes)?))
+        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes, self.winograd)?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name()
     }
+}
+
+/// Whether a conv weight is used at stride 1 in a UNet2DModel: all but the downsamplers' (their
+/// stride-2 convs would never read a Winograd transform).
+fn stride_one(name: &str) -> bool {
+    !name.contains("downsamplers")
 }
 
 /// All cores natively (`DDIM_THREADS` overrides); one in wasm.

@@ -1,0 +1,230 @@
+//! Winograd's minimal filtering F(2×2, 3×3) (Lavin & Gray, "Fast Algorithms for Convolutional
+//! Neural Networks", 2016) for the stride-1, pad-1 3×3 convs, which carry nearly all of a U-Net's
+//! multiply-adds. Each 2×2 block of output pixels (a "tile") is Aᵀ[U ⊙ (Bᵀ d B)]A over its 4×4
+//! input patch d, with U = G g Gᵀ the transformed weights: the GEMM does 16 multiply-adds per
+//! tile and (ci, co) where the direct conv does 36, 2.25× fewer.
+//!
+//! Per band of tile rows:
+//! - the padded (normalised, upsampled) input band is made as for the direct conv (`Bands::source`);
+//! - the input transform takes it to V[pos][ci][tile], pos being one of the 16 entries of Bᵀ d B;
+//! - 16 GEMMs, one per pos, M[pos] = U[pos] · V[pos], run on the direct conv's microkernel
+//!   (`Kernel::tile`, with tiles as its "pixels" and input channels as its taps);
+//! - the output transform takes M back to 2×2 outputs, and the conv's epilogue adds bias, time
+//!   embedding and residual.
+//!
+//! The transforms run along rows of tiles on contiguous data (the even and odd columns of each
+//! padded row are split first), so they vectorise; they cost O(ci + co) per tile against the
+//! GEMM's O(ci · co). The extra roundings of the transforms stay within the engine's tolerance
+//! (tests/op_cases: 1e-5 × max|reference|).
+
+use super::gemm::{Kernel, PackedA, Taps, MC, NP};
+use crate::model::ConvSpec;
+
+/// Weights are transformed (16/9 of their size) only where ci · co is at most this: the
+/// high-resolution levels of a U-Net, which carry its multiply-adds, have the fewest channels.
+/// Memory decides the bound: with 128 × 128 convs included, ddpm-celebahq-256's peak grew by
+/// 58 MB (668 → 726 MB natively, more than its 16 MB of U), past what its browser memory goal
+/// leaves, so its convs (128 channels and up) stay direct.
+pub const MAX_CHANNEL_PAIRS: usize = 64 * 128;
+
+/// The convs F(2×2, 3×3) computes here: 3×3, stride 1, one pixel of zero padding on each side
+/// (an upsampler's conv runs on its 2× band like any other).
+pub fn fits(spec: ConvSpec, k: usize) -> bool {
+    k == 3 && spec.stride == 1 && spec.pad == [1; 4]
+}
+
+/// U[pos] = (G g Gᵀ)[pos] of every (co, ci), packed for the GEMM as one [co, ci] matrix per pos.
+#[derive(Clone, Debug)]
+pub struct WinogradWeights {
+    pub u: Vec<PackedA>,
+}
+
+const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+
+impl WinogradWeights {
+    /// `w`: [co, ci, 3, 3].
+    pub fn pack(w: &[f32], co: usize, ci: usize) -> Self {
+        let mut u = vec![vec![0f32; co * ci]; 16];
+        for (oi, g) in w.chunks_exact(9).enumerate() {
+            let gg: [[f32; 3]; 4] = std::array::from_fn(|a| std::array::from_fn(|c| (0..3).map(|r| G[a][r] * g[r * 3 + c]).sum()));
+            for a in 0..4 {
+                for b in 0..4 {
+                    u[4 * a + b][oi] = (0..3).map(|c| gg[a][c] * G[b][c]).sum();
+                }
+            }
+        }
+        WinogradWeights { u: u.iter().map(|m| PackedA::pack(m, co, ci)).collect() }
+    }
+}
+
+/// One band of tile rows: its geometry and scratch.
+pub struct Band<'a> {
+    /// The padded input band: `ci` planes of (2·trows + 2) rows × wp = 2·tw + 2 columns.
+    pub input: &'a [f32],
+    pub plane: usize,
+    pub ci: usize,
+    pub co: usize,
+    /// Tiles per row and tile rows in this band.
+    pub tw: usize,
+    pub trows: usize,
+}
+
+impl Band<'_> {
+    fn tiles(&self) -> usize {
+        self.tw * self.trows
+    }
+
+    /// V's entries per (pos, channel): tile rows of tw + 1.
+    fn stride(&self) -> usize {
+        self.trows * (self.tw + 1)
+    }
+
+    fn co_padded(&self) -> usize {
+        self.co.next_multiple_of(MC)
+    }
+}
+
+/// M[pos][tile][co] of one band (co padded to whole register tiles, so each tile of the GEMM
+/// is stored as whole vectors): input transform, then the 16 GEMMs. `v` and `m` are scratch.
+pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>) {
+    let (t, cp) = (band.tiles(), band.co_padded());
+    let vt = band.stride();
+    v.resize(16 * band.ci * vt, 0.0);
+    m.resize(16 * t * cp, 0.0);
+    input_transform(band, v);
+    let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
+    // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
+    let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
+    let bases: Vec<[usize; NP]> = (0..t.div_ceil(NP)).map(|g| std::array::from_fn(|j| base((g * NP + j).min(t - 1)))).collect();
+    for (pos, u) in wino.u.iter().enumerate() {
+        let vp = &v[pos * band.ci * vt..][..band.ci * vt];
+        let mp = &mut m[pos * t * cp..][..t * cp];
+        for ct in 0..u.tiles() {
+            let panel = u.panel(ct);
+            for (g, b) in bases.iter().enumerate() {
+                let acc = kernel.tile(panel, vp, b, &taps);
+                for (j, a) in acc.iter().enumerate().take(t - g * NP) {
+                    mp[(g * NP + j) * cp + ct * MC..][..MC].copy_from_slice(a);
+                }
+            }
+        }
+    }
+}
+
+/// V[pos][c][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in channel c (one
+/// unused column per tile row, so every step below is one contiguous loop over the whole band).
+fn input_transform(band: &Band, v: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        return unsafe { input_transform_avx2(band, v) };
+    }
+    input_transform_body(band, v)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn input_transform_avx2(band: &Band, v: &mut [f32]) {
+    input_transform_body(band, v)
+}
+
+#[inline(always)]
+fn input_transform_body(band: &Band, v: &mut [f32]) {
+    let (tw, trows) = (band.tw, band.trows);
+    let (wp, s) = (2 * tw + 2, tw + 1);
+    // Quarter q = 2·(row parity) + (column parity) of the padded plane: (trows + 1) × (tw + 1).
+    let qn = (trows + 1) * s;
+    let mut quarters = vec![0f32; 4 * qn];
+    // h[parity][b]: the horizontal transform (d Bᵀ)[b] of the even or odd padded rows.
+    let mut h = vec![0f32; 8 * qn];
+    let vt = band.stride();
+    for c in 0..band.ci {
+        let plane = &band.input[c * band.plane..][..(2 * trows + 2) * wp];
+        for (rr, row) in plane.chunks_exact(wp).enumerate() {
+            let (q, i) = (2 * (rr % 2), (rr / 2) * s);
+            for (j, pair) in row.chunks_exact(2).enumerate() {
+                quarters[q * qn + i + j] = pair[0];
+                quarters[(q + 1) * qn + i + j] = pair[1];
+            }
+        }
+        for parity in 0..2 {
+            let (e, o) = quarters[2 * parity * qn..][..2 * qn].split_at(qn);
+            let hp = &mut h[4 * parity * qn..][..4 * qn];
+            let (h0, rest) = hp.split_at_mut(qn);
+            let (h1, rest) = rest.split_at_mut(qn);
+            let (h2, h3) = rest.split_at_mut(qn);
+            let n = qn - 1;
+            for f in 0..n {
+                h0[f] = e[f] - e[f + 1];
+                h1[f] = o[f] + e[f + 1];
+                h2[f] = e[f + 1] - o[f];
+                h3[f] = o[f] - o[f + 1];
+            }
+        }
+        // Vertical: V[a][b] = (Bᵀ h)[a][b]; patch rows 0 and 2 are even padded rows r and r + 1,
+        // rows 1 and 3 odd rows r and r + 1.
+        for b in 0..4 {
+            let (he, ho) = (&h[b * qn..][..qn], &h[(4 + b) * qn..][..qn]);
+            let at = |a: usize| ((4 * a + b) * band.ci + c) * vt;
+            let (e0, e1, o0, o1) = (&he[..vt], &he[s..][..vt], &ho[..vt], &ho[s..][..vt]);
+            v[at(0)..][..vt].iter_mut().zip(e0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p - q);
+            v[at(1)..][..vt].iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p + q);
+            v[at(2)..][..vt].iter_mut().zip(e1.iter().zip(o0)).for_each(|(d, (p, q))| *d = p - q);
+            v[at(3)..][..vt].iter_mut().zip(o0.iter().zip(o1)).for_each(|(d, (p, q))| *d = p - q);
+        }
+    }
+}
+
+/// The 2×2 outputs of every output channel over tile row `r` of a band, (Aᵀ M A) of each tile:
+/// `rows` holds, per channel, its two rows of 2·tw pixels.
+pub fn output_rows(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        return unsafe { output_rows_avx2(m, band, r, rows) };
+    }
+    output_rows_body(m, band, r, rows)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn output_rows_avx2(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
+    output_rows_body(m, band, r, rows)
+}
+
+/// Channels per step of the output transform: one vector of them natively, two in wasm.
+const OC: usize = 8;
+
+#[inline(always)]
+fn output_rows_body(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
+    let (tw, t, cp) = (band.tw, band.tiles(), band.co_padded());
+    for x in 0..tw {
+        let tile = r * tw + x;
+        for o0 in (0..band.co).step_by(OC) {
+            let mut mp = [[0f32; OC]; 16];
+            for (pos, v) in mp.iter_mut().enumerate() {
+                v.copy_from_slice(&m[(pos * t + tile) * cp + o0..][..OC]);
+            }
+            // s[y][b] = (Aᵀ M)[y][b], then Y[y][x] = (s A)[y][x], for OC channels at once.
+            let (mut s0, mut s1) = ([[0f32; OC]; 4], [[0f32; OC]; 4]);
+            for b in 0..4 {
+                for l in 0..OC {
+                    s0[b][l] = mp[b][l] + mp[4 + b][l] + mp[8 + b][l];
+                    s1[b][l] = mp[4 + b][l] - mp[8 + b][l] - mp[12 + b][l];
+                }
+            }
+            let mut y = [[0f32; OC]; 4];
+            for l in 0..OC {
+                y[0][l] = s0[0][l] + s0[1][l] + s0[2][l];
+                y[1][l] = s0[1][l] - s0[2][l] - s0[3][l];
+                y[2][l] = s1[0][l] + s1[1][l] + s1[2][l];
+                y[3][l] = s1[1][l] - s1[2][l] - s1[3][l];
+            }
+            for l in 0..OC.min(band.co - o0) {
+                let row = &mut rows[(o0 + l) * 4 * tw..][..4 * tw];
+                (row[2 * x], row[2 * x + 1]) = (y[0][l], y[1][l]);
+                (row[2 * tw + 2 * x], row[2 * tw + 2 * x + 1]) = (y[2][l], y[3][l]);
+            }
+        }
+    }
+}
