@@ -39,7 +39,7 @@ impl ConvWeights {
         if k != k2 {
             return Err(Error::Input(format!("conv2d: non-square kernel {:?}", w.shape)));
         }
-        let winograd = (winograd && k == 3 && co * ci <= winograd::MAX_CHANNEL_PAIRS).then(|| WinogradWeights::pack(&w.data, co, ci));
+        let winograd = (winograd && k == 3 && winograd::worth_it(co, ci)).then(|| WinogradWeights::pack(&w.data, co, ci));
         Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k), winograd })
     }
 }

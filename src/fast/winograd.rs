@@ -33,6 +33,13 @@ pub fn fits(spec: ConvSpec, k: usize) -> bool {
     k == 3 && spec.stride == 1 && spec.pad == [1; 4]
 }
 
+/// Whether a 3×3 weight [co, ci] is worth transforming: at most `MAX_CHANNEL_PAIRS`, and enough
+/// input channels that the GEMM's depth (ci) outweighs the transforms (conv_in's 1 to 3 channels
+/// ran 2× slower as Winograd).
+pub fn worth_it(co: usize, ci: usize) -> bool {
+    ci >= 8 && co * ci <= MAX_CHANNEL_PAIRS
+}
+
 /// U[pos] = (G g Gᵀ)[pos] of every (co, ci), packed for the GEMM as one [co, ci] matrix per pos.
 #[derive(Clone, Debug)]
 pub struct WinogradWeights {
@@ -96,6 +103,9 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
     let bases: Vec<[usize; NP]> = (0..t.div_ceil(NP)).map(|g| std::array::from_fn(|j| base((g * NP + j).min(t - 1)))).collect();
+    if band.co <= FEW_CHANNELS {
+        return few_channels(wino, band, v, m);
+    }
     for (pos, u) in wino.u.iter().enumerate() {
         let vp = &v[pos * band.ci * vt..][..band.ci * vt];
         let mp = &mut m[pos * t * cp..][..t * cp];
@@ -106,6 +116,45 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
                 for (j, a) in acc.iter().enumerate().take(t - g * NP) {
                     mp[(g * NP + j) * cp + ct * MC..][..MC].copy_from_slice(a);
                 }
+            }
+        }
+    }
+}
+
+/// At most this many output channels (conv_out), M is computed as axpys along the tiles: the
+/// GEMM's register tile would compute MC channels and keep a few.
+const FEW_CHANNELS: usize = 4;
+
+/// M[pos][tile][o] = Σ_c U[pos][o][c] · V[pos][c][tile], one row of tiles at a time.
+fn few_channels(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        return unsafe { few_channels_avx2(wino, band, v, m) };
+    }
+    few_channels_body(wino, band, v, m)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn few_channels_avx2(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
+    few_channels_body(wino, band, v, m)
+}
+
+#[inline(always)]
+fn few_channels_body(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
+    let (vt, t, cp, tw) = (band.stride(), band.tiles(), band.co_padded(), band.tw);
+    let mut row = vec![0f32; vt];
+    for (pos, u) in wino.u.iter().enumerate() {
+        for o in 0..band.co {
+            row.fill(0.0);
+            for c in 0..band.ci {
+                let w = u.panel(o / MC)[c * MC + o % MC];
+                let vr = &v[(pos * band.ci + c) * vt..][..vt];
+                row.iter_mut().zip(vr).for_each(|(r, x)| *r += w * x);
+            }
+            for i in 0..t {
+                m[(pos * t + i) * cp + o] = row[(i / tw) * (tw + 1) + i % tw];
             }
         }
     }
@@ -142,9 +191,9 @@ fn input_transform_body(band: &Band, v: &mut [f32]) {
         let plane = &band.input[c * band.plane..][..(2 * trows + 2) * wp];
         for (rr, row) in plane.chunks_exact(wp).enumerate() {
             let (q, i) = (2 * (rr % 2), (rr / 2) * s);
-            for (j, pair) in row.chunks_exact(2).enumerate() {
-                quarters[q * qn + i + j] = pair[0];
-                quarters[(q + 1) * qn + i + j] = pair[1];
+            let (even, odd) = quarters[q * qn..][..2 * qn].split_at_mut(qn);
+            for ((e, o), pair) in even[i..i + s].iter_mut().zip(&mut odd[i..i + s]).zip(row.chunks_exact(2)) {
+                (*e, *o) = (pair[0], pair[1]);
             }
         }
         for parity in 0..2 {
