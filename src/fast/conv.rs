@@ -72,8 +72,61 @@ impl Epilogue<'_> {
     /// Stores `acc` (pixel p0 + j, channel t·MC + i) into `rows` (channels t·MC.. as [P] rows):
     /// `n` ≤ NP pixels (the last tile's repeats of its last pixel are not stored).
     #[inline(always)]
+    fn store(&self, kernel: Kernel, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if kernel.avx2() && self.co - t * MC >= MC {
+            // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
+            return unsafe { self.store_avx2(rows, t, acc, p0, n) };
+        }
+        let _ = kernel;
+        self.store_scalar(rows, t, acc, p0, n)
+    }
+
+    /// `store` for a whole tile of MC channels: 8 × 8 blocks of the tile (pixels × channels,
+    /// the last two pixels zero) transposed in registers, each channel's pixels then stored as
+    /// one masked vector.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn store_avx2(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+        use std::arch::x86_64::*;
+        const { assert!(MC == 16 && NP <= 8) };
+        // Lane l is stored where l < n.
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let end = (MC - 1) * self.pixels + p0 + n;
+        assert!(end <= rows.len() && self.residual.is_none_or(|r| t * MC * self.pixels + end <= r.len()), "conv store out of bounds");
+        for half in 0..2 {
+            // SAFETY: acc[j] has MC = 16 floats; half · 8 + 8 ≤ 16.
+            let mut r: [__m256; 8] =
+                std::array::from_fn(
+                    |j| {
+                        if j < NP {
+                            unsafe { _mm256_loadu_ps(acc[j].as_ptr().add(half * 8)) }
+                        } else {
+                            _mm256_setzero_ps()
+                        }
+                    },
+                );
+            transpose8(&mut r);
+            for (l, v) in r.iter().enumerate() {
+                let (i, o) = (half * 8 + l, t * MC + half * 8 + l);
+                let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
+                let mut v = _mm256_add_ps(*v, _mm256_set1_ps(add));
+                if let Some(res) = self.residual {
+                    // SAFETY: lanes past n are masked off; the lanes below n are in bounds (asserted).
+                    v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(res.as_ptr().add(o * self.pixels + p0), mask) });
+                }
+                if self.out_scale != 1.0 {
+                    v = _mm256_div_ps(v, _mm256_set1_ps(self.out_scale));
+                }
+                // SAFETY: as above, for the output rows.
+                unsafe { _mm256_maskstore_ps(rows.as_mut_ptr().add(i * self.pixels + p0), mask, v) };
+            }
+        }
+    }
+
+    #[inline(always)]
     #[allow(clippy::needless_range_loop)] // i picks a column of acc and a row of the output
-    fn store(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+    fn store_scalar(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
         for i in 0..MC.min(self.co - t * MC) {
             let o = t * MC + i;
             let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
@@ -99,6 +152,37 @@ impl Epilogue<'_> {
             }
         }
     }
+}
+
+/// Transposes 8 × 8 floats in registers (rows become columns).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+    r[0] = _mm256_permute2f128_ps::<0x20>(s0, s4);
+    r[1] = _mm256_permute2f128_ps::<0x20>(s1, s5);
+    r[2] = _mm256_permute2f128_ps::<0x20>(s2, s6);
+    r[3] = _mm256_permute2f128_ps::<0x20>(s3, s7);
+    r[4] = _mm256_permute2f128_ps::<0x31>(s0, s4);
+    r[5] = _mm256_permute2f128_ps::<0x31>(s1, s5);
+    r[6] = _mm256_permute2f128_ps::<0x31>(s2, s6);
+    r[7] = _mm256_permute2f128_ps::<0x31>(s3, s7);
 }
 
 /// A band's padded input stays within this many bytes by default (a 256×256 model's padded input
@@ -287,11 +371,13 @@ pub fn conv2d(
         return Err(Error::Input(format!("conv2d: channel add / residual do not fit the output [{n}, {co}, {oh}, {ow}]")));
     }
     let mut out = vec![0.0f32; n * co * p_total];
-    let copied = pre.is_some() || parts.len() > 1;
+    // A 1×1 conv without padding reads its parts where they are (one GEMM over each part's
+    // channels); anything else reads a padded, normalised or concatenated copy.
+    let copied = pre.is_some() || (parts.len() > 1 && cw.k != 1);
     let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k));
     let mut path = match wino {
         Some(u) => Path::Winograd(u, Bands::winograd(cw, (h, w), spec, (oh, ow), band_bytes), WINOGRAD_SCRATCH.take()),
-        None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied)),
+        None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
     };
     for item in 0..n {
         let epi = Epilogue {
@@ -336,15 +422,34 @@ struct Direct {
     /// The tiles of a full band, and of the last band where it is shorter: built once per call.
     full_tiles: Vec<[usize; NP]>,
     last_tiles: Vec<[usize; NP]>,
+    /// Where a conv reads several parts in place: each part's first channel and taps.
+    parts: Vec<(usize, Taps)>,
 }
 
 impl Direct {
-    fn new(cw: &ConvWeights, hw: (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, copied: bool) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cw: &ConvWeights,
+        hw: (usize, usize),
+        spec: ConvSpec,
+        (oh, ow): (usize, usize),
+        band_bytes: usize,
+        copied: bool,
+        part_c: &[usize],
+    ) -> Self {
         let bands = Bands::new(cw, hw, spec, (oh, ow), band_bytes, copied);
+        let mut parts = Vec::new();
+        if bands.direct && part_c.len() > 1 {
+            let mut c0 = 0;
+            for &c in part_c {
+                parts.push((c0, Taps::new(bands.taps.offsets()[..c].to_vec())));
+                c0 += c;
+            }
+        }
         let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
         let full_tiles = bands.tiles(bands.rows * ow);
         let last_tiles = if last_rows < bands.rows { bands.tiles(last_rows * ow) } else { Vec::new() };
-        Direct { band: bands.buffer(), normed: Vec::new(), bands, full_tiles, last_tiles }
+        Direct { band: bands.buffer(), normed: Vec::new(), bands, full_tiles, last_tiles, parts }
     }
 
     /// One item, band by band of output rows.
@@ -369,9 +474,21 @@ impl Direct {
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
             for (t, out_rows) in out_item.chunks_mut(MC * p_total).enumerate() {
+                let panel = cw.a.panel(t);
                 for (pt, bases) in tiles.iter().enumerate() {
-                    let acc = kernel.tile(cw.a.panel(t), b, bases, &bands.taps);
-                    epi.store(out_rows, t, &acc, p0 + pt * NP, NP.min(count - pt * NP));
+                    let acc = if self.parts.is_empty() {
+                        kernel.tile(panel, b, bases, &bands.taps)
+                    } else {
+                        let mut acc = [[0f32; MC]; NP];
+                        for ((c0, taps), x) in self.parts.iter().zip(xs) {
+                            let a = kernel.tile(&panel[c0 * MC..], x, bases, taps);
+                            for (s, v) in acc.iter_mut().zip(&a) {
+                                (0..MC).for_each(|i| s[i] += v[i]);
+                            }
+                        }
+                        acc
+                    };
+                    epi.store(kernel, out_rows, t, &acc, p0 + pt * NP, NP.min(count - pt * NP));
                 }
             }
         }
@@ -402,8 +519,8 @@ fn winograd_item(
     (oh, ow): (usize, usize),
 ) {
     let (tw, th) = (*tw, oh.div_ceil(2));
-    s.band.resize(bands.ci * bands.plane, 0.0);
-    s.rows.resize(4 * tw * epi.co, 0.0);
+    winograd::grow(&mut s.band, bands.ci * bands.plane);
+    winograd::grow(&mut s.rows, 4 * tw * epi.co);
     for ty0 in (0..th).step_by(*trows) {
         let tr = (*trows).min(th - ty0);
         let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr);

@@ -121,6 +121,10 @@ impl Taps {
         self.offsets.len()
     }
 
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
     }
@@ -139,6 +143,11 @@ impl Kernel {
         #[cfg(not(target_arch = "x86_64"))]
         let avx2 = false;
         Kernel { avx2 }
+    }
+
+    /// Whether this CPU runs the AVX2 + FMA kernels (the conv's epilogue has one too).
+    pub fn avx2(&self) -> bool {
+        self.avx2
     }
 
     /// Which variant runs, for reports.

@@ -96,8 +96,8 @@ impl Band<'_> {
 pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>) {
     let (t, cp) = (band.tiles(), band.co_padded());
     let vt = band.stride();
-    v.resize(16 * band.ci * vt, 0.0);
-    m.resize(16 * t * cp, 0.0);
+    grow(v, 16 * band.ci * vt);
+    grow(m, 16 * t * cp);
     input_transform(band, v);
     let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
@@ -118,6 +118,14 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
                 }
             }
         }
+    }
+}
+
+/// Scratch is grown, never shrunk (and never cleared: every entry read is written first), so a
+/// conv after a larger one does not zero what it is about to overwrite.
+pub fn grow(buf: &mut Vec<f32>, len: usize) {
+    if buf.len() < len {
+        buf.resize(len, 0.0);
     }
 }
 

@@ -181,6 +181,14 @@ pub fn random_cases() -> Vec<OpCase> {
         conv_weights(6, 5, 3, 40),
         vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)],
     ));
+    // Attention's to_out: a 1×1 conv with residual and output scale, over a whole channel tile
+    // (the fast engine's vector epilogue) and part of one, 21 pixels (a partial pixel tile).
+    cases.push(case(
+        "conv 1x1 fused add+residual+scale over 19 channels",
+        Op::Conv2d { spec: ConvSpec::POINTWISE, fused: true, out_scale: 1.5 },
+        conv_weights(19, 5, 1, 44),
+        vec![randn(&[2, 5, 3, 7], 45), randn(&[2, 19], 46), randn(&[2, 19, 3, 7], 47)],
+    ));
     // A ResnetBlock2D's conv reads silu(group_norm(x)); the fast engine normalises as it pads.
     for (i, (name, k, spec, shape, groups, co, fused)) in [
         ("conv 3x3 after group norm + SiLU", 3, ConvSpec::SAME3, [2, 6, 7, 9], 3, 5, false),
