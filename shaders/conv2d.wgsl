@@ -7,7 +7,8 @@
 // gemm multiplies the packed weights by it, 8 output channels × 8 pixels per invocation, with the
 // epilogue. The loads feeding the FMAs are plain vec4 loads with no bounds tests, which is what the
 // CPU adapters run fastest (`ddim bench-matmul`); a conv whose patches would not fit one buffer runs
-// as several chunks of pixels [p0, p0 + pc).
+// as several chunks of pixels [p0, p0 + pc). `im2col_norm` writes the patches of silu(group_norm(x))
+// instead (bindings 1 gamma [I], 2 beta [I], 3 moments [N·groups] as group_norm.wgsl's combine writes them).
 // Workgroups: 64 invocations, 1-D (index = gid.x + gid.y·nwg.x·64).
 // Why 8×8: on the CPU adapters (SwiftShader, lavapipe) every storage load is done lane by lane,
 // so the FMAs per loaded value decide the speed: 16 loads feed 64 FMAs here (4×4 fed 16 with 8).
@@ -17,7 +18,7 @@ struct Params {
     co: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
     has_add: u32, has_res: u32, out_scale: f32, p0: u32,
-    pc: u32, _p0: u32, _p1: u32, _p2: u32,
+    pc: u32, groups: u32, _p1: u32, _p2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -38,10 +39,37 @@ struct Params {
 @compute @workgroup_size(64)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = gid.x + gid.y * nwg.x * 64u;
+    if (idx >= p.n * p.ci * ((p.pc + 7u) / 8u) * 2u) {
+        return;
+    }
+    write_patches(idx, false, vec2<f32>(1.0, 0.0));
+}
+
+// The normalised input of a ResnetBlock2D's conv, silu(group_norm(x)), made as the patches are
+// written, so that it is never stored (at 256×256 it is one of the largest activations). Each
+// channel's group statistics (group_norm.wgsl's `combine`) become one affine map per invocation.
+@group(0) @binding(1) var<storage, read> norm_gamma: array<f32>;
+@group(0) @binding(2) var<storage, read> norm_beta: array<f32>;
+@group(0) @binding(3) var<storage, read> moments: array<vec2<f32>>;
+
+@compute @workgroup_size(64)
+fn im2col_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * 64u;
     let p4 = ((p.pc + 7u) / 8u) * 2u;
     if (idx >= p.n * p.ci * p4) {
         return;
     }
+    let ni = idx / p4;
+    let i = ni % p.ci;
+    let m = moments[(ni / p.ci) * p.groups + i / (p.ci / p.groups)];
+    let scale = m.y * norm_gamma[i];
+    write_patches(idx, true, vec2<f32>(scale, norm_beta[i] - m.x * scale));
+}
+
+// The K·K taps of invocation idx's (n, i, 4 pixels); with `norm`, each value inside the image is
+// silu(v·a.x + a.y) (the zero padding stays zero: torch pads the normalised map).
+fn write_patches(idx: u32, norm: bool, a: vec2<f32>) {
+    let p4 = ((p.pc + 7u) / 8u) * 2u;
     let q = idx % p4;
     let ni = idx / p4; // = n·ci + i
     let plane = ni * p.h * p.w;
@@ -66,7 +94,12 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
             let ix = ix0 + i32(kx);
             let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(ew));
             let at = min(row + (vec4<u32>(max(ix, vec4<i32>(0))) >> vec4<u32>(p.up)), vec4<u32>(last));
-            col_out[r] = select(vec4<f32>(0.0), vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]), ok);
+            var v = vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]);
+            if (norm) {
+                v = v * a.x + a.y;
+                v = v / (1.0 + exp(-v));
+            }
+            col_out[r] = select(vec4<f32>(0.0), v, ok);
             r += p4;
         }
     }

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "gemm"]),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "im2col_norm", "gemm"]),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),

@@ -12,7 +12,7 @@ use super::params::KernelParams;
 use super::{grid, GpuDevice};
 use crate::error::{Error, Result};
 use crate::kernel_params;
-use crate::model::{ConvSpec, Model, UNetOps};
+use crate::model::{ConvSpec, GroupNorm, Model, UNetOps};
 
 /// Where a recording's activation buffers come from.
 #[derive(Default)]
@@ -339,7 +339,7 @@ kernel_params!(Conv2dParams for "conv2d" {
     co: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
     has_add: u32, has_res: u32, out_scale: f32, p0: u32,
-    pc: u32, _p0: u32, _p1: u32, _p2: u32,
+    pc: u32, groups: u32, _p1: u32, _p2: u32,
 });
 kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, chunks: u32, _p: u32 });
 kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
@@ -357,20 +357,37 @@ fn groups_1d(count: usize, per_group: usize) -> [u32; 3] {
     grid(count.div_ceil(per_group) as u32)
 }
 
-impl UNetOps for GpuRecorder<'_> {
-    type T = GpuTensor;
+/// silu(group_norm(x)) in front of a conv (`norm_silu_conv2d`): the group statistics
+/// (`GpuRecorder::group_moments`), γ and β.
+#[derive(Clone, Copy)]
+struct PreNorm<'t> {
+    moments: &'t GpuTensor,
+    gamma: &'t GpuTensor,
+    beta: &'t GpuTensor,
+    groups: usize,
+}
 
-    fn weight(&self, name: &str) -> Result<GpuTensor> {
-        self.weights.tensors.get(name).cloned().ok_or_else(|| Error::MissingTensor(name.into()))
+fn group_norm_params(x: &GpuTensor, groups: usize, eps: f32, silu: bool) -> GroupNormParams {
+    let [n, c, h, w] = x.dims();
+    GroupNormParams {
+        n: dim32(n),
+        c: dim32(c),
+        hw: dim32(h * w),
+        groups: dim32(groups),
+        eps,
+        silu: silu as u32,
+        chunks: dim32((c / groups.max(1) * h * w).div_ceil(GROUP_NORM_CHUNK)),
+        _p: 0,
     }
+}
 
-    fn dims(&self, t: &GpuTensor) -> [usize; 4] {
-        t.dims()
-    }
-
-    fn conv2d(
+impl GpuRecorder<'_> {
+    /// conv2d of x, or of silu(group_norm(x)) where `pre` is given.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
         &mut self,
         x: &GpuTensor,
+        pre: Option<PreNorm>,
         w: &GpuTensor,
         b: &GpuTensor,
         spec: ConvSpec,
@@ -418,7 +435,7 @@ impl UNetOps for GpuRecorder<'_> {
         }
         let chunk = ((cap / per_pixel8) as usize * 8).min(pix.next_multiple_of(8));
         // A 1×1 conv over a plane of a multiple of 8 pixels, in one chunk, reads its input as the col buffer.
-        let plain = k == 1 && spec.stride == 1 && spec.pad == [0; 4] && !spec.upsample && pix % 8 == 0 && chunk >= pix;
+        let plain = pre.is_none() && k == 1 && spec.stride == 1 && spec.pad == [0; 4] && !spec.upsample && pix % 8 == 0 && chunk >= pix;
         for p0 in (0..pix).step_by(chunk) {
             let pc = chunk.min(pix - p0);
             let params = Conv2dParams { p0: dim32(p0), pc: dim32(pc), ..params };
@@ -426,8 +443,21 @@ impl UNetOps for GpuRecorder<'_> {
                 x.clone()
             } else {
                 let col = self.alloc_scratch(vec![n, rows, pc.next_multiple_of(8)], "conv2d im2col")?;
-                let count = n * ci * pc.next_multiple_of(8) / 4;
-                self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups_1d(count, 64));
+                let groups = groups_1d(n * ci * pc.next_multiple_of(8) / 4, 64);
+                match pre {
+                    None => self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups),
+                    Some(norm) => {
+                        let params = Conv2dParams { groups: dim32(norm.groups), ..params };
+                        let bufs = [
+                            (0, x.buffer()),
+                            (1, norm.gamma.buffer()),
+                            (2, norm.beta.buffer()),
+                            (3, norm.moments.buffer()),
+                            (5, col.buffer()),
+                        ];
+                        self.record("conv2d.im2col_norm", &bufs, &params, 6, groups);
+                    }
+                }
                 col
             };
             self.record(
@@ -441,27 +471,69 @@ impl UNetOps for GpuRecorder<'_> {
         Ok(out)
     }
 
-    fn group_norm(&mut self, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, groups: usize, eps: f32, silu: bool) -> Result<GpuTensor> {
-        let [n, c, h, w] = x.dims();
+    /// Per (n, group): (mean, 1/√(var + ε)) of x (group_norm.wgsl's `stats` and `combine`).
+    fn group_moments(&mut self, x: &GpuTensor, groups: usize, eps: f32) -> Result<GpuTensor> {
+        let [n, c, ..] = x.dims();
         if groups == 0 || c % groups != 0 {
             return Err(Error::Input(format!("group_norm: {c} channels are not divisible into {groups} groups")));
         }
-        let out = self.alloc(x.shape.clone(), "group_norm output")?;
-        let chunks = (c / groups * h * w).div_ceil(GROUP_NORM_CHUNK);
-        let params = GroupNormParams {
-            n: dim32(n),
-            c: dim32(c),
-            hw: dim32(h * w),
-            groups: dim32(groups),
-            eps,
-            silu: silu as u32,
-            chunks: dim32(chunks),
-            _p: 0,
-        };
+        let params = group_norm_params(x, groups, eps, false);
+        let chunks = params.chunks as usize;
         let partial = self.alloc(vec![n * groups * chunks, 2], "group_norm partial sums")?;
         let moments = self.alloc(vec![n * groups, 2], "group_norm moments")?;
         self.record("group_norm.stats", &[(0, x.buffer()), (5, partial.buffer())], &params, 4, groups_1d(n * groups * chunks, 64));
         self.record("group_norm.combine", &[(5, partial.buffer()), (6, moments.buffer())], &params, 4, groups_1d(n * groups, 64));
+        Ok(moments)
+    }
+}
+
+impl UNetOps for GpuRecorder<'_> {
+    type T = GpuTensor;
+
+    fn weight(&self, name: &str) -> Result<GpuTensor> {
+        self.weights.tensors.get(name).cloned().ok_or_else(|| Error::MissingTensor(name.into()))
+    }
+
+    fn dims(&self, t: &GpuTensor) -> [usize; 4] {
+        t.dims()
+    }
+
+    fn conv2d(
+        &mut self,
+        x: &GpuTensor,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        spec: ConvSpec,
+        chan_add: Option<&GpuTensor>,
+        residual: Option<&GpuTensor>,
+        out_scale: f32,
+    ) -> Result<GpuTensor> {
+        self.conv(x, None, w, b, spec, chan_add, residual, out_scale)
+    }
+
+    /// Group statistics, then the conv with the normalisation applied as its patches are written
+    /// (`conv2d.im2col_norm`): the normalised map is never stored.
+    fn norm_silu_conv2d(
+        &mut self,
+        parts: &[GpuTensor],
+        norm: GroupNorm<'_, GpuTensor>,
+        w: &GpuTensor,
+        b: &GpuTensor,
+        spec: ConvSpec,
+        chan_add: Option<&GpuTensor>,
+        residual: Option<&GpuTensor>,
+        out_scale: f32,
+    ) -> Result<GpuTensor> {
+        let x = self.cat(parts)?;
+        let moments = self.group_moments(&x, norm.groups, norm.eps)?;
+        let pre = PreNorm { moments: &moments, gamma: norm.gamma, beta: norm.beta, groups: norm.groups };
+        self.conv(&x, Some(pre), w, b, spec, chan_add, residual, out_scale)
+    }
+
+    fn group_norm(&mut self, x: &GpuTensor, gamma: &GpuTensor, beta: &GpuTensor, groups: usize, eps: f32, silu: bool) -> Result<GpuTensor> {
+        let moments = self.group_moments(x, groups, eps)?;
+        let out = self.alloc(x.shape.clone(), "group_norm output")?;
+        let params = group_norm_params(x, groups, eps, silu);
         self.record(
             "group_norm.apply",
             &[(0, x.buffer()), (1, gamma.buffer()), (2, beta.buffer()), (3, out.buffer()), (6, moments.buffer())],
