@@ -34,10 +34,13 @@ try {
     await page.goto(`http://127.0.0.1:${PORT}/benchpage/scale.html`);
     await page.waitForFunction(() => window.__ready, null, { timeout: 60_000 });
     const started = Date.now();
+    let timer;
     const r = await Promise.race([
       page.evaluate(([n, e, r]) => window.__bench(n, e, 1, r).catch((err) => ({ error: String(err.message || err) })), [name, engine, reps]),
-      new Promise((resolve) => setTimeout(() => resolve({ error: `not finished after ${limit} s` }), limit * 1000)),
+      new Promise((resolve) => { timer = setTimeout(() => resolve({ error: `not finished after ${limit} s` }), limit * 1000); }),
     ]);
+    // A pending limit would keep node alive for up to `limit` seconds after the last case.
+    clearTimeout(timer);
     await page.close();
     if (r.error) {
       console.log(`| ${name} | ${engine} | | ${r.error} (${((Date.now() - started) / 1000).toFixed(0)} s) | | |`);
