@@ -221,7 +221,8 @@ struct Bands {
 }
 
 impl Bands {
-    /// `copied`: the input is normalised or comes in parts, so even a 1×1 conv reads a copy.
+    /// `copied`: the input is normalised, or a 3×3 conv's comes in parts, so even an unpadded conv
+    /// reads a copy (a 1×1 conv over parts reads each part in place: `Direct::parts`).
     fn new(cw: &ConvWeights, (h, w): (usize, usize), spec: ConvSpec, (oh, ow): (usize, usize), band_bytes: usize, copied: bool) -> Self {
         let up = if spec.upsample { 2 } else { 1 };
         let wp = w * up + spec.pad[1] + spec.pad[3];
