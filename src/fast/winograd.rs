@@ -46,21 +46,30 @@ pub struct WinogradWeights {
     pub u: Vec<PackedA>,
 }
 
-const G: [[f32; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
-
 impl WinogradWeights {
-    /// `w`: [co, ci, 3, 3].
+    /// `w`: [co, ci, 3, 3]. Each U = G g Gᵀ is written straight into its place in the 16 packed
+    /// matrices, with G's rows (1, 0, 0), ½(1, 1, 1), ½(1, −1, 1), (0, 0, 1) written out: in the
+    /// browser this runs on a worker's cold (baseline-compiled) code before its first step, where
+    /// a generic matrix product took most of the worker's load time.
     pub fn pack(w: &[f32], co: usize, ci: usize) -> Self {
-        let mut u = vec![vec![0f32; co * ci]; 16];
-        for (oi, g) in w.chunks_exact(9).enumerate() {
-            let gg: [[f32; 3]; 4] = std::array::from_fn(|a| std::array::from_fn(|c| (0..3).map(|r| G[a][r] * g[r * 3 + c]).sum()));
-            for a in 0..4 {
-                for b in 0..4 {
-                    u[4 * a + b][oi] = (0..3).map(|c| gg[a][c] * G[b][c]).sum();
+        let len = co.div_ceil(MC) * ci * MC;
+        let mut u: Vec<Vec<f32>> = (0..16).map(|_| vec![0f32; len]).collect();
+        let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+        for o in 0..co {
+            for i in 0..ci {
+                let g = &w[(o * ci + i) * 9..][..9];
+                // G g: 4 rows of 3, column by column.
+                let cols = [g_rows(g[0], g[3], g[6]), g_rows(g[1], g[4], g[7]), g_rows(g[2], g[5], g[8])];
+                let at = (o / MC) * ci * MC + i * MC + o % MC;
+                for a in 0..4 {
+                    let row = g_rows(cols[0][a], cols[1][a], cols[2][a]);
+                    for (b, v) in row.into_iter().enumerate() {
+                        u[4 * a + b][at] = v;
+                    }
                 }
             }
         }
-        WinogradWeights { u: u.iter().map(|m| PackedA::pack(m, co, ci)).collect() }
+        WinogradWeights { u: u.into_iter().map(|data| PackedA { rows: co, depth: ci, data }).collect() }
     }
 }
 
