@@ -37,6 +37,15 @@ impl Model {
         Ok(Model { config, weights, scheduler, scheduler_source })
     }
 
+    /// Like `from_bytes`, with the weights' data left empty (`Weights::from_safetensors_header`):
+    /// every check but the data's (NaN, Inf) is made, and the model can plan runs but not compute.
+    pub fn without_weight_data(config_json: &str, safetensors: &[u8], scheduler_json: Option<&str>) -> Result<Self> {
+        let config = UNetConfig::from_json(config_json)?;
+        let weights = Weights::from_safetensors_header(safetensors, "diffusion_pytorch_model.safetensors", &config)?;
+        let (scheduler, scheduler_source) = parse_scheduler(scheduler_json, "scheduler_config.json")?;
+        Ok(Model { config, weights, scheduler, scheduler_source })
+    }
+
     /// A model of `config_json`'s shape with seeded random weights (N(0, 1/fan_in) matrices, unit
     /// norm scales, zero biases): for benchmarks of shapes no checkpoint here has.
     pub fn random(config_json: &str, seed: u64) -> Result<Self> {

@@ -132,9 +132,15 @@ impl DiffusionSampler {
         presents: Option<bool>,
     ) -> Result<DiffusionSampler, JsValue> {
         let canvas = Canvas::from_js(canvas).map_err(js_err)?;
-        // CPU workers are sent the model first, so they parse and pack it while this thread does.
+        // CPU workers are sent the model first: they parse, check and pack the weights, while this
+        // thread reads the header only (every check but the data's) and keeps no copy of them. Its
+        // own parse used to compete with the workers' for the cores, before the first frame.
         let loading = cpu_workers(&engine).map_err(js_err)?.map(|n| WorkerEngine::start(&config_json, &weights, n));
-        let model = Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()).map_err(js_err)?;
+        let parse = |header_only| match header_only {
+            true => Model::without_weight_data(&config_json, &weights, scheduler_json.as_deref()),
+            false => Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()),
+        };
+        let model = parse(matches!(loading, Some(Ok(_)))).map_err(js_err)?;
         if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
             web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
         }
@@ -165,8 +171,16 @@ impl DiffusionSampler {
                         (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) in {n} Web Worker(s)"))
                     }
                     Err(e) => {
+                        // Here the data is parsed (and checked: a NaN weight is named by this parse).
+                        let full;
+                        let m = if model.weights.has_data() {
+                            &model
+                        } else {
+                            full = parse(false).map_err(js_err)?;
+                            &full
+                        };
                         let note = format!("CPU: Rust compiled to wasm ({kernel} GEMM) on the page's thread [no Web Workers: {e}]");
-                        (EngineKind::Cpu(CpuEngine::new(&model)), note)
+                        (EngineKind::Cpu(CpuEngine::new(m)), note)
                     }
                 }
             }

@@ -43,7 +43,7 @@ fn start_worker(blob_url: &mut Option<String>) -> Result<web_sys::Worker> {
         return w.dyn_into::<web_sys::Worker>().map_err(|_| Error::Input("the worker factory did not return a Worker".into()));
     }
     if blob_url.is_none() {
-        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script().into()), &{
+        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script()?.into()), &{
             let o = web_sys::BlobPropertyBag::new();
             o.set_type("text/javascript");
             o
@@ -68,7 +68,9 @@ impl UNetWorker {
     #[wasm_bindgen(constructor)]
     pub fn new(config_json: &str, weights: &[u8]) -> std::result::Result<UNetWorker, JsValue> {
         let model = Model::from_bytes(config_json, weights, None).map_err(super::js_err)?;
-        Ok(UNetWorker { ops: FastOps::new(&model), config: model.config })
+        // Taken over, not copied: each conv keeps only its packed weights.
+        let config = model.config.clone();
+        Ok(UNetWorker { ops: FastOps::from_model(model), config })
     }
 
     /// One forward: `sample` of `shape` [N,C,H,W], one timestep and (class-conditional) one label per item.
@@ -85,15 +87,25 @@ impl UNetWorker {
     }
 }
 
-#[wasm_bindgen(inline_js = "
-export function worker_script() {
-  // This snippet lives in pkg/snippets/<crate>-<hash>/: the package root is two folders up, where
-  // cpu-worker.js is. A blob module that imports it starts from any origin (a CDN), where
-  // new Worker(url) would need the page's own origin.
-  return `import '${new URL('../../cpu-worker.js', import.meta.url).href}';`;
-}")]
+#[wasm_bindgen]
 extern "C" {
-    fn worker_script() -> String;
+    /// `import.meta` of the JS glue (pkg/ddim_webgpu.js), beside which cpu-worker.js ships.
+    type ImportMeta;
+    #[wasm_bindgen(thread_local_v2, js_namespace = import, js_name = meta)]
+    static IMPORT_META: ImportMeta;
+    #[wasm_bindgen(method, getter)]
+    fn url(this: &ImportMeta) -> String;
+}
+
+/// A blob module that imports the package's cpu-worker.js: it starts from any origin (a CDN), where
+/// `new Worker(url)` would need the page's own origin. (Read from the glue's own `import.meta`, not
+/// from an inline JS snippet: a snippet is one more module the page's module graph waits for.)
+fn worker_script() -> Result<String> {
+    let glue = IMPORT_META.with(ImportMeta::url);
+    let url =
+        web_sys::Url::new_with_base("./cpu-worker.js", &glue).map_err(|e| Error::Input(format!("worker script URL: {}", js_msg(e))))?;
+    // A quoted, escaped JS string literal (Rust's and JS's escapes agree here).
+    Ok(format!("import {:?};", url.href()))
 }
 
 fn js_msg(e: JsValue) -> String {
@@ -174,7 +186,7 @@ impl LoadingWorkers {
 
 impl WorkerEngine {
     /// Starts `count` workers and sends each the model: they load it while the caller goes on
-    /// (the page's thread parses the same bytes meanwhile), and `loaded` waits for them.
+    /// (the page's thread reads the header meanwhile), and `loaded` waits for them.
     pub fn start(config_json: &str, weights: &[u8], count: usize) -> Result<LoadingWorkers> {
         let mut blob_url = None;
         let workers = (0..count.max(1)).map(|_| start_worker(&mut blob_url)).collect::<Result<Vec<_>>>()?;
