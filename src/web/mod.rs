@@ -163,7 +163,7 @@ impl DiffusionSampler {
                 (EngineKind::WebGpu { engine: Box::new(engine), target }, adapter)
             }
             (_, Some(loading)) => {
-                // The page's thread packs weights of its own only where no worker starts.
+                // The page's thread parses and packs weights of its own only where no worker starts.
                 let kernel = crate::fast::gemm::Kernel::detect().name();
                 match async { loading?.loaded().await }.await {
                     Ok(workers) => {

@@ -66,7 +66,7 @@ async function ort(ep, threads) {
 /// The default page (no parameters: 50 DDIM steps, batch 4, guidance 3, engine auto) from navigation
 /// to the final image, with the 95th-percentile gap between animation frames (main-thread stalls);
 /// `query` adds parameters (?thread=worker: the engine in a Web Worker).
-async function defaultPage(query = '') {
+async function defaultPageOnce(query) {
   const page = await context.newPage();
   await page.addInitScript(() => {
     window.__gaps = [];
@@ -81,6 +81,15 @@ async function defaultPage(query = '') {
   await page.close();
   const gaps = [...r.gaps].sort((a, b) => a - b);
   return { first: r.frames[0].at / 1000, last: r.frames.at(-1).at / 1000, p95: gaps[Math.floor(gaps.length * 0.95)], engine: `${r.engine} on the ${r.thread}: ${r.adapter}` };
+}
+
+/// `PAGE_LOADS` (default 5) fresh loads of the default page: one load is too noisy on this VM to
+/// judge a first frame against a 0.5 s goal. Median (min–max) of each number.
+async function defaultPage(query = '') {
+  const runs = [];
+  for (let i = 0; i < Number(process.env.PAGE_LOADS ?? 5); i++) runs.push(await defaultPageOnce(query));
+  const of = (k) => stats(runs.map((r) => r[k]));
+  return { first: of('first'), last: of('last'), p95: of('p95'), engine: runs[0].engine };
 }
 
 const fmt = (r) => `${r.median.toFixed(1)} (${r.min.toFixed(1)}–${r.max.toFixed(1)}, ${r.runs} runs)`;
@@ -105,8 +114,10 @@ try {
   for (const [name, us] of rows) console.log(`  ${name}: ${us.what}`);
   for (const query of only ? [] : (process.env.PAGE_QUERIES ?? ',?thread=worker').split(',')) {
     const d = await defaultPage(query);
-    console.log(`default page${query} (50 steps, batch 4, w = 3; ${d.engine}): first frame ${d.first.toFixed(2)} s, final image ` +
-                `${d.last.toFixed(2)} s after navigation; 95th-percentile animation-frame gap ${d.p95.toFixed(0)} ms`);
+    const sec = (x) => `${x.median.toFixed(2)} s (${x.min.toFixed(2)}–${x.max.toFixed(2)})`;
+    console.log(`default page${query} (50 steps, batch 4, w = 3; ${d.engine}; median of ${d.first.runs} loads): first frame ${sec(d.first)}, ` +
+                `final image ${sec(d.last)} after navigation; 95th-percentile animation-frame gap ${d.p95.median.toFixed(0)} ms ` +
+                `(${d.p95.min.toFixed(0)}–${d.p95.max.toFixed(0)})`);
   }
 } finally {
   await context.close();
