@@ -52,24 +52,22 @@ impl WinogradWeights {
     /// browser this runs on a worker's cold (baseline-compiled) code before its first step, where
     /// a generic matrix product took most of the worker's load time.
     pub fn pack(w: &[f32], co: usize, ci: usize) -> Self {
-        let len = co.div_ceil(MC) * ci * MC;
-        let mut u: Vec<Vec<f32>> = (0..16).map(|_| vec![0f32; len]).collect();
+        let mut u: Vec<PackedA> = (0..16).map(|_| PackedA::zeroed(co, ci)).collect();
         let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
         for o in 0..co {
             for i in 0..ci {
                 let g = &w[(o * ci + i) * 9..][..9];
                 // G g: 4 rows of 3, column by column.
                 let cols = [g_rows(g[0], g[3], g[6]), g_rows(g[1], g[4], g[7]), g_rows(g[2], g[5], g[8])];
-                let at = (o / MC) * ci * MC + i * MC + o % MC;
                 for a in 0..4 {
                     let row = g_rows(cols[0][a], cols[1][a], cols[2][a]);
                     for (b, v) in row.into_iter().enumerate() {
-                        u[4 * a + b][at] = v;
+                        u[4 * a + b].set(o, i, v);
                     }
                 }
             }
         }
-        WinogradWeights { u: u.into_iter().map(|data| PackedA { rows: co, depth: ci, data }).collect() }
+        WinogradWeights { u }
     }
 }
 
