@@ -11,6 +11,7 @@ mod op_cases;
 use std::sync::Arc;
 
 use ddim_webgpu::cpu::CpuOps;
+use ddim_webgpu::fast::gemm::Kernel;
 use ddim_webgpu::fast::FastOps;
 use ddim_webgpu::gpu::recorder::run_now;
 use ddim_webgpu::Tensor;
@@ -42,20 +43,26 @@ fn cpu_ops_match_pytorch() {
     }
 }
 
-fn on_fast(case: &OpCase) -> Tensor {
+fn on_fast(case: &OpCase, kernel: Kernel) -> Tensor {
     let ins: Vec<_> = case.inputs.iter().map(|t| Arc::new(t.clone())).collect();
-    let out = apply(&mut FastOps::from_tensors(&case.weights), &case.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let mut ops = FastOps::from_tensors(&case.weights).with_kernel(kernel);
+    let out = apply(&mut ops, &case.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     (*out).clone()
 }
 
+/// Every microkernel this CPU has (AVX2 and portable on an x86-64 with AVX2), not only the one it
+/// picks.
 #[test]
 fn fast_cpu_ops_match_reference_and_pytorch() {
     let mut failures = Vec::new();
-    for c in fixtures().iter().chain(&random_cases()) {
-        let got = on_fast(c);
-        failures.extend(check_close(&format!("{} (fast vs reference)", c.name), &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
-        if let Some(want) = &c.expected {
-            failures.extend(check_close(&format!("{} (fast vs pytorch)", c.name), &got, want, PYTORCH_TOL, 1.0).err());
+    for kernel in Kernel::available() {
+        for c in fixtures().iter().chain(&random_cases()) {
+            let got = on_fast(c, kernel);
+            let name = format!("{} ({})", c.name, kernel.name());
+            failures.extend(check_close(&format!("{name} fast vs reference"), &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
+            if let Some(want) = &c.expected {
+                failures.extend(check_close(&format!("{name} fast vs pytorch"), &got, want, PYTORCH_TOL, 1.0).err());
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

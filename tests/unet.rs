@@ -33,7 +33,13 @@ fn fast_cpu_unet_matches_diffusers() {
         let (model, x, t, labels, want) = case(name);
         let mut ops = ddim_webgpu::fast::FastOps::new(&model);
         let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
-        assert_close(&format!("{name} (fast cpu)"), &got, &want, 1e-4);
+        assert_close(&format!("{name} (fast cpu, {})", ops.kernel_name()), &got, &want, 1e-4);
+        // Every other microkernel this CPU has.
+        for kernel in ddim_webgpu::fast::gemm::Kernel::available().into_iter().skip(1) {
+            let mut ops = ddim_webgpu::fast::FastOps::new(&model).with_kernel(kernel);
+            let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
+            assert_close(&format!("{name} (fast cpu, {})", kernel.name()), &got, &want, 1e-4);
+        }
         // The engine that took the weights over (packed convs only) computes the same.
         let config = model.config.clone();
         let mut owned = ddim_webgpu::fast::FastOps::from_model(model);

@@ -130,36 +130,52 @@ impl Taps {
     }
 }
 
-/// The microkernel this CPU runs best.
-#[derive(Clone, Copy, Debug)]
+/// The microkernels, best first. All share the packing (MC channels per panel) and the tile
+/// (MC × NP), so they are interchangeable per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only Portable elsewhere
+enum Variant {
+    /// x86-64 with AVX2 + FMA.
+    Avx2,
+    /// Whatever the target gives plain Rust: wasm simd128 or relaxed SIMD, SSE2, NEON.
+    Portable,
+}
+
+/// The microkernel a conv runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Kernel {
-    avx2: bool,
+    variant: Variant,
 }
 
 impl Kernel {
+    /// The best kernel this CPU runs.
     pub fn detect() -> Self {
+        Self::available()[0]
+    }
+
+    /// Every kernel this CPU runs, best first (tests check each against the reference).
+    pub fn available() -> Vec<Self> {
+        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        Kernel { avx2 }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            all.push(Kernel { variant: Variant::Avx2 });
+        }
+        all.push(Kernel { variant: Variant::Portable });
+        all
     }
 
     /// Whether this CPU runs the AVX2 + FMA kernels (the conv's epilogue has one too).
     pub fn avx2(&self) -> bool {
-        self.avx2
+        self.variant != Variant::Portable
     }
 
     /// Which variant runs, for reports.
     pub fn name(&self) -> &'static str {
-        if self.avx2 {
-            "avx2+fma 16x6"
-        } else if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
-            "wasm relaxed-simd fma 8x4"
-        } else if cfg!(target_arch = "wasm32") {
-            "wasm simd128 8x4"
-        } else {
-            "portable 16x6"
+        match self.variant {
+            Variant::Avx2 => "avx2+fma 16x6",
+            Variant::Portable if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) => "wasm relaxed-simd fma 8x4",
+            Variant::Portable if cfg!(target_arch = "wasm32") => "wasm simd128 8x4",
+            Variant::Portable => "portable 16x6",
         }
     }
 
@@ -168,9 +184,10 @@ impl Kernel {
     pub fn tile(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[f32; MC]; NP] {
         assert!(panel.len() >= taps.len() * MC && bases.iter().all(|&o| o + taps.max < b.len()), "conv tile out of bounds");
         #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
+        match self.variant {
             // SAFETY: bounds checked above; avx2 and fma were detected on this CPU.
-            return unsafe { tile_avx2(panel, b, bases, &taps.offsets) };
+            Variant::Avx2 => return unsafe { tile_avx2(panel, b, bases, &taps.offsets) },
+            Variant::Portable => {}
         }
         // SAFETY: bounds checked above.
         unsafe { tile_portable(panel, b, bases, &taps.offsets) }

@@ -96,6 +96,12 @@ impl FastOps {
         self
     }
 
+    /// Runs this microkernel instead of the detected one (tests check every kernel the CPU has).
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
     pub fn threads(&self) -> usize {
         self.threads
     }
