@@ -3,7 +3,10 @@ CLI) against onnxruntime (CPU EP) and PyTorch eager, at 1 and 2 threads, in ms p
 
 Needs the reference venv (see ../../tests/fixtures/requirements.txt) plus onnx and onnxruntime:
     python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers safetensors onnx onnxruntime onnxscript
-    .venv-ref/bin/python tests/bench/side_by_side.py [--batch 2] [--seconds 5]
+    .venv-ref/bin/python tests/bench/side_by_side.py [--batch 2] [--seconds 2] [--rounds 5]
+Ours and onnxruntime are timed in alternation, `rounds` times each (this VM's speed drifts 10–40 %
+within minutes: one timing of each, a minute apart, gave ratios from 0.9 to 1.3 for the same code);
+the ratio is the median of the rounds' ratios, each from timings seconds apart.
 It also writes target/bench/mnist-cond.onnx (dynamic batch), which the browser side-by-side
 (tests/page/bench_ort.mjs) loads. Never run by CI.
 """
@@ -70,7 +73,8 @@ def ours(batch, threads):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--seconds", type=float, default=2, help="warm-up and timed seconds of each onnxruntime and PyTorch timing")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "--bin", "ddim"], cwd=ROOT, check=True, capture_output=True)
     unet = UNet2DModel.from_pretrained(str(MODEL)).float().eval()
@@ -80,28 +84,38 @@ def main():
     x = np.random.default_rng(0).standard_normal((b, 1, 28, 28)).astype(np.float32)
     t = np.full((b,), 500, dtype=np.int64)
     c = np.arange(b, dtype=np.int64) % 10
-    # Ours first: PyTorch's OpenMP threads keep spinning after its timings and would steal the cores.
-    us = {threads: ours(b, threads) for threads in (1, 2)}
+    sessions, rounds = {}, {1: [], 2: []}
+    for threads in (1, 2):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sessions[threads] = ort.InferenceSession(str(ONNX), so, providers=["CPUExecutionProvider"])
+    feeds = {"sample": x, "timestep": t, "class_labels": c}
+    # Ours and onnxruntime alternate, round after round; PyTorch last: its OpenMP threads keep
+    # spinning after its timings and would steal the cores.
+    for _ in range(args.rounds):
+        for threads in (1, 2):
+            r_us, kernel = ours(b, threads)
+            r_ort = timed(lambda: sessions[threads].run(None, feeds), args.seconds)
+            rounds[threads].append((r_us, r_ort, kernel))
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-        sess = ort.InferenceSession(str(ONNX), so, providers=["CPUExecutionProvider"])
-        feeds = {"sample": x, "timestep": t, "class_labels": c}
-        r_ort = timed(lambda: sess.run(None, feeds), args.seconds)
         xt, tt, ct = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(c)
         with torch.no_grad():
             r_pt = timed(lambda: unet(xt, tt, class_labels=ct), args.seconds)
-        r_us, kernel = us[threads]
-        rows.append((threads, r_us, r_ort, r_pt, kernel))
+        rs = rounds[threads]
+        # Each engine: the median of its rounds' medians, and the fastest and slowest run of all.
+        summary = lambda k: (statistics.median(r[k][0] for r in rs), min(r[k][1] for r in rs), max(r[k][2] for r in rs))  # noqa: E731
+        ratios = sorted(r[0][0] / r[1][0] for r in rs)
+        rows.append((threads, summary(0), summary(1), r_pt, rs[0][2], ratios))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; onnxruntime {ort.__version__}, "
-          f"torch {torch.__version__}; bundled mnist-cond, batch {b}; ms per U-Net item, median (min–max)")
-    print("| threads | ours, fast CPU engine | onnxruntime CPU | PyTorch eager | ours / onnxruntime |")
+          f"torch {torch.__version__}; bundled mnist-cond, batch {b}; ms per U-Net item, median (min–max); "
+          f"ours and onnxruntime alternated {args.rounds} times")
+    print("| threads | ours, fast CPU engine | onnxruntime CPU | PyTorch eager | ours / onnxruntime: median of the rounds (range) |")
     print("|---|---|---|---|---|")
     per = lambda r: f"{r[0] / b:.2f} ({r[1] / b:.2f}–{r[2] / b:.2f})"  # noqa: E731
-    for threads, us, o, p, kernel in rows:
-        print(f"| {threads} | {per(us)} [{kernel}] | {per(o)} | {per(p)} | {us[0] / o[0]:.2f}× |")
+    for threads, us, o, p, kernel, ratios in rows:
+        print(f"| {threads} | {per(us)} [{kernel}] | {per(o)} | {per(p)} | {statistics.median(ratios):.2f}× ({ratios[0]:.2f}–{ratios[-1]:.2f}) |")
 
 
 if __name__ == "__main__":
