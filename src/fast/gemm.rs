@@ -133,7 +133,6 @@ impl Taps {
 /// The microkernels, best first. All share the packing (MC channels per panel) and the tile
 /// (MC × NP), so they are interchangeable per call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // only Portable elsewhere
 enum Variant {
     /// x86-64 with AVX2 + FMA.
     Avx2,
@@ -155,13 +154,12 @@ impl Kernel {
 
     /// Every kernel this CPU runs, best first (tests check each against the reference).
     pub fn available() -> Vec<Self> {
-        let mut all = Vec::new();
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            all.push(Kernel { variant: Variant::Avx2 });
-        }
-        all.push(Kernel { variant: Variant::Portable });
-        all
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
+        let best = avx2.then_some(Kernel { variant: Variant::Avx2 });
+        best.into_iter().chain([Kernel { variant: Variant::Portable }]).collect()
     }
 
     /// Whether this CPU runs the AVX2 + FMA kernels (the conv's epilogue has one too).
