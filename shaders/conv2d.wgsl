@@ -9,7 +9,7 @@
 // CPU adapters run fastest (`ddim bench-matmul`); a conv whose patches would not fit one buffer runs
 // as several chunks of pixels [p0, p0 + pc). `im2col_norm` writes the patches of silu(group_norm(x))
 // instead (bindings 1 gamma [I], 2 beta [I], 3 moments [N·groups] as group_norm.wgsl's combine writes them).
-// Workgroups: 64 invocations, 1-D (index = gid.x + gid.y·nwg.x·64).
+// Workgroups: 64 invocations (gemm: GEMM_WG), 1-D (index = gid.x + gid.y·nwg.x·64).
 // Why 8×8: on the CPU adapters (SwiftShader, lavapipe) every storage load is done lane by lane,
 // so the FMAs per loaded value decide the speed: 16 loads feed 64 FMAs here (4×4 fed 16 with 8).
 
@@ -105,10 +105,15 @@ fn write_patches(idx: u32, norm: bool, a: vec2<f32>) {
     }
 }
 
+// Invocations per gemm workgroup, set per adapter (`GpuDevice::gemm_workgroup`): 64 on GPUs, 16 on
+// the CPU adapters, which run each workgroup on one thread: a batch-1 conv at 7×7 has 56
+// invocations, one workgroup of 64, so one core did it all.
+override GEMM_WG: u32 = 64u;
+
 // out[n, o, p0 + q] = Σ_r weight[o, r] · col[n, r, q] + epilogue; 8 channels × 8 pixels per invocation.
-@compute @workgroup_size(64)
+@compute @workgroup_size(GEMM_WG)
 fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = gid.x + gid.y * nwg.x * 64u;
+    let idx = gid.x + gid.y * nwg.x * GEMM_WG;
     let p4 = ((p.pc + 7u) / 8u) * 2u;
     let ocbs = (p.co + 7u) / 8u;
     if (idx >= p.n * ocbs * (p4 / 2u)) {

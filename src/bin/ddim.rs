@@ -734,10 +734,9 @@ fn bench_matmul_on(gpu: &GpuDevice, size: usize, print: bool) -> Result<f64> {
     Ok(best)
 }
 
-/// Times the recorded GPU forward alone (no readback); returns, for each of `GPU_CONV_ROUNDS`
-/// rounds, the ms its conv2d kernels took (each dispatch alone) and the best matmul GFLOP/s of the
-/// same adapter right after.
-fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Vec<(f64, f64)>> {
+/// Times the recorded GPU forward alone (no readback); returns `GPU_CONV_ROUNDS` rounds of the
+/// time its conv2d kernels took and the best matmul GFLOP/s of the same adapter right after.
+fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Vec<ConvRound>> {
     let [batch, _, h, w] = x.shape[..] else { return Err(Error::Input("bench input is 4-D".into())) };
     let mut unet = GpuUNet::new(pollster::block_on(GpuDevice::new())?, model)?;
     println!("adapter: {}", unet.gpu.adapter_name());
@@ -772,13 +771,47 @@ fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32
             println!("  conv2d variant: {}", unet.gpu.conv_variant());
         }
         let conv_ms = profile.iter().filter(|(k, _, _)| k.starts_with("conv2d.")).map(|(_, ms, _)| ms).sum();
-        rounds.push((conv_ms, bench_matmul_on(&unet.gpu, 256, round == 0)?));
+        let convs: Vec<_> = prog.dispatches().iter().filter(|d| d.kernel.starts_with("conv2d.")).collect();
+        let in_pass_ms = time_in_one_pass(&unet.gpu, &convs, 10);
+        rounds.push(ConvRound { alone_ms: conv_ms, in_pass_ms, matmul_gflops: bench_matmul_on(&unet.gpu, 256, round == 0)? });
     }
     Ok(rounds)
 }
 
-/// Rounds of (conv2d ms per forward, best matmul GFLOP/s) in `ddim bench`.
+/// Rounds of conv timings and the best matmul's GFLOP/s in `ddim bench`.
 const GPU_CONV_ROUNDS: usize = 5;
+
+/// One round of `bench_gpu_forward`: the conv2d dispatches of a forward timed each alone (each
+/// submitted and waited for) and all in one compute pass as the forward runs them, then the best
+/// matmul right after.
+struct ConvRound {
+    alone_ms: f64,
+    in_pass_ms: f64,
+    matmul_gflops: f64,
+}
+
+/// ms of `dispatches` encoded back to back in one compute pass and submitted once (median of
+/// `reps` after a warm-up): their time within a forward, without a submission and a wait each.
+fn time_in_one_pass(gpu: &GpuDevice, dispatches: &[&ddim_webgpu::gpu::recorder::Dispatch], reps: usize) -> f64 {
+    let mut ms: Vec<f64> = (0..=reps)
+        .map(|_| {
+            let start = Instant::now();
+            let mut enc = gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                for d in dispatches {
+                    ddim_webgpu::gpu::recorder::encode(std::slice::from_ref(*d), &mut pass);
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+            gpu.wait();
+            start.elapsed().as_secs_f64() * 1e3
+        })
+        .skip(1)
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    ms[reps / 2]
+}
 
 /// ms per kernel: each dispatch submitted alone and waited for, `reps` times (the sum exceeds a
 /// whole forward by the per-submission overhead).
@@ -890,22 +923,27 @@ fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool
         profiled.conv_flops / conv_ms / 1e6
     );
     if let Some(rounds) = gpu_conv {
+        let flops = profiled.conv_flops / reps as f64;
         // Per round: conv GFLOP/s and its share of the matmul's; the round with the median share.
-        let mut shares: Vec<(f64, f64, f64)> = rounds
-            .iter()
-            .map(|&(ms, best)| {
-                let gflops = profiled.conv_flops / reps as f64 / ms / 1e6;
-                (100.0 * gflops / best, gflops, best)
-            })
-            .collect();
-        shares.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (share, gflops, best) = shares[shares.len() / 2];
-        println!(
-            "gpu convolutions: {gflops:.2} GFLOP/s (each dispatch alone, im2col included) = {share:.0} % of the best WGSL matmul on this adapter ({best:.2} GFLOP/s): the median of {} alternated rounds ({:.0}–{:.0} %)",
-            shares.len(),
-            shares[0].0,
-            shares[shares.len() - 1].0
-        );
+        let share = |ms: &dyn Fn(&ConvRound) -> f64, how: &str| {
+            let mut shares: Vec<(f64, f64, f64)> = rounds
+                .iter()
+                .map(|r| {
+                    let gflops = flops / ms(r) / 1e6;
+                    (100.0 * gflops / r.matmul_gflops, gflops, r.matmul_gflops)
+                })
+                .collect();
+            shares.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (share, gflops, best) = shares[shares.len() / 2];
+            println!(
+                "gpu convolutions ({how}, im2col included): {gflops:.2} GFLOP/s = {share:.0} % of the best WGSL matmul on this adapter ({best:.2} GFLOP/s): the median of {} alternated rounds ({:.0}–{:.0} %)",
+                shares.len(),
+                shares[0].0,
+                shares[shares.len() - 1].0
+            );
+        };
+        share(&|r| r.in_pass_ms, "in one pass, as a forward runs them");
+        share(&|r| r.alone_ms, "each dispatch submitted alone");
     }
     let mut opts = RunOptions::new().steps(steps).batch(batch).guidance(guidance);
     if let Some(l) = &labels {

@@ -27,6 +27,24 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("scheduler_step", include_str!("../../shaders/scheduler_step.wgsl"), &["main"]),
 ];
 
+/// The pipeline of `entry` in shader file `name`, with its overridable `constants`.
+fn compute_pipeline(
+    device: &wgpu::Device,
+    module: &wgpu::ShaderModule,
+    name: &str,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(&format!("{name}.{entry}")),
+        layout: None,
+        module,
+        entry_point: Some(entry),
+        compilation_options: wgpu::PipelineCompilationOptions { constants, ..Default::default() },
+        cache: None,
+    })
+}
+
 /// The render shader that draws a sample into a canvas (`sampler::SampleDrawer`).
 pub const PRESENT_SHADER: &str = include_str!("../../shaders/present.wgsl");
 
@@ -39,6 +57,8 @@ pub struct GpuDevice {
     /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
     /// chunks of output pixels (tests set a small value to run every shape in chunks).
     pub conv_col_max_bytes: u64,
+    /// Invocations per workgroup of conv2d.wgsl's `gemm` (its `GEMM_WG`): 16 on CPU adapters, 64 elsewhere.
+    pub gemm_workgroup: u32,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -110,15 +130,7 @@ impl GpuDevice {
                 source: wgpu::ShaderSource::Wgsl((*source).into()),
             });
             for entry in entries.iter() {
-                let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(&format!("{name}.{entry}")),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some(entry),
-                    compilation_options: Default::default(),
-                    cache: None,
-                });
-                pipelines.insert(format!("{name}.{entry}"), pipeline);
+                pipelines.insert(format!("{name}.{entry}"), compute_pipeline(&device, &module, name, entry, &[]));
             }
             if let Some(e) = scope.pop().await {
                 return Err(Error::Gpu(format!("building the compute pipelines of {name}.wgsl failed: {e}")));
@@ -127,13 +139,38 @@ impl GpuDevice {
         // 32 MiB: a 256×256 model's transient patches stay a small part of its memory (64 MiB cost
         // it 50 MB more at a quarter fewer dispatches).
         let conv_col_max_bytes = 32 << 20;
-        Ok(GpuDevice { device, queue, info, limits, conv_col_max_bytes, pipelines, fault, lost, live: Arc::default() })
+        let mut gpu =
+            GpuDevice { device, queue, info, limits, conv_col_max_bytes, gemm_workgroup: 64, pipelines, fault, lost, live: Arc::default() };
+        // The CPU adapters (lavapipe, SwiftShader: `Cpu`, a fallback adapter on the web) run a
+        // workgroup on one thread; smaller conv GEMM workgroups let small convs use every core.
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            gpu.set_gemm_workgroup(16).await?;
+        }
+        Ok(gpu)
+    }
+
+    /// Rebuilds conv2d.wgsl's `gemm` with `GEMM_WG` = `size` invocations per workgroup (the
+    /// adapter's choice is made in `from_device`; the tests run both).
+    pub async fn set_gemm_workgroup(&mut self, size: u32) -> Result<()> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("conv2d"),
+            source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/conv2d.wgsl").into()),
+        });
+        let pipeline = compute_pipeline(&self.device, &module, "conv2d", "gemm", &[("GEMM_WG", size as f64)]);
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Gpu(format!("building conv2d.gemm with workgroups of {size} failed: {e}")));
+        }
+        self.pipelines.insert("conv2d.gemm".into(), pipeline);
+        self.gemm_workgroup = size;
+        Ok(())
     }
 
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
         format!(
-            "im2col + 8×8-register GEMM over packed weights, in chunks of pixels where the patches exceed {} MiB",
+            "im2col + 8×8-register GEMM over packed weights in workgroups of {}, in chunks of pixels where the patches exceed {} MiB",
+            self.gemm_workgroup,
             self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
         )
     }

@@ -465,7 +465,7 @@ impl GpuRecorder<'_> {
                 &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
                 &params,
                 6,
-                groups_1d(n * co.div_ceil(8) * pc.next_multiple_of(8) / 8, 64),
+                groups_1d(n * co.div_ceil(8) * pc.next_multiple_of(8) / 8, self.gpu.gemm_workgroup as usize),
             );
         }
         Ok(out)
