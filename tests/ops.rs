@@ -107,7 +107,8 @@ fn gpu_conv_in_pixel_chunks_matches_cpu() {
     let mut gpu = common::gpu();
     let mut failures = Vec::new();
     for wg in [16, 64] {
-        pollster::block_on(gpu.set_gemm_workgroup(wg)).unwrap();
+        gpu.set_gemm_workgroup(wg);
+        gpu.check().unwrap();
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
             // The weight's input channels: a conv over channel parts reads more than its first input has.
             let (n, ci, k) = (c.inputs[0].shape[0], c.weights["w"].shape[1], c.weights["w"].shape[2]);
