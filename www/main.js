@@ -1,6 +1,6 @@
 // The live denoising page: a consumer of the package's JS API (www/widget/, shipped in pkg/):
 // chooseEngine picks and explains the engine, createSampler loads the model, run() streams steps.
-import { ready, chooseEngine, createSampler } from './pkg/index.js'; // also defines <ddim-sampler>
+import { ready, chooseEngine, createSampler, loadModel } from './pkg/index.js'; // also defines <ddim-sampler>
 import { Pad } from './pad.js';
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +10,7 @@ const DEFAULT_MODEL = 'model/';
 
 let sampler = null;      // the DiffusionSampler in use
 let samplerKey = '';     // engine + model it was built for
+let samplerModel = '';   // the model URL it was built for ('' for chosen files)
 let running = null;      // promise of the current run
 let userFiles = null;    // FileList chosen with the picker
 window.__frames = [];    // a checksum of the canvas after every step (read by the page tests)
@@ -96,11 +97,14 @@ async function readFile(files, pick) {
   return f ? new Uint8Array(await f.arrayBuffer()) : null;
 }
 
-async function newSampler(choice, opts) {
+const onProgress = (p) => { $('step').textContent = `loading ${p.total ? Math.round((100 * p.loaded) / p.total) : '…'}%${p.fromCache ? ' (cache)' : ''}`; };
+
+/** `prefetched`: the model's files, already downloading (loadModel) while the engine was chosen. */
+async function newSampler(choice, opts, prefetched) {
   const canvas = newCanvas();
   // ?threads=N: the CPU engine on N Web Workers (default: one per core, up to 4).
   const engine = choice.engine === 'cpu' && params.has('threads') ? { ...choice, engine: `cpu:${params.get('threads')}` } : choice;
-  let files;
+  let files = prefetched ?? undefined; // a promise: createSampler awaits it (and ends its spare workers if it fails)
   if (userFiles) {
     const config = await readFile(userFiles, (f) => f.name === 'config.json');
     const weights = await readFile(userFiles, (f) => f.name.endsWith('.safetensors'));
@@ -109,7 +113,6 @@ async function newSampler(choice, opts) {
     const dec = new TextDecoder();
     files = { config: dec.decode(config), weights, scheduler: sched ? dec.decode(sched) : undefined };
   }
-  const onProgress = (p) => { $('step').textContent = `loading ${p.total ? Math.round((100 * p.loaded) / p.total) : '…'}%${p.fromCache ? ' (cache)' : ''}`; };
   // ?thread=worker (or auto): the engine in a Web Worker on an OffscreenCanvas; the page's thread by default.
   const thread = params.get('thread') || 'main';
   return createSampler({ canvas, model: new URL(opts.model, location.href).href, engine, files, onProgress, thread });
@@ -180,6 +183,9 @@ async function start(overrides = {}) {
   clearError();
   setState('starting');
   const opts = { ...readForm(), ...overrides };
+  // A new model downloads while the adapter answers (both are on the first frame's path).
+  const prefetched = !userFiles && (!sampler || samplerModel !== opts.model) ? loadModel(new URL(opts.model, location.href).href, { onProgress }) : null;
+  prefetched?.catch(() => {}); // reported where newSampler awaits it
   const choice = await chooseEngine(opts.engine);
   const { engine, reason } = choice;
   $('engine').textContent = engine === 'webgpu' ? 'WebGPU' : 'CPU (wasm)';
@@ -188,8 +194,9 @@ async function start(overrides = {}) {
   if (!sampler || samplerKey !== key) {
     sampler?.destroy();
     sampler = null;
-    sampler = await newSampler(choice, opts);
+    sampler = await newSampler(choice, opts, prefetched);
     samplerKey = key;
+    samplerModel = userFiles ? '' : opts.model;
     showModel(sampler);
   }
   $('adapter').textContent = sampler.adapter;

@@ -1,15 +1,22 @@
 // A CPU-engine worker: one U-Net on the fast CPU ops (wasm simd128, or relaxed SIMD: wasm.js). The package creates it as
 // `new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' })`, the form bundlers
-// (Vite, webpack 5) recognise and bundle. Protocol: see src/web/workers.rs.
+// (Vite, webpack 5) recognise and bundle. Protocol: see src/web/workers.rs; besides, the page sends
+// {type: "module", module} first, its compiled WebAssembly.Module (wasm.js), which this worker
+// instantiates instead of downloading and compiling its own.
 import init, { UNetWorker } from './ddim_webgpu.js';
 import { initWasm } from './wasm.js';
 
-const ready = initWasm(init);
+let ready = null;
+const start = (module) => (ready ??= initWasm(init, module));
 let unet = null;
 onmessage = async (e) => {
   const m = e.data;
+  if (m.type === 'module') {
+    start(m.module).catch(() => {}); // a failure is reported to the next message
+    return;
+  }
   try {
-    await ready;
+    await start();
     if (m.type === 'load') {
       unet = new UNetWorker(m.config, new Uint8Array(m.weights));
       postMessage({ type: 'ready' });

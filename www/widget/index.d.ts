@@ -147,8 +147,8 @@ export interface CreateSamplerOptions {
   canvas: HTMLCanvasElement;
   /** URL of a diffusers model folder, or its files' URLs; the bundled model by default. */
   model?: string | ModelUrls;
-  /** The model's bytes instead of a URL. */
-  files?: ModelFiles;
+  /** The model's bytes instead of a URL, or a promise of them (loadModel() started early, beside chooseEngine()). */
+  files?: ModelFiles | Promise<ModelFiles>;
   /** What to run on, or an EngineChoice already made by chooseEngine() (no second adapter request). */
   engine?: EngineRequest | EngineChoice;
   onProgress?: (p: LoadProgress) => void;

@@ -2,7 +2,7 @@
 // and reasons), loads a diffusers model folder with progress and Cache Storage, and wraps the wasm
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
 import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
-import { initWasm } from './wasm.js';
+import { initWasm, wasmModule } from './wasm.js';
 
 /**
  * The bundled model (MNIST digits, class-conditional), shipped beside this module. One URL per
@@ -17,11 +17,20 @@ const CACHE = 'ddim-webgpu-models-v1';
 const live = new Set(); // samplers not yet destroyed (liveStats)
 
 let wasmReady = null;
-// CPU-engine workers started before the model has loaded (their wasm compiles meanwhile); the
-// engine's worker factory hands them out first, and createSampler ends any it did not take.
+// CPU-engine workers started before the model has loaded (they instantiate the page's module
+// meanwhile); the engine's worker factory hands them out first, and createSampler ends any it did not take.
 const spareWorkers = [];
-// Written out literally so bundlers find and bundle the worker (and its wasm).
-const newCpuWorker = () => new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' });
+let pageModule = null; // this thread's compiled wasm module, once compiled: handed to each CPU worker
+/** A CPU-engine worker, sent this thread's compiled module (now, or once compiled). */
+function newCpuWorker() {
+  // Written out literally so bundlers find and bundle the worker (and its wasm).
+  const worker = new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' });
+  // A browser that cannot send a module (DataCloneError) leaves the worker to load its own.
+  const send = (module) => { try { worker.postMessage({ type: 'module', module }); } catch { /* the worker loads its own */ } };
+  if (pageModule) send(pageModule);
+  else wasmModule().then(send, () => {});
+  return worker;
+}
 let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
 /** Ends the spare workers the engine did not take. */
 function endSpareWorkers() {
@@ -35,7 +44,7 @@ function startSpareWorkers(n = Math.min(Math.max(navigator.hardwareConcurrency |
 
 /** Loads the wasm module once (resolved relative to this file, so bundlers and CDNs both work). */
 export function ready() {
-  wasmReady ??= initWasm(init).then((wasm) => {
+  wasmReady ??= wasmModule().then((module) => { pageModule = module; return initWasm(init, module); }).then((wasm) => {
     wasmMemory = wasm.memory;
     setWorkerFactory(() => spareWorkers.pop() ?? newCpuWorker());
     return wasm;
@@ -386,7 +395,8 @@ export class WorkerSampler {
 
 /**
  * createSampler({ canvas, model, engine, files, onProgress, thread }): loads the model (a folder
- * URL, the bundled model by default, or `files` = {config, weights, scheduler} bytes/strings) and
+ * URL, the bundled model by default, or `files` = {config, weights, scheduler} bytes/strings, or a
+ * promise of them, e.g. loadModel() started while chooseEngine() asks for the adapter) and
  * builds a sampler on `canvas` (a fresh canvas: a canvas keeps the first context it is given).
  * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
  * browser allows, else on the page's thread (`threadReason` says why); "main" keeps it there.
