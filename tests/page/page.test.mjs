@@ -190,6 +190,34 @@ for (const browserName of BROWSERS) {
       assert.equal(new Set([ddim, dpm, heun]).size, 3, `DDIM, DPM-Solver++ and Heun end on different images from the same noise: ${JSON.stringify(finals)}`);
     });
 
+    // The page sends each CPU worker its compiled WebAssembly.Module; a worker sent none (a browser
+    // that cannot clone one) loads its own wasm: it still loads the model and runs a forward.
+    test('a CPU worker sent no compiled module loads its own wasm and runs', { timeout: 120_000 }, async () => {
+      const page = await browser.open('?steps=1');
+      await waitForEnd(page);
+      const r = await page.eval(async () => {
+        const [config, weights] = await Promise.all([fetch('model/config.json').then((x) => x.text()),
+          fetch('model/diffusion_pytorch_model.safetensors').then((x) => x.arrayBuffer())]);
+        const c = JSON.parse(config);
+        const worker = new Worker(new URL('pkg/cpu-worker.js', location.href), { type: 'module' });
+        const next = () => new Promise((resolve) => { worker.onmessage = (e) => resolve(e.data); });
+        let reply = next();
+        worker.postMessage({ type: 'load', config, weights });
+        const loaded = await reply;
+        const shape = [1, c.in_channels, c.sample_size, c.sample_size];
+        reply = next();
+        worker.postMessage({ type: 'forward', sample: new Float32Array(shape.reduce((a, b) => a * b)).fill(0.5), shape: new Uint32Array(shape),
+          timesteps: new Float32Array([500]), labels: c.num_class_embeds ? new Uint32Array([0]) : undefined });
+        const out = await reply;
+        worker.terminate();
+        return { loaded: loaded.type, result: out.type, error: out.message ?? loaded.message ?? null, length: out.out?.length ?? 0,
+                 expected: c.out_channels * c.sample_size * c.sample_size, finite: !!out.out && Array.from(out.out).every(Number.isFinite) };
+      });
+      assert.deepEqual({ ...r, expected: undefined }, { loaded: 'ready', result: 'result', error: null, length: r.expected, finite: true, expected: undefined });
+      assert.deepEqual(await page.errors(), [], 'no uncaught page errors');
+      await page.close();
+    });
+
     test('a broken model URL shows its error in the page', async () => {
       const page = await browser.open('?engine=cpu&model=no-such-model/');
       await page.waitFor(() => document.body.dataset.state === 'error', 60_000);
