@@ -474,7 +474,22 @@ impl Direct {
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
-            for (t, out_rows) in out_item.chunks_mut(MC * p_total).enumerate() {
+            // Where the kernel computes two channel tiles per pass (`Kernel::pairs`), the rows
+            // come two tiles at a time (the last chunk may hold one).
+            let step = if kernel.pairs() && self.parts.is_empty() { 2 } else { 1 };
+            for (c, out_rows) in out_item.chunks_mut(step * MC * p_total).enumerate() {
+                let t = c * step;
+                if out_rows.len() > MC * p_total {
+                    let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
+                    let (panel0, panel1) = (cw.a.panel(t), cw.a.panel(t + 1));
+                    for (pt, bases) in tiles.iter().enumerate() {
+                        let [acc0, acc1] = kernel.tile2(panel0, panel1, b, bases, &bands.taps);
+                        let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
+                        epi.store(kernel, rows0, t, &acc0, q, n);
+                        epi.store(kernel, rows1, t + 1, &acc1, q, n);
+                    }
+                    continue;
+                }
                 let panel = cw.a.panel(t);
                 for (pt, bases) in tiles.iter().enumerate() {
                     let acc = if self.parts.is_empty() {

@@ -92,6 +92,41 @@ unsafe fn tile_avx2(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]
     unsafe { tile_body::<true>(a, b, bases, offsets) }
 }
 
+/// Two tiles at once, the channels of panels `a0` and `a1` (MC = 16 each: one zmm) for the same
+/// NP pixels: per step two weight loads and NP broadcasts feed 2·NP 512-bit FMAs, twice the
+/// multiply-adds per load of the AVX2 tile (whose loads and FMAs are already balanced).
+///
+/// # Safety
+/// As `tile_body` for both panels, and the CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile2_avx512(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[[f32; MC]; NP]; 2] {
+    use std::arch::x86_64::*;
+    const { assert!(MC == 16) };
+    // SAFETY: the caller's bound (bases[j] ≤ b.len()).
+    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
+    let (mut c0, mut c1) = ([_mm512_setzero_ps(); NP], [_mm512_setzero_ps(); NP]);
+    for (k, &o) in offsets.iter().enumerate() {
+        // SAFETY: both panels hold offsets.len() · MC floats (the caller's bound).
+        let (w0, w1) = unsafe { (_mm512_loadu_ps(a0.as_ptr().add(k * MC)), _mm512_loadu_ps(a1.as_ptr().add(k * MC))) };
+        for j in 0..NP {
+            // SAFETY: the caller's bound.
+            let bj = _mm512_set1_ps(unsafe { *px[j].add(o) });
+            c0[j] = _mm512_fmadd_ps(w0, bj, c0[j]);
+            c1[j] = _mm512_fmadd_ps(w1, bj, c1[j]);
+        }
+    }
+    let mut out = [[[0f32; MC]; NP]; 2];
+    for j in 0..NP {
+        // SAFETY: out[h][j] has MC = 16 floats.
+        unsafe {
+            _mm512_storeu_ps(out[0][j].as_mut_ptr(), c0[j]);
+            _mm512_storeu_ps(out[1][j].as_mut_ptr(), c1[j]);
+        }
+    }
+    out
+}
+
 /// # Safety
 /// As `tile_body`.
 unsafe fn tile_portable(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
@@ -134,6 +169,8 @@ impl Taps {
 /// (MC × NP), so they are interchangeable per call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
+    /// x86-64 with AVX-512F (and AVX2 + FMA): pairs of tiles (`Kernel::tile2`), single tiles as `Avx2`.
+    Avx512,
     /// x86-64 with AVX2 + FMA.
     Avx2,
     /// Whatever the target gives plain Rust: wasm simd128 or relaxed SIMD, SSE2, NEON.
@@ -158,8 +195,15 @@ impl Kernel {
         let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]
         let avx2 = false;
-        let best = avx2.then_some(Kernel { variant: Variant::Avx2 });
-        best.into_iter().chain([Kernel { variant: Variant::Portable }]).collect()
+        #[cfg(target_arch = "x86_64")]
+        let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx512 = false;
+        let with = |on: bool, variant| on.then_some(Kernel { variant });
+        [with(avx512, Variant::Avx512), with(avx2, Variant::Avx2), Some(Kernel { variant: Variant::Portable })]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Whether this CPU runs the AVX2 + FMA kernels (the conv's epilogue has one too).
@@ -170,6 +214,7 @@ impl Kernel {
     /// Which variant runs, for reports.
     pub fn name(&self) -> &'static str {
         match self.variant {
+            Variant::Avx512 => "avx512f 32x6 (avx2+fma 16x6 for a lone tile)",
             Variant::Avx2 => "avx2+fma 16x6",
             Variant::Portable if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) => "wasm relaxed-simd fma 8x4",
             Variant::Portable if cfg!(target_arch = "wasm32") => "wasm simd128 8x4",
@@ -184,11 +229,29 @@ impl Kernel {
         #[cfg(target_arch = "x86_64")]
         match self.variant {
             // SAFETY: bounds checked above; avx2 and fma were detected on this CPU.
-            Variant::Avx2 => return unsafe { tile_avx2(panel, b, bases, &taps.offsets) },
+            Variant::Avx2 | Variant::Avx512 => return unsafe { tile_avx2(panel, b, bases, &taps.offsets) },
             Variant::Portable => {}
         }
         // SAFETY: bounds checked above.
         unsafe { tile_portable(panel, b, bases, &taps.offsets) }
+    }
+
+    /// Whether `tile2` computes two tiles in one pass (else callers run `tile` twice).
+    pub fn pairs(&self) -> bool {
+        self.variant == Variant::Avx512
+    }
+
+    /// `tile` for panels `p0` and `p1` over the same pixels, in one pass where `pairs`.
+    #[inline]
+    pub fn tile2(&self, p0: &[f32], p1: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[[f32; MC]; NP]; 2] {
+        #[cfg(target_arch = "x86_64")]
+        if self.variant == Variant::Avx512 {
+            let k = taps.len() * MC;
+            assert!(p0.len() >= k && p1.len() >= k && bases.iter().all(|&o| o + taps.max < b.len()), "conv tile out of bounds");
+            // SAFETY: bounds checked above; avx512f was detected on this CPU.
+            return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets) };
+        }
+        [self.tile(p0, b, bases, taps), self.tile(p1, b, bases, taps)]
     }
 }
 

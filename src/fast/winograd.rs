@@ -116,7 +116,22 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
     for (pos, u) in wino.u.iter().enumerate() {
         let vp = &v[pos * band.ci * vt..][..band.ci * vt];
         let mp = &mut m[pos * t * cp..][..t * cp];
-        for ct in 0..u.tiles() {
+        let mut ct = 0;
+        while ct < u.tiles() {
+            // Two channel tiles per pass where the kernel does pairs (`Kernel::pairs`).
+            if kernel.pairs() && ct + 1 < u.tiles() {
+                let (panel0, panel1) = (u.panel(ct), u.panel(ct + 1));
+                for (g, b) in bases.iter().enumerate() {
+                    let [acc0, acc1] = kernel.tile2(panel0, panel1, vp, b, &taps);
+                    for (j, (a0, a1)) in acc0.iter().zip(&acc1).enumerate().take(t - g * NP) {
+                        let row = &mut mp[(g * NP + j) * cp + ct * MC..][..2 * MC];
+                        row[..MC].copy_from_slice(a0);
+                        row[MC..].copy_from_slice(a1);
+                    }
+                }
+                ct += 2;
+                continue;
+            }
             let panel = u.panel(ct);
             for (g, b) in bases.iter().enumerate() {
                 let acc = kernel.tile(panel, vp, b, &taps);
@@ -124,6 +139,7 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
                     mp[(g * NP + j) * cp + ct * MC..][..MC].copy_from_slice(a);
                 }
             }
+            ct += 1;
         }
     }
 }
