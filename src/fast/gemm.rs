@@ -214,7 +214,7 @@ impl Kernel {
     /// Which variant runs, for reports.
     pub fn name(&self) -> &'static str {
         match self.variant {
-            Variant::Avx512 => "avx512f 32x6 (avx2+fma 16x6 for a lone tile)",
+            Variant::Avx512 => "avx512f 32x6, avx2+fma 16x6 for a lone tile",
             Variant::Avx2 => "avx2+fma 16x6",
             Variant::Portable if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) => "wasm relaxed-simd fma 8x4",
             Variant::Portable if cfg!(target_arch = "wasm32") => "wasm simd128 8x4",
