@@ -192,13 +192,12 @@ impl Kernel {
     /// Every kernel this CPU runs, best first (tests check each against the reference).
     pub fn available() -> Vec<Self> {
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let (avx2, avx512) = {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+            (avx2, avx2 && std::arch::is_x86_feature_detected!("avx512f"))
+        };
         #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        #[cfg(target_arch = "x86_64")]
-        let avx512 = avx2 && std::arch::is_x86_feature_detected!("avx512f");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx512 = false;
+        let (avx2, avx512) = (false, false);
         let with = |on: bool, variant| on.then_some(Kernel { variant });
         [with(avx512, Variant::Avx512), with(avx2, Variant::Avx2), Some(Kernel { variant: Variant::Portable })]
             .into_iter()
@@ -225,7 +224,7 @@ impl Kernel {
     /// One tile: acc[j][i] = Σ_k panel[k·MC + i] · b[bases[j] + taps[k]].
     #[inline]
     pub fn tile(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[f32; MC]; NP] {
-        assert!(panel.len() >= taps.len() * MC && bases.iter().all(|&o| o + taps.max < b.len()), "conv tile out of bounds");
+        check_bounds(&[panel], b, bases, taps);
         #[cfg(target_arch = "x86_64")]
         match self.variant {
             // SAFETY: bounds checked above; avx2 and fma were detected on this CPU.
@@ -246,13 +245,19 @@ impl Kernel {
     pub fn tile2(&self, p0: &[f32], p1: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[[f32; MC]; NP]; 2] {
         #[cfg(target_arch = "x86_64")]
         if self.variant == Variant::Avx512 {
-            let k = taps.len() * MC;
-            assert!(p0.len() >= k && p1.len() >= k && bases.iter().all(|&o| o + taps.max < b.len()), "conv tile out of bounds");
+            check_bounds(&[p0, p1], b, bases, taps);
             // SAFETY: bounds checked above; avx512f was detected on this CPU.
             return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets) };
         }
         [self.tile(p0, b, bases, taps), self.tile(p1, b, bases, taps)]
     }
+}
+
+/// The microkernels' bound: every panel holds a weight vector per tap, and every tap of every
+/// pixel is inside `b` (one comparison per pixel, against the largest offset).
+fn check_bounds(panels: &[&[f32]], b: &[f32], bases: &[usize; NP], taps: &Taps) {
+    let ok = panels.iter().all(|p| p.len() >= taps.len() * MC) && bases.iter().all(|&o| o + taps.max < b.len());
+    assert!(ok, "conv tile out of bounds");
 }
 
 /// Weights [Co, K] packed once into ⌈Co/MC⌉ panels of K×MC (k-major, zero rows past Co).

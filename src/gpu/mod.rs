@@ -152,9 +152,10 @@ impl GpuDevice {
     /// `from_device`: a new future here reordered wasm-bindgen's closure casts in one of the two
     /// wasm builds, which share one JS glue (build.sh checks). A failure shows in `check`.
     pub fn set_gemm_workgroup(&mut self, size: u32) {
+        let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("conv2d"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/conv2d.wgsl").into()),
+            source: wgpu::ShaderSource::Wgsl((*source).into()),
         });
         let pipeline = compute_pipeline(&self.device, &module, "conv2d", "gemm", &[("GEMM_WG", size as f64)]);
         self.pipelines.insert("conv2d.gemm".into(), pipeline);
