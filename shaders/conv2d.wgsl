@@ -4,8 +4,8 @@
 // 3 chan_add [N,O], 4 residual [N,O,OH,OW] (read); 5 out (rw); 6 params.
 // conv2d is `im2col` then `gemm`: im2col writes the input patches of a chunk of output pixels as
 // col [N][I·K·K][PC8] (PC = the chunk's pixels padded to a multiple of 8, zeros in the padding), and
-// gemm multiplies the packed weights by it, 8 output channels × 8 pixels per invocation, with the
-// epilogue. The loads feeding the FMAs are plain vec4 loads with no bounds tests, which is what the
+// gemm multiplies the packed weights by it, 8 output channels × 8 pixels per invocation (`gemm4x4`,
+// for GPUs: 4 × 4), with the epilogue. The loads feeding the FMAs are plain vec4 loads with no bounds tests, which is what the
 // CPU adapters run fastest (`ddim bench-matmul`); a conv whose patches would not fit one buffer runs
 // as several chunks of pixels [p0, p0 + pc). `im2col_norm` writes the patches of silu(group_norm(x))
 // instead (bindings 1 gamma [I], 2 beta [I], 3 moments [N·groups] as group_norm.wgsl's combine writes them).
@@ -161,9 +161,76 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     store_row(n, o + 7u, q0, x7, y7);
 }
 
+// `gemm` with 4 output channels × 4 pixels per invocation, for GPUs (`GpuDevice::gemm_tile`):
+// they hide memory latency with tens of thousands of invocations in flight, and the 8×8 tile
+// gives a quarter as many: on an H100 a 256×256 model's convs ran at 2 TFLOP/s with it, while
+// the same 8×8 matmul reached 15 at 2048³. One vec4 of weights (half of a packed 8-channel
+// block) and one of patches feed 16 FMAs per step.
+@compute @workgroup_size(GEMM_WG)
+fn gemm4x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let idx = gid.x + gid.y * nwg.x * GEMM_WG;
+    let p4 = ((p.pc + 7u) / 8u) * 2u;
+    let oqs = ((p.co + 7u) / 8u) * 2u; // groups of 4 channels: halves of the packed 8-channel blocks
+    if (idx >= p.n * oqs * p4) {
+        return;
+    }
+    let c4 = idx % p4;
+    let oq = (idx / p4) % oqs;
+    let n = idx / (p4 * oqs);
+    let rows = p.ci * p.k * p.k;
+    var x0 = vec4<f32>(0.0);
+    var x1 = vec4<f32>(0.0);
+    var x2 = vec4<f32>(0.0);
+    var x3 = vec4<f32>(0.0);
+    var wi = (oq / 2u) * rows * 2u + (oq & 1u);
+    var ci = n * rows * p4 + c4;
+    // Four rows per step, their eight loads issued before the FMAs: with few invocations per
+    // core the loads' latency is what is left to hide.
+    var r = 0u;
+    for (; r + 4u <= rows; r += 4u) {
+        let w0 = weight[wi];
+        let w1 = weight[wi + 2u];
+        let w2 = weight[wi + 4u];
+        let w3 = weight[wi + 6u];
+        let u0 = col[ci];
+        let u1 = col[ci + p4];
+        let u2 = col[ci + 2u * p4];
+        let u3 = col[ci + 3u * p4];
+        x0 += w0.x * u0; x1 += w0.y * u0; x2 += w0.z * u0; x3 += w0.w * u0;
+        x0 += w1.x * u1; x1 += w1.y * u1; x2 += w1.z * u1; x3 += w1.w * u1;
+        x0 += w2.x * u2; x1 += w2.y * u2; x2 += w2.z * u2; x3 += w2.w * u2;
+        x0 += w3.x * u3; x1 += w3.y * u3; x2 += w3.z * u3; x3 += w3.w * u3;
+        wi += 8u;
+        ci += 4u * p4;
+    }
+    for (; r < rows; r++) {
+        let w = weight[wi];
+        let u = col[ci];
+        x0 += w.x * u;
+        x1 += w.y * u;
+        x2 += w.z * u;
+        x3 += w.w * u;
+        wi += 2u;
+        ci += p4;
+    }
+    let o = oq * 4u;
+    let q0 = c4 * 4u;
+    store4(n, o, q0, x0);
+    store4(n, o + 1u, q0, x1);
+    store4(n, o + 2u, q0, x2);
+    store4(n, o + 3u, q0, x3);
+}
+
+
 // Writes chunk pixels q0..q0+7 (output pixels p0 + q) of output channel o: + bias, time-embedding
 // add, residual, / scale.
 fn store_row(n: u32, o: u32, q0: u32, lo: vec4<f32>, hi: vec4<f32>) {
+    store4(n, o, q0, lo);
+    store4(n, o, q0 + 4u, hi);
+}
+
+// The same for pixels q0..q0+3.
+fn store4(n: u32, o: u32, q0: u32, v4: vec4<f32>) {
     if (o >= p.co) {
         return;
     }
@@ -172,12 +239,12 @@ fn store_row(n: u32, o: u32, q0: u32, lo: vec4<f32>, hi: vec4<f32>) {
         add += chan_add[n * p.co + o];
     }
     let base = (n * p.co + o) * p.oh * p.ow + p.p0;
-    for (var j = 0u; j < 8u; j++) {
+    for (var j = 0u; j < 4u; j++) {
         let q = q0 + j;
         if (q >= p.pc) {
             return;
         }
-        var v = select(hi[j & 3u], lo[j & 3u], j < 4u) + add;
+        var v = v4[j] + add;
         if (p.has_res != 0u) {
             v += residual[base + q];
         }

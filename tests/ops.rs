@@ -99,22 +99,23 @@ fn gpu_kernels_match_cpu_and_pytorch() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// conv2d in chunks of output pixels (taken when a conv's patches would not fit one buffer) on
-/// every conv case: the cap lets each chunk hold 8 or 16 pixels. Each with both GEMM workgroup
-/// sizes (CPU adapters run 16, GPUs 64; this machine has only the first).
+/// conv2d in chunks of output pixels (taken when a conv's patches would not fit one buffer) and in
+/// one, on every conv case: the small caps let each chunk hold 8 or 16 pixels. Each with the GEMM
+/// tiles and workgroup sizes of both kinds of adapter (CPU adapters 8×8 in 16, GPUs 4×4 in 64;
+/// this machine has only the first kind).
 #[test]
 fn gpu_conv_in_pixel_chunks_matches_cpu() {
     let mut gpu = common::gpu();
     let mut failures = Vec::new();
-    for wg in [16, 64] {
-        gpu.set_gemm_workgroup(wg);
+    for (tile, wg) in [(8, 16), (8, 64), (4, 64), (4, 16)] {
+        gpu.set_gemm(tile, wg);
         gpu.check().unwrap();
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
             // The weight's input channels: a conv over channel parts reads more than its first input has.
             let (n, ci, k) = (c.inputs[0].shape[0], c.weights["w"].shape[1], c.weights["w"].shape[2]);
-            for pixels in [8, 16] {
+            for pixels in [8, 16, 1 << 20] {
                 gpu.conv_col_max_bytes = (n * ci * k * k * pixels * 4) as u64;
-                let name = format!("{} (chunks of {pixels} pixels, gemm workgroups of {wg}, gpu vs cpu)", c.name);
+                let name = format!("{} (chunks of {pixels} pixels, {tile}×{tile} gemm in workgroups of {wg}, gpu vs cpu)", c.name);
                 failures.extend(check_close(&name, &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
             }
         }

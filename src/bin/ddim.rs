@@ -240,6 +240,20 @@ enum Cmd {
         /// only the CPU engines (no GPU timings)
         #[arg(long)]
         cpu_only: bool,
+        /// only the GPU engine (the CPU engines' timings are skipped: for big shapes on a real GPU)
+        #[arg(long, conflicts_with = "cpu_only")]
+        gpu_only: bool,
+        /// conv2d.wgsl's GEMM workgroup size instead of the adapter's default (to tune it)
+        #[arg(long)]
+        gemm_workgroup: Option<u32>,
+        /// conv2d.wgsl's GEMM tile, 4 or 8 (output channels × pixels per invocation), instead of
+        /// the adapter's default
+        #[arg(long, value_parser = clap::value_parser!(u32).range(4..=8))]
+        gemm_tile: Option<u32>,
+        /// the largest im2col buffer in MiB (a conv whose patches need more runs in chunks of
+        /// pixels) instead of the default
+        #[arg(long)]
+        conv_chunk_mib: Option<u64>,
         /// only peak memory: the fast CPU engine takes the weights over, one forward, VmHWM
         #[arg(long)]
         memory: bool,
@@ -278,12 +292,30 @@ fn main() {
         Cmd::Interpolate { common, sampler, from, to, frames, out, out_tensor } => {
             interpolate(&common, sampler, (&from, &to), frames, &out, out_tensor.as_deref())
         }
-        Cmd::Bench { model, batch, steps, guidance, cpu_only, memory, random_config } => {
+        Cmd::Bench {
+            model,
+            batch,
+            steps,
+            guidance,
+            cpu_only,
+            gpu_only,
+            gemm_workgroup,
+            gemm_tile,
+            conv_chunk_mib,
+            memory,
+            random_config,
+        } => {
             let model = match random_config {
                 Some(p) => std::fs::read_to_string(&p).map_err(|e| io_err(&p, e)).and_then(|json| Model::random(&json, 0)),
                 None => load(model),
             };
-            model.and_then(|m| if memory { bench_memory(m, batch) } else { bench(m, batch, steps, guidance, cpu_only) })
+            model.and_then(|m| {
+                if memory {
+                    bench_memory(m, batch)
+                } else {
+                    bench(m, BenchOptions { batch, steps, guidance, cpu_only, gpu_only, gemm_workgroup, gemm_tile, conv_chunk_mib })
+                }
+            })
         }
         Cmd::BenchMatmul { size } => bench_matmul(size).map(|_| ()),
     };
@@ -736,9 +768,9 @@ fn bench_matmul_on(gpu: &GpuDevice, size: usize, print: bool) -> Result<f64> {
 
 /// Times the recorded GPU forward alone (no readback); returns `GPU_CONV_ROUNDS` rounds of the
 /// time its conv2d kernels took and the best matmul GFLOP/s of the same adapter right after.
-fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Vec<ConvRound>> {
+fn bench_gpu_forward(gpu: GpuDevice, model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Vec<ConvRound>> {
     let [batch, _, h, w] = x.shape[..] else { return Err(Error::Input("bench input is 4-D".into())) };
-    let mut unet = GpuUNet::new(pollster::block_on(GpuDevice::new())?, model)?;
+    let mut unet = GpuUNet::new(gpu, model)?;
     println!("adapter: {}", unet.gpu.adapter_name());
     pollster::block_on(unet.forward(x, ts, labels))?; // records the forward, warms up
     let prog = pollster::block_on(unet.recording(batch, h, w))?;
@@ -773,7 +805,9 @@ fn bench_gpu_forward(model: &Model, x: &Tensor, ts: &[f32], labels: Option<&[u32
         let conv_ms = profile.iter().filter(|(k, _, _)| k.starts_with("conv2d.")).map(|(_, ms, _)| ms).sum();
         let convs: Vec<_> = prog.dispatches().iter().filter(|d| d.kernel.starts_with("conv2d.")).collect();
         let in_pass_ms = time_in_one_pass(&unet.gpu, &convs, 10);
-        rounds.push(ConvRound { alone_ms: conv_ms, in_pass_ms, matmul_gflops: bench_matmul_on(&unet.gpu, 256, round == 0)? });
+        // The yardstick's size: 256³ keeps the CPU adapters' rounds short; a GPU needs 2048³ to be busy.
+        let size = if unet.gpu.info.device_type == wgpu::DeviceType::Cpu { 256 } else { 2048 };
+        rounds.push(ConvRound { alone_ms: conv_ms, in_pass_ms, matmul_gflops: bench_matmul_on(&unet.gpu, size, round == 0)? });
     }
     Ok(rounds)
 }
@@ -891,26 +925,58 @@ fn bench_memory(model: Model, batch: usize) -> Result<()> {
     Ok(())
 }
 
-fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool) -> Result<()> {
+/// `ddim bench`'s flags.
+struct BenchOptions {
+    batch: usize,
+    steps: usize,
+    guidance: f32,
+    cpu_only: bool,
+    gpu_only: bool,
+    gemm_workgroup: Option<u32>,
+    gemm_tile: Option<u32>,
+    conv_chunk_mib: Option<u64>,
+}
+
+/// The bench's GPU device: the best adapter, with conv2d's GEMM tile and workgroup size from `--gemm-tile`, `--gemm-workgroup`.
+fn bench_device(o: &BenchOptions) -> Result<GpuDevice> {
+    let mut gpu = pollster::block_on(GpuDevice::new())?;
+    if let Some(t @ 5..=7) = o.gemm_tile {
+        return Err(Error::Input(format!("--gemm-tile {t}: conv2d.wgsl has 4×4 and 8×8 tiles")));
+    }
+    if o.gemm_workgroup.is_some() || o.gemm_tile.is_some() {
+        gpu.set_gemm(o.gemm_tile.unwrap_or(gpu.gemm_tile), o.gemm_workgroup.unwrap_or(gpu.gemm_workgroup));
+        gpu.check()?;
+    }
+    if let Some(mib) = o.conv_chunk_mib {
+        gpu.conv_col_max_bytes = mib << 20;
+    }
+    Ok(gpu)
+}
+
+fn bench(model: Model, o: BenchOptions) -> Result<()> {
+    let (batch, steps, guidance) = (o.batch, o.steps, o.guidance);
     let (h, w) = model.config.sample_size.unwrap_or((32, 32));
     let c = model.config.in_channels;
     let x = Tensor::new(vec![batch, c, h, w], ddim_webgpu::sampler::rng::normal(1, 0, batch * c * h * w))?;
     let ts = vec![500.0; batch];
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
-    let gpu_conv = if cpu_only { None } else { Some(bench_gpu_forward(&model, &x, &ts, labels.as_deref())?) };
-    let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
-    println!("cpu reference forward (1 thread): {reference}");
-    let mut fast = ddim_webgpu::fast::FastOps::new(&model);
-    let (kernel, threads) = (fast.kernel_name(), fast.threads());
-    let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
-    println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
-    if let Some(mb) = peak_rss_mb() {
-        let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
-        println!("  peak resident memory so far: {mb:.0} MB (f32 weights {weights_mb:.0} MB, held by the model, the reference and the fast engine)");
+    let gpu_conv = if o.cpu_only { None } else { Some(bench_gpu_forward(bench_device(&o)?, &model, &x, &ts, labels.as_deref())?) };
+    if !o.gpu_only {
+        let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
+        println!("cpu reference forward (1 thread): {reference}");
+        let mut fast = ddim_webgpu::fast::FastOps::new(&model);
+        let (kernel, threads) = (fast.kernel_name(), fast.threads());
+        let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
+        println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
+        if let Some(mb) = peak_rss_mb() {
+            let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
+            println!("  peak resident memory so far: {mb:.0} MB (f32 weights {weights_mb:.0} MB, held by the model, the reference and the fast engine)");
+        }
     }
+    // The fast engine's forward by op, and the conv FLOP count the GPU's conv GFLOP/s is taken from.
     let mut profiled = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
-    let reps = 10;
+    let reps = if o.gpu_only { 1 } else { 10 };
     for _ in 0..reps {
         ddim_webgpu::cpu::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
     }
@@ -950,10 +1016,10 @@ fn bench(model: Model, batch: usize, steps: usize, guidance: f32, cpu_only: bool
         opts = opts.labels(ClassLabels::Each(l.iter().map(|&v| v as i64).collect()));
     }
     let plan = opts.plan(&model)?;
-    if cpu_only {
+    if o.cpu_only {
         return Ok(());
     }
-    let mut engine = GpuEngine::new(pollster::block_on(GpuDevice::new())?, &model)?;
+    let mut engine = GpuEngine::new(bench_device(&o)?, &model)?;
     let start = Instant::now();
     pollster::block_on(run::run_to_end(&mut engine, &plan))?;
     println!(

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "im2col_norm", "gemm"]),
+    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "im2col_norm", "gemm", "gemm4x4"]),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
@@ -57,8 +57,11 @@ pub struct GpuDevice {
     /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
     /// chunks of output pixels (tests set a small value to run every shape in chunks).
     pub conv_col_max_bytes: u64,
-    /// Invocations per workgroup of conv2d.wgsl's `gemm` (its `GEMM_WG`): 16 on CPU adapters, 64 elsewhere.
+    /// Invocations per workgroup of conv2d.wgsl's GEMMs (their `GEMM_WG`): 16 on CPU adapters, 64 elsewhere.
     pub gemm_workgroup: u32,
+    /// Output channels × pixels per invocation of the conv GEMM, 8 (`gemm`) on CPU adapters and 4
+    /// (`gemm4x4`) elsewhere: see `conv_gemm_entry`.
+    pub gemm_tile: u32,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -123,7 +126,9 @@ impl GpuDevice {
         });
         // The CPU adapters (lavapipe, SwiftShader: `Cpu`, a fallback adapter on the web) run a
         // workgroup on one thread; smaller conv GEMM workgroups let small convs use every core.
-        let gemm_workgroup = if info.device_type == wgpu::DeviceType::Cpu { 16 } else { 64 };
+        // They run 8×8 tiles fastest (loads are lane by lane); GPUs want 4× more invocations.
+        let on_cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let (gemm_workgroup, gemm_tile) = if on_cpu { (16, 8) } else { (64, 4) };
         let gemm_constants = [("GEMM_WG", gemm_workgroup as f64)];
         let mut pipelines = std::collections::HashMap::new();
         for (name, source, entries) in SHADERS {
@@ -134,7 +139,7 @@ impl GpuDevice {
                 source: wgpu::ShaderSource::Wgsl((*source).into()),
             });
             for entry in entries.iter() {
-                let constants: &[_] = if (*name, *entry) == ("conv2d", "gemm") { &gemm_constants } else { &[] };
+                let constants: &[_] = if *name == "conv2d" && entry.starts_with("gemm") { &gemm_constants } else { &[] };
                 pipelines.insert(format!("{name}.{entry}"), compute_pipeline(&device, &module, name, entry, constants));
             }
             if let Some(e) = scope.pop().await {
@@ -144,28 +149,54 @@ impl GpuDevice {
         // 32 MiB: a 256×256 model's transient patches stay a small part of its memory (64 MiB cost
         // it 50 MB more at a quarter fewer dispatches).
         let conv_col_max_bytes = 32 << 20;
-        Ok(GpuDevice { device, queue, info, limits, conv_col_max_bytes, gemm_workgroup, pipelines, fault, lost, live: Arc::default() })
+        Ok(GpuDevice {
+            device,
+            queue,
+            info,
+            limits,
+            conv_col_max_bytes,
+            gemm_workgroup,
+            gemm_tile,
+            pipelines,
+            fault,
+            lost,
+            live: Arc::default(),
+        })
     }
 
-    /// Rebuilds conv2d.wgsl's `gemm` with `GEMM_WG` = `size` invocations per workgroup (the
-    /// adapter's choice is made in `from_device`; the tests run both). Not async, unlike
-    /// `from_device`: a new future here reordered wasm-bindgen's closure casts in one of the two
-    /// wasm builds, which share one JS glue (build.sh checks). A failure shows in `check`.
-    pub fn set_gemm_workgroup(&mut self, size: u32) {
+    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds both entries with
+    /// `GEMM_WG` = `workgroup` invocations per workgroup (the adapter's choice is made in
+    /// `from_device`; the tests run each). Not async, unlike `from_device`: a new future here
+    /// reordered wasm-bindgen's closure casts in one of the two wasm builds, which share one JS
+    /// glue (build.sh checks). A failure shows in `check`.
+    pub fn set_gemm(&mut self, tile: u32, workgroup: u32) {
+        assert!(tile == 4 || tile == 8, "conv2d.wgsl has 4×4 and 8×8 GEMM tiles, not {tile}");
         let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("conv2d"),
             source: wgpu::ShaderSource::Wgsl((*source).into()),
         });
-        let pipeline = compute_pipeline(&self.device, &module, "conv2d", "gemm", &[("GEMM_WG", size as f64)]);
-        self.pipelines.insert("conv2d.gemm".into(), pipeline);
-        self.gemm_workgroup = size;
+        for entry in ["gemm", "gemm4x4"] {
+            let pipeline = compute_pipeline(&self.device, &module, "conv2d", entry, &[("GEMM_WG", workgroup as f64)]);
+            self.pipelines.insert(format!("conv2d.{entry}"), pipeline);
+        }
+        self.gemm_workgroup = workgroup;
+        self.gemm_tile = tile;
+    }
+
+    /// The conv GEMM pipeline's name and its invocations for `n` items, `co` output channels and
+    /// `pc8` pixels (a multiple of 8).
+    pub(crate) fn conv_gemm_entry(&self, n: usize, co: usize, pc8: usize) -> (&'static str, usize) {
+        let t = self.gemm_tile as usize;
+        let name = if t == 4 { "conv2d.gemm4x4" } else { "conv2d.gemm" };
+        (name, n * co.next_multiple_of(8) / t * pc8 / t)
     }
 
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
+        let t = self.gemm_tile;
         format!(
-            "im2col + 8×8-register GEMM over packed weights in workgroups of {}, in chunks of pixels where the patches exceed {} MiB",
+            "im2col + {t}×{t}-register GEMM over packed weights in workgroups of {}, in chunks of pixels where the patches exceed {} MiB",
             self.gemm_workgroup,
             self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
         )

@@ -460,12 +460,13 @@ impl GpuRecorder<'_> {
                 }
                 col
             };
+            let (gemm, invocations) = self.gpu.conv_gemm_entry(n, co, pc.next_multiple_of(8));
             self.record(
-                "conv2d.gemm",
+                gemm,
                 &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
                 &params,
                 6,
-                groups_1d(n * co.div_ceil(8) * pc.next_multiple_of(8) / 8, self.gpu.gemm_workgroup as usize),
+                groups_1d(invocations, self.gpu.gemm_workgroup as usize),
             );
         }
         Ok(out)

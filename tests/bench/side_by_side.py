@@ -3,7 +3,8 @@ CLI) against onnxruntime (CPU EP) and PyTorch eager, at 1 and 2 threads, in ms p
 
 Needs the reference venv (see ../../tests/fixtures/requirements.txt) plus onnx and onnxruntime:
     python3 -m venv .venv-ref && .venv-ref/bin/pip install torch diffusers safetensors onnx onnxruntime onnxscript
-    .venv-ref/bin/python tests/bench/side_by_side.py [--batch 2] [--seconds 2] [--rounds 5]
+    .venv-ref/bin/python tests/bench/side_by_side.py [--batch 2] [--seconds 2] [--rounds 5] [--threads 1,2] [--ddim PATH]
+(--ddim: a `ddim` built elsewhere, e.g. carried to a machine without cargo; else it builds target/release/ddim.)
 Ours and onnxruntime are timed in alternation, `rounds` times each (this VM's speed drifts 10–40 %
 within minutes: one timing of each, a minute apart, gave ratios from 0.9 to 1.3 for the same code);
 the ratio is the median of the rounds' ratios, each from timings seconds apart.
@@ -62,9 +63,12 @@ def timed(fn, seconds):
     return statistics.median(ms), min(ms), max(ms)
 
 
+DDIM = ROOT / "target" / "release" / "ddim"
+
+
 def ours(batch, threads):
     env = dict(os.environ, DDIM_THREADS=str(threads))
-    out = subprocess.run([str(ROOT / "target" / "release" / "ddim"), "bench", "--batch", str(batch), "--steps", "1", "--cpu-only"],
+    out = subprocess.run([str(DDIM), "bench", "--batch", str(batch), "--steps", "1", "--cpu-only"],
                          capture_output=True, text=True, env=env, check=True).stdout
     m = re.search(r"cpu fast forward \(([^)]*)\): ([\d.]+) ms median \(([\d.]+)–([\d.]+)", out)
     return (float(m.group(2)), float(m.group(3)), float(m.group(4))), m.group(1)
@@ -75,8 +79,15 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=2, help="warm-up and timed seconds of each onnxruntime and PyTorch timing")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--ddim", type=Path, help="a built `ddim` to time instead of building target/release/ddim")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--bin", "ddim"], cwd=ROOT, check=True, capture_output=True)
+    global DDIM
+    if args.ddim:
+        DDIM = args.ddim.resolve()
+    else:
+        subprocess.run(["cargo", "build", "--release", "--bin", "ddim"], cwd=ROOT, check=True, capture_output=True)
+    counts = [int(n) for n in args.threads.split(",")]
     unet = UNet2DModel.from_pretrained(str(MODEL)).float().eval()
     if not ONNX.exists():
         export(unet)
@@ -84,8 +95,8 @@ def main():
     x = np.random.default_rng(0).standard_normal((b, 1, 28, 28)).astype(np.float32)
     t = np.full((b,), 500, dtype=np.int64)
     c = np.arange(b, dtype=np.int64) % 10
-    sessions, rounds = {}, {1: [], 2: []}
-    for threads in (1, 2):
+    sessions, rounds = {}, {n: [] for n in counts}
+    for threads in counts:
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
         sessions[threads] = ort.InferenceSession(str(ONNX), so, providers=["CPUExecutionProvider"])
@@ -93,12 +104,12 @@ def main():
     # Ours and onnxruntime alternate, round after round; PyTorch last: its OpenMP threads keep
     # spinning after its timings and would steal the cores.
     for _ in range(args.rounds):
-        for threads in (1, 2):
+        for threads in counts:
             r_us, kernel = ours(b, threads)
             r_ort = timed(lambda: sessions[threads].run(None, feeds), args.seconds)
             rounds[threads].append((r_us, r_ort, kernel))
     rows = []
-    for threads in (1, 2):
+    for threads in counts:
         torch.set_num_threads(threads)
         xt, tt, ct = torch.from_numpy(x), torch.from_numpy(t), torch.from_numpy(c)
         with torch.no_grad():
