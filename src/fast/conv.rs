@@ -263,7 +263,9 @@ impl Bands {
     /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of one item, the
     /// concatenation along channels of `x`'s parts ([C_k, H, W] each), each channel mapped through
     /// silu(x·scale + shift) where `affine` gives (scale, shift), and returns what the taps read:
-    /// `band`, or the one part itself for a direct conv.
+    /// `band`, or the one part itself for a direct conv. `split` (Winograd) writes each channel's
+    /// padded plane as its four quarters instead (`winograd::Band::input`).
+    #[allow(clippy::too_many_arguments)]
     fn source<'a>(
         &self,
         band: &'a mut [f32],
@@ -272,6 +274,7 @@ impl Bands {
         affine: Option<&[(f32, f32)]>,
         oy0: usize,
         rows: usize,
+        split: bool,
     ) -> &'a [f32] {
         if self.direct {
             return x[0];
@@ -295,13 +298,18 @@ impl Bands {
                 }
             };
             for r in 0..band_rows {
-                let row = &mut band[c * self.plane + r * wp..][..wp];
                 // The (upsampled) input row under padded row r of this band.
-                let Some(y) = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up) else {
+                let y = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up);
+                let src_row = y.map(|y| &src[(y / up - first) * w..][..w]);
+                if split {
+                    self.split_row(&mut band[c * self.plane..][..self.plane], band_rows, r, src_row);
+                    continue;
+                }
+                let row = &mut band[c * self.plane + r * wp..][..wp];
+                let Some(src_row) = src_row else {
                     row.fill(0.0);
                     continue;
                 };
-                let src_row = &src[(y / up - first) * w..][..w];
                 let (left, rest) = row.split_at_mut(self.pad_l);
                 let (mid, right) = rest.split_at_mut(w * up);
                 left.fill(0.0);
@@ -314,6 +322,43 @@ impl Bands {
             }
         }
         band
+    }
+
+    /// Padded row r of a Winograd band (pad 1 left, `wp` = 2·tw + 2 columns), written into the
+    /// channel's quarters: its even columns to quarter 2·(r % 2), its odd ones to the next, as
+    /// row r / 2 of (band_rows / 2) rows of wp / 2. The input transform reads the quarters as they
+    /// are; splitting here saves it a pass over the band.
+    fn split_row(&self, plane: &mut [f32], band_rows: usize, r: usize, src_row: Option<&[f32]>) {
+        let s = self.wp / 2;
+        let qn = band_rows / 2 * s;
+        let at = 2 * (r % 2) * qn + (r / 2) * s;
+        let (even, odd) = plane[at..].split_at_mut(qn);
+        let (even, odd) = (&mut even[..s], &mut odd[..s]);
+        let Some(src) = src_row else {
+            even.fill(0.0);
+            odd.fill(0.0);
+            return;
+        };
+        let w = src.len();
+        even[0] = 0.0;
+        if self.up == 2 {
+            // Padded column j holds src[(j − 1) / 2]: even column m src[m − 1], odd m src[m].
+            even[1..=w].copy_from_slice(src);
+            odd[..w].copy_from_slice(src);
+            even[w + 1..].fill(0.0);
+            odd[w..].fill(0.0);
+            return;
+        }
+        // Padded column j holds src[j − 1]: even column m src[2m − 1], odd m src[2m].
+        for (m, pair) in src.chunks_exact(2).enumerate() {
+            (odd[m], even[m + 1]) = (pair[0], pair[1]);
+        }
+        let half = w / 2;
+        if w % 2 == 1 {
+            odd[half] = src[w - 1];
+        }
+        even[half + 1..].fill(0.0);
+        odd[w.div_ceil(2)..].fill(0.0);
     }
 
     /// Each pixel's base for the tiles of NP consecutive pixels of a band of `count` pixels
@@ -470,7 +515,7 @@ impl Direct {
             let rows = bands.rows.min(oh - oy0);
             let (p0, count) = (oy0 * ow, rows * ow);
             let tiles = if rows < bands.rows { &self.last_tiles } else { &self.full_tiles };
-            let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows);
+            let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows, false);
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
@@ -518,6 +563,7 @@ struct WinogradScratch {
     normed: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
+    h: Vec<f32>,
     rows: Vec<f32>,
 }
 
@@ -539,9 +585,9 @@ fn winograd_item(
     winograd::grow(&mut s.rows, 4 * tw * epi.co);
     for ty0 in (0..th).step_by(*trows) {
         let tr = (*trows).min(th - ty0);
-        let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr);
+        let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr, true);
         let band = winograd::Band { input, plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
-        winograd::transform_and_multiply(kernel, u, &band, &mut s.v, &mut s.m);
+        winograd::transform_and_multiply(kernel, u, &band, &mut s.v, &mut s.m, &mut s.h);
         for r in 0..tr {
             winograd::output_rows(&s.m, &band, r, &mut s.rows);
             for o in 0..epi.co {

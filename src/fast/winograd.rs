@@ -73,7 +73,9 @@ impl WinogradWeights {
 
 /// One band of tile rows: its geometry and scratch.
 pub struct Band<'a> {
-    /// The padded input band: `ci` planes of (2·trows + 2) rows × wp = 2·tw + 2 columns.
+    /// The padded input band: `ci` planes of (2·trows + 2) rows × wp = 2·tw + 2 columns, each
+    /// plane (`plane` apart) as its four quarters q = 2·(row parity) + column parity, each of
+    /// trows + 1 rows × tw + 1 (`conv::Bands::split_row`).
     pub input: &'a [f32],
     pub plane: usize,
     pub ci: usize,
@@ -99,13 +101,14 @@ impl Band<'_> {
 }
 
 /// M[pos][tile][co] of one band (co padded to whole register tiles, so each tile of the GEMM
-/// is stored as whole vectors): input transform, then the 16 GEMMs. `v` and `m` are scratch.
-pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>) {
+/// is stored as whole vectors): input transform, then the 16 GEMMs. `v`, `m` and `h` are scratch.
+pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>, h: &mut Vec<f32>) {
     let (t, cp) = (band.tiles(), band.co_padded());
     let vt = band.stride();
     grow(v, 16 * band.ci * vt);
     grow(m, 16 * t * cp);
-    input_transform(band, v);
+    grow(h, 8 * (band.trows + 1) * (band.tw + 1));
+    input_transform(band, v, h);
     let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
@@ -193,40 +196,32 @@ fn few_channels_body(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f3
 
 /// V[pos][c][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in channel c (one
 /// unused column per tile row, so every step below is one contiguous loop over the whole band).
-fn input_transform(band: &Band, v: &mut [f32]) {
+fn input_transform(band: &Band, v: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: avx2 and fma were detected on this CPU.
-        return unsafe { input_transform_avx2(band, v) };
+        return unsafe { input_transform_avx2(band, v, h) };
     }
-    input_transform_body(band, v)
+    input_transform_body(band, v, h)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn input_transform_avx2(band: &Band, v: &mut [f32]) {
-    input_transform_body(band, v)
+fn input_transform_avx2(band: &Band, v: &mut [f32], h: &mut [f32]) {
+    input_transform_body(band, v, h)
 }
 
+/// `h` (scratch, 8 quarters): h[parity][b], the horizontal transform (d Bᵀ)[b] of the even or
+/// odd padded rows.
 #[inline(always)]
-fn input_transform_body(band: &Band, v: &mut [f32]) {
+fn input_transform_body(band: &Band, v: &mut [f32], h: &mut [f32]) {
     let (tw, trows) = (band.tw, band.trows);
-    let (wp, s) = (2 * tw + 2, tw + 1);
+    let s = tw + 1;
     // Quarter q = 2·(row parity) + (column parity) of the padded plane: (trows + 1) × (tw + 1).
     let qn = (trows + 1) * s;
-    let mut quarters = vec![0f32; 4 * qn];
-    // h[parity][b]: the horizontal transform (d Bᵀ)[b] of the even or odd padded rows.
-    let mut h = vec![0f32; 8 * qn];
     let vt = band.stride();
     for c in 0..band.ci {
-        let plane = &band.input[c * band.plane..][..(2 * trows + 2) * wp];
-        for (rr, row) in plane.chunks_exact(wp).enumerate() {
-            let (q, i) = (2 * (rr % 2), (rr / 2) * s);
-            let (even, odd) = quarters[q * qn..][..2 * qn].split_at_mut(qn);
-            for ((e, o), pair) in even[i..i + s].iter_mut().zip(&mut odd[i..i + s]).zip(row.chunks_exact(2)) {
-                (*e, *o) = (pair[0], pair[1]);
-            }
-        }
+        let quarters = &band.input[c * band.plane..][..4 * qn];
         for parity in 0..2 {
             let (e, o) = quarters[2 * parity * qn..][..2 * qn].split_at(qn);
             let hp = &mut h[4 * parity * qn..][..4 * qn];
