@@ -148,14 +148,19 @@ PY
 cmd_build() {
     wasm_tools
     npm_tools
+    # One codegen unit per crate in both wasm builds: with several, the relaxed-SIMD build's
+    # different code could land functions in other units and order wasm-bindgen's closure-cast
+    # imports differently, and the check below refuses glue that differs (it did, twice, after
+    # unrelated changes). With one the order is the source's in both.
+    local one_unit=CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
     log "cargo build (wasm, release)"
-    cargo build --release --lib --target "$WASM_TARGET" --no-default-features
+    env $one_unit cargo build --release --lib --target "$WASM_TARGET" --no-default-features
     rm -rf www/pkg
     wasm-bindgen --target web --out-dir www/pkg "$(target_dir)/$WASM_TARGET/release/ddim_webgpu.wasm"
     # The same crate with relaxed SIMD (f32x4.relaxed_madd in the CPU GEMM): its own target dir, since
     # other RUSTFLAGS would rebuild the first; only its .wasm is kept, under the same JS glue.
     log "cargo build (wasm with relaxed SIMD, release)"
-    RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+    env $one_unit RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
         cargo build --release --lib --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed"
     local relaxed; relaxed=$(mktemp -d)
     wasm-bindgen --target web --out-dir "$relaxed" "$(target_dir)/relaxed/$WASM_TARGET/release/ddim_webgpu.wasm"
