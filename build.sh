@@ -145,27 +145,90 @@ with open("www/pkg/package.json", "w") as f:
 PY
 }
 
+# Lets the relaxed-SIMD wasm run under the simd128 build's JS glue (the page loads one glue for
+# either). wasm-bindgen numbers its closure-cast imports (`__wbindgen_generic_N`) in the order it
+# meets them, which the two builds' code generation can change: where the only difference is that
+# numbering, the relaxed wasm's imports are renamed to the simd128 glue's names for the same cast
+# (same-length names, rewritten in the import section). Fails if anything else differs. Comments
+# are ignored: they name closure shim indices, which differ between the builds.
+align_glue() {
+    python3 - "$@" <<'PY'
+import re, sys
+simd_js, relaxed_js, relaxed_wasm = sys.argv[1:4]
+code = lambda t: "\n".join(l for l in t.splitlines() if not l.lstrip().startswith("//"))
+simd, relaxed = code(open(simd_js).read()), code(open(relaxed_js).read())
+entry = re.compile(r"^        (__wbindgen_generic_[0-9a-f]{16}): (.*?)(?=^        \S|^    \S)", re.M | re.S)
+def casts(text):
+    return {m.group(1): m.group(2) for m in entry.finditer(text)}
+s_casts, r_casts = casts(simd), casts(relaxed)
+by_body = {}
+for name, body in sorted(s_casts.items()):
+    by_body.setdefault(body, []).append(name)
+rename = {}
+for name, body in sorted(r_casts.items()):
+    if not by_body.get(body):
+        sys.exit(f"{name}: no cast with this body in the simd128 glue")
+    rename[name] = by_body[body].pop(0)
+# Everything but the casts identical, and each cast the simd128 one of its new name.
+if entry.sub("", relaxed) != entry.sub("", simd) or {rename[n]: b for n, b in r_casts.items()} != s_casts:
+    sys.exit("the glue differs beyond the numbering of its closure casts")
+moved = {a.encode(): b.encode() for a, b in rename.items() if a != b}
+if not moved:
+    sys.exit(0)
+wasm = bytearray(open(relaxed_wasm, "rb").read())
+def leb(at):
+    v = shift = 0
+    while True:
+        b = wasm[at]; at += 1; v |= (b & 0x7F) << shift; shift += 7
+        if b < 0x80:
+            return v, at
+at, done = 8, 0
+while at < len(wasm):
+    sid, size_at = wasm[at], at + 1
+    size, body = leb(size_at)
+    if sid == 2:  # the import section: (module, field, kind, desc)*
+        count, p = leb(body)
+        for _ in range(count):
+            n, p = leb(p); p += n                   # module
+            n, p = leb(p); field = bytes(wasm[p:p + n])
+            if field in moved:
+                wasm[p:p + n] = moved[field]; done += 1
+            p += n
+            kind = wasm[p]; p += 1
+            if kind == 0:   # function: type index
+                _, p = leb(p)
+            elif kind == 1:  # table: reftype, limits
+                p += 1; flags = wasm[p]; _, p = leb(p + 1); p = leb(p)[1] if flags & 1 else p
+            elif kind == 2:  # memory: limits
+                flags = wasm[p]; _, p = leb(p + 1); p = leb(p)[1] if flags & 1 else p
+            elif kind == 3:  # global: valtype, mutability
+                p += 2
+            else:
+                sys.exit(f"import kind {kind}: not handled")
+        break
+    at = body + size
+if done != len(moved):
+    sys.exit(f"renamed {done} of {len(moved)} closure-cast imports")
+open(relaxed_wasm, "wb").write(wasm)
+print(f"relaxed-SIMD wasm: {done} closure-cast imports renamed to the simd128 glue's", file=sys.stderr)
+PY
+}
+
 cmd_build() {
     wasm_tools
     npm_tools
-    # One codegen unit per crate in both wasm builds: with several, the relaxed-SIMD build's
-    # different code could land functions in other units and order wasm-bindgen's closure-cast
-    # imports differently, and the check below refuses glue that differs (it did, twice, after
-    # unrelated changes). With one the order is the source's in both.
-    local one_unit=CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1
     log "cargo build (wasm, release)"
-    env $one_unit cargo build --release --lib --target "$WASM_TARGET" --no-default-features
+    cargo build --release --lib --target "$WASM_TARGET" --no-default-features
     rm -rf www/pkg
     wasm-bindgen --target web --out-dir www/pkg "$(target_dir)/$WASM_TARGET/release/ddim_webgpu.wasm"
     # The same crate with relaxed SIMD (f32x4.relaxed_madd in the CPU GEMM): its own target dir, since
     # other RUSTFLAGS would rebuild the first; only its .wasm is kept, under the same JS glue.
     log "cargo build (wasm with relaxed SIMD, release)"
-    env $one_unit RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+    RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
         cargo build --release --lib --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed"
     local relaxed; relaxed=$(mktemp -d)
     wasm-bindgen --target web --out-dir "$relaxed" "$(target_dir)/relaxed/$WASM_TARGET/release/ddim_webgpu.wasm"
-    # (Comments name closure shim indices, which differ between the builds.)
-    cmp -s <(grep -v '^ *//' "$relaxed/ddim_webgpu.js") <(grep -v '^ *//' www/pkg/ddim_webgpu.js) ||
+    align_glue www/pkg/ddim_webgpu.js "$relaxed/ddim_webgpu.js" "$relaxed/ddim_webgpu_bg.wasm" ||
         die "the relaxed-SIMD build's JS glue differs from the simd128 build's"
     mv "$relaxed/ddim_webgpu_bg.wasm" www/pkg/ddim_webgpu_relaxed_bg.wasm
     rm -rf "$relaxed"
