@@ -5,10 +5,10 @@
 // conv2d is `im2col` then `gemm`: im2col writes the input patches of a chunk of output pixels as
 // col [N][I·K·K][PC8] (PC = the chunk's pixels padded to a multiple of 8, zeros in the padding), and
 // gemm multiplies the packed weights by it, 8 output channels × 8 pixels per invocation (`gemm4x4`,
-// for GPUs: 4 × 4), with the epilogue. The loads feeding the FMAs are plain vec4 loads with no bounds tests, which is what the
-// CPU adapters run fastest (`ddim bench-matmul`); a conv whose patches would not fit one buffer runs
-// as several chunks of pixels [p0, p0 + pc). `im2col_norm` writes the patches of silu(group_norm(x))
-// instead (bindings 1 gamma [I], 2 beta [I], 3 moments [N·groups] as group_norm.wgsl's combine writes them).
+// for GPUs: 4 × 4), with the epilogue. The loads feeding the FMAs are plain vec4 loads with no
+// bounds tests, which is what the CPU adapters run fastest (`ddim bench-matmul`); a conv whose
+// patches would not fit one buffer runs as several chunks of pixels [p0, p0 + pc). `im2col_norm`
+// writes the patches of silu(group_norm(x)) instead (bindings 1 gamma [I], 2 beta [I], 3 moments [N·groups] as group_norm.wgsl's combine writes them).
 // Workgroups: 64 invocations (gemm: GEMM_WG), 1-D (index = gid.x + gid.y·nwg.x·64).
 // Why 8×8: on the CPU adapters (SwiftShader, lavapipe) every storage load is done lane by lane,
 // so the FMAs per loaded value decide the speed: 16 loads feed 64 FMAs here (4×4 fed 16 with 8).
