@@ -28,6 +28,11 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.
+/// conv2d.wgsl's GEMM entries (`gemm`, `gemm4x4`): built with the `GEMM_WG` constant.
+fn is_conv_gemm(shader: &str, entry: &str) -> bool {
+    shader == "conv2d" && entry.starts_with("gemm")
+}
+
 fn compute_pipeline(
     device: &wgpu::Device,
     module: &wgpu::ShaderModule,
@@ -139,7 +144,7 @@ impl GpuDevice {
                 source: wgpu::ShaderSource::Wgsl((*source).into()),
             });
             for entry in entries.iter() {
-                let constants: &[_] = if *name == "conv2d" && entry.starts_with("gemm") { &gemm_constants } else { &[] };
+                let constants: &[_] = if is_conv_gemm(name, entry) { &gemm_constants } else { &[] };
                 pipelines.insert(format!("{name}.{entry}"), compute_pipeline(&device, &module, name, entry, constants));
             }
             if let Some(e) = scope.pop().await {
@@ -164,19 +169,17 @@ impl GpuDevice {
         })
     }
 
-    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds both entries with
-    /// `GEMM_WG` = `workgroup` invocations per workgroup (the adapter's choice is made in
-    /// `from_device`; the tests run each). Not async, unlike `from_device`: a new future here
-    /// reordered wasm-bindgen's closure casts in one of the two wasm builds, which share one JS
-    /// glue (build.sh checks). A failure shows in `check`.
+    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds conv2d.wgsl's GEMM entries
+    /// with `GEMM_WG` = `workgroup` invocations per workgroup (the adapter's choice is made in
+    /// `from_device`; the tests run each). A pipeline error shows in `check`.
     pub fn set_gemm(&mut self, tile: u32, workgroup: u32) {
         assert!(tile == 4 || tile == 8, "conv2d.wgsl has 4×4 and 8×8 GEMM tiles, not {tile}");
-        let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+        let (_, source, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("conv2d"),
             source: wgpu::ShaderSource::Wgsl((*source).into()),
         });
-        for entry in ["gemm", "gemm4x4"] {
+        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
             let pipeline = compute_pipeline(&self.device, &module, "conv2d", entry, &[("GEMM_WG", workgroup as f64)]);
             self.pipelines.insert(format!("conv2d.{entry}"), pipeline);
         }
