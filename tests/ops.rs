@@ -100,24 +100,47 @@ fn gpu_kernels_match_cpu_and_pytorch() {
 }
 
 /// conv2d in chunks of output pixels (taken when a conv's patches would not fit one buffer) and in
-/// one, on every conv case: the small caps let each chunk hold 8 or 16 pixels. Each with the GEMM
-/// tiles and workgroup sizes of both kinds of adapter (CPU adapters 8×8 in 16, GPUs 4×4 in 64;
-/// this machine has only the first kind).
+/// one, on every conv case: the small caps let each chunk hold 8 or 16 pixels (too few for a
+/// Winograd conv's scratch: those fall back to im2col). Each with the GEMM tiles and workgroup
+/// sizes of both kinds of adapter (CPU adapters 8×8 in 16, GPUs 4×4 in 64; this machine has only
+/// the first kind), and with the 8×8 tile with and without Winograd for the 3×3 stride-1 convs.
 #[test]
 fn gpu_conv_in_pixel_chunks_matches_cpu() {
     let mut gpu = common::gpu();
     let mut failures = Vec::new();
-    for (tile, wg) in [(8, 16), (8, 64), (4, 64), (4, 16)] {
+    for (tile, wg, wino) in [(8, 16, true), (8, 16, false), (8, 64, false), (4, 64, false), (4, 16, false)] {
         gpu.set_gemm(tile, wg);
+        gpu.conv_winograd = wino;
         gpu.check().unwrap();
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
             // The weight's input channels: a conv over channel parts reads more than its first input has.
             let (n, ci, k) = (c.inputs[0].shape[0], c.weights["w"].shape[1], c.weights["w"].shape[2]);
             for pixels in [8, 16, 1 << 20] {
                 gpu.conv_col_max_bytes = (n * ci * k * k * pixels * 4) as u64;
-                let name = format!("{} (chunks of {pixels} pixels, {tile}×{tile} gemm in workgroups of {wg}, gpu vs cpu)", c.name);
+                let name = format!(
+                    "{} (chunks of {pixels} pixels, {tile}×{tile} gemm in workgroups of {wg}, winograd {wino}, gpu vs cpu)",
+                    c.name
+                );
                 failures.extend(check_close(&name, &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
             }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Winograd convs in chunks of 8 and 16 tiles and in one (the 3×3 stride-1 cases; the others run
+/// as im2col): tiles of a chunk span rows, and odd sizes end in half tiles.
+#[test]
+fn gpu_winograd_conv_in_tile_chunks_matches_cpu() {
+    let mut gpu = common::gpu();
+    gpu.set_gemm(8, 16);
+    gpu.conv_winograd = true;
+    let mut failures = Vec::new();
+    for tiles in [8, 16, usize::MAX] {
+        gpu.conv_winograd_tiles = tiles;
+        for c in random_cases().iter().filter(|c| c.name.starts_with("conv 3x3")) {
+            let name = format!("{} (winograd, chunks of {tiles} tiles, gpu vs cpu)", c.name);
+            failures.extend(check_close(&name, &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

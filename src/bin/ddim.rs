@@ -715,6 +715,7 @@ fn bench_matmul_on(gpu: &GpuDevice, size: usize, print: bool) -> Result<f64> {
     for (entry, a_data, groups) in [
         ("tile4x4", &a, [(n * n / 16).div_ceil(64) as u32, 1, 1]),
         ("tile8x8", &packed, [(n * n / 64).div_ceil(64) as u32, 1, 1]),
+        ("tile8x8_k2", &packed, [(n * n / 64).div_ceil(64) as u32, 1, 1]),
         ("workgroup_tiled", &a, [(n / 64) as u32, (n / 64) as u32, 1]),
     ] {
         let pipeline = gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

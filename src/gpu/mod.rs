@@ -16,7 +16,11 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
-    ("conv2d", include_str!("../../shaders/conv2d.wgsl"), &["im2col", "im2col_norm", "gemm", "gemm4x4"]),
+    (
+        "conv2d",
+        include_str!("../../shaders/conv2d.wgsl"),
+        &["im2col", "im2col_norm", "gemm", "gemm4x4", "winograd_weights", "winograd_input", "winograd_input_norm", "winograd_output"],
+    ),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
     ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
@@ -67,6 +71,12 @@ pub struct GpuDevice {
     /// Output channels × pixels per invocation of the conv GEMM, 8 (`gemm`) on CPU adapters and 4
     /// (`gemm4x4`) elsewhere: see `conv_gemm_entry`.
     pub gemm_tile: u32,
+    /// 3×3 stride-1 convs as Winograd F(2×2, 3×3) where the GEMM tile is 8 (on CPU adapters: 2.25×
+    /// fewer multiplies; the GPUs' 4×4 GEMM is not batched over the 16 transforms).
+    pub conv_winograd: bool,
+    /// At most this many 2×2 tiles per chunk of a Winograd conv (tests set a small value to run
+    /// every shape in chunks; the patch budget decides otherwise).
+    pub conv_winograd_tiles: usize,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -162,6 +172,8 @@ impl GpuDevice {
             conv_col_max_bytes,
             gemm_workgroup,
             gemm_tile,
+            conv_winograd: on_cpu,
+            conv_winograd_tiles: usize::MAX,
             pipelines,
             fault,
             lost,
@@ -198,8 +210,9 @@ impl GpuDevice {
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
         let t = self.gemm_tile;
+        let wino = if self.conv_winograd && t == 8 { "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as " } else { "" };
         format!(
-            "im2col + {t}×{t}-register GEMM over packed weights in workgroups of {}, in chunks of pixels where the patches exceed {} MiB",
+            "{wino}im2col + {t}×{t}-register GEMM over packed weights in workgroups of {}, in chunks where the patches exceed {} MiB",
             self.gemm_workgroup,
             self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
         )

@@ -244,6 +244,11 @@ fn packed_conv_len(shape: &[usize]) -> usize {
     shape[0].next_multiple_of(8) * shape[1..].iter().product::<usize>()
 }
 
+/// The largest power of two ≤ b (b ≥ 1).
+fn prev_pow2(b: u64) -> u64 {
+    1 << (63 - b.max(1).leading_zeros())
+}
+
 /// Bytes of an f32 tensor of `shape` (at least 16), in u64 and saturating: on wasm32 a large batch
 /// overflows usize before the limit check.
 fn tensor_bytes(shape: &[usize]) -> u64 {
@@ -339,7 +344,7 @@ kernel_params!(Conv2dParams for "conv2d" {
     co: u32, oh: u32, ow: u32, k: u32,
     stride: u32, pad_t: u32, pad_l: u32, up: u32,
     has_add: u32, has_res: u32, out_scale: f32, p0: u32,
-    pc: u32, groups: u32, _p1: u32, _p2: u32,
+    pc: u32, groups: u32, wino: u32, _p2: u32,
 });
 kernel_params!(GroupNormParams for "group_norm" { n: u32, c: u32, hw: u32, groups: u32, eps: f32, silu: u32, chunks: u32, _p: u32 });
 kernel_params!(LinearParams for "linear" { n: u32, fin: u32, fout: u32, silu_in: u32, silu_out: u32, _p0: u32, _p1: u32, _p2: u32 });
@@ -423,6 +428,13 @@ impl GpuRecorder<'_> {
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
+        if k == 3 && spec.stride == 1 && self.gpu.conv_winograd && self.gpu.gemm_tile == 8 {
+            if let Some(tiles) = self.winograd_chunk(n, ci, co) {
+                let epilogue = [(2, b.buffer()), (3, add), (4, res), (5, out.buffer())];
+                self.conv_winograd(x, pre, w, &epilogue, params, tiles)?;
+                return Ok(out);
+            }
+        }
         // Chunks of output pixels whose patches fit one buffer (one chunk but for very large convs).
         let (rows, pix) = (ci * k * k, oh * ow);
         let col_bytes = |pixels: usize| tensor_bytes(&[n, rows, pixels.next_multiple_of(8)]);
@@ -470,6 +482,68 @@ impl GpuRecorder<'_> {
             );
         }
         Ok(out)
+    }
+
+    /// Tiles per chunk of a Winograd conv (a multiple of 8), or None where its scratch would not
+    /// fit the conv's patch budget (`conv_col_max_bytes`): the transformed weights U (16·CO8·CI)
+    /// take at most half, the transformed patches V (16·N·CI per tile) and products M (16·N·CO8
+    /// per tile) a quarter each, so the budget bounds the memory as im2col's patches do.
+    fn winograd_chunk(&self, n: usize, ci: usize, co: usize) -> Option<usize> {
+        let cap = self.gpu.max_buffer_bytes().min(self.gpu.conv_col_max_bytes);
+        let pow2 = |b: u64| b.checked_next_power_of_two().unwrap_or(u64::MAX);
+        if pow2(tensor_bytes(&[16, co.next_multiple_of(8), ci])) > cap / 2 {
+            return None;
+        }
+        let per_tile = tensor_bytes(&[16, n, ci.max(co.next_multiple_of(8))]);
+        // Power-of-two rounding of the scratch buffers can double them: count it.
+        let tiles = ((prev_pow2(cap / 4) / per_tile) as usize).min(self.gpu.conv_winograd_tiles) / 8 * 8;
+        (tiles >= 8).then_some(tiles)
+    }
+
+    /// A 3×3 stride-1 conv as Winograd F(2×2, 3×3) (conv2d.wgsl): the weights transformed into
+    /// scratch, then per chunk of 2×2 output tiles the input transform, 16 GEMMs (`gemm` with
+    /// `wino`) and the output transform with the epilogue (`epilogue`: bindings 2–5).
+    fn conv_winograd(
+        &mut self,
+        x: &GpuTensor,
+        pre: Option<PreNorm>,
+        w: &GpuTensor,
+        epilogue: &[(u32, &wgpu::Buffer)],
+        params: Conv2dParams,
+        chunk: usize,
+    ) -> Result<()> {
+        let (n, ci, co) = (params.n as usize, params.ci as usize, params.co as usize);
+        let co8 = co.next_multiple_of(8);
+        let tiles = (params.oh as usize).div_ceil(2) * (params.ow as usize).div_ceil(2);
+        let u = self.alloc_scratch(vec![16, co8, ci], "conv2d winograd weights")?;
+        self.record("conv2d.winograd_weights", &[(1, w.buffer()), (5, u.buffer())], &params, 6, groups_1d(co8 * ci, 64));
+        for t0 in (0..tiles).step_by(chunk) {
+            let tc = chunk.min(tiles - t0);
+            let params = Conv2dParams { p0: dim32(t0), pc: dim32(tc), ..params };
+            let tc8 = tc.next_multiple_of(8);
+            let v = self.alloc_scratch(vec![16, n, ci, tc8], "conv2d winograd patches")?;
+            let groups = groups_1d(n * ci * tc8 / 4, 64);
+            match pre {
+                None => self.record("conv2d.winograd_input", &[(0, x.buffer()), (5, v.buffer())], &params, 6, groups),
+                Some(norm) => {
+                    let params = Conv2dParams { groups: dim32(norm.groups), ..params };
+                    let bufs =
+                        [(0, x.buffer()), (1, norm.gamma.buffer()), (2, norm.beta.buffer()), (3, norm.moments.buffer()), (5, v.buffer())];
+                    self.record("conv2d.winograd_input_norm", &bufs, &params, 6, groups);
+                }
+            }
+            let m = self.alloc_scratch(vec![16, n, co8, tc8], "conv2d winograd products")?;
+            let gemm = Conv2dParams { wino: 1, ..params };
+            let invocations = 16 * n * co8 / 8 * tc8 / 8;
+            let unused = self.dummy.clone();
+            let bufs = [(0, v.buffer()), (1, u.buffer()), (2, &unused), (3, &unused), (4, &unused), (5, m.buffer())];
+            self.record("conv2d.gemm", &bufs, &gemm, 6, groups_1d(invocations, self.gpu.gemm_workgroup as usize));
+            drop(v);
+            let mut bufs = vec![(0, m.buffer())];
+            bufs.extend_from_slice(epilogue);
+            self.record("conv2d.winograd_output", &bufs, &params, 6, groups_1d(n * co * tc8 / 4, 64));
+        }
+        Ok(())
     }
 
     /// Per (n, group): (mean, 1/√(var + ε)) of x (group_norm.wgsl's `stats` and `combine`).
