@@ -129,17 +129,23 @@ fn gpu_conv_in_pixel_chunks_matches_cpu() {
 }
 
 /// Winograd convs in chunks of 8 and 16 tiles and in one (the 3×3 stride-1 cases; the others run
-/// as im2col): tiles of a chunk span rows, and odd sizes end in half tiles.
+/// as im2col): tiles of a chunk span rows, and odd sizes end in half tiles. Each with the weights'
+/// transforms kept from the upload (`pack_winograd_weight`) and made per forward in scratch.
 #[test]
 fn gpu_winograd_conv_in_tile_chunks_matches_cpu() {
     let mut gpu = common::gpu();
     gpu.set_gemm(8, 16);
     gpu.conv_winograd = true;
     let mut failures = Vec::new();
-    for tiles in [8, 16, usize::MAX] {
+    for (tiles, kept) in [(8, true), (16, true), (usize::MAX, true), (8, false), (usize::MAX, false)] {
         gpu.conv_winograd_tiles = tiles;
+        gpu.winograd_resident_bytes = if kept { 32 << 20 } else { 0 };
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv 3x3")) {
-            let name = format!("{} (winograd, chunks of {tiles} tiles, gpu vs cpu)", c.name);
+            let name = format!(
+                "{} (winograd, chunks of {tiles} tiles, weights transformed {}, gpu vs cpu)",
+                c.name,
+                if kept { "at upload" } else { "per forward" }
+            );
             failures.extend(check_close(&name, &on_gpu(&gpu, c), &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());
         }
     }

@@ -77,6 +77,11 @@ pub struct GpuDevice {
     /// At most this many 2×2 tiles per chunk of a Winograd conv (tests set a small value to run
     /// every shape in chunks; the patch budget decides otherwise).
     pub conv_winograd_tiles: usize,
+    /// Winograd's transformed 3×3 weights are kept beside the model's (made once at upload) when
+    /// all of them fit in this many bytes, 32 MiB: small models, where they cost little and
+    /// transforming them per forward cost ~15 % of the bundled model's conv time on lavapipe.
+    /// Larger models transform each conv's into scratch. Tests set 0 to run that path.
+    pub winograd_resident_bytes: u64,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -174,6 +179,7 @@ impl GpuDevice {
             gemm_tile,
             conv_winograd: on_cpu,
             conv_winograd_tiles: usize::MAX,
+            winograd_resident_bytes: 32 << 20,
             pipelines,
             fault,
             lost,

@@ -162,13 +162,16 @@ impl Drop for Slot {
 pub struct GpuTensor {
     slot: Rc<Slot>,
     pub shape: Vec<usize>,
+    /// A 3×3 conv weight's Winograd transform U [16][O/8][I][8] (`pack_winograd_weight`), where
+    /// the model's are kept (`GpuWeights::upload_tensors`).
+    winograd: Option<wgpu::Buffer>,
 }
 
 impl GpuTensor {
     /// A tensor that owns its buffer (weights, program inputs and outputs).
     pub fn owned(buffer: wgpu::Buffer, shape: Vec<usize>) -> Self {
         let bytes = buffer.size();
-        GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: None }), shape }
+        GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: None }), shape, winograd: None }
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -211,13 +214,24 @@ impl GpuWeights {
             let len = if t.shape.len() == 4 { packed_conv_len(&t.shape) } else { t.data.len() };
             gpu.check_buffer_bytes(len as u64 * 4, &format!("weight `{name}`"))?;
         }
+        // Where the adapter runs Winograd convs and all 3×3 weights' transforms fit the budget,
+        // they are made once here instead of in scratch at every forward.
+        let is_3x3 = |t: &crate::Tensor| t.shape.len() == 4 && t.shape[2] == 3 && t.shape[3] == 3;
+        let winograd_bytes: u64 = sorted.iter().filter(|(_, t)| is_3x3(t)).map(|(_, t)| 4 * winograd_len(&t.shape) as u64).sum();
+        let keep_winograd = gpu.conv_winograd && gpu.gemm_tile == 8 && winograd_bytes <= gpu.winograd_resident_bytes;
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         for (name, t) in sorted {
             // 4-D weights are conv kernels, and conv2d reads them packed.
             let buf = if t.shape.len() == 4 { gpu.upload(&pack_conv_weight(t), name)? } else { gpu.upload(&t.data, name)? };
             bytes += buf.size();
-            tensors.insert(name.clone(), GpuTensor::owned(buf, t.shape.clone()));
+            let mut tensor = GpuTensor::owned(buf, t.shape.clone());
+            if keep_winograd && is_3x3(t) {
+                let u = gpu.upload(&pack_winograd_weight(t), name)?;
+                bytes += u.size();
+                tensor.winograd = Some(u);
+            }
+            tensors.insert(name.clone(), tensor);
         }
         Ok(GpuWeights { tensors, bytes })
     }
@@ -237,6 +251,33 @@ pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
         }
     }
     packed
+}
+
+/// A 3×3 conv weight [O, I, 3, 3] as Winograd F(2×2, 3×3) multiplies it: U = G g Gᵀ per (o, i),
+/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], as [16][O/8][I][8] (conv2d.wgsl's `winograd_weights`
+/// makes the same in scratch where it is not kept).
+pub fn pack_winograd_weight(t: &crate::Tensor) -> Vec<f32> {
+    let (co, ci) = (t.shape[0], t.shape[1]);
+    let step = co.next_multiple_of(8) * ci;
+    let mut u = vec![0.0; winograd_len(&t.shape)];
+    // G applied to the three taps a, b, c of a row or column.
+    let g = |a: f32, b: f32, c: f32| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
+    for (oi, k) in t.data.chunks_exact(9).enumerate() {
+        let (o, i) = (oi / ci, oi % ci);
+        let at = ((o / 8) * ci + i) * 8 + o % 8;
+        let cols = [0, 1, 2].map(|kx| g(k[kx], k[3 + kx], k[6 + kx])); // G g, by column
+        for r in 0..4 {
+            for (c, v) in g(cols[0][r], cols[1][r], cols[2][r]).into_iter().enumerate() {
+                u[at + (r * 4 + c) * step] = v;
+            }
+        }
+    }
+    u
+}
+
+/// Floats in a Winograd-transformed 3×3 weight: 16 per (o, i), output channels in blocks of 8.
+fn winograd_len(shape: &[usize]) -> usize {
+    16 * shape[0].next_multiple_of(8) * shape[1]
 }
 
 /// Floats in a packed conv weight: output channels rounded up to a block of 8.
@@ -313,7 +354,7 @@ impl<'a> GpuRecorder<'a> {
             },
         };
         drop(pool);
-        Ok(GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: Some((self.pool.clone(), origin)) }), shape })
+        Ok(GpuTensor { slot: Rc::new(Slot { buffer, bytes, pool: Some((self.pool.clone(), origin)) }), shape, winograd: None })
     }
 
     /// Records `kernel` ("file.entry") with buffers at their bindings and `params` at the last binding.
@@ -515,8 +556,15 @@ impl GpuRecorder<'_> {
         let (n, ci, co) = (params.n as usize, params.ci as usize, params.co as usize);
         let co8 = co.next_multiple_of(8);
         let tiles = (params.oh as usize).div_ceil(2) * (params.ow as usize).div_ceil(2);
-        let u = self.alloc_scratch(vec![16, co8, ci], "conv2d winograd weights")?;
-        self.record("conv2d.winograd_weights", &[(1, w.buffer()), (5, u.buffer())], &params, 6, groups_1d(co8 * ci, 64));
+        let scratch;
+        let u = match &w.winograd {
+            Some(kept) => kept,
+            None => {
+                scratch = self.alloc_scratch(vec![16, co8, ci], "conv2d winograd weights")?;
+                self.record("conv2d.winograd_weights", &[(1, w.buffer()), (5, scratch.buffer())], &params, 6, groups_1d(co8 * ci, 64));
+                scratch.buffer()
+            }
+        };
         for t0 in (0..tiles).step_by(chunk) {
             let tc = chunk.min(tiles - t0);
             let params = Conv2dParams { p0: dim32(t0), pc: dim32(tc), ..params };
@@ -536,7 +584,7 @@ impl GpuRecorder<'_> {
             let gemm = Conv2dParams { wino: 1, ..params };
             let invocations = 16 * n * co8 / 8 * tc8 / 8;
             let unused = self.dummy.clone();
-            let bufs = [(0, v.buffer()), (1, u.buffer()), (2, &unused), (3, &unused), (4, &unused), (5, m.buffer())];
+            let bufs = [(0, v.buffer()), (1, u), (2, &unused), (3, &unused), (4, &unused), (5, m.buffer())];
             self.record("conv2d.gemm", &bufs, &gemm, 6, groups_1d(invocations, self.gpu.gemm_workgroup as usize));
             drop(v);
             let mut bufs = vec![(0, m.buffer())];
