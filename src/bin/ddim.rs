@@ -255,6 +255,10 @@ enum Cmd {
         /// pixels) instead of the default
         #[arg(long)]
         conv_chunk_mib: Option<u64>,
+        /// run the 3×3 stride-1 convs as im2col + GEMM where the adapter would run them as
+        /// Winograd (CPU adapters)
+        #[arg(long)]
+        no_winograd: bool,
         /// only peak memory: the fast CPU engine takes the weights over, one forward, VmHWM
         #[arg(long)]
         memory: bool,
@@ -303,6 +307,7 @@ fn main() {
             gemm_workgroup,
             gemm_tile,
             conv_chunk_mib,
+            no_winograd,
             memory,
             random_config,
         } => {
@@ -314,7 +319,10 @@ fn main() {
                 if memory {
                     bench_memory(m, batch)
                 } else {
-                    bench(m, BenchOptions { batch, steps, guidance, cpu_only, gpu_only, gemm_workgroup, gemm_tile, conv_chunk_mib })
+                    bench(
+                        m,
+                        BenchOptions { batch, steps, guidance, cpu_only, gpu_only, gemm_workgroup, gemm_tile, conv_chunk_mib, no_winograd },
+                    )
                 }
             })
         }
@@ -937,9 +945,11 @@ struct BenchOptions {
     gemm_workgroup: Option<u32>,
     gemm_tile: Option<u32>,
     conv_chunk_mib: Option<u64>,
+    no_winograd: bool,
 }
 
-/// The bench's GPU device: the best adapter, with conv2d's GEMM tile and workgroup size from `--gemm-tile`, `--gemm-workgroup`.
+/// The bench's GPU device: the best adapter, with conv2d's GEMM tile and workgroup size from
+/// `--gemm-tile`, `--gemm-workgroup`, its patch budget from `--conv-chunk-mib`, and `--no-winograd`.
 fn bench_device(o: &BenchOptions) -> Result<GpuDevice> {
     let mut gpu = pollster::block_on(GpuDevice::new())?;
     if o.gemm_workgroup.is_some() || o.gemm_tile.is_some() {
@@ -949,6 +959,7 @@ fn bench_device(o: &BenchOptions) -> Result<GpuDevice> {
     if let Some(mib) = o.conv_chunk_mib {
         gpu.conv_col_max_bytes = mib << 20;
     }
+    gpu.conv_winograd &= !o.no_winograd;
     Ok(gpu)
 }
 
@@ -1001,7 +1012,7 @@ fn bench(model: Model, o: BenchOptions) -> Result<()> {
             shares.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (share, gflops, best) = shares[shares.len() / 2];
             println!(
-                "gpu convolutions ({how}, im2col included): {gflops:.2} GFLOP/s = {share:.0} % of the best WGSL matmul on this adapter ({best:.2} GFLOP/s): the median of {} alternated rounds ({:.0}–{:.0} %)",
+                "gpu convolutions ({how}, im2col or Winograd transforms included, direct-conv FLOP count): {gflops:.2} GFLOP/s = {share:.0} % of the best WGSL matmul on this adapter ({best:.2} GFLOP/s): the median of {} alternated rounds ({:.0}–{:.0} %)",
                 shares.len(),
                 shares[0].0,
                 shares[shares.len() - 1].0
