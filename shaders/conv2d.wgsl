@@ -74,37 +74,52 @@ fn write_patches(idx: u32, norm: bool, a: vec2<f32>) {
     let p4 = ((p.pc + 7u) / 8u) * 2u;
     let q = idx % p4;
     let ni = idx / p4; // = n·ci + i
-    let plane = ni * p.h * p.w;
-    let last = plane + p.h * p.w - 1u;
-    let eh = i32(p.h << p.up);
-    let ew = i32(p.w << p.up);
-    var iy0 = vec4<i32>(0);
-    var ix0 = vec4<i32>(0);
-    var live = vec4<bool>(false);
-    for (var j = 0u; j < 4u; j++) {
-        let pp = p.p0 + q * 4u + j;
-        iy0[j] = i32((pp / p.ow) * p.stride) - i32(p.pad_t);
-        ix0[j] = i32((pp % p.ow) * p.stride) - i32(p.pad_l);
-        live[j] = q * 4u + j < p.pc;
-    }
+    let o = origins(q, p.ow, p.stride);
     var r = ni * p.k * p.k * p4 + q; // col index of (n, i, ky = 0, kx = 0, q)
     for (var ky = 0u; ky < p.k; ky++) {
-        let iy = iy0 + i32(ky);
-        let row_ok = live & (iy >= vec4<i32>(0)) & (iy < vec4<i32>(eh));
-        let row = vec4<u32>(plane) + (vec4<u32>(max(iy, vec4<i32>(0))) >> vec4<u32>(p.up)) * p.w;
+        let row = row_at(ni, o.iy + i32(ky), o.live);
         for (var kx = 0u; kx < p.k; kx++) {
-            let ix = ix0 + i32(kx);
-            let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(ew));
-            let at = min(row + (vec4<u32>(max(ix, vec4<i32>(0))) >> vec4<u32>(p.up)), vec4<u32>(last));
-            var v = vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]);
-            if (norm) {
-                v = v * a.x + a.y;
-                v = v / (1.0 + exp(-v));
-            }
-            col_out[r] = select(vec4<f32>(0.0), v, ok);
+            col_out[r] = gather(ni, row, o.ix + i32(kx), norm, a);
             r += p4;
         }
     }
+}
+
+// The input coordinates of the top-left taps of four items q·4 + j of the chunk (items p0 + …):
+// output pixels (`per_row` = OW, `step` = the stride) or Winograd's 2×2 tiles (tiles per row, 2).
+struct Origins { iy: vec4<i32>, ix: vec4<i32>, live: vec4<bool> }
+
+fn origins(q: u32, per_row: u32, step: u32) -> Origins {
+    var o: Origins;
+    for (var j = 0u; j < 4u; j++) {
+        let item = p.p0 + q * 4u + j;
+        o.iy[j] = i32((item / per_row) * step) - i32(p.pad_t);
+        o.ix[j] = i32((item % per_row) * step) - i32(p.pad_l);
+        o.live[j] = q * 4u + j < p.pc;
+    }
+    return o;
+}
+
+// Where rows iy of plane ni (= n·ci + i) start in x, and whether they are inside the (upsampled) image.
+struct Row { at: vec4<u32>, ok: vec4<bool> }
+
+fn row_at(ni: u32, iy: vec4<i32>, live: vec4<bool>) -> Row {
+    let ok = live & (iy >= vec4<i32>(0)) & (iy < vec4<i32>(i32(p.h << p.up)));
+    return Row(vec4<u32>(ni * p.h * p.w) + (vec4<u32>(max(iy, vec4<i32>(0))) >> vec4<u32>(p.up)) * p.w, ok);
+}
+
+// x at columns ix of `row` (0 outside the image; with `norm`, silu(x·a.x + a.y): torch pads
+// the normalised map with zeros).
+fn gather(ni: u32, row: Row, ix: vec4<i32>, norm: bool, a: vec2<f32>) -> vec4<f32> {
+    let ok = row.ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(i32(p.w << p.up)));
+    let last = (ni + 1u) * p.h * p.w - 1u;
+    let at = min(row.at + (vec4<u32>(max(ix, vec4<i32>(0))) >> vec4<u32>(p.up)), vec4<u32>(last));
+    var v = vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]);
+    if (norm) {
+        v = v * a.x + a.y;
+        v = v / (1.0 + exp(-v));
+    }
+    return select(vec4<f32>(0.0), v, ok);
 }
 
 // Invocations per gemm workgroup, set per adapter (`GpuDevice::gemm_workgroup`): 64 on GPUs, 16 on
@@ -387,40 +402,17 @@ fn winograd_patches(idx: u32, norm: bool, a: vec2<f32>) {
     let p4 = ((p.pc + 7u) / 8u) * 2u;
     let q = idx % p4;
     let ni = idx / p4; // = n·ci + i
-    let plane = ni * p.h * p.w;
-    let last = plane + p.h * p.w - 1u;
-    let eh = i32(p.h << p.up);
-    let ew = i32(p.w << p.up);
-    let tw = (p.ow + 1u) / 2u;
-    var iy0 = vec4<i32>(0);
-    var ix0 = vec4<i32>(0);
-    var live = vec4<bool>(false);
-    for (var j = 0u; j < 4u; j++) {
-        let t = p.p0 + q * 4u + j;
-        iy0[j] = i32((t / tw) * 2u) - i32(p.pad_t);
-        ix0[j] = i32((t % tw) * 2u) - i32(p.pad_l);
-        live[j] = q * 4u + j < p.pc;
-    }
-    // Bᵀ d: rows of the patch combined as they are read, column by column below.
+    let o = origins(q, (p.ow + 1u) / 2u, 2u);
     var d: array<array<vec4<f32>, 4>, 4>; // d[row][col], over the 4 tiles
     for (var r = 0u; r < 4u; r++) {
-        let iy = iy0 + vec4<i32>(i32(r));
-        let row_ok = live & (iy >= vec4<i32>(0)) & (iy < vec4<i32>(eh));
-        let row = vec4<u32>(plane) + (vec4<u32>(max(iy, vec4<i32>(0))) >> vec4<u32>(p.up)) * p.w;
+        let row = row_at(ni, o.iy + i32(r), o.live);
         for (var c = 0u; c < 4u; c++) {
-            let ix = ix0 + vec4<i32>(i32(c));
-            let ok = row_ok & (ix >= vec4<i32>(0)) & (ix < vec4<i32>(ew));
-            let at = min(row + (vec4<u32>(max(ix, vec4<i32>(0))) >> vec4<u32>(p.up)), vec4<u32>(last));
-            var v = vec4<f32>(x[at.x], x[at.y], x[at.z], x[at.w]);
-            if (norm) {
-                v = v * a.x + a.y;
-                v = v / (1.0 + exp(-v));
-            }
-            d[r][c] = select(vec4<f32>(0.0), v, ok);
+            d[r][c] = gather(ni, row, o.ix + i32(c), norm, a);
         }
     }
     let step = p.n * p.ci * p4; // from V_ξ to V_ξ+1
     var at = ni * p4 + q;
+    // Bᵀ d (the rows combined, column by column), then (Bᵀ d) B row by row, stored as V_4r+c.
     for (var c = 0u; c < 4u; c++) {
         let t0 = d[0][c] - d[2][c];
         let t1 = d[1][c] + d[2][c];
