@@ -61,11 +61,15 @@ fn im2col_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if (idx >= p.n * p.ci * p4) {
         return;
     }
-    let ni = idx / p4;
+    write_patches(idx, true, norm_affine(idx / p4));
+}
+
+// The affine map (a.x·v + a.y) that normalises plane ni = n·ci + i, from its group's moments.
+fn norm_affine(ni: u32) -> vec2<f32> {
     let i = ni % p.ci;
     let m = moments[(ni / p.ci) * p.groups + i / (p.ci / p.groups)];
     let scale = m.y * norm_gamma[i];
-    write_patches(idx, true, vec2<f32>(scale, norm_beta[i] - m.x * scale));
+    return vec2<f32>(scale, norm_beta[i] - m.x * scale);
 }
 
 // The K·K taps of invocation idx's (n, i, 4 pixels); with `norm`, each value inside the image is
@@ -391,11 +395,7 @@ fn winograd_input_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(n
     if (idx >= p.n * p.ci * p4) {
         return;
     }
-    let ni = idx / p4;
-    let i = ni % p.ci;
-    let m = moments[(ni / p.ci) * p.groups + i / (p.ci / p.groups)];
-    let scale = m.y * norm_gamma[i];
-    winograd_patches(idx, true, vec2<f32>(scale, norm_beta[i] - m.x * scale));
+    winograd_patches(idx, true, norm_affine(idx / p4));
 }
 
 fn winograd_patches(idx: u32, norm: bool, a: vec2<f32>) {
