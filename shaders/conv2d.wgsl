@@ -25,6 +25,12 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> weight: array<vec4<f32>>;
+
+// The packed weights' vec4 i. The GEMMs read weights only through this, so that the f16-weight
+// variant (`gpu::conv2d_f16_source`: f16 storage, f32 arithmetic) changes two lines.
+fn wload(i: u32) -> vec4<f32> {
+    return weight[i];
+}
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> chan_add: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
@@ -159,10 +165,10 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     // lane by lane; grouping them lets the next ones overlap the FMAs).
     var r = 0u;
     for (; r + 2u <= rows; r += 2u) {
-        let lo = weight[wi];
-        let hi = weight[wi + 1u];
-        let lo1 = weight[wi + 2u];
-        let hi1 = weight[wi + 3u];
+        let lo = wload(wi);
+        let hi = wload(wi + 1u);
+        let lo1 = wload(wi + 2u);
+        let hi1 = wload(wi + 3u);
         let u = col[ci];
         let v = col[ci + 1u];
         let u1 = col[ci + p4];
@@ -187,8 +193,8 @@ fn gemm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         ci += 2u * p4;
     }
     for (; r < rows; r++) {
-        let lo = weight[wi];
-        let hi = weight[wi + 1u];
+        let lo = wload(wi);
+        let hi = wload(wi + 1u);
         let u = col[ci];
         let v = col[ci + 1u];
         x0 += lo.x * u; y0 += lo.x * v;
@@ -256,10 +262,10 @@ fn gemm4x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     // core the loads' latency is what is left to hide.
     var r = 0u;
     for (; r + 4u <= rows; r += 4u) {
-        let w0 = weight[wi];
-        let w1 = weight[wi + 2u];
-        let w2 = weight[wi + 4u];
-        let w3 = weight[wi + 6u];
+        let w0 = wload(wi);
+        let w1 = wload(wi + 2u);
+        let w2 = wload(wi + 4u);
+        let w3 = wload(wi + 6u);
         let u0 = col[ci];
         let u1 = col[ci + p4];
         let u2 = col[ci + 2u * p4];
@@ -272,7 +278,7 @@ fn gemm4x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         ci += 4u * p4;
     }
     for (; r < rows; r++) {
-        let w = weight[wi];
+        let w = wload(wi);
         let u = col[ci];
         x0 += w.x * u;
         x1 += w.y * u;

@@ -363,3 +363,19 @@ fn corpus_through_the_cli() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(failures.is_empty(), "{} cases failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// f16 conv weights asked of a device without shader-f16 (a device made without the feature, as
+/// SwiftShader's is) are refused by name, and the device keeps its f32 weights.
+#[test]
+fn f16_weights_without_shader_f16_are_refused() {
+    let _ = common::gpu(); // sets XDG_RUNTIME_DIR like every GPU test
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(ddim_webgpu::gpu::request_adapter(&instance, None)).unwrap();
+    let limits = adapter.limits();
+    let desc = wgpu::DeviceDescriptor { required_limits: limits.clone(), ..Default::default() };
+    let (device, queue) = pollster::block_on(adapter.request_device(&desc)).unwrap();
+    let mut gpu = pollster::block_on(ddim_webgpu::gpu::GpuDevice::from_device(device, queue, adapter.get_info(), limits)).unwrap();
+    let e = gpu.set_f16_weights(true).unwrap_err();
+    assert!(e.to_string().contains("shader-f16"), "{e}");
+    assert!(!gpu.f16_weights);
+}

@@ -152,6 +152,29 @@ fn gpu_winograd_conv_in_tile_chunks_matches_cpu() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// Conv weights stored as f16 (`set_f16_weights`; lavapipe has shader-f16) against the CPU
+/// reference run on the same weights rounded to f16, at the f32 tolerance: the storage is all that
+/// changes (against the unrounded weights the diffs are ~1e-3). Both GEMM tiles, every conv case
+/// (the Winograd path is not taken with f16 weights).
+#[test]
+fn gpu_conv_with_f16_weights_matches_cpu_on_rounded_weights() {
+    let mut gpu = common::gpu();
+    gpu.set_f16_weights(true).expect("lavapipe has shader-f16");
+    let mut failures = Vec::new();
+    for (tile, wg) in [(8, 16), (4, 64)] {
+        gpu.set_gemm(tile, wg);
+        gpu.check().unwrap();
+        for mut c in random_cases().into_iter().filter(|c| c.name.starts_with("conv")) {
+            let got = on_gpu(&gpu, &c);
+            let w = c.weights.get_mut("w").unwrap();
+            w.data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+            let name = format!("{} (f16 weights, {tile}×{tile} gemm, gpu vs cpu on rounded weights)", c.name);
+            failures.extend(check_close(&name, &got, &on_cpu(&c), c.tol, f32::MIN_POSITIVE).err());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn out_of_range_class_label_is_nan_on_the_gpu_and_an_error_on_the_cpu() {
     let gpu = common::gpu();

@@ -61,6 +61,25 @@ fn gpu_unet_matches_diffusers() {
     }
 }
 
+/// The GPU with its conv weights stored as f16 (`set_f16_weights`) computes what the reference
+/// computes with those weights rounded to f16, at the f32 engine's tolerance.
+#[test]
+fn gpu_unet_with_f16_conv_weights_matches_reference_on_rounded_weights() {
+    for name in MODELS {
+        let (model, x, t, labels, _) = case(name);
+        let mut gpu = common::gpu();
+        gpu.set_f16_weights(true).expect("lavapipe has shader-f16");
+        let mut engine = GpuUNet::new(gpu, &model).unwrap();
+        let got = pollster::block_on(engine.forward(&x, &t, labels.as_deref())).unwrap();
+        let mut rounded = model.clone();
+        for w in rounded.weights.tensors.values_mut().filter(|w| w.shape.len() == 4) {
+            w.data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+        }
+        let want = ddim_webgpu::cpu::forward(&rounded, &x, &t, labels.as_deref()).unwrap();
+        assert_close(&format!("{name} (gpu, f16 conv weights)"), &got, &want, 1e-4);
+    }
+}
+
 #[test]
 fn legacy_and_f16_checkpoints_are_read() {
     let (model, ..) = case("cifar_like");

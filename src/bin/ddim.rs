@@ -259,6 +259,9 @@ enum Cmd {
         /// Winograd (CPU adapters)
         #[arg(long)]
         no_winograd: bool,
+        /// store the conv weights as f16 (devices with shader-f16; the arithmetic stays f32)
+        #[arg(long)]
+        f16_weights: bool,
         /// only peak memory: the fast CPU engine takes the weights over, one forward, VmHWM
         #[arg(long)]
         memory: bool,
@@ -308,6 +311,7 @@ fn main() {
             gemm_tile,
             conv_chunk_mib,
             no_winograd,
+            f16_weights,
             memory,
             random_config,
         } => {
@@ -321,7 +325,18 @@ fn main() {
                 } else {
                     bench(
                         m,
-                        BenchOptions { batch, steps, guidance, cpu_only, gpu_only, gemm_workgroup, gemm_tile, conv_chunk_mib, no_winograd },
+                        BenchOptions {
+                            batch,
+                            steps,
+                            guidance,
+                            cpu_only,
+                            gpu_only,
+                            gemm_workgroup,
+                            gemm_tile,
+                            conv_chunk_mib,
+                            no_winograd,
+                            f16_weights,
+                        },
                     )
                 }
             })
@@ -812,8 +827,8 @@ fn bench_gpu_forward(gpu: GpuDevice, model: &Model, x: &Tensor, ts: &[f32], labe
             println!("  gpu forward by kernel, each dispatch submitted alone (ms): {}", parts.join(", "));
             println!("  conv2d variant: {}", unet.gpu.conv_variant());
         }
-        let conv_ms = profile.iter().filter(|(k, _, _)| k.starts_with("conv2d.")).map(|(_, ms, _)| ms).sum();
-        let convs: Vec<_> = prog.dispatches().iter().filter(|d| d.kernel.starts_with("conv2d.")).collect();
+        let conv_ms = profile.iter().filter(|(k, _, _)| k.starts_with("conv2d")).map(|(_, ms, _)| ms).sum();
+        let convs: Vec<_> = prog.dispatches().iter().filter(|d| d.kernel.starts_with("conv2d")).collect();
         let in_pass_ms = time_in_one_pass(&unet.gpu, &convs, 10);
         // The yardstick's size: 256³ keeps the CPU adapters' rounds short; a GPU needs 2048³ to be busy.
         let size = if unet.gpu.info.device_type == wgpu::DeviceType::Cpu { 256 } else { 2048 };
@@ -946,10 +961,12 @@ struct BenchOptions {
     gemm_tile: Option<u32>,
     conv_chunk_mib: Option<u64>,
     no_winograd: bool,
+    f16_weights: bool,
 }
 
 /// The bench's GPU device: the best adapter, with conv2d's GEMM tile and workgroup size from
-/// `--gemm-tile`, `--gemm-workgroup`, its patch budget from `--conv-chunk-mib`, and `--no-winograd`.
+/// `--gemm-tile`, `--gemm-workgroup`, its patch budget from `--conv-chunk-mib`, `--no-winograd`
+/// and `--f16-weights`.
 fn bench_device(o: &BenchOptions) -> Result<GpuDevice> {
     let mut gpu = pollster::block_on(GpuDevice::new())?;
     if o.gemm_workgroup.is_some() || o.gemm_tile.is_some() {
@@ -960,6 +977,9 @@ fn bench_device(o: &BenchOptions) -> Result<GpuDevice> {
         gpu.conv_col_max_bytes = mib << 20;
     }
     gpu.conv_winograd &= !o.no_winograd;
+    if o.f16_weights {
+        gpu.set_f16_weights(true)?;
+    }
     Ok(gpu)
 }
 

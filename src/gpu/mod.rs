@@ -31,6 +31,22 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("scheduler_step", include_str!("../../shaders/scheduler_step.wgsl"), &["main"]),
 ];
 
+/// conv2d.wgsl with its packed weights stored as f16 (`GpuDevice::set_f16_weights`): the GEMMs
+/// load them through `wload`, which converts each vec4 to f32.
+fn conv2d_f16_source() -> String {
+    let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+    let swaps = [
+        ("var<storage, read> weight: array<vec4<f32>>;", "var<storage, read> weight: array<vec4<f16>>;"),
+        ("    return weight[i];", "    return vec4<f32>(weight[i]);"),
+    ];
+    let mut f16 = format!("enable f16;\n{source}");
+    for (from, to) in swaps {
+        assert_eq!(f16.matches(from).count(), 1, "conv2d.wgsl's `{from}` changed: update conv2d_f16_source");
+        f16 = f16.replace(from, to);
+    }
+    f16
+}
+
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.
 /// conv2d.wgsl's GEMM entries (`gemm`, `gemm4x4`): built with the `GEMM_WG` constant.
 fn is_conv_gemm(shader: &str, entry: &str) -> bool {
@@ -82,6 +98,8 @@ pub struct GpuDevice {
     /// transforming them per forward cost ~15 % of the bundled model's conv time on lavapipe.
     /// Larger models transform each conv's into scratch. Tests set 0 to run that path.
     pub winograd_resident_bytes: u64,
+    /// Conv weights uploaded as f16 (`set_f16_weights`; off by default).
+    pub f16_weights: bool,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
     /// First uncaptured error or device loss, reported by the next call that checks.
     fault: Arc<Mutex<Option<String>>>,
@@ -120,7 +138,8 @@ impl GpuDevice {
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("ddim-webgpu"),
-                required_features: wgpu::Features::empty(),
+                // shader-f16 where the adapter has it, for the optional f16 conv weights.
+                required_features: adapter.features() & wgpu::Features::SHADER_F16,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
@@ -180,6 +199,7 @@ impl GpuDevice {
             conv_winograd: on_cpu,
             conv_winograd_tiles: usize::MAX,
             winograd_resident_bytes: 32 << 20,
+            f16_weights: false,
             pipelines,
             fault,
             lost,
@@ -203,22 +223,64 @@ impl GpuDevice {
         }
         self.gemm_workgroup = workgroup;
         self.gemm_tile = tile;
+        if self.f16_weights {
+            self.build_f16_gemms();
+        }
+    }
+
+    /// Stores the conv weights of models uploaded from now on as f16 (`true`), halving their
+    /// memory and the bandwidth the GEMMs spend on them; the arithmetic stays f32, and the
+    /// Winograd path is not taken (its transforms read f32 weights). For devices with the
+    /// `shader-f16` feature only (not SwiftShader). Not the default: weights rounded to f16 move
+    /// the results by ~1e-3 relative, where the f32 engine matches diffusers to ~1e-6.
+    pub fn set_f16_weights(&mut self, on: bool) -> Result<()> {
+        if on && !self.device.features().contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::Gpu(format!("f16 weights need the shader-f16 feature, which {} does not have", self.adapter_name())));
+        }
+        self.f16_weights = on;
+        if on {
+            self.build_f16_gemms();
+        }
+        Ok(())
+    }
+
+    /// conv2d_f16's GEMM pipelines ("conv2d_f16.gemm", "conv2d_f16.gemm4x4"), in the current `GEMM_WG`.
+    fn build_f16_gemms(&mut self) {
+        let (_, _, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("conv2d_f16"),
+            source: wgpu::ShaderSource::Wgsl(conv2d_f16_source().into()),
+        });
+        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
+            let pipeline = compute_pipeline(&self.device, &module, "conv2d_f16", entry, &[("GEMM_WG", self.gemm_workgroup as f64)]);
+            self.pipelines.insert(format!("conv2d_f16.{entry}"), pipeline);
+        }
     }
 
     /// The conv GEMM pipeline's name and its invocations for `n` items, `co` output channels and
     /// `pc8` pixels (a multiple of 8).
-    pub(crate) fn conv_gemm_entry(&self, n: usize, co: usize, pc8: usize) -> (&'static str, usize) {
+    pub(crate) fn conv_gemm_entry(&self, n: usize, co: usize, pc8: usize, f16: bool) -> (&'static str, usize) {
         let t = self.gemm_tile as usize;
-        let name = if t == 4 { "conv2d.gemm4x4" } else { "conv2d.gemm" };
+        let name = match (t == 4, f16) {
+            (true, false) => "conv2d.gemm4x4",
+            (false, false) => "conv2d.gemm",
+            (true, true) => "conv2d_f16.gemm4x4",
+            (false, true) => "conv2d_f16.gemm",
+        };
         (name, n * co.next_multiple_of(8) / t * pc8 / t)
     }
 
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
         let t = self.gemm_tile;
-        let wino = if self.conv_winograd && t == 8 { "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as " } else { "" };
+        let wino = if self.conv_winograd && t == 8 && !self.f16_weights {
+            "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as "
+        } else {
+            ""
+        };
+        let f16 = if self.f16_weights { "f16 " } else { "" };
         format!(
-            "{wino}im2col + {t}×{t}-register GEMM over packed weights in workgroups of {}, in chunks where the patches exceed {} MiB",
+            "{wino}im2col + {t}×{t}-register GEMM over packed {f16}weights in workgroups of {}, in chunks where the patches exceed {} MiB",
             self.gemm_workgroup,
             self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
         )
@@ -322,6 +384,16 @@ impl GpuDevice {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }))
+    }
+
+    /// A storage buffer holding `data` as f16 (rounded to nearest).
+    pub fn upload_f16(&self, data: &[f32], what: &str) -> Result<wgpu::Buffer> {
+        let halves: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let buf = self.storage_buffer((halves.len() * 2) as u64, what)?;
+        if !halves.is_empty() {
+            self.queue.write_buffer(&buf, 0, bytemuck::cast_slice(&halves));
+        }
+        Ok(buf)
     }
 
     /// A storage buffer holding `data`.

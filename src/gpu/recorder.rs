@@ -199,6 +199,8 @@ impl GpuTensor {
 pub struct GpuWeights {
     pub tensors: HashMap<String, GpuTensor>,
     pub bytes: u64,
+    /// Conv weights stored as f16 (`GpuDevice::f16_weights` at upload).
+    pub f16: bool,
 }
 
 impl GpuWeights {
@@ -210,20 +212,25 @@ impl GpuWeights {
         // Every tensor is checked against the limits before the first buffer is made.
         let mut sorted: Vec<_> = named.iter().collect();
         sorted.sort_by_key(|(name, _)| name.as_str());
+        let f16 = gpu.f16_weights;
         for (name, t) in &sorted {
-            let len = if t.shape.len() == 4 { packed_conv_len(&t.shape) } else { t.data.len() };
-            gpu.check_buffer_bytes(len as u64 * 4, &format!("weight `{name}`"))?;
+            let bytes = if t.shape.len() == 4 { packed_conv_len(&t.shape) * if f16 { 2 } else { 4 } } else { t.data.len() * 4 };
+            gpu.check_buffer_bytes(bytes as u64, &format!("weight `{name}`"))?;
         }
         // Where the adapter runs Winograd convs and all 3×3 weights' transforms fit the budget,
         // they are made once here instead of in scratch at every forward.
         let is_3x3 = |t: &crate::Tensor| t.shape.len() == 4 && t.shape[2] == 3 && t.shape[3] == 3;
         let winograd_bytes: u64 = sorted.iter().filter(|(_, t)| is_3x3(t)).map(|(_, t)| 4 * winograd_len(&t.shape) as u64).sum();
-        let keep_winograd = gpu.conv_winograd && gpu.gemm_tile == 8 && winograd_bytes <= gpu.winograd_resident_bytes;
+        let keep_winograd = gpu.conv_winograd && gpu.gemm_tile == 8 && !f16 && winograd_bytes <= gpu.winograd_resident_bytes;
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         for (name, t) in sorted {
             // 4-D weights are conv kernels, and conv2d reads them packed.
-            let buf = if t.shape.len() == 4 { gpu.upload(&pack_conv_weight(t), name)? } else { gpu.upload(&t.data, name)? };
+            let buf = match (t.shape.len() == 4, f16) {
+                (true, false) => gpu.upload(&pack_conv_weight(t), name)?,
+                (true, true) => gpu.upload_f16(&pack_conv_weight(t), name)?,
+                (false, _) => gpu.upload(&t.data, name)?,
+            };
             bytes += buf.size();
             let mut tensor = GpuTensor::owned(buf, t.shape.clone());
             if keep_winograd && is_3x3(t) {
@@ -233,7 +240,7 @@ impl GpuWeights {
             }
             tensors.insert(name.clone(), tensor);
         }
-        Ok(GpuWeights { tensors, bytes })
+        Ok(GpuWeights { tensors, bytes, f16 })
     }
 }
 
@@ -469,7 +476,7 @@ impl GpuRecorder<'_> {
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
-        if k == 3 && spec.stride == 1 && self.gpu.conv_winograd && self.gpu.gemm_tile == 8 {
+        if k == 3 && spec.stride == 1 && self.gpu.conv_winograd && self.gpu.gemm_tile == 8 && !self.weights.f16 {
             if let Some(tiles) = self.winograd_chunk(n, ci, co) {
                 let epilogue = [(2, b.buffer()), (3, add), (4, res), (5, out.buffer())];
                 self.conv_winograd(x, pre, w, &epilogue, params, tiles)?;
@@ -513,7 +520,7 @@ impl GpuRecorder<'_> {
                 }
                 col
             };
-            let (gemm, invocations) = self.gpu.conv_gemm_entry(n, co, pc.next_multiple_of(8));
+            let (gemm, invocations) = self.gpu.conv_gemm_entry(n, co, pc.next_multiple_of(8), self.weights.f16);
             self.record(
                 gemm,
                 &[(0, col.buffer()), (1, w.buffer()), (2, b.buffer()), (3, add), (4, res), (5, out.buffer())],
