@@ -65,6 +65,10 @@ struct CommonArgs {
     /// WebGPU's default 134217728-byte binding limit on a bigger adapter)
     #[arg(long)]
     max_buffer_bytes: Option<u64>,
+    /// store the GPU's conv weights as f16 (half their memory, f32 arithmetic; the bundled model's
+    /// 50-step samples moved by ≤ 3e-5; devices with shader-f16 only)
+    #[arg(long)]
+    f16_weights: bool,
 }
 
 impl CommonArgs {
@@ -539,6 +543,9 @@ fn make_engine(args: &CommonArgs, model: &Model) -> Result<(AnyEngine, Option<(w
             let mut gpu = gpu()?;
             if let Some(bytes) = args.max_buffer_bytes {
                 gpu.cap_buffer_bytes(bytes);
+            }
+            if args.f16_weights {
+                gpu.set_f16_weights(true)?;
             }
             let lose = std::env::var("DDIM_TEST_LOSE_DEVICE_AT_STEP").ok().and_then(|s| s.parse().ok()).map(|at| (gpu.device.clone(), at));
             (AnyEngine::Gpu(Box::new(GpuEngine::new(gpu, model)?)), lose)
