@@ -422,7 +422,7 @@ pub fn conv2d(
     let copied = pre.is_some() || (parts.len() > 1 && cw.k != 1);
     let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k));
     let mut path = match wino {
-        Some(u) => Path::Winograd(u, Bands::winograd(cw, (h, w), spec, (oh, ow), band_bytes), WINOGRAD_SCRATCH.take()),
+        Some(u) => Path::Winograd(u, Bands::winograd(cw, (h, w), spec, (oh, ow), band_bytes), take_scratch()),
         None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
     };
     for item in 0..n {
@@ -443,15 +443,19 @@ pub fn conv2d(
         }
     }
     if let Path::Winograd(_, _, scratch) = path {
-        WINOGRAD_SCRATCH.set(scratch);
+        WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).push(scratch);
     }
     Tensor::new(vec![n, co, oh, ow], out)
 }
 
-thread_local! {
-    /// Kept from one Winograd conv to the next: fresh buffers of this size come from mmap, and
-    /// faulting their pages in cost more than the transforms.
-    static WINOGRAD_SCRATCH: std::cell::Cell<WinogradScratch> = Default::default();
+/// Winograd scratch kept from one conv to the next, one per conv running at once (a thread of a
+/// batch split takes one and puts it back): fresh buffers of this size come from mmap, and
+/// faulting their pages in cost more than the transforms. A pool rather than a thread-local,
+/// because a batch split's threads are made per forward and their thread-locals die with them.
+static WINOGRAD_SCRATCH: std::sync::Mutex<Vec<WinogradScratch>> = std::sync::Mutex::new(Vec::new());
+
+fn take_scratch() -> WinogradScratch {
+    WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
 }
 
 /// How a conv runs: directly (the GEMM over taps) or as F(2×2, 3×3).
