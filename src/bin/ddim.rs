@@ -235,37 +235,8 @@ enum Cmd {
     Bench {
         #[arg(long)]
         model: Option<PathBuf>,
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
-        #[arg(long, default_value_t = 50)]
-        steps: usize,
-        /// classifier-free guidance for the full-sample timing (doubles the U-Net batch)
-        #[arg(long, default_value_t = 0.0)]
-        guidance: f32,
-        /// only the CPU engines (no GPU timings)
-        #[arg(long)]
-        cpu_only: bool,
-        /// only the GPU engine (the CPU engines' timings are skipped: for big shapes on a real GPU)
-        #[arg(long, conflicts_with = "cpu_only")]
-        gpu_only: bool,
-        /// conv2d.wgsl's GEMM workgroup size instead of the adapter's default (to tune it)
-        #[arg(long)]
-        gemm_workgroup: Option<u32>,
-        /// conv2d.wgsl's GEMM tile, 4 or 8 (output channels × pixels per invocation), instead of
-        /// the adapter's default
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "8"]).map(|t| t.parse::<u32>().expect("4 or 8")))]
-        gemm_tile: Option<u32>,
-        /// the largest im2col buffer in MiB (a conv whose patches need more runs in chunks of
-        /// pixels) instead of the default
-        #[arg(long)]
-        conv_chunk_mib: Option<u64>,
-        /// run the 3×3 stride-1 convs as im2col + GEMM where the adapter would run them as
-        /// Winograd (CPU adapters)
-        #[arg(long)]
-        no_winograd: bool,
-        /// store the conv weights as f16 (devices with shader-f16; the arithmetic stays f32)
-        #[arg(long)]
-        f16_weights: bool,
+        #[command(flatten)]
+        opts: BenchOptions,
         /// only peak memory: the fast CPU engine takes the weights over, one forward, VmHWM
         #[arg(long)]
         memory: bool,
@@ -304,46 +275,12 @@ fn main() {
         Cmd::Interpolate { common, sampler, from, to, frames, out, out_tensor } => {
             interpolate(&common, sampler, (&from, &to), frames, &out, out_tensor.as_deref())
         }
-        Cmd::Bench {
-            model,
-            batch,
-            steps,
-            guidance,
-            cpu_only,
-            gpu_only,
-            gemm_workgroup,
-            gemm_tile,
-            conv_chunk_mib,
-            no_winograd,
-            f16_weights,
-            memory,
-            random_config,
-        } => {
+        Cmd::Bench { model, opts, memory, random_config } => {
             let model = match random_config {
                 Some(p) => std::fs::read_to_string(&p).map_err(|e| io_err(&p, e)).and_then(|json| Model::random(&json, 0)),
                 None => load(model),
             };
-            model.and_then(|m| {
-                if memory {
-                    bench_memory(m, batch)
-                } else {
-                    bench(
-                        m,
-                        BenchOptions {
-                            batch,
-                            steps,
-                            guidance,
-                            cpu_only,
-                            gpu_only,
-                            gemm_workgroup,
-                            gemm_tile,
-                            conv_chunk_mib,
-                            no_winograd,
-                            f16_weights,
-                        },
-                    )
-                }
-            })
+            model.and_then(|m| if memory { bench_memory(m, opts.batch) } else { bench(m, opts) })
         }
         Cmd::BenchMatmul { size } => bench_matmul(size).map(|_| ()),
     };
@@ -957,17 +894,39 @@ fn bench_memory(model: Model, batch: usize) -> Result<()> {
     Ok(())
 }
 
-/// `ddim bench`'s flags.
+/// `ddim bench`'s flags (all but the model and --memory).
+#[derive(clap::Args)]
 struct BenchOptions {
+    #[arg(long, default_value_t = 1)]
     batch: usize,
+    #[arg(long, default_value_t = 50)]
     steps: usize,
+    /// classifier-free guidance for the full-sample timing (doubles the U-Net batch)
+    #[arg(long, default_value_t = 0.0)]
     guidance: f32,
+    /// only the CPU engines (no GPU timings)
+    #[arg(long)]
     cpu_only: bool,
+    /// only the GPU engine (the CPU engines' timings are skipped: for big shapes on a real GPU)
+    #[arg(long, conflicts_with = "cpu_only")]
     gpu_only: bool,
+    /// conv2d.wgsl's GEMM workgroup size instead of the adapter's default (to tune it)
+    #[arg(long)]
     gemm_workgroup: Option<u32>,
+    /// conv2d.wgsl's GEMM tile, 4 or 8 (output channels × pixels per invocation), instead of
+    /// the adapter's default
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["4", "8"]).map(|t| t.parse::<u32>().expect("4 or 8")))]
     gemm_tile: Option<u32>,
+    /// the largest im2col buffer in MiB (a conv whose patches need more runs in chunks of
+    /// pixels) instead of the default
+    #[arg(long)]
     conv_chunk_mib: Option<u64>,
+    /// run the 3×3 stride-1 convs as im2col + GEMM where the adapter would run them as
+    /// Winograd (CPU adapters)
+    #[arg(long)]
     no_winograd: bool,
+    /// store the conv weights as f16 (devices with shader-f16; the arithmetic stays f32)
+    #[arg(long)]
     f16_weights: bool,
 }
 
