@@ -53,22 +53,29 @@ impl WinogradWeights {
     /// a generic matrix product took most of the worker's load time.
     pub fn pack(w: &[f32], co: usize, ci: usize) -> Self {
         let mut u: Vec<PackedA> = (0..16).map(|_| PackedA::zeroed(co, ci)).collect();
-        let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
         for o in 0..co {
             for i in 0..ci {
-                let g = &w[(o * ci + i) * 9..][..9];
-                // G g: 4 rows of 3, column by column.
-                let cols = [g_rows(g[0], g[3], g[6]), g_rows(g[1], g[4], g[7]), g_rows(g[2], g[5], g[8])];
-                for a in 0..4 {
-                    let row = g_rows(cols[0][a], cols[1][a], cols[2][a]);
-                    for (b, v) in row.into_iter().enumerate() {
-                        u[4 * a + b].set(o, i, v);
-                    }
+                for (pos, v) in transform_weight(&w[(o * ci + i) * 9..][..9]).into_iter().enumerate() {
+                    u[pos].set(o, i, v);
                 }
             }
         }
         WinogradWeights { u }
     }
+}
+
+/// U = G g Gᵀ of one 3×3 kernel g (row-major), as its 16 entries U[pos], pos = 4·row + column.
+/// Also the GPU's (`gpu::recorder::pack_winograd_weight`).
+#[inline(always)]
+pub fn transform_weight(g: &[f32]) -> [f32; 16] {
+    let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    // G g: 4 rows of 3, column by column.
+    let cols = [g_rows(g[0], g[3], g[6]), g_rows(g[1], g[4], g[7]), g_rows(g[2], g[5], g[8])];
+    let mut u = [0.0; 16];
+    for a in 0..4 {
+        u[4 * a..][..4].copy_from_slice(&g_rows(cols[0][a], cols[1][a], cols[2][a]));
+    }
+    u
 }
 
 /// One band of tile rows: its geometry and scratch.

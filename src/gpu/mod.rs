@@ -271,14 +271,17 @@ impl GpuDevice {
         (name, n * co.next_multiple_of(8) / t * pc8 / t)
     }
 
+    /// Whether 3×3 stride-1 convs over f32 weights run as Winograd: `conv_winograd`, on the 8×8
+    /// GEMM (the only one batched over the 16 transforms).
+    pub(crate) fn winograd_convs(&self) -> bool {
+        self.conv_winograd && self.gemm_tile == 8
+    }
+
     /// Which conv2d kernels run, for reports.
     pub fn conv_variant(&self) -> String {
         let t = self.gemm_tile;
-        let wino = if self.conv_winograd && t == 8 && !self.f16_weights {
-            "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as "
-        } else {
-            ""
-        };
+        let wino =
+            if self.winograd_convs() && !self.f16_weights { "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as " } else { "" };
         let f16 = if self.f16_weights { "f16 " } else { "" };
         format!(
             "{wino}im2col + {t}×{t}-register GEMM over packed {f16}weights in workgroups of {}, in chunks where the patches exceed {} MiB",

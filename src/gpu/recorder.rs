@@ -221,7 +221,7 @@ impl GpuWeights {
         // they are made once here instead of in scratch at every forward.
         let is_3x3 = |t: &crate::Tensor| t.shape.len() == 4 && t.shape[2] == 3 && t.shape[3] == 3;
         let winograd_bytes: u64 = sorted.iter().filter(|(_, t)| is_3x3(t)).map(|(_, t)| 4 * winograd_len(&t.shape) as u64).sum();
-        let keep_winograd = gpu.conv_winograd && gpu.gemm_tile == 8 && !f16 && winograd_bytes <= gpu.winograd_resident_bytes;
+        let keep_winograd = gpu.winograd_convs() && !f16 && winograd_bytes <= gpu.winograd_resident_bytes;
         let mut tensors = HashMap::new();
         let mut bytes = 0;
         for (name, t) in sorted {
@@ -267,16 +267,11 @@ pub fn pack_winograd_weight(t: &crate::Tensor) -> Vec<f32> {
     let (co, ci) = (t.shape[0], t.shape[1]);
     let step = co.next_multiple_of(8) * ci;
     let mut u = vec![0.0; winograd_len(&t.shape)];
-    // G applied to the three taps a, b, c of a row or column.
-    let g = |a: f32, b: f32, c: f32| [a, (a + b + c) * 0.5, (a - b + c) * 0.5, c];
     for (oi, k) in t.data.chunks_exact(9).enumerate() {
         let (o, i) = (oi / ci, oi % ci);
         let at = ((o / 8) * ci + i) * 8 + o % 8;
-        let cols = [0, 1, 2].map(|kx| g(k[kx], k[3 + kx], k[6 + kx])); // G g, by column
-        for r in 0..4 {
-            for (c, v) in g(cols[0][r], cols[1][r], cols[2][r]).into_iter().enumerate() {
-                u[at + (r * 4 + c) * step] = v;
-            }
+        for (pos, v) in crate::fast::winograd::transform_weight(k).into_iter().enumerate() {
+            u[at + pos * step] = v;
         }
     }
     u
@@ -476,7 +471,7 @@ impl GpuRecorder<'_> {
         let dummy = self.dummy.clone();
         let add = chan_add.map_or(&dummy, |t| t.buffer());
         let res = residual.map_or(&dummy, |t| t.buffer());
-        if k == 3 && spec.stride == 1 && self.gpu.conv_winograd && self.gpu.gemm_tile == 8 && !self.weights.f16 {
+        if k == 3 && spec.stride == 1 && self.gpu.winograd_convs() && !self.weights.f16 {
             if let Some(tiles) = self.winograd_chunk(n, ci, co) {
                 let epilogue = [(2, b.buffer()), (3, add), (4, res), (5, out.buffer())];
                 self.conv_winograd(x, pre, w, &epilogue, params, tiles)?;
@@ -503,21 +498,7 @@ impl GpuRecorder<'_> {
                 x.clone()
             } else {
                 let col = self.alloc_scratch(vec![n, rows, pc.next_multiple_of(8)], "conv2d im2col")?;
-                let groups = groups_1d(n * ci * pc.next_multiple_of(8) / 4, 64);
-                match pre {
-                    None => self.record("conv2d.im2col", &[(0, x.buffer()), (5, col.buffer())], &params, 6, groups),
-                    Some(norm) => {
-                        let params = Conv2dParams { groups: dim32(norm.groups), ..params };
-                        let bufs = [
-                            (0, x.buffer()),
-                            (1, norm.gamma.buffer()),
-                            (2, norm.beta.buffer()),
-                            (3, norm.moments.buffer()),
-                            (5, col.buffer()),
-                        ];
-                        self.record("conv2d.im2col_norm", &bufs, &params, 6, groups);
-                    }
-                }
+                self.record_patches("im2col", x, pre, &col, params, n * ci * pc.next_multiple_of(8) / 4);
                 col
             };
             let (gemm, invocations) = self.gpu.conv_gemm_entry(n, co, pc.next_multiple_of(8), self.weights.f16);
@@ -530,6 +511,29 @@ impl GpuRecorder<'_> {
             );
         }
         Ok(out)
+    }
+
+    /// conv2d.wgsl's `entry` (im2col, winograd_input) of x into `out`, or of silu(group_norm(x))
+    /// (`{entry}_norm`) where `pre` is given; `invocations` of 4 pixels or tiles each.
+    fn record_patches(
+        &mut self,
+        entry: &str,
+        x: &GpuTensor,
+        pre: Option<PreNorm>,
+        out: &GpuTensor,
+        params: Conv2dParams,
+        invocations: usize,
+    ) {
+        let groups = groups_1d(invocations, 64);
+        match pre {
+            None => self.record(&format!("conv2d.{entry}"), &[(0, x.buffer()), (5, out.buffer())], &params, 6, groups),
+            Some(norm) => {
+                let params = Conv2dParams { groups: dim32(norm.groups), ..params };
+                let bufs =
+                    [(0, x.buffer()), (1, norm.gamma.buffer()), (2, norm.beta.buffer()), (3, norm.moments.buffer()), (5, out.buffer())];
+                self.record(&format!("conv2d.{entry}_norm"), &bufs, &params, 6, groups);
+            }
+        }
     }
 
     /// Tiles per chunk of a Winograd conv (a multiple of 8), or None where its scratch would not
@@ -577,16 +581,7 @@ impl GpuRecorder<'_> {
             let params = Conv2dParams { p0: dim32(t0), pc: dim32(tc), ..params };
             let tc8 = tc.next_multiple_of(8);
             let v = self.alloc_scratch(vec![16, n, ci, tc8], "conv2d winograd patches")?;
-            let groups = groups_1d(n * ci * tc8 / 4, 64);
-            match pre {
-                None => self.record("conv2d.winograd_input", &[(0, x.buffer()), (5, v.buffer())], &params, 6, groups),
-                Some(norm) => {
-                    let params = Conv2dParams { groups: dim32(norm.groups), ..params };
-                    let bufs =
-                        [(0, x.buffer()), (1, norm.gamma.buffer()), (2, norm.beta.buffer()), (3, norm.moments.buffer()), (5, v.buffer())];
-                    self.record("conv2d.winograd_input_norm", &bufs, &params, 6, groups);
-                }
-            }
+            self.record_patches("winograd_input", x, pre, &v, params, n * ci * tc8 / 4);
             let m = self.alloc_scratch(vec![16, n, co8, tc8], "conv2d winograd products")?;
             let gemm = Conv2dParams { wino: 1, ..params };
             let invocations = 16 * n * co8 / 8 * tc8 / 8;
