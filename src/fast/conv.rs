@@ -124,6 +124,26 @@ impl Epilogue<'_> {
         }
     }
 
+    /// `finish` for the `n` ≤ 8 pixels p0.. of channel o held in `v`, stored masked.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn finish8(&self, o: usize, p0: usize, n: usize, v: std::arch::x86_64::__m256, dst: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        let at = o * self.pixels + p0;
+        assert!(n <= 8 && at + n <= dst.len() && self.residual.is_none_or(|r| at + n <= r.len()), "conv store out of bounds");
+        let mut v = _mm256_add_ps(v, _mm256_set1_ps(self.bias[o] + self.add.map_or(0.0, |a| a[o])));
+        if let Some(res) = self.residual {
+            // SAFETY: lanes past n are masked off; the lanes below n are in bounds (asserted).
+            v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(res.as_ptr().add(at), mask) });
+        }
+        if self.out_scale != 1.0 {
+            v = _mm256_div_ps(v, _mm256_set1_ps(self.out_scale));
+        }
+        // SAFETY: as above.
+        unsafe { _mm256_maskstore_ps(dst.as_mut_ptr().add(at), mask, v) };
+    }
+
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // i picks a column of acc and a row of the output
     fn store_scalar(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
@@ -157,7 +177,7 @@ impl Epilogue<'_> {
 /// Transposes 8 × 8 floats in registers (rows become columns).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
+pub(super) fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
     use std::arch::x86_64::*;
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -592,6 +612,12 @@ fn winograd_item(
         let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr, true);
         let band = winograd::Band { input, plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
         winograd::transform_and_multiply(kernel, u, &band, &mut s.v, &mut s.m, &mut s.h);
+        #[cfg(target_arch = "x86_64")]
+        if kernel.avx2() {
+            // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
+            unsafe { winograd_outputs_avx2(&s.m, &band, ty0, epi, out_item, (oh, ow)) };
+            continue;
+        }
         for r in 0..tr {
             winograd::output_rows(&s.m, &band, r, &mut s.rows);
             for o in 0..epi.co {
@@ -601,6 +627,29 @@ fn winograd_item(
                         let p0 = oy * ow;
                         let src = &s.rows[(o * 2 + dy) * 2 * tw..][..ow];
                         epi.finish(o, p0, src, &mut out_item[o * epi.pixels + p0..][..ow]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The outputs of a Winograd band, its epilogue applied, stored straight into the output: blocks
+/// of 4 tiles × 8 channels (`winograd::output_block_avx2`), each row of a block one masked store.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn winograd_outputs_avx2(m: &[f32], band: &winograd::Band, ty0: usize, epi: &Epilogue, out_item: &mut [f32], (oh, ow): (usize, usize)) {
+    for r in 0..band.trows {
+        for x0 in (0..band.tw).step_by(4) {
+            let n = (ow - 2 * x0).min(8);
+            for o0 in (0..epi.co).step_by(8) {
+                let rows = winograd::output_block_avx2(m, band, r, x0, o0);
+                for (dy, row) in rows.iter().enumerate() {
+                    let oy = 2 * (ty0 + r) + dy;
+                    if oy < oh {
+                        for (l, &v) in row.iter().enumerate().take(epi.co - o0) {
+                            epi.finish8(o0 + l, oy * ow + 2 * x0, n, v, out_item);
+                        }
                     }
                 }
             }

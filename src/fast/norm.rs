@@ -1,10 +1,16 @@
-//! Group norm (+SiLU) in two passes over each group: statistics with 8 independent lanes (so the
+//! Group norm (+SiLU) in two passes over each group: statistics over independent lanes (so the
 //! compiler vectorises the sums; the lanes are combined in f64), then normalise, scale, shift and
 //! SiLU in one pass.
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
+/// Independent lanes of the statistics' sums: two AVX-512 (four AVX2) accumulators natively, as
+/// one would wait on its own adds' latency (0.084 ns per element here, against 0.12 for 16 lanes
+/// and 0.13 for 64), two v128 in wasm.
+#[cfg(target_arch = "x86_64")]
+const LANES: usize = 32;
+#[cfg(not(target_arch = "x86_64"))]
 const LANES: usize = 8;
 
 /// e^x for f32 without branches or libm calls, so loops over it vectorise (Cephes' expf: range
@@ -47,16 +53,28 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
+/// Σ f(v) over `LANES` independent f32 lanes (whole vectors, so the loop vectorises), combined in
+/// f64. Plain loops: an iterator's `fold` is compiled out of line, without the caller's target
+/// features (`channel_affine_avx512`), and summed in scalar.
+#[inline(always)]
 fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0f32; LANES];
     let chunks = v.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
+        let c: &[f32; LANES] = c.try_into().expect("chunks_exact");
         for l in 0..LANES {
             acc[l] += f(c[l]);
         }
     }
-    acc.iter().map(|&a| a as f64).sum::<f64>() + rest.iter().map(|&x| f(x) as f64).sum::<f64>()
+    let mut sum = 0f64;
+    for a in acc {
+        sum += a as f64;
+    }
+    for &x in rest {
+        sum += f(x) as f64;
+    }
+    sum
 }
 
 pub fn group_norm(x: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f32, silu_after: bool) -> Result<Tensor> {
@@ -101,14 +119,20 @@ fn normalize<const FMA: bool>(x: &[f32], gamma: &[f32], beta: &[f32], out: &mut 
     }
 }
 
-/// The mean and 1/√(variance + ε) of a group held in `spans` (f64 sums over 8 lanes).
+/// The mean and 1/√(variance + ε) of a group held in `spans` (`lane_sum`).
 #[inline(always)]
 fn group_stats(spans: &[&[f32]], eps: f32) -> (f32, f32) {
-    let len = spans.iter().map(|s| s.len()).sum::<usize>() as f64;
-    let mean = spans.iter().map(|s| lane_sum(s, |v| v)).sum::<f64>() / len;
-    let m = mean as f32;
-    let var = spans.iter().map(|s| lane_sum(s, |v| (v - m) * (v - m))).sum::<f64>() / len;
-    (m, (1.0 / (var + eps as f64).sqrt()) as f32)
+    let (mut len, mut sum) = (0, 0f64);
+    for s in spans {
+        len += s.len();
+        sum += lane_sum(s, |v| v);
+    }
+    let m = (sum / len as f64) as f32;
+    let mut var = 0f64;
+    for s in spans {
+        var += lane_sum(s, |v| (v - m) * (v - m));
+    }
+    (m, (1.0 / (var / len as f64 + eps as f64).sqrt()) as f32)
 }
 
 /// dst = x·scale + shift, then SiLU where `silu_after`.
@@ -128,6 +152,35 @@ fn affine_row<const FMA: bool>(src: &[f32], dst: &mut [f32], scale: f32, shift: 
 /// The item is the concatenation along channels of `parts` (each [C_k, hw]), for a conv that
 /// normalises its input as it reads it (`conv::PreNorm`).
 pub fn channel_affine(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: avx512f was detected on this CPU.
+        return unsafe { channel_affine_avx512(parts, hw, gamma, beta, groups, eps) };
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: avx2 was detected on this CPU.
+        return unsafe { channel_affine_avx2(parts, hw, gamma, beta, groups, eps) };
+    }
+    channel_affine_body(parts, hw, gamma, beta, groups, eps)
+}
+
+/// The statistics' sums compiled for AVX-512 and AVX2: x86-64's baseline SSE2 build summed
+/// mostly in scalar (0.24 ns per element, 3 % of a forward, against 0.084).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2")]
+fn channel_affine_avx512(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
+    channel_affine_body(parts, hw, gamma, beta, groups, eps)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn channel_affine_avx2(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
+    channel_affine_body(parts, hw, gamma, beta, groups, eps)
+}
+
+#[inline(always)]
+fn channel_affine_body(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], groups: usize, eps: f32) -> Vec<(f32, f32)> {
     let cg = gamma.len() / groups;
     let mut out = Vec::with_capacity(gamma.len());
     for gi in 0..groups {
@@ -151,6 +204,12 @@ pub fn channel_affine(parts: &[&[f32]], hw: usize, gamma: &[f32], beta: &[f32], 
 /// dst = silu(src·scale + shift), with FMAs on AVX2 CPUs (as `group_norm` computes it).
 pub fn affine_silu_row(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx512f (which implies avx2) and fma were detected on this CPU.
+        unsafe { affine_silu_row_avx512(src, dst, scale, shift) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: avx2 and fma were detected on this CPU.
         unsafe { affine_silu_row_avx2(src, dst, scale, shift) };
@@ -162,6 +221,15 @@ pub fn affine_silu_row(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn affine_silu_row_avx2(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
+    affine_row::<true>(src, dst, scale, shift, true)
+}
+
+/// The same loop compiled for AVX-512 (16 lanes): 0.27 against AVX2's 0.35 ns per element here,
+/// where the fused norm's SiLU took 5 % of a forward (written out with the reciprocal estimate
+/// instead of the division, it ran at 0.30).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn affine_silu_row_avx512(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) {
     affine_row::<true>(src, dst, scale, shift, true)
 }
 
@@ -178,5 +246,29 @@ mod tests {
         assert!(worst < 5e-7, "relative error {worst:e}");
         assert!(super::silu(-200.0).abs() < 1e-30);
         assert!((super::silu(200.0) - 200.0).abs() < 1e-4);
+    }
+
+    /// The fused norm's SiLU row (AVX-512 or AVX2 where the CPU has them) against f64,
+    /// over every length's vector body and scalar tail.
+    #[test]
+    fn affine_silu_row_is_close_to_f64() {
+        let src: Vec<f32> = (0..20_011).map(|i| (i as f32 - 10_000.0) / 97.0).collect();
+        let (scale, shift) = (1.3, -0.2);
+        #[cfg(target_arch = "x86_64")]
+        let fused = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let fused = false;
+        let mut worst = 0.0f64;
+        for len in [src.len(), 13, 8, 7] {
+            let mut dst = vec![f32::NAN; len];
+            super::affine_silu_row(&src[..len], &mut dst, scale, shift);
+            for (&x, &got) in src.iter().zip(&dst) {
+                // y as the row computes it (fused where the CPU has FMA): SiLU's error, not y's.
+                let y = if fused { x.mul_add(scale, shift) } else { x * scale + shift } as f64;
+                let want = y / (1.0 + (-y).exp());
+                worst = worst.max((got as f64 - want).abs() / want.abs().max(1e-3));
+            }
+        }
+        assert!(worst < 1e-6, "relative error {worst:e}");
     }
 }

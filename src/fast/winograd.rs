@@ -258,20 +258,43 @@ fn input_transform_body(band: &Band, v: &mut [f32], h: &mut [f32]) {
 }
 
 /// The 2×2 outputs of every output channel over tile row `r` of a band, (Aᵀ M A) of each tile:
-/// `rows` holds, per channel, its two rows of 2·tw pixels.
+/// `rows` holds, per channel, its two rows of 2·tw pixels. (AVX2 CPUs run `output_block_avx2`.)
 pub fn output_rows(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: avx2 and fma were detected on this CPU.
-        return unsafe { output_rows_avx2(m, band, r, rows) };
-    }
     output_rows_body(m, band, r, rows)
 }
 
+/// (Aᵀ M A) of tiles x0.. x0 + 4 of tile row `r`, channels o0.. o0 + 8, as output pixel rows:
+/// `[dy][l]` holds pixels 2·x0.. 2·x0 + 8 of output row dy (of the tile row) of channel o0 + l.
+/// The transform runs with channels across the lanes (M's layout), and two 8 × 8 transposes
+/// turn its 16 vectors into pixel rows, stored whole by the caller: `output_rows` stored each
+/// output as a scalar, and its rows were copied once more by the epilogue. Tiles past the band
+/// repeat its last (their outputs are not stored).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn output_rows_avx2(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
-    output_rows_body(m, band, r, rows)
+pub(super) fn output_block_avx2(m: &[f32], band: &Band, r: usize, x0: usize, o0: usize) -> [[std::arch::x86_64::__m256; 8]; 2] {
+    use std::arch::x86_64::*;
+    let (t, cp) = (band.tiles(), band.co_padded());
+    assert!(o0 + 8 <= cp && m.len() >= 16 * t * cp, "Winograd output block out of bounds");
+    let mut rows = [[_mm256_setzero_ps(); 8]; 2];
+    for j in 0..4 {
+        let tile = (r * band.tw + x0 + j).min(t - 1);
+        // SAFETY: (pos·t + tile)·cp + o0 + 8 ≤ 16·t·cp ≤ m.len() (asserted).
+        let ld = |pos: usize| unsafe { _mm256_loadu_ps(m.as_ptr().add((pos * t + tile) * cp + o0)) };
+        // s0[b] = (Aᵀ M)[0][b], s1[b] = (Aᵀ M)[1][b].
+        let (mut s0, mut s1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        for b in 0..4 {
+            let (m0, m1, m2, m3) = (ld(b), ld(4 + b), ld(8 + b), ld(12 + b));
+            s0[b] = _mm256_add_ps(_mm256_add_ps(m0, m1), m2);
+            s1[b] = _mm256_sub_ps(_mm256_sub_ps(m1, m2), m3);
+        }
+        for (dy, s) in [s0, s1].iter().enumerate() {
+            rows[dy][2 * j] = _mm256_add_ps(_mm256_add_ps(s[0], s[1]), s[2]);
+            rows[dy][2 * j + 1] = _mm256_sub_ps(_mm256_sub_ps(s[1], s[2]), s[3]);
+        }
+    }
+    super::conv::transpose8(&mut rows[0]);
+    super::conv::transpose8(&mut rows[1]);
+    rows
 }
 
 /// Channels per step of the output transform: one vector of them natively, two in wasm.
