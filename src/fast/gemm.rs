@@ -127,6 +127,39 @@ unsafe fn tile2_avx512(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; NP], o
     out
 }
 
+/// `tile2_avx512` storing row j of panel h's tile at dst[j·stride + h·MC..][..MC] (returned by
+/// value, the 768 bytes of accumulators were copied twice more, through `memmove`).
+///
+/// # Safety
+/// As `tile2_avx512`, and (NP − 1)·stride + 2·MC ≤ dst.len().
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile2_avx512_into(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize], dst: &mut [f32], stride: usize) {
+    use std::arch::x86_64::*;
+    const { assert!(MC == 16) };
+    // SAFETY: the caller's bound (bases[j] ≤ b.len()).
+    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
+    let (mut c0, mut c1) = ([_mm512_setzero_ps(); NP], [_mm512_setzero_ps(); NP]);
+    for (k, &o) in offsets.iter().enumerate() {
+        // SAFETY: both panels hold offsets.len() · MC floats (the caller's bound).
+        let (w0, w1) = unsafe { (_mm512_loadu_ps(a0.as_ptr().add(k * MC)), _mm512_loadu_ps(a1.as_ptr().add(k * MC))) };
+        for j in 0..NP {
+            // SAFETY: the caller's bound.
+            let bj = _mm512_set1_ps(unsafe { *px[j].add(o) });
+            c0[j] = _mm512_fmadd_ps(w0, bj, c0[j]);
+            c1[j] = _mm512_fmadd_ps(w1, bj, c1[j]);
+        }
+    }
+    for j in 0..NP {
+        // SAFETY: j·stride + 2·MC ≤ dst.len() (the caller's bound).
+        unsafe {
+            _mm512_storeu_ps(dst.as_mut_ptr().add(j * stride), c0[j]);
+            _mm512_storeu_ps(dst.as_mut_ptr().add(j * stride + MC), c1[j]);
+        }
+    }
+}
+
 /// # Safety
 /// As `tile_body`.
 unsafe fn tile_portable(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[f32; MC]; NP] {
@@ -250,6 +283,33 @@ impl Kernel {
             return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets) };
         }
         [self.tile(p0, b, bases, taps), self.tile(p1, b, bases, taps)]
+    }
+}
+
+impl Kernel {
+    /// `tile2`, row j of panel h's tile stored at dst[j·stride + h·MC..][..MC] (all NP rows).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn tile2_into(&self, p0: &[f32], p1: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps, dst: &mut [f32], stride: usize) {
+        assert!(stride >= 2 * MC && (NP - 1) * stride + 2 * MC <= dst.len(), "conv tile store out of bounds");
+        #[cfg(target_arch = "x86_64")]
+        if self.variant == Variant::Avx512 {
+            check_bounds(&[p0, p1], b, bases, taps);
+            // SAFETY: bounds checked above; avx512f was detected on this CPU.
+            return unsafe { tile2_avx512_into(p0, p1, b, bases, &taps.offsets, dst, stride) };
+        }
+        for (h, p) in [p0, p1].into_iter().enumerate() {
+            self.tile_into(p, b, bases, taps, &mut dst[h * MC..], stride);
+        }
+    }
+
+    /// `tile`, row j stored at dst[j·stride..][..MC].
+    #[inline]
+    pub fn tile_into(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps, dst: &mut [f32], stride: usize) {
+        let acc = self.tile(panel, b, bases, taps);
+        for (j, a) in acc.iter().enumerate() {
+            dst[j * stride..][..MC].copy_from_slice(a);
+        }
     }
 }
 

@@ -102,18 +102,24 @@ impl Band<'_> {
         self.trows * (self.tw + 1)
     }
 
+    /// Tiles rounded up to whole GEMM tiles: M's rows per pos (the GEMM stores whole tiles).
+    fn tiles_padded(&self) -> usize {
+        self.tiles().next_multiple_of(NP)
+    }
+
     fn co_padded(&self) -> usize {
         self.co.next_multiple_of(MC)
     }
 }
 
-/// M[pos][tile][co] of one band (co padded to whole register tiles, so each tile of the GEMM
-/// is stored as whole vectors): input transform, then the 16 GEMMs. `v`, `m` and `h` are scratch.
+/// M[pos][tile][co] of one band (co padded to whole register tiles and tiles to whole GEMM
+/// tiles, so the GEMM stores its accumulators straight into M as whole vectors): input transform,
+/// then the 16 GEMMs. `v`, `m` and `h` are scratch.
 pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>, h: &mut Vec<f32>) {
-    let (t, cp) = (band.tiles(), band.co_padded());
+    let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
     let vt = band.stride();
     grow(v, 16 * band.ci * vt);
-    grow(m, 16 * t * cp);
+    grow(m, 16 * tp * cp);
     grow(h, 8 * (band.trows + 1) * (band.tw + 1));
     input_transform(band, v, h);
     let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
@@ -125,29 +131,21 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
     }
     for (pos, u) in wino.u.iter().enumerate() {
         let vp = &v[pos * band.ci * vt..][..band.ci * vt];
-        let mp = &mut m[pos * t * cp..][..t * cp];
+        let mp = &mut m[pos * tp * cp..][..tp * cp];
         let mut ct = 0;
         while ct < u.tiles() {
             // Two channel tiles per pass where the kernel does pairs (`Kernel::pairs`).
             if kernel.pairs() && ct + 1 < u.tiles() {
                 let (panel0, panel1) = (u.panel(ct), u.panel(ct + 1));
                 for (g, b) in bases.iter().enumerate() {
-                    let [acc0, acc1] = kernel.tile2(panel0, panel1, vp, b, &taps);
-                    for (j, (a0, a1)) in acc0.iter().zip(&acc1).enumerate().take(t - g * NP) {
-                        let row = &mut mp[(g * NP + j) * cp + ct * MC..][..2 * MC];
-                        row[..MC].copy_from_slice(a0);
-                        row[MC..].copy_from_slice(a1);
-                    }
+                    kernel.tile2_into(panel0, panel1, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp);
                 }
                 ct += 2;
                 continue;
             }
             let panel = u.panel(ct);
             for (g, b) in bases.iter().enumerate() {
-                let acc = kernel.tile(panel, vp, b, &taps);
-                for (j, a) in acc.iter().enumerate().take(t - g * NP) {
-                    mp[(g * NP + j) * cp + ct * MC..][..MC].copy_from_slice(a);
-                }
+                kernel.tile_into(panel, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp);
             }
             ct += 1;
         }
@@ -184,7 +182,7 @@ fn few_channels_avx2(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f3
 
 #[inline(always)]
 fn few_channels_body(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
-    let (vt, t, cp, tw) = (band.stride(), band.tiles(), band.co_padded(), band.tw);
+    let (vt, t, tp, cp, tw) = (band.stride(), band.tiles(), band.tiles_padded(), band.co_padded(), band.tw);
     let mut row = vec![0f32; vt];
     for (pos, u) in wino.u.iter().enumerate() {
         for o in 0..band.co {
@@ -195,7 +193,7 @@ fn few_channels_body(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f3
                 row.iter_mut().zip(vr).for_each(|(r, x)| *r += w * x);
             }
             for i in 0..t {
-                m[(pos * t + i) * cp + o] = row[(i / tw) * (tw + 1) + i % tw];
+                m[(pos * tp + i) * cp + o] = row[(i / tw) * (tw + 1) + i % tw];
             }
         }
     }
@@ -271,15 +269,16 @@ pub fn output_rows(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
 /// repeat its last (their outputs are not stored).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[inline]
 pub(super) fn output_block_avx2(m: &[f32], band: &Band, r: usize, x0: usize, o0: usize) -> [[std::arch::x86_64::__m256; 8]; 2] {
     use std::arch::x86_64::*;
-    let (t, cp) = (band.tiles(), band.co_padded());
-    assert!(o0 + 8 <= cp && m.len() >= 16 * t * cp, "Winograd output block out of bounds");
+    let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
+    assert!(o0 + 8 <= cp && m.len() >= 16 * tp * cp, "Winograd output block out of bounds");
     let mut rows = [[_mm256_setzero_ps(); 8]; 2];
     for j in 0..4 {
         let tile = (r * band.tw + x0 + j).min(t - 1);
-        // SAFETY: (pos·t + tile)·cp + o0 + 8 ≤ 16·t·cp ≤ m.len() (asserted).
-        let ld = |pos: usize| unsafe { _mm256_loadu_ps(m.as_ptr().add((pos * t + tile) * cp + o0)) };
+        // SAFETY: (pos·tp + tile)·cp + o0 + 8 ≤ 16·tp·cp ≤ m.len() (asserted).
+        let ld = |pos: usize| unsafe { _mm256_loadu_ps(m.as_ptr().add((pos * tp + tile) * cp + o0)) };
         // s0[b] = (Aᵀ M)[0][b], s1[b] = (Aᵀ M)[1][b].
         let (mut s0, mut s1) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         for b in 0..4 {
@@ -302,13 +301,13 @@ const OC: usize = 8;
 
 #[inline(always)]
 fn output_rows_body(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
-    let (tw, t, cp) = (band.tw, band.tiles(), band.co_padded());
+    let (tw, tp, cp) = (band.tw, band.tiles_padded(), band.co_padded());
     for x in 0..tw {
         let tile = r * tw + x;
         for o0 in (0..band.co).step_by(OC) {
             let mut mp = [[0f32; OC]; 16];
             for (pos, v) in mp.iter_mut().enumerate() {
-                v.copy_from_slice(&m[(pos * t + tile) * cp + o0..][..OC]);
+                v.copy_from_slice(&m[(pos * tp + tile) * cp + o0..][..OC]);
             }
             // s[y][b] = (Aᵀ M)[y][b], then Y[y][x] = (s A)[y][x], for OC channels at once.
             let (mut s0, mut s1) = ([[0f32; OC]; 4], [[0f32; OC]; 4]);
