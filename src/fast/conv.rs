@@ -44,6 +44,9 @@ impl ConvWeights {
     }
 }
 
+/// A pixel tile's accumulators are stored two channel tiles per row (`Kernel::tile2`).
+const ACC_STRIDE: usize = 2 * MC;
+
 /// What is added to every output and how it is stored.
 struct Epilogue<'a> {
     bias: &'a [f32],
@@ -69,10 +72,12 @@ impl Epilogue<'_> {
         }
     }
 
-    /// Stores `acc` (pixel p0 + j, channel t·MC + i) into `rows` (channels t·MC.. as [P] rows):
-    /// `n` ≤ NP pixels (the last tile's repeats of its last pixel are not stored).
+    /// Stores `acc` (pixel p0 + j, channel t·MC + i at acc[j·ACC_STRIDE + i]) into `rows`
+    /// (channels t·MC.. as [P] rows): `n` ≤ NP pixels (the last tile's repeats of its last pixel
+    /// are not stored).
     #[inline(always)]
-    fn store(&self, kernel: Kernel, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+    fn store(&self, kernel: Kernel, rows: &mut [f32], t: usize, acc: &[f32], p0: usize, n: usize) {
+        assert!(acc.len() >= (NP - 1) * ACC_STRIDE + MC, "conv accumulators out of bounds");
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2() && self.co - t * MC >= MC {
             // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
@@ -87,7 +92,7 @@ impl Epilogue<'_> {
     /// one masked vector.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn store_avx2(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+    fn store_avx2(&self, rows: &mut [f32], t: usize, acc: &[f32], p0: usize, n: usize) {
         use std::arch::x86_64::*;
         const { assert!(MC == 16 && NP <= 8) };
         // Lane l is stored where l < n.
@@ -95,17 +100,14 @@ impl Epilogue<'_> {
         let end = (MC - 1) * self.pixels + p0 + n;
         assert!(end <= rows.len() && self.residual.is_none_or(|r| t * MC * self.pixels + end <= r.len()), "conv store out of bounds");
         for half in 0..2 {
-            // SAFETY: acc[j] has MC = 16 floats; half · 8 + 8 ≤ 16.
-            let mut r: [__m256; 8] =
-                std::array::from_fn(
-                    |j| {
-                        if j < NP {
-                            unsafe { _mm256_loadu_ps(acc[j].as_ptr().add(half * 8)) }
-                        } else {
-                            _mm256_setzero_ps()
-                        }
-                    },
-                );
+            // SAFETY: j·ACC_STRIDE + half·8 + 8 ≤ (NP − 1)·ACC_STRIDE + MC ≤ acc.len() (`store`).
+            let mut r: [__m256; 8] = std::array::from_fn(|j| {
+                if j < NP {
+                    unsafe { _mm256_loadu_ps(acc.as_ptr().add(j * ACC_STRIDE + half * 8)) }
+                } else {
+                    _mm256_setzero_ps()
+                }
+            });
             transpose8(&mut r);
             for (l, v) in r.iter().enumerate() {
                 let (i, o) = (half * 8 + l, t * MC + half * 8 + l);
@@ -146,14 +148,14 @@ impl Epilogue<'_> {
 
     #[inline(always)]
     #[allow(clippy::needless_range_loop)] // i picks a column of acc and a row of the output
-    fn store_scalar(&self, rows: &mut [f32], t: usize, acc: &[[f32; MC]; NP], p0: usize, n: usize) {
+    fn store_scalar(&self, rows: &mut [f32], t: usize, acc: &[f32], p0: usize, n: usize) {
         for i in 0..MC.min(self.co - t * MC) {
             let o = t * MC + i;
             let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
             let row = i * self.pixels + p0;
             if n < NP {
                 for j in 0..n {
-                    let v = acc[j][i] + add + self.residual.map_or(0.0, |r| r[o * self.pixels + p0 + j]);
+                    let v = acc[j * ACC_STRIDE + i] + add + self.residual.map_or(0.0, |r| r[o * self.pixels + p0 + j]);
                     rows[row + j] = if self.out_scale != 1.0 { v / self.out_scale } else { v };
                 }
                 continue;
@@ -161,10 +163,10 @@ impl Epilogue<'_> {
             // A full tile: fixed-size rows, so the bounds checks fold into one per row.
             let dst: &mut [f32; NP] = (&mut rows[row..][..NP]).try_into().expect("NP");
             match self.residual {
-                None => (0..NP).for_each(|j| dst[j] = acc[j][i] + add),
+                None => (0..NP).for_each(|j| dst[j] = acc[j * ACC_STRIDE + i] + add),
                 Some(r) => {
                     let r: &[f32; NP] = r[o * self.pixels + p0..][..NP].try_into().expect("NP");
-                    (0..NP).for_each(|j| dst[j] = acc[j][i] + add + r[j]);
+                    (0..NP).for_each(|j| dst[j] = acc[j * ACC_STRIDE + i] + add + r[j]);
                 }
             }
             if self.out_scale != 1.0 {
@@ -540,40 +542,40 @@ impl Direct {
             let (p0, count) = (oy0 * ow, rows * ow);
             let tiles = if rows < bands.rows { &self.last_tiles } else { &self.full_tiles };
             let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows, false);
+            // What the GEMM reads: each part in place (its first channel, its taps), or the band.
+            let sources: Vec<(usize, &Taps, &[f32])> = if self.parts.is_empty() {
+                vec![(0, &bands.taps, b)]
+            } else {
+                self.parts.iter().zip(xs).map(|((c0, taps), x)| (*c0, taps, *x)).collect()
+            };
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
             // Where the kernel computes two channel tiles per pass (`Kernel::pairs`), the rows
-            // come two tiles at a time (the last chunk may hold one).
-            let step = if kernel.pairs() && self.parts.is_empty() { 2 } else { 1 };
+            // come two tiles at a time (the last chunk may hold one). `acc` holds a pixel tile's
+            // accumulators, summed over the sources.
+            let step = if kernel.pairs() { 2 } else { 1 };
+            let mut acc = [0f32; NP * ACC_STRIDE];
             for (c, out_rows) in out_item.chunks_mut(step * MC * p_total).enumerate() {
                 let t = c * step;
-                if out_rows.len() > MC * p_total {
-                    let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
-                    let (panel0, panel1) = (cw.a.panel(t), cw.a.panel(t + 1));
-                    for (pt, bases) in tiles.iter().enumerate() {
-                        let [acc0, acc1] = kernel.tile2(panel0, panel1, b, bases, &bands.taps);
-                        let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
-                        epi.store(kernel, rows0, t, &acc0, q, n);
-                        epi.store(kernel, rows1, t + 1, &acc1, q, n);
-                    }
-                    continue;
-                }
-                let panel = cw.a.panel(t);
+                let pair = out_rows.len() > MC * p_total;
                 for (pt, bases) in tiles.iter().enumerate() {
-                    let acc = if self.parts.is_empty() {
-                        kernel.tile(panel, b, bases, &bands.taps)
-                    } else {
-                        let mut acc = [[0f32; MC]; NP];
-                        for ((c0, taps), x) in self.parts.iter().zip(xs) {
-                            let a = kernel.tile(&panel[c0 * MC..], x, bases, taps);
-                            for (s, v) in acc.iter_mut().zip(&a) {
-                                (0..MC).for_each(|i| s[i] += v[i]);
-                            }
+                    for (i, &(c0, taps, src)) in sources.iter().enumerate() {
+                        let panel0 = &cw.a.panel(t)[c0 * MC..];
+                        if pair {
+                            kernel.tile2(panel0, &cw.a.panel(t + 1)[c0 * MC..], src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
+                        } else {
+                            kernel.tile_into(panel0, src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
                         }
-                        acc
-                    };
-                    epi.store(kernel, out_rows, t, &acc, p0 + pt * NP, NP.min(count - pt * NP));
+                    }
+                    let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
+                    if pair {
+                        let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
+                        epi.store(kernel, rows0, t, &acc, q, n);
+                        epi.store(kernel, rows1, t + 1, &acc[MC..], q, n);
+                    } else {
+                        epi.store(kernel, out_rows, t, &acc, q, n);
+                    }
                 }
             }
         }

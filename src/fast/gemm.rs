@@ -94,48 +94,26 @@ unsafe fn tile_avx2(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]
 
 /// Two tiles at once, the channels of panels `a0` and `a1` (MC = 16 each: one zmm) for the same
 /// NP pixels: per step two weight loads and NP broadcasts feed 2·NP 512-bit FMAs, twice the
-/// multiply-adds per load of the AVX2 tile (whose loads and FMAs are already balanced).
+/// multiply-adds per load of the AVX2 tile (whose loads and FMAs are already balanced). Row j of
+/// panel h's tile goes to dst[j·stride + h·MC..][..MC], added to what is there where `accumulate`
+/// (stored straight from the registers: returned by value, the 768 bytes of accumulators were
+/// copied twice more, through `memmove`).
 ///
 /// # Safety
-/// As `tile_body` for both panels, and the CPU has AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile2_avx512(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]) -> [[[f32; MC]; NP]; 2] {
-    use std::arch::x86_64::*;
-    const { assert!(MC == 16) };
-    // SAFETY: the caller's bound (bases[j] ≤ b.len()).
-    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
-    let (mut c0, mut c1) = ([_mm512_setzero_ps(); NP], [_mm512_setzero_ps(); NP]);
-    for (k, &o) in offsets.iter().enumerate() {
-        // SAFETY: both panels hold offsets.len() · MC floats (the caller's bound).
-        let (w0, w1) = unsafe { (_mm512_loadu_ps(a0.as_ptr().add(k * MC)), _mm512_loadu_ps(a1.as_ptr().add(k * MC))) };
-        for j in 0..NP {
-            // SAFETY: the caller's bound.
-            let bj = _mm512_set1_ps(unsafe { *px[j].add(o) });
-            c0[j] = _mm512_fmadd_ps(w0, bj, c0[j]);
-            c1[j] = _mm512_fmadd_ps(w1, bj, c1[j]);
-        }
-    }
-    let mut out = [[[0f32; MC]; NP]; 2];
-    for j in 0..NP {
-        // SAFETY: out[h][j] has MC = 16 floats.
-        unsafe {
-            _mm512_storeu_ps(out[0][j].as_mut_ptr(), c0[j]);
-            _mm512_storeu_ps(out[1][j].as_mut_ptr(), c1[j]);
-        }
-    }
-    out
-}
-
-/// `tile2_avx512` storing row j of panel h's tile at dst[j·stride + h·MC..][..MC] (returned by
-/// value, the 768 bytes of accumulators were copied twice more, through `memmove`).
-///
-/// # Safety
-/// As `tile2_avx512`, and (NP − 1)·stride + 2·MC ≤ dst.len().
+/// As `tile_body` for both panels, (NP − 1)·stride + 2·MC ≤ dst.len(), and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile2_avx512_into(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize], dst: &mut [f32], stride: usize) {
+unsafe fn tile2_avx512(
+    a0: &[f32],
+    a1: &[f32],
+    b: &[f32],
+    bases: &[usize; NP],
+    offsets: &[usize],
+    dst: &mut [f32],
+    stride: usize,
+    accumulate: bool,
+) {
     use std::arch::x86_64::*;
     const { assert!(MC == 16) };
     // SAFETY: the caller's bound (bases[j] ≤ b.len()).
@@ -154,8 +132,13 @@ unsafe fn tile2_avx512_into(a0: &[f32], a1: &[f32], b: &[f32], bases: &[usize; N
     for j in 0..NP {
         // SAFETY: j·stride + 2·MC ≤ dst.len() (the caller's bound).
         unsafe {
-            _mm512_storeu_ps(dst.as_mut_ptr().add(j * stride), c0[j]);
-            _mm512_storeu_ps(dst.as_mut_ptr().add(j * stride + MC), c1[j]);
+            let (d0, d1) = (dst.as_mut_ptr().add(j * stride), dst.as_mut_ptr().add(j * stride + MC));
+            if accumulate {
+                c0[j] = _mm512_add_ps(c0[j], _mm512_loadu_ps(d0));
+                c1[j] = _mm512_add_ps(c1[j], _mm512_loadu_ps(d1));
+            }
+            _mm512_storeu_ps(d0, c0[j]);
+            _mm512_storeu_ps(d1, c1[j]);
         }
     }
 }
@@ -268,47 +251,51 @@ impl Kernel {
         unsafe { tile_portable(panel, b, bases, &taps.offsets) }
     }
 
-    /// Whether `tile2` computes two tiles in one pass (else callers run `tile` twice).
+    /// Whether `tile2` computes two tiles in one pass (else it runs `tile` twice).
     pub fn pairs(&self) -> bool {
         self.variant == Variant::Avx512
     }
 
-    /// `tile` for panels `p0` and `p1` over the same pixels, in one pass where `pairs`.
-    #[inline]
-    pub fn tile2(&self, p0: &[f32], p1: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps) -> [[[f32; MC]; NP]; 2] {
-        #[cfg(target_arch = "x86_64")]
-        if self.variant == Variant::Avx512 {
-            check_bounds(&[p0, p1], b, bases, taps);
-            // SAFETY: bounds checked above; avx512f was detected on this CPU.
-            return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets) };
-        }
-        [self.tile(p0, b, bases, taps), self.tile(p1, b, bases, taps)]
-    }
-}
-
-impl Kernel {
-    /// `tile2`, row j of panel h's tile stored at dst[j·stride + h·MC..][..MC] (all NP rows).
+    /// `tile` for panels `p0` and `p1` over the same pixels, in one pass where `pairs`: row j of
+    /// panel h's tile goes to dst[j·stride + h·MC..][..MC] (all NP rows), added to what is there
+    /// where `accumulate`.
     #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub fn tile2_into(&self, p0: &[f32], p1: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps, dst: &mut [f32], stride: usize) {
+    pub fn tile2(
+        &self,
+        p0: &[f32],
+        p1: &[f32],
+        b: &[f32],
+        bases: &[usize; NP],
+        taps: &Taps,
+        dst: &mut [f32],
+        stride: usize,
+        accumulate: bool,
+    ) {
         assert!(stride >= 2 * MC && (NP - 1) * stride + 2 * MC <= dst.len(), "conv tile store out of bounds");
         #[cfg(target_arch = "x86_64")]
         if self.variant == Variant::Avx512 {
             check_bounds(&[p0, p1], b, bases, taps);
             // SAFETY: bounds checked above; avx512f was detected on this CPU.
-            return unsafe { tile2_avx512_into(p0, p1, b, bases, &taps.offsets, dst, stride) };
+            return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets, dst, stride, accumulate) };
         }
         for (h, p) in [p0, p1].into_iter().enumerate() {
-            self.tile_into(p, b, bases, taps, &mut dst[h * MC..], stride);
+            self.tile_into(p, b, bases, taps, &mut dst[h * MC..], stride, accumulate);
         }
     }
 
-    /// `tile`, row j stored at dst[j·stride..][..MC].
+    /// `tile`, row j stored at dst[j·stride..][..MC] (added to what is there where `accumulate`).
+    #[allow(clippy::too_many_arguments)]
     #[inline]
-    pub fn tile_into(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps, dst: &mut [f32], stride: usize) {
+    pub fn tile_into(&self, panel: &[f32], b: &[f32], bases: &[usize; NP], taps: &Taps, dst: &mut [f32], stride: usize, accumulate: bool) {
         let acc = self.tile(panel, b, bases, taps);
         for (j, a) in acc.iter().enumerate() {
-            dst[j * stride..][..MC].copy_from_slice(a);
+            let row: &mut [f32; MC] = (&mut dst[j * stride..][..MC]).try_into().expect("MC");
+            if accumulate {
+                (0..MC).for_each(|i| row[i] += a[i]);
+            } else {
+                *row = *a;
+            }
         }
     }
 }

@@ -222,14 +222,19 @@ pub fn random_cases() -> Vec<OpCase> {
     let ins = vec![shifted(randn(&[2, 5, 6, 7], 274)), shifted(randn(&[2, 7, 6, 7], 275)), randn(&[2, 6], 276), randn(&[2, 6, 6, 7], 277)];
     let op = Op::NormSiluConv2d { spec: ConvSpec::SAME3, groups: 4, parts: 2, fused: true, out_scale: 1.5 };
     cases.push(case("conv 3x3 after group norm + SiLU over two channel parts, fused add+residual+scale", op, w, ins));
-    for (i, (name, k, spec)) in
-        [("conv 1x1 over two channel parts", 1, ConvSpec::POINTWISE), ("conv 3x3 over two channel parts", 3, ConvSpec::SAME3)]
-            .into_iter()
-            .enumerate()
+    // 37 output channels: a pair of channel tiles (summed over the parts in the registers of the
+    // fast engine's paired kernel) and a lone one.
+    for (i, (name, k, spec, co)) in [
+        ("conv 1x1 over two channel parts", 1, ConvSpec::POINTWISE, 7),
+        ("conv 3x3 over two channel parts", 3, ConvSpec::SAME3, 7),
+        ("conv 1x1 over two channel parts into three channel tiles", 1, ConvSpec::POINTWISE, 37),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let seed = 280 + 10 * i as u64;
         let ins = vec![randn(&[2, 5, 4, 6], seed + 2), randn(&[2, 3, 4, 6], seed + 3)];
-        cases.push(case(name, Op::Conv2dParts { spec }, conv_weights(7, 8, k, seed), ins));
+        cases.push(case(name, Op::Conv2dParts { spec }, conv_weights(co, 8, k, seed), ins));
     }
     for (i, (shape, groups, silu)) in
         [([2, 12, 5, 7], 3, false), ([1, 16, 3, 5], 4, true), ([3, 6, 23, 19], 2, true)].into_iter().enumerate()
