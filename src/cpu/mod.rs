@@ -15,10 +15,6 @@ use crate::tensor::Tensor;
 /// affine and concat (shared by `CpuOps` and `fast::FastOps`, where they are cheap).
 macro_rules! reference_ops {
     () => {
-        fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::linear(x, w, b, silu_in, silu_out)?))
-        }
-
         fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
             Ok(std::sync::Arc::new($crate::cpu::ops::timestep_embedding(t, dim, flip, shift)))
         }
@@ -102,6 +98,10 @@ impl UNetOps for CpuOps {
 
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {
         Ok(Arc::new(ops::group_norm(x, gamma, beta, groups, eps, silu)?))
+    }
+
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
+        Ok(Arc::new(ops::linear(x, w, b, silu_in, silu_out)?))
     }
 
     reference_ops!();

@@ -1,12 +1,13 @@
 //! The fast CPU engine's ops: weights packed once at load for a register-tiled SIMD GEMM (`gemm`),
 //! convolutions as that GEMM with fused epilogues (`conv`), group norm + SiLU in two passes
-//! (`norm`), attention with contiguous inner loops (`attention`). The other ops are cheap at these
-//! sizes and reuse the plain reference (`cpu::ops`),
+//! (`norm`), attention with contiguous inner loops (`attention`), linear as lane-wise dot products
+//! (`linear`). The other ops are cheap at these sizes and reuse the plain reference (`cpu::ops`),
 //! which stays the oracle every fast op is tested against (tests/op_cases).
 
 pub mod attention;
 pub mod conv;
 pub mod gemm;
+pub mod linear;
 pub mod norm;
 pub mod winograd;
 
@@ -247,6 +248,10 @@ impl UNetOps for FastOps {
 
     fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
         Ok(Arc::new(attention::attention(q, k, v, heads, dim_head)?))
+    }
+
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
+        Ok(Arc::new(linear::linear(x, w, b, silu_in, silu_out)?))
     }
 
     crate::cpu::reference_ops!();
