@@ -442,7 +442,7 @@ pub fn conv2d(
     // A 1×1 conv without padding reads its parts where they are (one GEMM over each part's
     // channels); anything else reads a padded, normalised or concatenated copy.
     let copied = pre.is_some() || (parts.len() > 1 && cw.k != 1);
-    let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k));
+    let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k) && !few_channels(co, spec.stride));
     let mut path = match wino {
         Some(u) => Path::Winograd(u, Bands::winograd(cw, (h, w), spec, (oh, ow), band_bytes), take_scratch()),
         None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
@@ -496,6 +496,8 @@ struct Direct {
     last_tiles: Vec<[usize; NP]>,
     /// Where a conv reads several parts in place: each part's first channel and taps.
     parts: Vec<(usize, Taps)>,
+    /// `few_channels_band`'s scratch.
+    few: Vec<f32>,
 }
 
 impl Direct {
@@ -521,7 +523,7 @@ impl Direct {
         let last_rows = oh - (oh - 1) / bands.rows * bands.rows;
         let full_tiles = bands.tiles(bands.rows * ow);
         let last_tiles = if last_rows < bands.rows { bands.tiles(last_rows * ow) } else { Vec::new() };
-        Direct { band: bands.buffer(), normed: Vec::new(), bands, full_tiles, last_tiles, parts }
+        Direct { band: bands.buffer(), normed: Vec::new(), bands, full_tiles, last_tiles, parts, few: Vec::new() }
     }
 
     /// One item, band by band of output rows.
@@ -548,6 +550,10 @@ impl Direct {
             } else {
                 self.parts.iter().zip(xs).map(|((c0, taps), x)| (*c0, taps, *x)).collect()
             };
+            if few_channels(cw.co, bands.stride) {
+                few_channels_band(cw, &sources, bands.wp, (p0, rows, ow), &mut self.few, epi, out_item);
+                continue;
+            }
             // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
             // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
             // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
@@ -579,6 +585,69 @@ impl Direct {
                 }
             }
         }
+    }
+}
+
+/// At most this many output channels (conv_out's 1 to 4), a stride-1 conv runs as one axpy per
+/// (output channel, tap) along the whole band (`few_channels_band`): the GEMM's register tile
+/// would compute MC channels and keep a few, and Winograd's transforms would cost more than its
+/// multiplies save (conv_out took 2 % of the bundled model's forward as Winograd).
+const FEW_CHANNELS: usize = 4;
+
+fn few_channels(co: usize, stride: usize) -> bool {
+    co <= FEW_CHANNELS && stride == 1
+}
+
+/// One band of a `few_channels` conv. At stride 1, output pixel (oy, ox) of the band reads tap
+/// (c, ky, kx) at oy·wp + ox + its offset, so each tap is one contiguous multiply-add over the
+/// band's positions i = oy·wp + ox (the k − 1 positions past each row's end are computed and
+/// dropped). `acc` is scratch: a row of positions per output channel.
+fn few_channels_band(
+    cw: &ConvWeights,
+    sources: &[(usize, &Taps, &[f32])],
+    wp: usize,
+    (p0, rows, ow): (usize, usize, usize),
+    acc: &mut Vec<f32>,
+    epi: &Epilogue,
+    out_item: &mut [f32],
+) {
+    let span = (rows - 1) * wp + ow;
+    acc.resize(cw.co * span, 0.0);
+    for (o, acc) in acc.chunks_exact_mut(span).enumerate() {
+        acc.fill(0.0);
+        let panel = cw.a.panel(o / MC);
+        for &(c0, taps, src) in sources {
+            for (kk, &off) in taps.offsets().iter().enumerate() {
+                axpy(acc, panel[(c0 + kk) * MC + o % MC], &src[off..][..span]);
+            }
+        }
+        for r in 0..rows {
+            let p = p0 + r * ow;
+            epi.finish(o, p, &acc[r * wp..][..ow], &mut out_item[o * epi.pixels + p..][..ow]);
+        }
+    }
+}
+
+/// acc += w · x.
+fn axpy(acc: &mut [f32], w: f32, x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        return unsafe { axpy_avx2(acc, w, x) };
+    }
+    axpy_body(acc, w, x)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2(acc: &mut [f32], w: f32, x: &[f32]) {
+    axpy_body(acc, w, x)
+}
+
+#[inline(always)]
+fn axpy_body(acc: &mut [f32], w: f32, x: &[f32]) {
+    for (a, &v) in acc.iter_mut().zip(x) {
+        *a += w * v;
     }
 }
 

@@ -126,9 +126,6 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
     let bases: Vec<[usize; NP]> = (0..t.div_ceil(NP)).map(|g| std::array::from_fn(|j| base((g * NP + j).min(t - 1)))).collect();
-    if band.co <= FEW_CHANNELS {
-        return few_channels(wino, band, v, m);
-    }
     for (pos, u) in wino.u.iter().enumerate() {
         let vp = &v[pos * band.ci * vt..][..band.ci * vt];
         let mp = &mut m[pos * tp * cp..][..tp * cp];
@@ -157,45 +154,6 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
 pub fn grow(buf: &mut Vec<f32>, len: usize) {
     if buf.len() < len {
         buf.resize(len, 0.0);
-    }
-}
-
-/// At most this many output channels (conv_out), M is computed as axpys along the tiles: the
-/// GEMM's register tile would compute MC channels and keep a few.
-const FEW_CHANNELS: usize = 4;
-
-/// M[pos][tile][o] = Σ_c U[pos][o][c] · V[pos][c][tile], one row of tiles at a time.
-fn few_channels(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: avx2 and fma were detected on this CPU.
-        return unsafe { few_channels_avx2(wino, band, v, m) };
-    }
-    few_channels_body(wino, band, v, m)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn few_channels_avx2(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
-    few_channels_body(wino, band, v, m)
-}
-
-#[inline(always)]
-fn few_channels_body(wino: &WinogradWeights, band: &Band, v: &[f32], m: &mut [f32]) {
-    let (vt, t, tp, cp, tw) = (band.stride(), band.tiles(), band.tiles_padded(), band.co_padded(), band.tw);
-    let mut row = vec![0f32; vt];
-    for (pos, u) in wino.u.iter().enumerate() {
-        for o in 0..band.co {
-            row.fill(0.0);
-            for c in 0..band.ci {
-                let w = u.panel(o / MC)[c * MC + o % MC];
-                let vr = &v[(pos * band.ci + c) * vt..][..vt];
-                row.iter_mut().zip(vr).for_each(|(r, x)| *r += w * x);
-            }
-            for i in 0..t {
-                m[(pos * tp + i) * cp + o] = row[(i / tw) * (tw + 1) + i % tw];
-            }
-        }
     }
 }
 

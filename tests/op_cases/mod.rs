@@ -181,6 +181,13 @@ pub fn random_cases() -> Vec<OpCase> {
         conv_weights(6, 5, 3, 40),
         vec![randn(&[2, 5, 6, 7], 41), randn(&[2, 6], 42), randn(&[2, 6, 6, 7], 43)],
     ));
+    // conv_out's shape: so few output channels that the fast engine runs one axpy per tap.
+    cases.push(case(
+        "conv 3x3 into 2 channels, fused add+residual+scale",
+        Op::Conv2d { spec: ConvSpec::SAME3, fused: true, out_scale: 1.5 },
+        conv_weights(2, 9, 3, 140),
+        vec![randn(&[2, 9, 5, 6], 141), randn(&[2, 2], 142), randn(&[2, 2, 5, 6], 143)],
+    ));
     // Attention's to_out: a 1×1 conv with residual and output scale, over a whole channel tile
     // (the fast engine's vector epilogue) and part of one, 21 pixels (a partial pixel tile).
     cases.push(case(
