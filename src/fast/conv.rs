@@ -269,7 +269,16 @@ impl Bands {
         let [pad_t, pad_l, _, pad_r] = spec.pad;
         let (stride, wp) = (spec.stride, w * up + pad_l + pad_r);
         let plane = if direct { h * w } else { ((rows - 1) * stride + k) * wp };
-        let taps = Taps::new((0..ci).flat_map(|c| (0..k).flat_map(move |ky| (0..k).map(move |kx| c * plane + ky * wp + kx))).collect());
+        // Plain loops: a `flat_map` of them cost 1 % of a forward (its `next` is not inlined).
+        let mut offsets = Vec::with_capacity(ci * k * k);
+        for c in 0..ci {
+            for ky in 0..k {
+                for kx in 0..k {
+                    offsets.push(c * plane + ky * wp + kx);
+                }
+            }
+        }
+        let taps = Taps::new(offsets);
         Bands { taps, rows, direct, ci, h, w, up, k, stride, pad_t, pad_l, wp, plane, ow }
     }
 
