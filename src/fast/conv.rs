@@ -575,15 +575,15 @@ impl Direct {
                 let t = c * step;
                 let pair = out_rows.len() > MC * p_total;
                 for (pt, bases) in tiles.iter().enumerate() {
+                    let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
                     for (i, &(c0, taps, src)) in sources.iter().enumerate() {
                         let panel0 = &cw.a.panel(t)[c0 * MC..];
                         if pair {
-                            kernel.tile2(panel0, &cw.a.panel(t + 1)[c0 * MC..], src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
+                            kernel.tile2(panel0, &cw.a.panel(t + 1)[c0 * MC..], src, bases, taps, &mut acc, ACC_STRIDE, i > 0, n);
                         } else {
                             kernel.tile_into(panel0, src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
                         }
                     }
-                    let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
                     if pair {
                         let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
                         epi.store(kernel, rows0, t, &acc, q, n);

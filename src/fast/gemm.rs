@@ -99,12 +99,16 @@ unsafe fn tile_avx2(a: &[f32], b: &[f32], bases: &[usize; NP], offsets: &[usize]
 /// (stored straight from the registers: returned by value, the 768 bytes of accumulators were
 /// copied twice more, through `memmove`).
 ///
+/// Only the first P pixels are computed and stored (a band's last tile of 1 to 4 pixels runs
+/// P = 2 or 4: the repeats of its last pixel were 10 % of the multiply-adds of the 7 × 7 and
+/// 14 × 14 Winograd GEMMs, whose 16 and 49 tiles fill 3 and 9 tiles of 6).
+///
 /// # Safety
-/// As `tile_body` for both panels, (NP − 1)·stride + 2·MC ≤ dst.len(), and the CPU has AVX-512F.
+/// As `tile_body` for both panels, (P − 1)·stride + 2·MC ≤ dst.len(), and the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile2_avx512(
+unsafe fn tile2_avx512<const P: usize>(
     a0: &[f32],
     a1: &[f32],
     b: &[f32],
@@ -115,21 +119,21 @@ unsafe fn tile2_avx512(
     accumulate: bool,
 ) {
     use std::arch::x86_64::*;
-    const { assert!(MC == 16) };
+    const { assert!(MC == 16 && P <= NP) };
     // SAFETY: the caller's bound (bases[j] ≤ b.len()).
-    let px: [*const f32; NP] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
-    let (mut c0, mut c1) = ([_mm512_setzero_ps(); NP], [_mm512_setzero_ps(); NP]);
+    let px: [*const f32; P] = std::array::from_fn(|j| unsafe { b.as_ptr().add(bases[j]) });
+    let (mut c0, mut c1) = ([_mm512_setzero_ps(); P], [_mm512_setzero_ps(); P]);
     for (k, &o) in offsets.iter().enumerate() {
         // SAFETY: both panels hold offsets.len() · MC floats (the caller's bound).
         let (w0, w1) = unsafe { (_mm512_loadu_ps(a0.as_ptr().add(k * MC)), _mm512_loadu_ps(a1.as_ptr().add(k * MC))) };
-        for j in 0..NP {
+        for j in 0..P {
             // SAFETY: the caller's bound.
             let bj = _mm512_set1_ps(unsafe { *px[j].add(o) });
             c0[j] = _mm512_fmadd_ps(w0, bj, c0[j]);
             c1[j] = _mm512_fmadd_ps(w1, bj, c1[j]);
         }
     }
-    for j in 0..NP {
+    for j in 0..P {
         // SAFETY: j·stride + 2·MC ≤ dst.len() (the caller's bound).
         unsafe {
             let (d0, d1) = (dst.as_mut_ptr().add(j * stride), dst.as_mut_ptr().add(j * stride + MC));
@@ -257,8 +261,8 @@ impl Kernel {
     }
 
     /// `tile` for panels `p0` and `p1` over the same pixels, in one pass where `pairs`: row j of
-    /// panel h's tile goes to dst[j·stride + h·MC..][..MC] (all NP rows), added to what is there
-    /// where `accumulate`.
+    /// panel h's tile goes to dst[j·stride + h·MC..][..MC], added to what is there where
+    /// `accumulate`. Rows from `n` (the pixels the caller keeps) on may be left as they were.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     pub fn tile2(
@@ -271,14 +275,23 @@ impl Kernel {
         dst: &mut [f32],
         stride: usize,
         accumulate: bool,
+        n: usize,
     ) {
         assert!(stride >= 2 * MC && (NP - 1) * stride + 2 * MC <= dst.len(), "conv tile store out of bounds");
         #[cfg(target_arch = "x86_64")]
         if self.variant == Variant::Avx512 {
             check_bounds(&[p0, p1], b, bases, taps);
+            let o = &taps.offsets;
             // SAFETY: bounds checked above; avx512f was detected on this CPU.
-            return unsafe { tile2_avx512(p0, p1, b, bases, &taps.offsets, dst, stride, accumulate) };
+            return unsafe {
+                match n {
+                    0..=2 => tile2_avx512::<2>(p0, p1, b, bases, o, dst, stride, accumulate),
+                    3..=4 => tile2_avx512::<4>(p0, p1, b, bases, o, dst, stride, accumulate),
+                    _ => tile2_avx512::<NP>(p0, p1, b, bases, o, dst, stride, accumulate),
+                }
+            };
         }
+        let _ = n;
         for (h, p) in [p0, p1].into_iter().enumerate() {
             self.tile_into(p, b, bases, taps, &mut dst[h * MC..], stride, accumulate);
         }

@@ -135,7 +135,7 @@ pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Ban
             if kernel.pairs() && ct + 1 < u.tiles() {
                 let (panel0, panel1) = (u.panel(ct), u.panel(ct + 1));
                 for (g, b) in bases.iter().enumerate() {
-                    kernel.tile2(panel0, panel1, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp, false);
+                    kernel.tile2(panel0, panel1, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp, false, t - g * NP);
                 }
                 ct += 2;
                 continue;

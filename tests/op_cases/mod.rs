@@ -204,6 +204,8 @@ pub fn random_cases() -> Vec<OpCase> {
         ("conv 3x3 stride 2 after group norm + SiLU", 3, conv(2, [0, 0, 1, 1], false), [1, 4, 10, 6], 2, 5, false),
         ("conv 3x3 upsample after group norm + SiLU", 3, conv(1, [1, 1, 1, 1], true), [1, 6, 3, 5], 3, 3, false),
         ("conv 3x3 over several channel tiles after group norm + SiLU", 3, ConvSpec::SAME3, [2, 16, 5, 11], 8, 37, false),
+        // 28 and 7 Winograd tiles (one band, bands of one tile row): last GEMM tiles of 4 and 1 pixels.
+        ("conv 3x3 over 7 × 13 into several channel tiles after group norm + SiLU", 3, ConvSpec::SAME3, [1, 16, 7, 13], 8, 37, false),
     ]
     .into_iter()
     .enumerate()
