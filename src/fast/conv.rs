@@ -294,9 +294,7 @@ impl Bands {
     /// Fills `band` with the padded input of output rows oy0.. oy0 + rows of one item, the
     /// concatenation along channels of `x`'s parts ([C_k, H, W] each), each channel mapped through
     /// silu(x·scale + shift) where `affine` gives (scale, shift), and returns what the taps read:
-    /// `band`, or the one part itself for a direct conv. `split` (Winograd) writes each channel's
-    /// padded plane as its four quarters instead (`winograd::Band::input`).
-    #[allow(clippy::too_many_arguments)]
+    /// `band`, or the one part itself for a direct conv.
     fn source<'a>(
         &self,
         band: &'a mut [f32],
@@ -305,54 +303,78 @@ impl Bands {
         affine: Option<&[(f32, f32)]>,
         oy0: usize,
         rows: usize,
-        split: bool,
     ) -> &'a [f32] {
         if self.direct {
             return x[0];
         }
-        let (h, w, up, wp) = (self.h, self.w, self.up, self.wp);
+        let read = self.rows_read(oy0, rows);
+        for (c, src) in x.iter().flat_map(|part| part.chunks_exact(self.h * self.w)).enumerate() {
+            let plane = &mut band[c * self.plane..][..self.plane];
+            self.fill_channel(plane, normed, src, affine.map(|a| a[c]), oy0, read, false);
+        }
+        band
+    }
+
+    /// The padded rows of a band of `rows` output rows from oy0, and the input rows they read
+    /// (first..end).
+    fn rows_read(&self, oy0: usize, rows: usize) -> (usize, usize, usize) {
+        let (h, up) = (self.h, self.up);
         let band_rows = (rows - 1) * self.stride + self.k;
-        // The input rows this band reads: first..end.
         let y0 = (oy0 * self.stride) as isize - self.pad_t as isize;
         let first = y0.max(0) as usize / up;
         let end = (y0 + band_rows as isize - 1).clamp(-1, (h * up) as isize - 1);
         let end = if end < 0 { first } else { (end as usize / up + 1).max(first) };
-        for (c, src) in x.iter().flat_map(|part| part.chunks_exact(h * w)).enumerate() {
-            // Normalised in one contiguous run (rows of 7 to 28 pixels would leave SIMD loops
-            // mostly in their scalar tails), then copied into the padded rows.
-            let (src, first) = match affine {
-                None => (src, 0),
-                Some(a) => {
-                    normed.resize((end - first) * w, 0.0);
-                    norm::affine_silu_row(&src[first * w..end * w], normed, a[c].0, a[c].1);
-                    (&normed[..], first)
-                }
+        (band_rows, first, end)
+    }
+
+    /// One channel's padded plane of a band (`source`): `src` is the channel ([H, W]), mapped
+    /// through silu(x·scale + shift) where `affine` gives (scale, shift); `read` is `rows_read`.
+    /// `split` (Winograd) writes the plane as its four quarters (`split_row`).
+    #[allow(clippy::too_many_arguments)]
+    fn fill_channel(
+        &self,
+        plane: &mut [f32],
+        normed: &mut Vec<f32>,
+        src: &[f32],
+        affine: Option<(f32, f32)>,
+        oy0: usize,
+        (band_rows, first, end): (usize, usize, usize),
+        split: bool,
+    ) {
+        let (h, w, up, wp) = (self.h, self.w, self.up, self.wp);
+        // Normalised in one contiguous run (rows of 7 to 28 pixels would leave SIMD loops mostly
+        // in their scalar tails), then copied into the padded rows.
+        let (src, first) = match affine {
+            None => (src, 0),
+            Some((scale, shift)) => {
+                normed.resize((end - first) * w, 0.0);
+                norm::affine_silu_row(&src[first * w..end * w], normed, scale, shift);
+                (&normed[..], first)
+            }
+        };
+        for r in 0..band_rows {
+            // The (upsampled) input row under padded row r of this band.
+            let y = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up);
+            let src_row = y.map(|y| &src[(y / up - first) * w..][..w]);
+            if split {
+                self.split_row(plane, band_rows, r, src_row);
+                continue;
+            }
+            let row = &mut plane[r * wp..][..wp];
+            let Some(src_row) = src_row else {
+                row.fill(0.0);
+                continue;
             };
-            for r in 0..band_rows {
-                // The (upsampled) input row under padded row r of this band.
-                let y = (oy0 * self.stride + r).checked_sub(self.pad_t).filter(|&y| y < h * up);
-                let src_row = y.map(|y| &src[(y / up - first) * w..][..w]);
-                if split {
-                    self.split_row(&mut band[c * self.plane..][..self.plane], band_rows, r, src_row);
-                    continue;
-                }
-                let row = &mut band[c * self.plane + r * wp..][..wp];
-                let Some(src_row) = src_row else {
-                    row.fill(0.0);
-                    continue;
-                };
-                let (left, rest) = row.split_at_mut(self.pad_l);
-                let (mid, right) = rest.split_at_mut(w * up);
-                left.fill(0.0);
-                right.fill(0.0);
-                if up == 1 {
-                    mid.copy_from_slice(src_row);
-                } else {
-                    mid.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / up]);
-                }
+            let (left, rest) = row.split_at_mut(self.pad_l);
+            let (mid, right) = rest.split_at_mut(w * up);
+            left.fill(0.0);
+            right.fill(0.0);
+            if up == 1 {
+                mid.copy_from_slice(src_row);
+            } else {
+                mid.iter_mut().enumerate().for_each(|(xx, v)| *v = src_row[xx / up]);
             }
         }
-        band
     }
 
     /// Padded row r of a Winograd band (pad 1 left, `wp` = 2·tw + 2 columns), written into the
@@ -552,7 +574,7 @@ impl Direct {
             let rows = bands.rows.min(oh - oy0);
             let (p0, count) = (oy0 * ow, rows * ow);
             let tiles = if rows < bands.rows { &self.last_tiles } else { &self.full_tiles };
-            let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows, false);
+            let b = bands.source(&mut self.band, &mut self.normed, xs, affine, oy0, rows);
             // What the GEMM reads: each part in place (its first channel, its taps), or the band.
             let sources: Vec<(usize, &Taps, &[f32])> = if self.parts.is_empty() {
                 vec![(0, &bands.taps, b)]
@@ -685,13 +707,17 @@ fn winograd_item(
     (oh, ow): (usize, usize),
 ) {
     let (tw, th) = (*tw, oh.div_ceil(2));
-    winograd::grow(&mut s.band, bands.ci * bands.plane);
     winograd::grow(&mut s.rows, 4 * tw * epi.co);
+    let channels: Vec<&[f32]> = xs.iter().flat_map(|part| part.chunks_exact(bands.h * bands.w)).collect();
     for ty0 in (0..th).step_by(*trows) {
         let tr = (*trows).min(th - ty0);
-        let input = bands.source(&mut s.band, &mut s.normed, xs, affine, 2 * ty0, 2 * tr, true);
-        let band = winograd::Band { input, plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
-        winograd::transform_and_multiply(kernel, u, &band, &mut s.v, &mut s.m, &mut s.h);
+        let read = bands.rows_read(2 * ty0, 2 * tr);
+        let band = winograd::Band { plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
+        // Each channel's padded quarters are made just before their transform, in one plane of
+        // scratch that stays in L1 (a whole band's went through L2 between the two).
+        let normed = &mut s.normed;
+        let fill = |c: usize, plane: &mut [f32]| bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true);
+        winograd::transform_and_multiply(kernel, u, &band, fill, &mut s.band, &mut s.v, &mut s.m, &mut s.h);
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2() {
             // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).

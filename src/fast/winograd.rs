@@ -5,8 +5,9 @@
 //! tile and (ci, co) where the direct conv does 36, 2.25× fewer.
 //!
 //! Per band of tile rows:
-//! - the padded (normalised, upsampled) input band is made as for the direct conv (`Bands::source`);
-//! - the input transform takes it to V[pos][ci][tile], pos being one of the 16 entries of Bᵀ d B;
+//! - channel by channel, its padded (normalised, upsampled) input plane is made as for the direct
+//!   conv (`Bands::fill_channel`) and the input transform takes it to V[pos][c][tile], pos being
+//!   one of the 16 entries of Bᵀ d B (one plane of scratch, in L1 between the two);
 //! - 16 GEMMs, one per pos, M[pos] = U[pos] · V[pos], run on the direct conv's microkernel
 //!   (`Kernel::tile`, with tiles as its "pixels" and input channels as its taps);
 //! - the output transform takes M back to 2×2 outputs, and the conv's epilogue adds bias, time
@@ -79,11 +80,10 @@ pub fn transform_weight(g: &[f32]) -> [f32; 16] {
 }
 
 /// One band of tile rows: its geometry and scratch.
-pub struct Band<'a> {
-    /// The padded input band: `ci` planes of (2·trows + 2) rows × wp = 2·tw + 2 columns, each
-    /// plane (`plane` apart) as its four quarters q = 2·(row parity) + column parity, each of
-    /// trows + 1 rows × tw + 1 (`conv::Bands::split_row`).
-    pub input: &'a [f32],
+pub struct Band {
+    /// Floats in a channel's padded input: (2·trows + 2) rows × wp = 2·tw + 2 columns, as its
+    /// four quarters q = 2·(row parity) + column parity, each of trows + 1 rows × tw + 1
+    /// (`conv::Bands::split_row`).
     pub plane: usize,
     pub ci: usize,
     pub co: usize,
@@ -92,7 +92,7 @@ pub struct Band<'a> {
     pub trows: usize,
 }
 
-impl Band<'_> {
+impl Band {
     fn tiles(&self) -> usize {
         self.tw * self.trows
     }
@@ -112,16 +112,31 @@ impl Band<'_> {
     }
 }
 
-/// M[pos][tile][co] of one band (co padded to whole register tiles and tiles to whole GEMM
+/// M[pos][tile][co] of one band, channel c's padded input quarters made by `fill(c, plane)` (co padded to whole register tiles and tiles to whole GEMM
 /// tiles, so the GEMM stores its accumulators straight into M as whole vectors): input transform,
 /// then the 16 GEMMs. `v`, `m` and `h` are scratch.
-pub fn transform_and_multiply(kernel: Kernel, wino: &WinogradWeights, band: &Band, v: &mut Vec<f32>, m: &mut Vec<f32>, h: &mut Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+pub fn transform_and_multiply(
+    kernel: Kernel,
+    wino: &WinogradWeights,
+    band: &Band,
+    mut fill: impl FnMut(usize, &mut [f32]),
+    plane: &mut Vec<f32>,
+    v: &mut Vec<f32>,
+    m: &mut Vec<f32>,
+    h: &mut Vec<f32>,
+) {
     let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
     let vt = band.stride();
+    grow(plane, band.plane);
     grow(v, 16 * band.ci * vt);
     grow(m, 16 * tp * cp);
     grow(h, 8 * (band.trows + 1) * (band.tw + 1));
-    input_transform(band, v, h);
+    for c in 0..band.ci {
+        let plane = &mut plane[..band.plane];
+        fill(c, plane);
+        input_transform(band, c, plane, v, h);
+    }
     let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
@@ -159,32 +174,32 @@ pub fn grow(buf: &mut Vec<f32>, len: usize) {
 
 /// V[pos][c][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in channel c (one
 /// unused column per tile row, so every step below is one contiguous loop over the whole band).
-fn input_transform(band: &Band, v: &mut [f32], h: &mut [f32]) {
+fn input_transform(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: avx2 and fma were detected on this CPU.
-        return unsafe { input_transform_avx2(band, v, h) };
+        return unsafe { input_transform_avx2(band, c, quarters, v, h) };
     }
-    input_transform_body(band, v, h)
+    input_transform_body(band, c, quarters, v, h)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn input_transform_avx2(band: &Band, v: &mut [f32], h: &mut [f32]) {
-    input_transform_body(band, v, h)
+fn input_transform_avx2(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
+    input_transform_body(band, c, quarters, v, h)
 }
 
 /// `h` (scratch, 8 quarters): h[parity][b], the horizontal transform (d Bᵀ)[b] of the even or
 /// odd padded rows.
 #[inline(always)]
-fn input_transform_body(band: &Band, v: &mut [f32], h: &mut [f32]) {
+fn input_transform_body(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
     let (tw, trows) = (band.tw, band.trows);
     let s = tw + 1;
     // Quarter q = 2·(row parity) + (column parity) of the padded plane: (trows + 1) × (tw + 1).
     let qn = (trows + 1) * s;
     let vt = band.stride();
-    for c in 0..band.ci {
-        let quarters = &band.input[c * band.plane..][..4 * qn];
+    {
+        let quarters = &quarters[..4 * qn];
         for parity in 0..2 {
             let (e, o) = quarters[2 * parity * qn..][..2 * qn].split_at(qn);
             let hp = &mut h[4 * parity * qn..][..4 * qn];
