@@ -173,7 +173,8 @@ pub fn grow(buf: &mut Vec<f32>, len: usize) {
 }
 
 /// V[pos][c][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in channel c (one
-/// unused column per tile row, so every step below is one contiguous loop over the whole band).
+/// unused column per tile row, so every step below is one contiguous loop over the whole band),
+/// from the channel's padded plane as its four `quarters`.
 fn input_transform(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -198,33 +199,31 @@ fn input_transform_body(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], 
     // Quarter q = 2·(row parity) + (column parity) of the padded plane: (trows + 1) × (tw + 1).
     let qn = (trows + 1) * s;
     let vt = band.stride();
-    {
-        let quarters = &quarters[..4 * qn];
-        for parity in 0..2 {
-            let (e, o) = quarters[2 * parity * qn..][..2 * qn].split_at(qn);
-            let hp = &mut h[4 * parity * qn..][..4 * qn];
-            let (h0, rest) = hp.split_at_mut(qn);
-            let (h1, rest) = rest.split_at_mut(qn);
-            let (h2, h3) = rest.split_at_mut(qn);
-            let n = qn - 1;
-            for f in 0..n {
-                h0[f] = e[f] - e[f + 1];
-                h1[f] = o[f] + e[f + 1];
-                h2[f] = e[f + 1] - o[f];
-                h3[f] = o[f] - o[f + 1];
-            }
+    let quarters = &quarters[..4 * qn];
+    for parity in 0..2 {
+        let (e, o) = quarters[2 * parity * qn..][..2 * qn].split_at(qn);
+        let hp = &mut h[4 * parity * qn..][..4 * qn];
+        let (h0, rest) = hp.split_at_mut(qn);
+        let (h1, rest) = rest.split_at_mut(qn);
+        let (h2, h3) = rest.split_at_mut(qn);
+        let n = qn - 1;
+        for f in 0..n {
+            h0[f] = e[f] - e[f + 1];
+            h1[f] = o[f] + e[f + 1];
+            h2[f] = e[f + 1] - o[f];
+            h3[f] = o[f] - o[f + 1];
         }
-        // Vertical: V[a][b] = (Bᵀ h)[a][b]; patch rows 0 and 2 are even padded rows r and r + 1,
-        // rows 1 and 3 odd rows r and r + 1.
-        for b in 0..4 {
-            let (he, ho) = (&h[b * qn..][..qn], &h[(4 + b) * qn..][..qn]);
-            let at = |a: usize| ((4 * a + b) * band.ci + c) * vt;
-            let (e0, e1, o0, o1) = (&he[..vt], &he[s..][..vt], &ho[..vt], &ho[s..][..vt]);
-            v[at(0)..][..vt].iter_mut().zip(e0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p - q);
-            v[at(1)..][..vt].iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p + q);
-            v[at(2)..][..vt].iter_mut().zip(e1.iter().zip(o0)).for_each(|(d, (p, q))| *d = p - q);
-            v[at(3)..][..vt].iter_mut().zip(o0.iter().zip(o1)).for_each(|(d, (p, q))| *d = p - q);
-        }
+    }
+    // Vertical: V[a][b] = (Bᵀ h)[a][b]; patch rows 0 and 2 are even padded rows r and r + 1,
+    // rows 1 and 3 odd rows r and r + 1.
+    for b in 0..4 {
+        let (he, ho) = (&h[b * qn..][..qn], &h[(4 + b) * qn..][..qn]);
+        let at = |a: usize| ((4 * a + b) * band.ci + c) * vt;
+        let (e0, e1, o0, o1) = (&he[..vt], &he[s..][..vt], &ho[..vt], &ho[s..][..vt]);
+        v[at(0)..][..vt].iter_mut().zip(e0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p - q);
+        v[at(1)..][..vt].iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p + q);
+        v[at(2)..][..vt].iter_mut().zip(e1.iter().zip(o0)).for_each(|(d, (p, q))| *d = p - q);
+        v[at(3)..][..vt].iter_mut().zip(o0.iter().zip(o1)).for_each(|(d, (p, q))| *d = p - q);
     }
 }
 
