@@ -623,7 +623,7 @@ impl Direct {
 /// (output channel, tap) along the whole band (`few_channels_band`): the GEMM's register tile
 /// would compute MC channels and keep a few, and Winograd's transforms would cost more than its
 /// multiplies save (conv_out took 2 % of the bundled model's forward as Winograd).
-const FEW_CHANNELS: usize = 4;
+pub(super) const FEW_CHANNELS: usize = 4;
 
 fn few_channels(co: usize, stride: usize) -> bool {
     co <= FEW_CHANNELS && stride == 1

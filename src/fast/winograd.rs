@@ -34,11 +34,12 @@ pub fn fits(spec: ConvSpec, k: usize) -> bool {
     k == 3 && spec.stride == 1 && spec.pad == [1; 4]
 }
 
-/// Whether a 3×3 weight [co, ci] is worth transforming: at most `MAX_CHANNEL_PAIRS`, and enough
+/// Whether a 3×3 weight [co, ci] is worth transforming: at most `MAX_CHANNEL_PAIRS`, enough
 /// input channels that the GEMM's depth (ci) outweighs the transforms (conv_in's 1 to 3 channels
-/// ran 2× slower as Winograd).
+/// ran 2× slower as Winograd), and more output channels than a conv runs as axpys
+/// (`conv::FEW_CHANNELS`: conv_out).
 pub fn worth_it(co: usize, ci: usize) -> bool {
-    ci >= 8 && co * ci <= MAX_CHANNEL_PAIRS
+    ci >= 8 && co > super::conv::FEW_CHANNELS && co * ci <= MAX_CHANNEL_PAIRS
 }
 
 /// U[pos] = (G g Gᵀ)[pos] of every (co, ci), packed for the GEMM as one [co, ci] matrix per pos.
@@ -112,9 +113,10 @@ impl Band {
     }
 }
 
-/// M[pos][tile][co] of one band, channel c's padded input quarters made by `fill(c, plane)` (co padded to whole register tiles and tiles to whole GEMM
-/// tiles, so the GEMM stores its accumulators straight into M as whole vectors): input transform,
-/// then the 16 GEMMs. `v`, `m` and `h` are scratch.
+/// M[pos][tile][co] of one band (co padded to whole register tiles and tiles to whole GEMM tiles,
+/// so the GEMM stores its accumulators straight into M as whole vectors): channel by channel,
+/// `fill(c, plane)` makes channel c's padded input quarters and the input transform takes them
+/// to V; then the 16 GEMMs. `plane`, `v`, `m` and `h` are scratch.
 #[allow(clippy::too_many_arguments)]
 pub fn transform_and_multiply(
     kernel: Kernel,
