@@ -89,16 +89,12 @@ impl Epilogue<'_> {
 
     /// `store` for a whole tile of MC channels: 8 × 8 blocks of the tile (pixels × channels,
     /// the last two pixels zero) transposed in registers, each channel's pixels then stored as
-    /// one masked vector.
+    /// one masked vector (`finish8`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     fn store_avx2(&self, rows: &mut [f32], t: usize, acc: &[f32], p0: usize, n: usize) {
         use std::arch::x86_64::*;
         const { assert!(MC == 16 && NP <= 8) };
-        // Lane l is stored where l < n.
-        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        let end = (MC - 1) * self.pixels + p0 + n;
-        assert!(end <= rows.len() && self.residual.is_none_or(|r| t * MC * self.pixels + end <= r.len()), "conv store out of bounds");
         for half in 0..2 {
             // SAFETY: j·ACC_STRIDE + half·8 + 8 ≤ (NP − 1)·ACC_STRIDE + MC ≤ acc.len() (`store`).
             let mut r: [__m256; 8] = std::array::from_fn(|j| {
@@ -109,35 +105,26 @@ impl Epilogue<'_> {
                 }
             });
             transpose8(&mut r);
-            for (l, v) in r.iter().enumerate() {
-                let (i, o) = (half * 8 + l, t * MC + half * 8 + l);
-                let add = self.bias[o] + self.add.map_or(0.0, |a| a[o]);
-                let mut v = _mm256_add_ps(*v, _mm256_set1_ps(add));
-                if let Some(res) = self.residual {
-                    // SAFETY: lanes past n are masked off; the lanes below n are in bounds (asserted).
-                    v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(res.as_ptr().add(o * self.pixels + p0), mask) });
-                }
-                if self.out_scale != 1.0 {
-                    v = _mm256_div_ps(v, _mm256_set1_ps(self.out_scale));
-                }
-                // SAFETY: as above, for the output rows.
-                unsafe { _mm256_maskstore_ps(rows.as_mut_ptr().add(i * self.pixels + p0), mask, v) };
+            for (l, &v) in r.iter().enumerate() {
+                self.finish8(t * MC + half * 8 + l, half * 8 + l, p0, n, v, rows);
             }
         }
     }
 
-    /// `finish` for the `n` ≤ 8 pixels p0.. of channel o held in `v`, stored masked.
+    /// `finish` for the `n` ≤ 8 pixels p0.. of channel o held in `v`, stored masked into row
+    /// `row` of `dst` ([P] rows; the residual is read at channel o's).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    fn finish8(&self, o: usize, p0: usize, n: usize, v: std::arch::x86_64::__m256, dst: &mut [f32]) {
+    #[inline]
+    fn finish8(&self, o: usize, row: usize, p0: usize, n: usize, v: std::arch::x86_64::__m256, dst: &mut [f32]) {
         use std::arch::x86_64::*;
         let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-        let at = o * self.pixels + p0;
-        assert!(n <= 8 && at + n <= dst.len() && self.residual.is_none_or(|r| at + n <= r.len()), "conv store out of bounds");
+        let (at, res_at) = (row * self.pixels + p0, o * self.pixels + p0);
+        assert!(n <= 8 && at + n <= dst.len() && self.residual.is_none_or(|r| res_at + n <= r.len()), "conv store out of bounds");
         let mut v = _mm256_add_ps(v, _mm256_set1_ps(self.bias[o] + self.add.map_or(0.0, |a| a[o])));
         if let Some(res) = self.residual {
             // SAFETY: lanes past n are masked off; the lanes below n are in bounds (asserted).
-            v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(res.as_ptr().add(at), mask) });
+            v = _mm256_add_ps(v, unsafe { _mm256_maskload_ps(res.as_ptr().add(res_at), mask) });
         }
         if self.out_scale != 1.0 {
             v = _mm256_div_ps(v, _mm256_set1_ps(self.out_scale));
@@ -685,7 +672,8 @@ fn axpy_body(acc: &mut [f32], w: f32, x: &[f32]) {
 /// A Winograd conv's buffers, reused across its items and bands.
 #[derive(Default)]
 struct WinogradScratch {
-    band: Vec<f32>,
+    /// One channel's padded plane of a band, as its quarters (`Bands::fill_channel`).
+    plane: Vec<f32>,
     normed: Vec<f32>,
     v: Vec<f32>,
     m: Vec<f32>,
@@ -717,7 +705,7 @@ fn winograd_item(
         // scratch that stays in L1 (a whole band's went through L2 between the two).
         let normed = &mut s.normed;
         let fill = |c: usize, plane: &mut [f32]| bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true);
-        winograd::transform_and_multiply(kernel, u, &band, fill, &mut s.band, &mut s.v, &mut s.m, &mut s.h);
+        winograd::transform_and_multiply(kernel, u, &band, fill, &mut s.plane, &mut s.v, &mut s.m, &mut s.h);
         #[cfg(target_arch = "x86_64")]
         if kernel.avx2() {
             // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
@@ -754,7 +742,7 @@ fn winograd_outputs_avx2(m: &[f32], band: &winograd::Band, ty0: usize, epi: &Epi
                     let oy = 2 * (ty0 + r) + dy;
                     if oy < oh {
                         for (l, &v) in row.iter().enumerate().take(epi.co - o0) {
-                            epi.finish8(o0 + l, oy * ow + 2 * x0, n, v, out_item);
+                            epi.finish8(o0 + l, o0 + l, oy * ow + 2 * x0, n, v, out_item);
                         }
                     }
                 }

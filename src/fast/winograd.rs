@@ -232,7 +232,36 @@ fn input_transform_body(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], 
 /// The 2×2 outputs of every output channel over tile row `r` of a band, (Aᵀ M A) of each tile:
 /// `rows` holds, per channel, its two rows of 2·tw pixels. (AVX2 CPUs run `output_block_avx2`.)
 pub fn output_rows(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
-    output_rows_body(m, band, r, rows)
+    let (tw, tp, cp) = (band.tw, band.tiles_padded(), band.co_padded());
+    for x in 0..tw {
+        let tile = r * tw + x;
+        for o0 in (0..band.co).step_by(OC) {
+            let mut mp = [[0f32; OC]; 16];
+            for (pos, v) in mp.iter_mut().enumerate() {
+                v.copy_from_slice(&m[(pos * tp + tile) * cp + o0..][..OC]);
+            }
+            // s[y][b] = (Aᵀ M)[y][b], then Y[y][x] = (s A)[y][x], for OC channels at once.
+            let (mut s0, mut s1) = ([[0f32; OC]; 4], [[0f32; OC]; 4]);
+            for b in 0..4 {
+                for l in 0..OC {
+                    s0[b][l] = mp[b][l] + mp[4 + b][l] + mp[8 + b][l];
+                    s1[b][l] = mp[4 + b][l] - mp[8 + b][l] - mp[12 + b][l];
+                }
+            }
+            let mut y = [[0f32; OC]; 4];
+            for l in 0..OC {
+                y[0][l] = s0[0][l] + s0[1][l] + s0[2][l];
+                y[1][l] = s0[1][l] - s0[2][l] - s0[3][l];
+                y[2][l] = s1[0][l] + s1[1][l] + s1[2][l];
+                y[3][l] = s1[1][l] - s1[2][l] - s1[3][l];
+            }
+            for l in 0..OC.min(band.co - o0) {
+                let row = &mut rows[(o0 + l) * 4 * tw..][..4 * tw];
+                (row[2 * x], row[2 * x + 1]) = (y[0][l], y[1][l]);
+                (row[2 * tw + 2 * x], row[2 * tw + 2 * x + 1]) = (y[2][l], y[3][l]);
+            }
+        }
+    }
 }
 
 /// (Aᵀ M A) of tiles x0.. x0 + 4 of tile row `r`, channels o0.. o0 + 8, as output pixel rows:
@@ -272,37 +301,3 @@ pub(super) fn output_block_avx2(m: &[f32], band: &Band, r: usize, x0: usize, o0:
 
 /// Channels per step of the output transform: one vector of them natively, two in wasm.
 const OC: usize = 8;
-
-#[inline(always)]
-fn output_rows_body(m: &[f32], band: &Band, r: usize, rows: &mut [f32]) {
-    let (tw, tp, cp) = (band.tw, band.tiles_padded(), band.co_padded());
-    for x in 0..tw {
-        let tile = r * tw + x;
-        for o0 in (0..band.co).step_by(OC) {
-            let mut mp = [[0f32; OC]; 16];
-            for (pos, v) in mp.iter_mut().enumerate() {
-                v.copy_from_slice(&m[(pos * tp + tile) * cp + o0..][..OC]);
-            }
-            // s[y][b] = (Aᵀ M)[y][b], then Y[y][x] = (s A)[y][x], for OC channels at once.
-            let (mut s0, mut s1) = ([[0f32; OC]; 4], [[0f32; OC]; 4]);
-            for b in 0..4 {
-                for l in 0..OC {
-                    s0[b][l] = mp[b][l] + mp[4 + b][l] + mp[8 + b][l];
-                    s1[b][l] = mp[4 + b][l] - mp[8 + b][l] - mp[12 + b][l];
-                }
-            }
-            let mut y = [[0f32; OC]; 4];
-            for l in 0..OC {
-                y[0][l] = s0[0][l] + s0[1][l] + s0[2][l];
-                y[1][l] = s0[1][l] - s0[2][l] - s0[3][l];
-                y[2][l] = s1[0][l] + s1[1][l] + s1[2][l];
-                y[3][l] = s1[1][l] - s1[2][l] - s1[3][l];
-            }
-            for l in 0..OC.min(band.co - o0) {
-                let row = &mut rows[(o0 + l) * 4 * tw..][..4 * tw];
-                (row[2 * x], row[2 * x + 1]) = (y[0][l], y[1][l]);
-                (row[2 * tw + 2 * x], row[2 * tw + 2 * x + 1]) = (y[2][l], y[3][l]);
-            }
-        }
-    }
-}
