@@ -3,6 +3,8 @@
 
 pub mod cpu;
 pub mod error;
+#[cfg(target_arch = "wasm32")]
+pub mod event_loop;
 pub mod fast;
 pub mod gpu;
 pub mod image_grid;

@@ -197,7 +197,9 @@ fn given_noise_is_never_filled_in_silently() {
 
 #[test]
 fn recording_errors_are_popped_and_returned() {
-    use ddim_webgpu::gpu::recorder::{AffineParams, GpuRecorder, GpuWeights};
+    use ddim_webgpu::gpu::ops::affine::AffineParams;
+    use ddim_webgpu::gpu::recorder::GpuRecorder;
+    use ddim_webgpu::gpu::weights::GpuWeights;
     let gpu = gpu();
     let weights = GpuWeights::upload_tensors(&gpu, &Default::default()).unwrap();
     let x = gpu.upload(&[1.0; 8], "x").unwrap();
@@ -223,7 +225,7 @@ fn recording_errors_are_popped_and_returned() {
 fn model_over_the_adapters_limits() {
     let (cfg, st) = tiny();
     let model = Model::from_bytes(&cfg, &st, None).unwrap();
-    let mut engine = ddim_webgpu::gpu::recording::GpuUNet::new(gpu(), &model).unwrap();
+    let mut engine = ddim_webgpu::gpu::unet::GpuUNet::new(gpu(), &model).unwrap();
     let max = engine.gpu.limits.max_storage_buffer_binding_size;
     // conv_in's output for this batch and size is larger than one storage binding may be.
     let side = 512;
@@ -236,12 +238,14 @@ fn model_over_the_adapters_limits() {
 #[test]
 fn cpu_ops_check_lengths_before_indexing() {
     use ddim_webgpu::cpu::ops;
-    use ddim_webgpu::model::ConvSpec;
+    use ddim_webgpu::model::{ConvArgs, ConvSpec};
     let x = randn(&[1, 2, 4, 4], 1);
     let (w, b) = (randn(&[3, 2, 3, 3], 2), randn(&[3], 3));
     let short = randn(&[1, 3, 2, 2], 4);
-    assert!(err(ops::conv2d(&x, &w, &b, ConvSpec::SAME3, None, Some(&short), 1.0)).to_string().contains("residual"));
-    assert!(err(ops::conv2d(&x, &w, &b, ConvSpec::SAME3, Some(&randn(&[1, 2], 5)), None, 1.0)).to_string().contains("channel add"));
+    let conv = ConvArgs::new(&w, &b, ConvSpec::SAME3);
+    assert!(err(ops::conv2d(&x, ConvArgs { residual: Some(&short), ..conv })).to_string().contains("residual"));
+    let add = randn(&[1, 2], 5);
+    assert!(err(ops::conv2d(&x, ConvArgs { chan_add: Some(&add), ..conv })).to_string().contains("channel add"));
     let scalar = Tensor { shape: vec![], data: vec![1.0] };
     assert!(err(ops::linear(&scalar, &w, &b, false, false)).to_string().contains("scalar"));
     let emb = randn(&[2, 4], 6);

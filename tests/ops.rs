@@ -110,13 +110,13 @@ fn gpu_conv_in_pixel_chunks_matches_cpu() {
     let mut failures = Vec::new();
     for (tile, wg, wino) in [(8, 16, true), (8, 16, false), (8, 64, false), (4, 64, false), (4, 16, false)] {
         gpu.set_gemm(tile, wg);
-        gpu.conv_winograd = wino;
+        gpu.conv.winograd = wino;
         gpu.check().unwrap();
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv")) {
             // The weight's input channels: a conv over channel parts reads more than its first input has.
             let (n, ci, k) = (c.inputs[0].shape[0], c.weights["w"].shape[1], c.weights["w"].shape[2]);
             for pixels in [8, 16, 1 << 20] {
-                gpu.conv_col_max_bytes = (n * ci * k * k * pixels * 4) as u64;
+                gpu.conv.col_max_bytes = (n * ci * k * k * pixels * 4) as u64;
                 let name = format!(
                     "{} (chunks of {pixels} pixels, {tile}×{tile} gemm in workgroups of {wg}, winograd {wino}, gpu vs cpu)",
                     c.name
@@ -135,11 +135,11 @@ fn gpu_conv_in_pixel_chunks_matches_cpu() {
 fn gpu_winograd_conv_in_tile_chunks_matches_cpu() {
     let mut gpu = common::gpu();
     gpu.set_gemm(8, 16);
-    gpu.conv_winograd = true;
+    gpu.conv.winograd = true;
     let mut failures = Vec::new();
     for (tiles, kept) in [(8, true), (16, true), (usize::MAX, true), (8, false), (usize::MAX, false)] {
-        gpu.conv_winograd_tiles = tiles;
-        gpu.winograd_resident_bytes = if kept { 32 << 20 } else { 0 };
+        gpu.conv.winograd_tiles = tiles;
+        gpu.conv.winograd_resident_bytes = if kept { 32 << 20 } else { 0 };
         for c in random_cases().iter().filter(|c| c.name.starts_with("conv 3x3")) {
             let name = format!(
                 "{} (winograd, chunks of {tiles} tiles, weights transformed {}, gpu vs cpu)",

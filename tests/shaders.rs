@@ -42,7 +42,7 @@ fn every_shader_file_is_used_by_the_engine() {
 /// uniform `Params` struct, field by field, by name.
 #[test]
 fn kernel_params_match_their_wgsl_structs() {
-    let layouts = ddim_webgpu::gpu::params::all_layouts();
+    let layouts = ddim_webgpu::gpu::ops::all_layouts();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let mut shaders_with_params = 0;
     for e in std::fs::read_dir(&dir).unwrap() {

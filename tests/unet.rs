@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::recording::GpuUNet;
+use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::Model;
 
 const MODELS: &[&str] = &["tiny_attn", "cifar_like", "class_f16", "no_mid_attn"];

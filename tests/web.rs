@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use ddim_webgpu::cpu::CpuOps;
 use ddim_webgpu::gpu::recorder::run_now;
-use ddim_webgpu::gpu::recording::GpuUNet;
+use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::gpu::GpuDevice;
 use ddim_webgpu::{Model, Tensor};
 use op_cases::{apply, check_close, fixture_cases, gpu_inputs, random_cases, PYTORCH_TOL};

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::model::{ConvSpec, Model, UNetConfig, UNetOps};
+use crate::model::{ConvArgs, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
 /// The `UNetOps` methods that run the plain reference ops on host tensors: linear, embeddings,
@@ -83,17 +83,8 @@ impl UNetOps for CpuOps {
         dims(t)
     }
 
-    fn conv2d(
-        &mut self,
-        x: &Self::T,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ConvSpec,
-        chan_add: Option<&Self::T>,
-        residual: Option<&Self::T>,
-        out_scale: f32,
-    ) -> Result<Self::T> {
-        Ok(Arc::new(ops::conv2d(x, w, b, spec, chan_add.map(|t| &**t), residual.map(|t| &**t), out_scale)?))
+    fn conv2d(&mut self, x: &Self::T, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
+        Ok(Arc::new(ops::conv2d(x, conv.map(|t| &**t))?))
     }
 
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T> {

@@ -2,7 +2,7 @@
 //! inner loops (as the kernels do) and f64 for the normalisation statistics.
 
 use crate::error::{Error, Result};
-use crate::model::ConvSpec;
+use crate::model::ConvArgs;
 use crate::tensor::Tensor;
 
 fn dims4(t: &Tensor, what: &str) -> Result<[usize; 4]> {
@@ -19,15 +19,8 @@ pub fn silu(v: f32) -> f32 {
 
 /// out[n,o] = (Σ_{i,ky,kx} w[o,i,ky,kx]·x[n,i,iy,ix] + b[o] + chan_add[n,o] + residual[n,o]) / out_scale,
 /// with iy = oy·stride + ky − pad_top read from the (optionally 2× nearest-upsampled) input.
-pub fn conv2d(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    spec: ConvSpec,
-    chan_add: Option<&Tensor>,
-    residual: Option<&Tensor>,
-    out_scale: f32,
-) -> Result<Tensor> {
+pub fn conv2d(x: &Tensor, conv: ConvArgs<'_, Tensor>) -> Result<Tensor> {
+    let ConvArgs { weight: w, bias: b, spec, chan_add, residual, out_scale } = conv;
     let [n, ci, h, wd] = dims4(x, "conv2d input")?;
     let [co, wci, k, k2] = dims4(w, "conv2d weight")?;
     if wci != ci || k != k2 || b.len() != co {

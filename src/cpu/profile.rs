@@ -1,5 +1,6 @@
 //! Host ops that time every call by op kind: `ddim bench` prints where a forward's time goes.
 
+use crate::model::ConvArgs;
 use crate::{Result, Tensor};
 
 /// Milliseconds from a monotonic clock (performance.now() in the browser).
@@ -70,37 +71,23 @@ impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
     fn dims(&self, t: &Self::T) -> [usize; 4] {
         self.ops.dims(t)
     }
-    fn conv2d(
-        &mut self,
-        x: &Self::T,
-        w: &Self::T,
-        b: &Self::T,
-        spec: crate::model::ConvSpec,
-        add: Option<&Self::T>,
-        res: Option<&Self::T>,
-        scale: f32,
-    ) -> Result<Self::T> {
-        let kind = if w.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
-        let out = self.time(kind, |o| o.conv2d(x, w, b, spec, add, res, scale))?;
-        Ok(self.counted(w, out))
+    fn conv2d(&mut self, x: &Self::T, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
+        let kind = if conv.weight.shape[2] == 1 { "conv 1x1" } else { "conv 3x3" };
+        let out = self.time(kind, |o| o.conv2d(x, conv))?;
+        Ok(self.counted(conv.weight, out))
     }
     fn norm_silu_conv2d(
         &mut self,
         x: &[Self::T],
         norm: crate::model::GroupNorm<'_, Self::T>,
-        w: &Self::T,
-        b: &Self::T,
-        spec: crate::model::ConvSpec,
-        add: Option<&Self::T>,
-        res: Option<&Self::T>,
-        scale: f32,
+        conv: ConvArgs<'_, Self::T>,
     ) -> Result<Self::T> {
-        let out = self.time("group_norm+silu+conv 3x3", |o| o.norm_silu_conv2d(x, norm, w, b, spec, add, res, scale))?;
-        Ok(self.counted(w, out))
+        let out = self.time("group_norm+silu+conv 3x3", |o| o.norm_silu_conv2d(x, norm, conv))?;
+        Ok(self.counted(conv.weight, out))
     }
-    fn conv2d_parts(&mut self, x: &[Self::T], w: &Self::T, b: &Self::T, spec: crate::model::ConvSpec) -> Result<Self::T> {
-        let out = self.time("conv 1x1", |o| o.conv2d_parts(x, w, b, spec))?;
-        Ok(self.counted(w, out))
+    fn conv2d_parts(&mut self, x: &[Self::T], conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
+        let out = self.time("conv 1x1", |o| o.conv2d_parts(x, conv))?;
+        Ok(self.counted(conv.weight, out))
     }
     fn channel_parts(&mut self, a: Self::T, b: Self::T) -> Result<Vec<Self::T>> {
         self.time("concat", |o| o.channel_parts(a, b))

@@ -5,7 +5,9 @@
 //! which stays the oracle every fast op is tested against (tests/op_cases).
 
 pub mod attention;
+mod bands;
 pub mod conv;
+mod epilogue;
 pub mod gemm;
 pub mod linear;
 pub mod norm;
@@ -16,7 +18,7 @@ use std::sync::Arc;
 
 use crate::cpu::{forward_in_place, HostOps};
 use crate::error::{Error, Result};
-use crate::model::{ConvSpec, GroupNorm, Model, UNetConfig, UNetOps};
+use crate::model::{ConvArgs, GroupNorm, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 use conv::{ConvWeights, PreNorm};
 use gemm::Kernel;
@@ -108,18 +110,8 @@ impl FastOps {
     }
 
     /// `conv::conv2d` with this engine's packed copy of `w` (packed now if it has none).
-    #[allow(clippy::too_many_arguments)]
-    fn conv(
-        &self,
-        parts: &[Arc<Tensor>],
-        pre: Option<PreNorm>,
-        w: &Arc<Tensor>,
-        b: &Tensor,
-        spec: ConvSpec,
-        chan_add: Option<&Arc<Tensor>>,
-        residual: Option<&Arc<Tensor>>,
-        out_scale: f32,
-    ) -> Result<Arc<Tensor>> {
+    fn conv(&self, parts: &[Arc<Tensor>], pre: Option<PreNorm>, conv: ConvArgs<'_, Arc<Tensor>>) -> Result<Arc<Tensor>> {
+        let w = conv.weight;
         let packed;
         let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
             Some(cw) => cw,
@@ -128,9 +120,8 @@ impl FastOps {
                 &packed
             }
         };
-        let (add, res) = (chan_add.map(|t| &**t), residual.map(|t| &**t));
         let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
-        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, &b.data, spec, add, res, out_scale, self.band_bytes, self.winograd)?))
+        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, conv.map(|t| &**t), self.band_bytes, self.winograd)?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -205,36 +196,17 @@ impl UNetOps for FastOps {
         crate::cpu::dims(t)
     }
 
-    fn conv2d(
-        &mut self,
-        x: &Self::T,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ConvSpec,
-        chan_add: Option<&Self::T>,
-        residual: Option<&Self::T>,
-        out_scale: f32,
-    ) -> Result<Self::T> {
-        self.conv(std::slice::from_ref(x), None, w, b, spec, chan_add, residual, out_scale)
+    fn conv2d(&mut self, x: &Self::T, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
+        self.conv(std::slice::from_ref(x), None, conv)
     }
 
-    fn norm_silu_conv2d(
-        &mut self,
-        parts: &[Self::T],
-        norm: GroupNorm<'_, Self::T>,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ConvSpec,
-        chan_add: Option<&Self::T>,
-        residual: Option<&Self::T>,
-        out_scale: f32,
-    ) -> Result<Self::T> {
+    fn norm_silu_conv2d(&mut self, parts: &[Self::T], norm: GroupNorm<'_, Self::T>, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
         let pre = PreNorm { gamma: &norm.gamma.data, beta: &norm.beta.data, groups: norm.groups, eps: norm.eps };
-        self.conv(parts, Some(pre), w, b, spec, chan_add, residual, out_scale)
+        self.conv(parts, Some(pre), conv)
     }
 
-    fn conv2d_parts(&mut self, parts: &[Self::T], w: &Self::T, b: &Self::T, spec: ConvSpec) -> Result<Self::T> {
-        self.conv(parts, None, w, b, spec, None, None, 1.0)
+    fn conv2d_parts(&mut self, parts: &[Self::T], conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
+        self.conv(parts, None, conv)
     }
 
     /// The convs read both parts in place: the concatenation is never stored.

@@ -18,6 +18,8 @@
 //! GEMM's O(ci · co). The extra roundings of the transforms stay within the engine's tolerance
 //! (tests/op_cases: 1e-5 × max|reference|).
 
+use super::bands::Bands;
+use super::epilogue::Epilogue;
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
 use crate::model::ConvSpec;
 
@@ -34,12 +36,18 @@ pub fn fits(spec: ConvSpec, k: usize) -> bool {
     k == 3 && spec.stride == 1 && spec.pad == [1; 4]
 }
 
+/// At most this many output channels (conv_out's 1 to 4), a stride-1 conv runs as one axpy per
+/// (output channel, tap) along the whole band (`conv::few_channels_band`): the GEMM's register tile
+/// would compute MC channels and keep a few, and Winograd's transforms would cost more than its
+/// multiplies save (conv_out took 2 % of the bundled model's forward as Winograd).
+pub(super) const FEW_CHANNELS: usize = 4;
+
 /// Whether a 3×3 weight [co, ci] is worth transforming: at most `MAX_CHANNEL_PAIRS`, enough
 /// input channels that the GEMM's depth (ci) outweighs the transforms (conv_in's 1 to 3 channels
 /// ran 2× slower as Winograd), and more output channels than a conv runs as axpys
-/// (`conv::FEW_CHANNELS`: conv_out).
+/// (`FEW_CHANNELS`: conv_out).
 pub fn worth_it(co: usize, ci: usize) -> bool {
-    ci >= 8 && co > super::conv::FEW_CHANNELS && co * ci <= MAX_CHANNEL_PAIRS
+    ci >= 8 && co > FEW_CHANNELS && co * ci <= MAX_CHANNEL_PAIRS
 }
 
 /// U[pos] = (G g Gᵀ)[pos] of every (co, ci), packed for the GEMM as one [co, ci] matrix per pos.
@@ -67,7 +75,7 @@ impl WinogradWeights {
 }
 
 /// U = G g Gᵀ of one 3×3 kernel g (row-major), as its 16 entries U[pos], pos = 4·row + column.
-/// Also the GPU's (`gpu::recorder::pack_winograd_weight`).
+/// Also the GPU's (`gpu::weights::pack_winograd_weight`).
 #[inline(always)]
 pub fn transform_weight(g: &[f32]) -> [f32; 16] {
     let g_rows = |a: f32, b: f32, c: f32| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
@@ -294,10 +302,107 @@ pub(super) fn output_block_avx2(m: &[f32], band: &Band, r: usize, x0: usize, o0:
             rows[dy][2 * j + 1] = _mm256_sub_ps(_mm256_sub_ps(s[1], s[2]), s[3]);
         }
     }
-    super::conv::transpose8(&mut rows[0]);
-    super::conv::transpose8(&mut rows[1]);
+    super::epilogue::transpose8(&mut rows[0]);
+    super::epilogue::transpose8(&mut rows[1]);
     rows
 }
 
 /// Channels per step of the output transform: one vector of them natively, two in wasm.
 const OC: usize = 8;
+
+/// Winograd scratch kept from one conv to the next, one per conv running at once (a thread of a
+/// batch split takes one and puts it back): fresh buffers of this size come from mmap, and
+/// faulting their pages in cost more than the transforms. A pool rather than a thread-local,
+/// because a batch split's threads are made per forward and their thread-locals die with them.
+static WINOGRAD_SCRATCH: std::sync::Mutex<Vec<WinogradScratch>> = std::sync::Mutex::new(Vec::new());
+
+pub(super) fn take_scratch() -> WinogradScratch {
+    WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+}
+
+/// Gives a conv's scratch back to the pool.
+pub(super) fn put_scratch(scratch: WinogradScratch) {
+    WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).push(scratch);
+}
+
+/// A Winograd conv's buffers, reused across its items and bands.
+#[derive(Default)]
+pub(super) struct WinogradScratch {
+    /// One channel's padded plane of a band, as its quarters (`Bands::fill_channel`).
+    plane: Vec<f32>,
+    normed: Vec<f32>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+    h: Vec<f32>,
+    rows: Vec<f32>,
+}
+
+/// One item of a Winograd conv, band by band of tile rows (`winograd`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv_item(
+    kernel: Kernel,
+    u: &WinogradWeights,
+    (bands, tw, trows): &(Bands, usize, usize),
+    s: &mut WinogradScratch,
+    xs: &[&[f32]],
+    affine: Option<&[(f32, f32)]>,
+    epi: &Epilogue,
+    out_item: &mut [f32],
+    (oh, ow): (usize, usize),
+) {
+    let (tw, th) = (*tw, oh.div_ceil(2));
+    grow(&mut s.rows, 4 * tw * epi.co);
+    let channels: Vec<&[f32]> = xs.iter().flat_map(|part| part.chunks_exact(bands.h * bands.w)).collect();
+    for ty0 in (0..th).step_by(*trows) {
+        let tr = (*trows).min(th - ty0);
+        let read = bands.rows_read(2 * ty0, 2 * tr);
+        let band = Band { plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
+        // Each channel's padded quarters are made just before their transform, in one plane of
+        // scratch that stays in L1 (a whole band's went through L2 between the two).
+        let normed = &mut s.normed;
+        let fill = |c: usize, plane: &mut [f32]| bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true);
+        transform_and_multiply(kernel, u, &band, fill, &mut s.plane, &mut s.v, &mut s.m, &mut s.h);
+        #[cfg(target_arch = "x86_64")]
+        if kernel.avx2() {
+            // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
+            unsafe { winograd_outputs_avx2(&s.m, &band, ty0, epi, out_item, (oh, ow)) };
+            continue;
+        }
+        for r in 0..tr {
+            output_rows(&s.m, &band, r, &mut s.rows);
+            for o in 0..epi.co {
+                for dy in 0..2 {
+                    let oy = 2 * (ty0 + r) + dy;
+                    if oy < oh {
+                        let p0 = oy * ow;
+                        let src = &s.rows[(o * 2 + dy) * 2 * tw..][..ow];
+                        epi.finish(o, p0, src, &mut out_item[o * epi.pixels + p0..][..ow]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The outputs of a Winograd band, its epilogue applied, stored straight into the output: blocks
+/// of 4 tiles × 8 channels (`output_block_avx2`), each row of a block one masked store.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn winograd_outputs_avx2(m: &[f32], band: &Band, ty0: usize, epi: &Epilogue, out_item: &mut [f32], (oh, ow): (usize, usize)) {
+    for r in 0..band.trows {
+        for x0 in (0..band.tw).step_by(4) {
+            let n = (ow - 2 * x0).min(8);
+            for o0 in (0..epi.co).step_by(8) {
+                let rows = output_block_avx2(m, band, r, x0, o0);
+                for (dy, row) in rows.iter().enumerate() {
+                    let oy = 2 * (ty0 + r) + dy;
+                    if oy < oh {
+                        for (l, &v) in row.iter().enumerate().take(epi.co - o0) {
+                            epi.finish8(o0 + l, o0 + l, oy * ow + 2 * x0, n, v, out_item);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

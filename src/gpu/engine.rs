@@ -4,20 +4,12 @@
 
 use std::rc::Rc;
 
-use super::recording::{GpuUNet, RecordedForward};
+use super::ops::scheduler_step::SchedulerStepParams;
+use super::unet::{GpuUNet, RecordedForward};
 use super::{grid, GpuDevice};
 use crate::error::{Error, Result};
-use crate::kernel_params;
 use crate::run::{Engine, RunPlan, View};
 use crate::{Model, Tensor};
-
-kernel_params!(SchedulerStepParams for "scheduler_step" {
-    count: u32, guiding: u32, guidance: f32, clip: f32,
-    x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
-    c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
-    step: u32, c_h: f32, h_h: f32, h_x0: f32,
-    h_x: f32, pad0: u32, pad1: u32, pad2: u32,
-});
 
 /// The buffers of the run in progress.
 struct GpuRun {
@@ -147,7 +139,7 @@ impl Engine for GpuEngine {
             let params: Vec<wgpu::Buffer> = plan
                 .steps
                 .iter()
-                .map(|s| gpu.params(&crate::gpu::recorder::AffineParams { count: count as u32, scale: s.c_in, shift: 0.0, _p: 0 }))
+                .map(|s| gpu.params(&super::ops::affine::AffineParams { count: count as u32, scale: s.c_in, shift: 0.0, _p: 0 }))
                 .collect();
             let groups = gpu
                 .validated("building the input scaling", || {

@@ -1,13 +1,18 @@
-//! The GPU side: `GpuDevice` (device, queue, one compute pipeline per WGSL shader), `recorder` (the
-//! U-Net ops as dispatches over pooled buffers), `recording` (a forward recorded once per shape and
-//! the uploaded model, `GpuUNet`), `engine` (the run layer's GPU engine) and `draw` (x_t → canvas).
+//! The GPU side: `GpuDevice` (device, queue, one compute pipeline per WGSL shader, buffers),
+//! `pool` (activation buffers and their planning), `weights` (upload and packing), `recorder`
+//! (dispatches recorded over pooled buffers), `ops` (one file per shader: its params, dispatch and
+//! the `UNetOps` of the recorder), `unet` (a forward recorded once per shape and the uploaded
+//! model, `GpuUNet`), `engine` (the run layer's GPU engine) and `draw` (x_t → canvas).
 //! No blocking calls: readbacks are `async` (native code drives them with pollster at the edges).
 
 pub mod draw;
 pub mod engine;
+pub mod ops;
 pub mod params;
+pub mod pool;
 pub mod recorder;
-pub mod recording;
+pub mod unet;
+pub mod weights;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,22 +35,6 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("attention", include_str!("../../shaders/attention.wgsl"), &["scores", "softmax", "apply"]),
     ("scheduler_step", include_str!("../../shaders/scheduler_step.wgsl"), &["main"]),
 ];
-
-/// conv2d.wgsl with its packed weights stored as f16 (`GpuDevice::set_f16_weights`): the GEMMs
-/// load them through `wload`, which converts each vec4 to f32.
-fn conv2d_f16_source() -> String {
-    let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
-    let swaps = [
-        ("var<storage, read> weight: array<vec4<f32>>;", "var<storage, read> weight: array<vec4<f16>>;"),
-        ("    return weight[i];", "    return vec4<f32>(weight[i]);"),
-    ];
-    let mut f16 = format!("enable f16;\n{source}");
-    for (from, to) in swaps {
-        assert_eq!(f16.matches(from).count(), 1, "conv2d.wgsl's `{from}` changed: update conv2d_f16_source");
-        f16 = f16.replace(from, to);
-    }
-    f16
-}
 
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.
 /// conv2d.wgsl's GEMM entries (`gemm`, `gemm4x4`): built with the `GEMM_WG` constant.
@@ -79,25 +68,8 @@ pub struct GpuDevice {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
-    /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
-    /// chunks of output pixels (tests set a small value to run every shape in chunks).
-    pub conv_col_max_bytes: u64,
-    /// Invocations per workgroup of conv2d.wgsl's GEMMs (their `GEMM_WG`): 16 on CPU adapters, 64 elsewhere.
-    pub gemm_workgroup: u32,
-    /// Output channels × pixels per invocation of the conv GEMM, 8 (`gemm`) on CPU adapters and 4
-    /// (`gemm4x4`) elsewhere: see `conv_gemm_entry`.
-    pub gemm_tile: u32,
-    /// 3×3 stride-1 convs as Winograd F(2×2, 3×3) where the GEMM tile is 8 (on CPU adapters: 2.25×
-    /// fewer multiplies; the GPUs' 4×4 GEMM is not batched over the 16 transforms).
-    pub conv_winograd: bool,
-    /// At most this many 2×2 tiles per chunk of a Winograd conv (tests set a small value to run
-    /// every shape in chunks; the patch budget decides otherwise).
-    pub conv_winograd_tiles: usize,
-    /// Winograd's transformed 3×3 weights are kept beside the model's (made once at upload) when
-    /// all of them fit in this many bytes, 32 MiB: small models, where they cost little and
-    /// transforming them per forward cost ~15 % of the bundled model's conv time on lavapipe.
-    /// Larger models transform each conv's into scratch. Tests set 0 to run that path.
-    pub winograd_resident_bytes: u64,
+    /// How conv2d runs on this adapter (`ops::conv2d`).
+    pub conv: ConvPolicy,
     /// Conv weights uploaded as f16 (`set_f16_weights`; off by default).
     pub f16_weights: bool,
     pipelines: std::collections::HashMap<String, wgpu::ComputePipeline>,
@@ -108,6 +80,32 @@ pub struct GpuDevice {
     /// web dropping a buffer frees nothing until garbage collection, so the engine releases what
     /// it is done with explicitly and `destroy` frees the rest at once.
     live: Arc<LiveBuffers>,
+}
+
+/// How conv2d runs: its algorithms, tiles and scratch budgets, chosen per adapter in
+/// `GpuDevice::from_device` (tests and `ddim bench` set them to run each path).
+#[derive(Clone, Debug)]
+pub struct ConvPolicy {
+    /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
+    /// chunks of output pixels (tests set a small value to run every shape in chunks).
+    pub col_max_bytes: u64,
+    /// Invocations per workgroup of conv2d.wgsl's GEMMs (their `GEMM_WG`): 16 on CPU adapters, 64
+    /// elsewhere. Changed with `GpuDevice::set_gemm`, which rebuilds the pipelines.
+    pub gemm_workgroup: u32,
+    /// Output channels × pixels per invocation of the conv GEMM, 8 (`gemm`) on CPU adapters and 4
+    /// (`gemm4x4`) elsewhere: see `conv_gemm_entry`. Changed with `GpuDevice::set_gemm`.
+    pub gemm_tile: u32,
+    /// 3×3 stride-1 convs as Winograd F(2×2, 3×3) where the GEMM tile is 8 (on CPU adapters: 2.25×
+    /// fewer multiplies; the GPUs' 4×4 GEMM is not batched over the 16 transforms).
+    pub winograd: bool,
+    /// At most this many 2×2 tiles per chunk of a Winograd conv (tests set a small value to run
+    /// every shape in chunks; the patch budget decides otherwise).
+    pub winograd_tiles: usize,
+    /// Winograd's transformed 3×3 weights are kept beside the model's (made once at upload) when
+    /// all of them fit in this many bytes, 32 MiB: small models, where they cost little and
+    /// transforming them per forward cost ~15 % of the bundled model's conv time on lavapipe.
+    /// Larger models transform each conv's into scratch. Tests set 0 to run that path.
+    pub winograd_resident_bytes: u64,
 }
 
 /// Counts of the buffers a device made and has not released (shared: the browser API reads it
@@ -185,109 +183,17 @@ impl GpuDevice {
                 return Err(Error::Gpu(format!("building the compute pipelines of {name}.wgsl failed: {e}")));
             }
         }
-        // 32 MiB: a 256×256 model's transient patches stay a small part of its memory (64 MiB cost
-        // it 50 MB more at a quarter fewer dispatches).
-        let conv_col_max_bytes = 32 << 20;
-        Ok(GpuDevice {
-            device,
-            queue,
-            info,
-            limits,
-            conv_col_max_bytes,
+        let conv = ConvPolicy {
+            // 32 MiB: a 256×256 model's transient patches stay a small part of its memory (64 MiB
+            // cost it 50 MB more at a quarter fewer dispatches).
+            col_max_bytes: 32 << 20,
             gemm_workgroup,
             gemm_tile,
-            conv_winograd: on_cpu,
-            conv_winograd_tiles: usize::MAX,
+            winograd: on_cpu,
+            winograd_tiles: usize::MAX,
             winograd_resident_bytes: 32 << 20,
-            f16_weights: false,
-            pipelines,
-            fault,
-            lost,
-            live: Arc::default(),
-        })
-    }
-
-    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds conv2d.wgsl's GEMM entries
-    /// with `GEMM_WG` = `workgroup` invocations per workgroup (the adapter's choice is made in
-    /// `from_device`; the tests run each). A pipeline error shows in `check`.
-    pub fn set_gemm(&mut self, tile: u32, workgroup: u32) {
-        assert!(tile == 4 || tile == 8, "conv2d.wgsl has 4×4 and 8×8 GEMM tiles, not {tile}");
-        let (_, source, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("conv2d"),
-            source: wgpu::ShaderSource::Wgsl((*source).into()),
-        });
-        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
-            let pipeline = compute_pipeline(&self.device, &module, "conv2d", entry, &[("GEMM_WG", workgroup as f64)]);
-            self.pipelines.insert(format!("conv2d.{entry}"), pipeline);
-        }
-        self.gemm_workgroup = workgroup;
-        self.gemm_tile = tile;
-        if self.f16_weights {
-            self.build_f16_gemms();
-        }
-    }
-
-    /// Stores the conv weights of models uploaded from now on as f16 (`true`), halving their
-    /// memory and the bandwidth the GEMMs spend on them; the arithmetic stays f32, and the
-    /// Winograd path is not taken (its transforms read f32 weights). For devices with the
-    /// `shader-f16` feature only (not SwiftShader). Not the default: rounding the weights moves a
-    /// conv's output by ~2e-4 of its largest value (the random op cases), where the f32 engine
-    /// matches diffusers to ~6e-6 (the bundled model's 50-step samples moved by ≤ 3e-5).
-    pub fn set_f16_weights(&mut self, on: bool) -> Result<()> {
-        if on && !self.device.features().contains(wgpu::Features::SHADER_F16) {
-            return Err(Error::Gpu(format!("f16 weights need the shader-f16 feature, which {} does not have", self.adapter_name())));
-        }
-        self.f16_weights = on;
-        if on {
-            self.build_f16_gemms();
-        }
-        Ok(())
-    }
-
-    /// conv2d_f16's GEMM pipelines ("conv2d_f16.gemm", "conv2d_f16.gemm4x4"), in the current `GEMM_WG`.
-    fn build_f16_gemms(&mut self) {
-        let (_, _, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("conv2d_f16"),
-            source: wgpu::ShaderSource::Wgsl(conv2d_f16_source().into()),
-        });
-        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
-            let pipeline = compute_pipeline(&self.device, &module, "conv2d_f16", entry, &[("GEMM_WG", self.gemm_workgroup as f64)]);
-            self.pipelines.insert(format!("conv2d_f16.{entry}"), pipeline);
-        }
-    }
-
-    /// The conv GEMM pipeline's name and its invocations for `n` items, `co` output channels and
-    /// `pc8` pixels (a multiple of 8).
-    pub(crate) fn conv_gemm_entry(&self, n: usize, co: usize, pc8: usize, f16: bool) -> (&'static str, usize) {
-        let t = self.gemm_tile as usize;
-        let name = match (t == 4, f16) {
-            (true, false) => "conv2d.gemm4x4",
-            (false, false) => "conv2d.gemm",
-            (true, true) => "conv2d_f16.gemm4x4",
-            (false, true) => "conv2d_f16.gemm",
         };
-        (name, n * co.next_multiple_of(8) / t * pc8 / t)
-    }
-
-    /// Whether 3×3 stride-1 convs over f32 weights run as Winograd: `conv_winograd`, on the 8×8
-    /// GEMM (the only one batched over the 16 transforms).
-    pub(crate) fn winograd_convs(&self) -> bool {
-        self.conv_winograd && self.gemm_tile == 8
-    }
-
-    /// Which conv2d kernels run, for reports.
-    pub fn conv_variant(&self) -> String {
-        let t = self.gemm_tile;
-        let wino =
-            if self.winograd_convs() && !self.f16_weights { "3×3 stride-1 convs as Winograd F(2×2, 3×3), the others as " } else { "" };
-        let f16 = if self.f16_weights { "f16 " } else { "" };
-        format!(
-            "{wino}im2col + {t}×{t}-register GEMM over packed {f16}weights in workgroups of {}, in chunks where the patches exceed {} MiB",
-            self.gemm_workgroup,
-            self.conv_col_max_bytes.min(self.max_buffer_bytes()) >> 20
-        )
+        Ok(GpuDevice { device, queue, info, limits, conv, f16_weights: false, pipelines, fault, lost, live: Arc::default() })
     }
 
     /// One line naming the adapter, e.g. "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
@@ -463,7 +369,7 @@ impl GpuDevice {
                 }
                 self.check()?;
                 #[cfg(target_arch = "wasm32")]
-                crate::web::sleep_ms(1).await;
+                crate::event_loop::sleep_ms(1).await;
                 #[cfg(not(target_arch = "wasm32"))]
                 return Err(Error::Gpu("readback did not complete after the queue went idle".into()));
             };
@@ -495,7 +401,7 @@ impl GpuDevice {
             if self.is_lost() {
                 break;
             }
-            crate::web::sleep_ms(10).await;
+            crate::event_loop::sleep_ms(10).await;
         }
         match self.check() {
             Err(lost) if self.is_lost() => lost,
@@ -531,7 +437,7 @@ impl GpuDevice {
                 if self.lost.load(Ordering::SeqCst) {
                     break;
                 }
-                crate::web::sleep_ms(2).await;
+                crate::event_loop::sleep_ms(2).await;
             }
         }
         self.check()

@@ -1,5 +1,5 @@
 //! Typed kernel parameters: each shader's `Params` uniform as a `#[repr(C)]` Pod struct, declared
-//! beside the op's dispatch with `kernel_params!`. `tests/shaders.rs` compares every struct's size
+//! beside the op's dispatch (`gpu/ops/<op>.rs`) with `kernel_params!`. `tests/shaders.rs` compares every struct's size
 //! and field offsets with naga's reflection of the WGSL struct, so the two cannot drift apart.
 
 /// A uniform parameter block of one shader.
@@ -39,22 +39,4 @@ macro_rules! kernel_params {
             }
         }
     };
-}
-
-/// Every parameter struct of the engine (the reflection test walks this list).
-pub fn all_layouts() -> Vec<ParamLayout> {
-    use super::{draw, engine, recorder as r};
-    vec![
-        layout::<r::Conv2dParams>(),
-        layout::<r::GroupNormParams>(),
-        layout::<r::LinearParams>(),
-        layout::<r::TimestepEmbeddingParams>(),
-        layout::<r::ClassEmbeddingParams>(),
-        layout::<r::AffineParams>(),
-        layout::<r::ConcatParams>(),
-        layout::<r::AttentionParams>(),
-        layout::<r::MatmulParams>(),
-        layout::<engine::SchedulerStepParams>(),
-        layout::<draw::DrawParams>(),
-    ]
 }

@@ -5,7 +5,7 @@ pub mod unet;
 pub mod weights;
 
 pub use config::UNetConfig;
-pub use unet::{unet_forward, ConvSpec, GroupNorm, UNetOps};
+pub use unet::{unet_forward, ConvArgs, ConvSpec, GroupNorm, UNetOps};
 pub use weights::Weights;
 
 #[cfg(not(target_arch = "wasm32"))]

@@ -30,6 +30,47 @@ impl ConvSpec {
     }
 }
 
+/// One conv2d layer's weights and the epilogue fused into it:
+/// out = (conv(x, weight) + bias + chan_add[n, o] + residual) / out_scale.
+pub struct ConvArgs<'a, T> {
+    pub weight: &'a T,
+    pub bias: &'a T,
+    pub spec: ConvSpec,
+    /// Added per (item, output channel): a resnet's projected time embedding.
+    pub chan_add: Option<&'a T>,
+    /// Added per element: a resnet's shortcut, an attention block's input.
+    pub residual: Option<&'a T>,
+    /// The block's `output_scale_factor` / `rescale_output_factor` (1: none).
+    pub out_scale: f32,
+}
+
+// Not derived: the derive would ask T: Copy.
+impl<T> Clone for ConvArgs<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for ConvArgs<'_, T> {}
+
+impl<'a, T> ConvArgs<'a, T> {
+    /// A plain conv: no epilogue beyond the bias.
+    pub fn new(weight: &'a T, bias: &'a T, spec: ConvSpec) -> Self {
+        ConvArgs { weight, bias, spec, chan_add: None, residual: None, out_scale: 1.0 }
+    }
+
+    /// The same conv over other handles of its tensors (an `Arc<Tensor>` as its `Tensor`).
+    pub fn map<U>(self, f: impl Fn(&'a T) -> &'a U) -> ConvArgs<'a, U> {
+        ConvArgs {
+            weight: f(self.weight),
+            bias: f(self.bias),
+            spec: self.spec,
+            chan_add: self.chan_add.map(&f),
+            residual: self.residual.map(&f),
+            out_scale: self.out_scale,
+        }
+    }
+}
+
 /// A GroupNorm's affine parameters (γ, β), groups and ε.
 pub struct GroupNorm<'a, T> {
     pub gamma: &'a T,
@@ -46,43 +87,22 @@ pub trait UNetOps {
     /// [n, c, h, w] (2-D tensors report [n, f, 1, 1]).
     fn dims(&self, t: &Self::T) -> [usize; 4];
     /// out = (conv(x) + bias + chan_add[n, o] + residual) / out_scale
-    #[allow(clippy::too_many_arguments)]
-    fn conv2d(
-        &mut self,
-        x: &Self::T,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ConvSpec,
-        chan_add: Option<&Self::T>,
-        residual: Option<&Self::T>,
-        out_scale: f32,
-    ) -> Result<Self::T>;
+    fn conv2d(&mut self, x: &Self::T, conv: ConvArgs<'_, Self::T>) -> Result<Self::T>;
     fn group_norm(&mut self, x: &Self::T, gamma: &Self::T, beta: &Self::T, groups: usize, eps: f32, silu: bool) -> Result<Self::T>;
     /// conv2d(silu(group_norm(x)), …), the first half of every ResnetBlock2D conv, where `x` is
     /// the concatenation of `parts` along channels (`channel_parts`). A backend that can normalise
     /// as its conv reads the input overrides it: the normalised tensor, as large as `x`, is then
     /// never stored.
-    #[allow(clippy::too_many_arguments)]
-    fn norm_silu_conv2d(
-        &mut self,
-        parts: &[Self::T],
-        norm: GroupNorm<'_, Self::T>,
-        w: &Self::T,
-        b: &Self::T,
-        spec: ConvSpec,
-        chan_add: Option<&Self::T>,
-        residual: Option<&Self::T>,
-        out_scale: f32,
-    ) -> Result<Self::T> {
+    fn norm_silu_conv2d(&mut self, parts: &[Self::T], norm: GroupNorm<'_, Self::T>, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
         let x = self.cat(parts)?;
         let h = self.group_norm(&x, norm.gamma, norm.beta, norm.groups, norm.eps, true)?;
         drop(x);
-        self.conv2d(&h, w, b, spec, chan_add, residual, out_scale)
+        self.conv2d(&h, conv)
     }
     /// conv2d of the concatenation of `parts` (an up block's resnet shortcut).
-    fn conv2d_parts(&mut self, parts: &[Self::T], w: &Self::T, b: &Self::T, spec: ConvSpec) -> Result<Self::T> {
+    fn conv2d_parts(&mut self, parts: &[Self::T], conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
         let x = self.cat(parts)?;
-        self.conv2d(&x, w, b, spec, None, None, 1.0)
+        self.conv2d(&x, conv)
     }
     /// torch.cat([a, b], dim=1) as the parts its consumers read (`norm_silu_conv2d`,
     /// `conv2d_parts`). The default concatenates into one part; a backend whose convs read several
@@ -166,7 +186,7 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
     let (g, beta) = (b.weight("conv_norm_out.weight")?, b.weight("conv_norm_out.bias")?);
     let norm = GroupNorm { gamma: &g, beta: &beta, groups: cfg.norm_num_groups, eps: cfg.norm_eps };
     let (w, bias) = (b.weight("conv_out.weight")?, b.weight("conv_out.bias")?);
-    b.norm_silu_conv2d(&[x], norm, &w, &bias, ConvSpec::SAME3, None, None, 1.0)
+    b.norm_silu_conv2d(&[x], norm, ConvArgs::new(&w, &bias, ConvSpec::SAME3))
 }
 
 /// Timesteps(positional) → TimestepEmbedding(linear_1, silu, linear_2) (+ class embedding).
@@ -189,7 +209,7 @@ fn time_embedding<B: UNetOps>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Opt
 
 fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B::T> {
     let (w, bias) = (b.weight(&format!("{name}.weight"))?, b.weight(&format!("{name}.bias"))?);
-    b.conv2d(x, &w, &bias, spec, None, None, 1.0)
+    b.conv2d(x, ConvArgs::new(&w, &bias, spec))
 }
 
 /// ResnetBlock2D (time_scale_shift "default"):
@@ -209,17 +229,21 @@ pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: Vec<B::T>, temb: &B::T, g
     let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
     let (g1, b1) = (w(b, "norm1.weight")?, w(b, "norm1.bias")?);
     let norm1 = GroupNorm { gamma: &g1, beta: &b1, groups, eps };
-    let h = b.norm_silu_conv2d(&x, norm1, &w(b, "conv1.weight")?, &w(b, "conv1.bias")?, ConvSpec::SAME3, Some(&t), None, 1.0)?;
+    let (w1, b1) = (w(b, "conv1.weight")?, w(b, "conv1.bias")?);
+    let h = b.norm_silu_conv2d(&x, norm1, ConvArgs { chan_add: Some(&t), ..ConvArgs::new(&w1, &b1, ConvSpec::SAME3) })?;
     drop(t);
     let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
-        b.conv2d_parts(&x, &w(b, "conv_shortcut.weight")?, &w(b, "conv_shortcut.bias")?, ConvSpec::POINTWISE)?
+        let (ws, bs) = (w(b, "conv_shortcut.weight")?, w(b, "conv_shortcut.bias")?);
+        b.conv2d_parts(&x, ConvArgs::new(&ws, &bs, ConvSpec::POINTWISE))?
     } else {
         b.cat(&x)?
     };
     drop(x);
     let (g2, b2) = (w(b, "norm2.weight")?, w(b, "norm2.bias")?);
     let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups, eps };
-    b.norm_silu_conv2d(&[h], norm2, &w(b, "conv2.weight")?, &w(b, "conv2.bias")?, ConvSpec::SAME3, None, Some(&shortcut), scale)
+    let (w2, b2) = (w(b, "conv2.weight")?, w(b, "conv2.bias")?);
+    let conv2 = ConvArgs { residual: Some(&shortcut), out_scale: scale, ..ConvArgs::new(&w2, &b2, ConvSpec::SAME3) };
+    b.norm_silu_conv2d(&[h], norm2, conv2)
 }
 
 /// Attention(residual_connection=True) with AttnProcessor: group_norm → to_q/to_k/to_v →
@@ -245,13 +269,17 @@ pub fn attention_block<B: UNetOps>(
 ) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
     let h = b.group_norm(x, &w(b, "group_norm.weight")?, &w(b, "group_norm.bias")?, groups, eps, false)?;
-    let q = b.conv2d(&h, &w(b, "to_q.weight")?, &w(b, "to_q.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
-    let k = b.conv2d(&h, &w(b, "to_k.weight")?, &w(b, "to_k.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
-    let v = b.conv2d(&h, &w(b, "to_v.weight")?, &w(b, "to_v.bias")?, ConvSpec::POINTWISE, None, None, 1.0)?;
+    let project = |b: &mut B, x: &B::T, name: &str, residual: Option<&B::T>, out_scale: f32| {
+        let (weight, bias) = (w(b, &format!("{name}.weight"))?, w(b, &format!("{name}.bias"))?);
+        b.conv2d(x, ConvArgs { residual, out_scale, ..ConvArgs::new(&weight, &bias, ConvSpec::POINTWISE) })
+    };
+    let q = project(b, &h, "to_q", None, 1.0)?;
+    let k = project(b, &h, "to_k", None, 1.0)?;
+    let v = project(b, &h, "to_v", None, 1.0)?;
     drop(h);
     let a = b.attention(&q, &k, &v, heads, dim_head)?;
     drop((q, k, v));
-    b.conv2d(&a, &w(b, "to_out.0.weight")?, &w(b, "to_out.0.bias")?, ConvSpec::POINTWISE, None, Some(x), rescale)
+    project(b, &a, "to_out.0", Some(x), rescale)
 }
 
 /// Validates a forward's inputs against the config; returns the batch size.

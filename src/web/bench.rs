@@ -9,7 +9,7 @@ use wasm_bindgen::prelude::*;
 
 use super::js_err;
 use crate::cpu::profile::now_ms;
-use crate::gpu::recording::GpuUNet;
+use crate::gpu::unet::GpuUNet;
 use crate::gpu::GpuDevice;
 use crate::{Error, Model, Tensor};
 

@@ -149,10 +149,10 @@ async fn canvas_presentation_works() -> bool {
         if done.load(Ordering::SeqCst) || lost.load(Ordering::SeqCst) {
             break;
         }
-        super::sleep_ms(2).await;
+        crate::event_loop::sleep_ms(2).await;
     }
     for _ in 0..5 {
-        super::sleep_ms(20).await;
+        crate::event_loop::sleep_ms(20).await;
     }
     device.destroy();
     done.load(Ordering::SeqCst) && !lost.load(Ordering::SeqCst)

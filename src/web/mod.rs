@@ -20,6 +20,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::cpu::profile::now_ms;
+use crate::event_loop::sleep_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
@@ -364,19 +365,6 @@ fn cpu_workers(engine: &str) -> Result<Option<usize>, Error> {
     let Some(n) = engine.strip_prefix("cpu:") else { return Ok(None) };
     let n = n.parse::<usize>().ok().filter(|&n| (1..=16).contains(&n));
     n.map(Some).ok_or_else(|| Error::Input(format!("engine {engine:?}: \"cpu:N\" takes 1 to 16 workers")))
-}
-
-/// Resolves after `ms` milliseconds (a macrotask: the browser paints and handles input meanwhile).
-/// The global `setTimeout`, so it works in a page and in a worker.
-pub(crate) async fn sleep_ms(ms: i32) {
-    let global = js_sys::global();
-    let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) else {
-        return;
-    };
-    let p = js_sys::Promise::new(&mut |resolve, _| {
-        let _ = set_timeout.call2(&global, &resolve, &ms.into());
-    });
-    let _ = JsFuture::from(p).await;
 }
 
 /// Resolves in a new macrotask, so input and rendering can run between steps. A MessageChannel

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use ddim_webgpu::model::unet::{attention_block, resnet_block};
-use ddim_webgpu::model::{ConvSpec, GroupNorm, UNetOps};
+use ddim_webgpu::model::{ConvArgs, ConvSpec, GroupNorm, UNetOps};
 use ddim_webgpu::{Result, Tensor};
 
 /// GPU vs CPU reference: |diff| ≤ TOL · max|ref| (same f32 math, different summation order).
@@ -99,18 +99,21 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
     match *op {
         Op::Conv2d { spec, fused, out_scale } => {
             let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
-            b.conv2d(&x[0], &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+            let (weight, bias) = (w(b, "w")?, w(b, "b")?);
+            b.conv2d(&x[0], ConvArgs { chan_add: add, residual: res, out_scale, ..ConvArgs::new(&weight, &bias, spec) })
         }
         Op::NormSiluConv2d { spec, groups, parts, fused, out_scale } => {
             let (add, res) = if fused { (Some(&x[parts]), Some(&x[parts + 1])) } else { (None, None) };
             let (g, gb) = (w(b, "g")?, w(b, "gb")?);
             let norm = GroupNorm { gamma: &g, beta: &gb, groups, eps: 1e-5 };
             let parts = if parts == 2 { b.channel_parts(x[0].clone(), x[1].clone())? } else { vec![x[0].clone()] };
-            b.norm_silu_conv2d(&parts, norm, &w(b, "w")?, &w(b, "b")?, spec, add, res, out_scale)
+            let (weight, bias) = (w(b, "w")?, w(b, "b")?);
+            b.norm_silu_conv2d(&parts, norm, ConvArgs { chan_add: add, residual: res, out_scale, ..ConvArgs::new(&weight, &bias, spec) })
         }
         Op::Conv2dParts { spec } => {
             let parts = b.channel_parts(x[0].clone(), x[1].clone())?;
-            b.conv2d_parts(&parts, &w(b, "w")?, &w(b, "b")?, spec)
+            let (weight, bias) = (w(b, "w")?, w(b, "b")?);
+            b.conv2d_parts(&parts, ConvArgs::new(&weight, &bias, spec))
         }
         Op::GroupNorm { groups, eps, silu } => b.group_norm(&x[0], &w(b, "g")?, &w(b, "b")?, groups, eps, silu),
         Op::Linear { silu_in, silu_out } => b.linear(&x[0], &w(b, "w")?, &w(b, "b")?, silu_in, silu_out),

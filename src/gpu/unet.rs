@@ -5,7 +5,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::recorder::{Dispatch, GpuRecorder, GpuTensor, GpuWeights, Pool};
+use super::pool::{GpuTensor, Pool};
+use super::recorder::{Dispatch, GpuRecorder};
+use super::weights::GpuWeights;
 use super::GpuDevice;
 use crate::error::Result;
 use crate::model::{unet_forward, Model, UNetConfig};
