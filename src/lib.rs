@@ -1,7 +1,6 @@
 //! ddim-webgpu: a diffusers `UNet2DModel` run through hand-written WGSL kernels (and a CPU
 //! reference of every op), stepped by DDIM/DDPM, natively and in the browser.
 
-pub mod cpu;
 pub mod error;
 #[cfg(target_arch = "wasm32")]
 pub mod event_loop;
@@ -9,6 +8,7 @@ pub mod fast;
 pub mod gpu;
 pub mod image_grid;
 pub mod model;
+pub mod reference;
 pub mod run;
 pub mod sampler;
 pub mod tensor;

@@ -128,13 +128,13 @@ fn bad_forward_inputs() {
         (Tensor::zeros(vec![1, 3, 12, 12]), vec![1.0], Some(vec![0u32]), "class"),
     ];
     for (x, t, labels, word) in bad {
-        let e = err(ddim_webgpu::cpu::forward(&model, &x, &t, labels.as_deref()));
+        let e = err(ddim_webgpu::reference::forward(&model, &x, &t, labels.as_deref()));
         assert!(e.to_string().contains(word), "{word}: {e}");
     }
     let class = Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
     let x = Tensor::zeros(vec![1, 1, 8, 8]);
-    assert!(err(ddim_webgpu::cpu::forward(&class, &x, &[1.0], Some(&[5]))).to_string().contains("out of range"));
-    assert!(err(ddim_webgpu::cpu::forward(&class, &x, &[1.0], None)).to_string().contains("class labels are required"));
+    assert!(err(ddim_webgpu::reference::forward(&class, &x, &[1.0], Some(&[5]))).to_string().contains("out of range"));
+    assert!(err(ddim_webgpu::reference::forward(&class, &x, &[1.0], None)).to_string().contains("class labels are required"));
 }
 
 #[test]
@@ -237,8 +237,8 @@ fn model_over_the_adapters_limits() {
 
 #[test]
 fn cpu_ops_check_lengths_before_indexing() {
-    use ddim_webgpu::cpu::ops;
     use ddim_webgpu::model::{ConvArgs, ConvSpec};
+    use ddim_webgpu::reference::ops;
     let x = randn(&[1, 2, 4, 4], 1);
     let (w, b) = (randn(&[3, 2, 3, 3], 2), randn(&[3], 3));
     let short = randn(&[1, 3, 2, 2], 4);

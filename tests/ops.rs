@@ -10,10 +10,10 @@ mod op_cases;
 
 use std::sync::Arc;
 
-use ddim_webgpu::cpu::CpuOps;
 use ddim_webgpu::fast::gemm::Kernel;
 use ddim_webgpu::fast::FastOps;
 use ddim_webgpu::gpu::recorder::run_now;
+use ddim_webgpu::reference::ReferenceOps;
 use ddim_webgpu::Tensor;
 use op_cases::{apply, check_close, fixture_cases, gpu_inputs, random_cases, OpCase, PYTORCH_TOL};
 
@@ -24,7 +24,7 @@ fn fixtures() -> Vec<OpCase> {
 
 fn on_cpu(case: &OpCase) -> Tensor {
     let ins: Vec<_> = case.inputs.iter().map(|t| Arc::new(t.clone())).collect();
-    let out = apply(&mut CpuOps::from_tensors(&case.weights), &case.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+    let out = apply(&mut ReferenceOps::from_tensors(&case.weights), &case.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", case.name));
     (*out).clone()
 }
 
@@ -184,6 +184,6 @@ fn out_of_range_class_label_is_nan_on_the_gpu_and_an_error_on_the_cpu() {
     assert!(got.data[12..24].iter().all(|v| v.is_nan()), "item 1 is poisoned, not clamped");
     assert!(got.data[..12].iter().chain(&got.data[24..]).all(|v| v.is_finite()), "the other items are untouched");
     let ins: Vec<_> = case.inputs.iter().map(|t| Arc::new(t.clone())).collect();
-    let e = apply(&mut CpuOps::from_tensors(&case.weights), &case.op, &ins).unwrap_err();
+    let e = apply(&mut ReferenceOps::from_tensors(&case.weights), &case.op, &ins).unwrap_err();
     assert!(e.to_string().contains("out of range"), "{e}");
 }

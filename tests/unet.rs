@@ -22,7 +22,7 @@ fn case(name: &str) -> (Model, ddim_webgpu::Tensor, Vec<f32>, Option<Vec<u32>>, 
 fn cpu_unet_matches_diffusers() {
     for name in MODELS {
         let (model, x, t, labels, want) = case(name);
-        let got = ddim_webgpu::cpu::forward(&model, &x, &t, labels.as_deref()).unwrap();
+        let got = ddim_webgpu::reference::forward(&model, &x, &t, labels.as_deref()).unwrap();
         assert_close(&format!("{name} (cpu)"), &got, &want, 1e-4);
     }
 }
@@ -32,18 +32,18 @@ fn fast_cpu_unet_matches_diffusers() {
     for name in MODELS {
         let (model, x, t, labels, want) = case(name);
         let mut ops = ddim_webgpu::fast::FastOps::new(&model);
-        let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
+        let got = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
         assert_close(&format!("{name} (fast cpu, {})", ops.kernel_name()), &got, &want, 1e-4);
         // Every other microkernel this CPU has.
         for kernel in ddim_webgpu::fast::gemm::Kernel::available().into_iter().skip(1) {
             let mut ops = ddim_webgpu::fast::FastOps::new(&model).with_kernel(kernel);
-            let got = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
+            let got = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
             assert_close(&format!("{name} (fast cpu, {})", kernel.name()), &got, &want, 1e-4);
         }
         // The engine that took the weights over (packed convs only) computes the same.
         let config = model.config.clone();
         let mut owned = ddim_webgpu::fast::FastOps::from_model(model);
-        let again = ddim_webgpu::cpu::forward_with(&mut owned, &config, &x, &t, labels.as_deref()).unwrap();
+        let again = ddim_webgpu::reference::forward_with(&mut owned, &config, &x, &t, labels.as_deref()).unwrap();
         assert_eq!(got, again, "{name}: from_model differs from new");
     }
 }
@@ -75,7 +75,7 @@ fn gpu_unet_with_f16_conv_weights_matches_reference_on_rounded_weights() {
         for w in rounded.weights.tensors.values_mut().filter(|w| w.shape.len() == 4) {
             w.data.iter_mut().for_each(|v| *v = half::f16::from_f32(*v).to_f32());
         }
-        let want = ddim_webgpu::cpu::forward(&rounded, &x, &t, labels.as_deref()).unwrap();
+        let want = ddim_webgpu::reference::forward(&rounded, &x, &t, labels.as_deref()).unwrap();
         assert_close(&format!("{name} (gpu, f16 conv weights)"), &got, &want, 1e-4);
     }
 }
@@ -97,10 +97,10 @@ fn bundled_model_matches_diffusers() {
     assert_eq!(model.weights.stored_dtype, "F16");
     let io = load(&fixtures().join("bundled_io.safetensors"));
     let labels: Vec<u32> = io["class_labels"].data.iter().map(|&v| v as u32).collect();
-    let cpu = ddim_webgpu::cpu::forward(&model, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
+    let cpu = ddim_webgpu::reference::forward(&model, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
     assert_close("bundled (cpu)", &cpu, &io["out"], 1e-4);
     let mut ops = ddim_webgpu::fast::FastOps::new(&model);
-    let fast = ddim_webgpu::cpu::forward_with(&mut ops, &model.config, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
+    let fast = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &io["sample"], &io["timestep"].data, Some(&labels)).unwrap();
     assert_close("bundled (fast cpu)", &fast, &io["out"], 1e-4);
     let mut engine = GpuUNet::new(common::gpu(), &model).unwrap();
     let gpu = pollster::block_on(engine.forward(&io["sample"], &io["timestep"].data, Some(&labels))).unwrap();

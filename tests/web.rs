@@ -13,10 +13,10 @@ mod op_cases;
 
 use std::sync::Arc;
 
-use ddim_webgpu::cpu::CpuOps;
 use ddim_webgpu::gpu::recorder::run_now;
 use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::gpu::GpuDevice;
+use ddim_webgpu::reference::ReferenceOps;
 use ddim_webgpu::{Model, Tensor};
 use op_cases::{apply, check_close, fixture_cases, gpu_inputs, random_cases, PYTORCH_TOL};
 use wasm_bindgen_test::*;
@@ -38,7 +38,7 @@ async fn kernels_match_cpu_reference_in_the_browser() {
         let refs: Vec<&Tensor> = ins.iter().collect();
         let got = run_now(&gpu, &c.weights, &refs, |b, x| apply(b, &c.op, x)).await.unwrap_or_else(|e| panic!("{}: {e}", c.name));
         let cpu_ins: Vec<_> = c.inputs.iter().map(|t| Arc::new(t.clone())).collect();
-        let want = apply(&mut CpuOps::from_tensors(&c.weights), &c.op, &cpu_ins).unwrap();
+        let want = apply(&mut ReferenceOps::from_tensors(&c.weights), &c.op, &cpu_ins).unwrap();
         failures.extend(check_close(&format!("{} (browser gpu vs cpu)", c.name), &got, &want, c.tol, f32::MIN_POSITIVE).err());
         if let Some(expected) = &c.expected {
             failures.extend(check_close(&format!("{} (wasm cpu vs pytorch)", c.name), &want, expected, PYTORCH_TOL, 1.0).err());
@@ -83,7 +83,7 @@ async fn fixture_unet_matches_diffusers_in_the_browser() {
     let t = get("timestep");
     let got = GpuUNet::new(gpu().await, &model).unwrap().forward(&sample, &t, Some(&labels)).await.unwrap();
     check_close("fixture U-Net (browser gpu vs diffusers)", &got, &want, 1e-4, 1.0).unwrap();
-    let cpu = ddim_webgpu::cpu::forward(&model, &sample, &t, Some(&labels)).unwrap();
+    let cpu = ddim_webgpu::reference::forward(&model, &sample, &t, Some(&labels)).unwrap();
     check_close("fixture U-Net (wasm cpu vs diffusers)", &cpu, &want, 1e-4, 1.0).unwrap();
 }
 
@@ -170,12 +170,12 @@ async fn corpus_through_the_browser_api() {
     let cases = corpus::cases();
     let mut failures = Vec::new();
     for case in &cases {
-        let start = ddim_webgpu::cpu::profile::now_ms();
+        let start = ddim_webgpu::reference::profile::now_ms();
         match corpus_case_in_wasm(case).await {
             Ok(()) => failures.push(format!("case {:?}: no error", case.name)),
             Err(message) => failures.extend(corpus::mismatch(case, "browser API", &message)),
         }
-        let ms = ddim_webgpu::cpu::profile::now_ms() - start;
+        let ms = ddim_webgpu::reference::profile::now_ms() - start;
         assert!(ms < 60_000.0, "case {:?} took {ms} ms", case.name);
     }
     assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));

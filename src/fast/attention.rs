@@ -30,7 +30,7 @@ pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// Per head h: out[:, h] = softmax(q_hᵀ k_h / √d) v_h, on [N, heads·d, H, W] (like `cpu::ops::attention`).
+/// Per head h: out[:, h] = softmax(q_hᵀ k_h / √d) v_h, on [N, heads·d, H, W] (like `reference::ops::attention`).
 pub fn attention(kernel: Kernel, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, d: usize) -> Result<Tensor> {
     let &[n, inner, h, w] = &q.shape[..] else {
         return Err(Error::Input(format!("attention: q must be [N, C, H, W], got {:?}", q.shape)));

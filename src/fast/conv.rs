@@ -59,7 +59,7 @@ pub struct PreNorm<'a> {
     pub eps: f32,
 }
 
-/// The fused conv: (conv(x̂) + bias + chan_add[n, co] + residual) / out_scale, like `cpu::ops::conv2d`,
+/// The fused conv: (conv(x̂) + bias + chan_add[n, co] + residual) / out_scale, like `reference::ops::conv2d`,
 /// where x is the concatenation of `parts` along channels (an up block's input, never stored) and
 /// x̂ = silu(group_norm(x)) where `pre` is given, x̂ = x elsewhere; it reads its padded input in
 /// bands of at most `band_bytes` (at least one output row). With `winograd`, a conv that

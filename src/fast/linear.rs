@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
 /// out[n, o] = w[o] · x̂[n] + b[o] with x̂ = silu(x) where `silu_in`, SiLU after where `silu_out`
-/// (like `cpu::ops::linear`).
+/// (like `reference::ops::linear`).
 pub fn linear(x: &Tensor, w: &Tensor, b: &Tensor, silu_in: bool, silu_out: bool) -> Result<Tensor> {
     let n = *x.shape.first().ok_or_else(|| Error::Input("linear: input is a scalar".into()))?;
     let (fin, fout) = (x.len() / n.max(1), b.len());

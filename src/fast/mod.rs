@@ -1,7 +1,7 @@
 //! The fast CPU engine's ops: weights packed once at load for a register-tiled SIMD GEMM (`gemm`),
 //! convolutions as that GEMM with fused epilogues (`conv`), group norm + SiLU in two passes
 //! (`norm`), attention with contiguous inner loops (`attention`), linear as lane-wise dot products
-//! (`linear`). The other ops are cheap at these sizes and reuse the plain reference (`cpu::ops`),
+//! (`linear`). The other ops are cheap at these sizes and reuse the plain reference (`reference::ops`),
 //! which stays the oracle every fast op is tested against (tests/op_cases).
 
 pub mod attention;
@@ -16,9 +16,9 @@ pub mod winograd;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::cpu::{forward_in_place, HostOps};
 use crate::error::{Error, Result};
 use crate::model::{ConvArgs, GroupNorm, Model, UNetConfig, UNetOps};
+use crate::reference::{forward_in_place, HostOps};
 use crate::tensor::Tensor;
 use conv::{ConvWeights, PreNorm};
 use gemm::Kernel;
@@ -193,7 +193,7 @@ impl UNetOps for FastOps {
     }
 
     fn dims(&self, t: &Self::T) -> [usize; 4] {
-        crate::cpu::dims(t)
+        crate::reference::dims(t)
     }
 
     fn conv2d(&mut self, x: &Self::T, conv: ConvArgs<'_, Self::T>) -> Result<Self::T> {
@@ -226,5 +226,5 @@ impl UNetOps for FastOps {
         Ok(Arc::new(linear::linear(x, w, b, silu_in, silu_out)?))
     }
 
-    crate::cpu::reference_ops!();
+    crate::reference::reference_ops!();
 }

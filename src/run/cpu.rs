@@ -1,11 +1,11 @@
 //! The CPU engines: the run layer driving host ops, either the fast engine (`fast::FastOps`: packed
-//! weights, SIMD GEMM) or the plain reference (`cpu::CpuOps`, the oracle).
+//! weights, SIMD GEMM) or the plain reference (`reference::ReferenceOps`, the oracle).
 
 use super::{Engine, Guidance, RunPlan, View};
-use crate::cpu::{forward_with, CpuOps, HostOps};
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
+use crate::reference::{forward_with, HostOps, ReferenceOps};
 use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
 
@@ -71,10 +71,13 @@ impl CpuEngine<FastOps> {
     }
 }
 
-impl CpuEngine<CpuOps> {
-    /// The plain reference engine (the oracle; `--reference`).
+/// The reference engine: the run layer over `ReferenceOps`.
+pub type ReferenceEngine = CpuEngine<ReferenceOps>;
+
+impl CpuEngine<ReferenceOps> {
+    /// The plain reference engine (the oracle; `--engine reference`).
     pub fn reference(model: &Model) -> Self {
-        Self::with_ops(model, CpuOps::new(model))
+        Self::with_ops(model, ReferenceOps::new(model))
     }
 }
 

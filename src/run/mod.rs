@@ -6,7 +6,7 @@ pub mod cpu;
 pub mod options;
 pub mod plan;
 
-pub use cpu::CpuEngine;
+pub use cpu::{CpuEngine, ReferenceEngine};
 pub use options::{ClassLabels, GivenNoise, RunOptions};
 pub use plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};
 

@@ -8,9 +8,9 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 
 use super::js_err;
-use crate::cpu::profile::now_ms;
 use crate::gpu::unet::GpuUNet;
 use crate::gpu::GpuDevice;
+use crate::reference::profile::now_ms;
 use crate::{Error, Model, Tensor};
 
 /// WebGPU's default maxStorageBufferBindingSize (128 MiB): the model must fit without asking for more.
@@ -36,7 +36,7 @@ pub async fn benchmark_config(config_json: String, engine: String, batch: u32, r
             let what = format!("fast CPU engine ({}), this thread", ops.kernel_name());
             for _ in 0..reps.max(1) {
                 let start = now_ms();
-                crate::cpu::forward_with(&mut ops, &cfg, &x, &ts, labels.as_deref()).map_err(js_err)?;
+                crate::reference::forward_with(&mut ops, &cfg, &x, &ts, labels.as_deref()).map_err(js_err)?;
                 ms.push(now_ms() - start);
             }
             (

@@ -12,10 +12,10 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint32Array, Uint8Ar
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::cpu::forward_with;
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
+use crate::reference::forward_with;
 use crate::run::cpu::{unet_input, HostState};
 use crate::run::{Engine, Guidance, RunPlan, View};
 use crate::sampler::StepCoeffs;

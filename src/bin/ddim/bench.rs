@@ -200,7 +200,7 @@ fn profile_dispatches(gpu: &GpuDevice, dispatches: &[ddim_webgpu::gpu::recorder:
 }
 
 /// Median (min–max) ms of `reps` forwards after one warm-up.
-fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
+fn time_forwards<O: ddim_webgpu::reference::HostOps>(
     ops: &mut O,
     model: &Model,
     x: &Tensor,
@@ -208,11 +208,11 @@ fn time_forwards<O: ddim_webgpu::cpu::HostOps>(
     labels: Option<&[u32]>,
     reps: usize,
 ) -> Result<String> {
-    ddim_webgpu::cpu::forward_with(ops, &model.config, x, ts, labels)?;
+    ddim_webgpu::reference::forward_with(ops, &model.config, x, ts, labels)?;
     let mut ms = Vec::with_capacity(reps);
     for _ in 0..reps {
         let start = Instant::now();
-        ddim_webgpu::cpu::forward_with(ops, &model.config, x, ts, labels)?;
+        ddim_webgpu::reference::forward_with(ops, &model.config, x, ts, labels)?;
         ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
@@ -234,10 +234,10 @@ pub fn bench_memory(model: Model, batch: usize) -> Result<()> {
     let (c, config) = (model.config.in_channels, model.config.clone());
     let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
-    let mut ops = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::from_model(model));
+    let mut ops = ddim_webgpu::reference::profile::Profiled::new(ddim_webgpu::fast::FastOps::from_model(model));
     let x = Tensor::new(vec![batch, c, h, w], ddim_webgpu::sampler::rng::normal(1, 0, batch * c * h * w))?;
     let start = Instant::now();
-    ddim_webgpu::cpu::forward_with(&mut ops, &config, &x, &vec![500.0; batch], labels.as_deref())?;
+    ddim_webgpu::reference::forward_with(&mut ops, &config, &x, &vec![500.0; batch], labels.as_deref())?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
     let act_mb = ops.largest.iter().sum::<usize>() as f64 * 4.0 / 1e6;
     let peak = peak_rss_mb().map_or("unknown".into(), |mb| format!("{:.0} MB", mb * 1.048576));
@@ -314,7 +314,7 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
     let gpu_conv = if o.cpu_only { None } else { Some(bench_gpu_forward(bench_device(&o)?, &model, &x, &ts, labels.as_deref())?) };
     if !o.gpu_only {
-        let reference = time_forwards(&mut ddim_webgpu::cpu::CpuOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
+        let reference = time_forwards(&mut ddim_webgpu::reference::ReferenceOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
         println!("cpu reference forward (1 thread): {reference}");
         let mut fast = ddim_webgpu::fast::FastOps::new(&model);
         let (kernel, threads) = (fast.kernel_name(), fast.threads());
@@ -326,10 +326,10 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
         }
     }
     // The fast engine's forward by op, and the conv FLOP count the GPU's conv GFLOP/s is taken from.
-    let mut profiled = ddim_webgpu::cpu::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
+    let mut profiled = ddim_webgpu::reference::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
     let reps = if o.gpu_only { 1 } else { 10 };
     for _ in 0..reps {
-        ddim_webgpu::cpu::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
+        ddim_webgpu::reference::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
     }
     let parts: Vec<String> = profiled.ms.iter().map(|(k, v)| format!("{k} {:.2}", v / reps as f64)).collect();
     println!("  fast forward by op (ms): {}", parts.join(", "));

@@ -18,7 +18,7 @@ pub fn gpu() -> Result<GpuDevice> {
 pub enum AnyEngine {
     Gpu(Box<GpuEngine>),
     Cpu(CpuEngine),
-    Reference(CpuEngine<ddim_webgpu::cpu::CpuOps>),
+    Reference(CpuEngine<ddim_webgpu::reference::ReferenceOps>),
 }
 
 /// Delegates an `Engine` call to the engine inside.

@@ -332,9 +332,9 @@ fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineArg) 
     let start = Instant::now();
     let labels = labels.as_deref();
     let result = if engine == EngineArg::Reference {
-        ddim_webgpu::cpu::forward(&model, &sample, &timesteps, labels)?
+        ddim_webgpu::reference::forward(&model, &sample, &timesteps, labels)?
     } else if engine == EngineArg::Cpu {
-        ddim_webgpu::cpu::forward_with(&mut ddim_webgpu::fast::FastOps::new(&model), &model.config, &sample, &timesteps, labels)?
+        ddim_webgpu::reference::forward_with(&mut ddim_webgpu::fast::FastOps::new(&model), &model.config, &sample, &timesteps, labels)?
     } else {
         let mut unet = GpuUNet::new(gpu()?, &model)?;
         pollster::block_on(unet.forward(&sample, &timesteps, labels))?

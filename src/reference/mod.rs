@@ -1,5 +1,7 @@
-//! The CPU reference: every op in plain Rust, and a `UNetOps` that runs the U-Net with them.
-//! It is the oracle of the GPU kernels' tests and an engine of its own (`--cpu`, the page's CPU engine).
+//! The reference engine: every op in plain Rust (`ops`), and a `UNetOps` that runs the U-Net with
+//! them. It is the oracle of the other engines' tests and an engine of its own (`--engine
+//! reference`, the page's `engine=reference`), never the fast one (`fast`, `--engine cpu`).
+//! Also here: `HostOps`, the host-tensor ops both CPU engines implement.
 
 pub mod ops;
 pub mod profile;
@@ -12,29 +14,29 @@ use crate::model::{ConvArgs, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
 /// The `UNetOps` methods that run the plain reference ops on host tensors: linear, embeddings,
-/// affine and concat (shared by `CpuOps` and `fast::FastOps`, where they are cheap).
+/// affine and concat (shared by `ReferenceOps` and `fast::FastOps`, where they are cheap).
 macro_rules! reference_ops {
     () => {
         fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::timestep_embedding(t, dim, flip, shift)))
+            Ok(std::sync::Arc::new($crate::reference::ops::timestep_embedding(t, dim, flip, shift)))
         }
 
         fn class_embedding_add(&mut self, emb: &Self::T, table: &Self::T, labels: &Self::T) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::class_embedding_add(emb, table, labels)?))
+            Ok(std::sync::Arc::new($crate::reference::ops::class_embedding_add(emb, table, labels)?))
         }
 
         fn affine(&mut self, x: &Self::T, scale: f32, shift: f32) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::affine(x, scale, shift)))
+            Ok(std::sync::Arc::new($crate::reference::ops::affine(x, scale, shift)))
         }
 
         fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
-            Ok(std::sync::Arc::new($crate::cpu::ops::concat_channels(a, b)?))
+            Ok(std::sync::Arc::new($crate::reference::ops::concat_channels(a, b)?))
         }
     };
 }
 pub(crate) use reference_ops;
 
-/// Ops that run immediately on host tensors (the reference `CpuOps` and `fast::FastOps`): what the
+/// Ops that run immediately on host tensors (the reference `ReferenceOps` and `fast::FastOps`): what the
 /// CPU engine and `forward_with` run on.
 pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
     /// One U-Net forward over the whole batch (inputs already checked). The fast ops split the
@@ -44,7 +46,7 @@ pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
     }
 }
 
-impl HostOps for CpuOps {}
+impl HostOps for ReferenceOps {}
 
 /// [n, c, h, w] of a host tensor (2-D tensors report [n, f, 1, 1]).
 pub fn dims(t: &Tensor) -> [usize; 4] {
@@ -56,23 +58,23 @@ pub fn dims(t: &Tensor) -> [usize; 4] {
 }
 
 /// Runs ops immediately on host tensors. Tensors are shared, never mutated in place.
-pub struct CpuOps {
+pub struct ReferenceOps {
     weights: HashMap<String, Arc<Tensor>>,
 }
 
-impl CpuOps {
+impl ReferenceOps {
     pub fn new(model: &Model) -> Self {
         let weights = model.weights.tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
-        CpuOps { weights }
+        ReferenceOps { weights }
     }
 
     /// A backend over arbitrary named tensors (single blocks in tests).
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
-        CpuOps { weights: tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect() }
+        ReferenceOps { weights: tensors.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect() }
     }
 }
 
-impl UNetOps for CpuOps {
+impl UNetOps for ReferenceOps {
     type T = Arc<Tensor>;
 
     fn weight(&self, name: &str) -> Result<Self::T> {
@@ -104,7 +106,7 @@ impl UNetOps for CpuOps {
 
 /// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N].
 pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<Tensor> {
-    let mut ops = CpuOps::new(model);
+    let mut ops = ReferenceOps::new(model);
     forward_with(&mut ops, &model.config, sample, timesteps, class_labels)
 }
 

@@ -39,7 +39,7 @@ impl<O> Profiled<O> {
     }
 }
 
-impl<O: crate::cpu::HostOps> Profiled<O> {
+impl<O: crate::reference::HostOps> Profiled<O> {
     fn time<T>(&mut self, op: &'static str, f: impl FnOnce(&mut O) -> T) -> T {
         let start = now_ms();
         let out = f(&mut self.ops);
@@ -48,7 +48,7 @@ impl<O: crate::cpu::HostOps> Profiled<O> {
     }
 }
 
-impl<O: crate::cpu::HostOps> Profiled<O> {
+impl<O: crate::reference::HostOps> Profiled<O> {
     /// Notes a conv's output size and FLOPs.
     fn counted(&mut self, w: &Tensor, out: std::sync::Arc<Tensor>) -> std::sync::Arc<Tensor> {
         if out.len() > self.largest[1] {
@@ -61,9 +61,9 @@ impl<O: crate::cpu::HostOps> Profiled<O> {
     }
 }
 
-impl<O: crate::cpu::HostOps> crate::cpu::HostOps for Profiled<O> {}
+impl<O: crate::reference::HostOps> crate::reference::HostOps for Profiled<O> {}
 
-impl<O: crate::cpu::HostOps> crate::model::UNetOps for Profiled<O> {
+impl<O: crate::reference::HostOps> crate::model::UNetOps for Profiled<O> {
     type T = std::sync::Arc<Tensor>;
     fn weight(&self, name: &str) -> Result<Self::T> {
         self.ops.weight(name)
