@@ -13,7 +13,6 @@ mod common;
 mod editing_cases;
 
 use common::*;
-use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::run::options::Edit;
 use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, Engine, GivenNoise, RunOptions, RunPlan};
 use ddim_webgpu::sampler::SamplerKind;
@@ -111,18 +110,13 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
     }
 }
 
+/// Each case on every engine (`every_engine`), one body.
 #[test]
-fn cpu_editing_runs_match_diffusers() {
+fn editing_runs_match_diffusers_on_every_engine() {
     for c in &cases() {
-        check(&mut CpuEngine::new(&c.model), c, "fast cpu");
-        check(&mut CpuEngine::reference(&c.model), c, "reference cpu");
-    }
-}
-
-#[test]
-fn gpu_editing_runs_match_diffusers() {
-    for c in &cases() {
-        check(&mut GpuEngine::new(gpu(), &c.model).unwrap(), c, "gpu");
+        for (label, mut engine) in every_engine(&c.model) {
+            check(&mut engine, c, label);
+        }
     }
 }
 

@@ -7,8 +7,7 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::engine::GpuEngine;
-use ddim_webgpu::run::{ClassLabels, CpuEngine, Engine, GivenNoise, RunOptions, RunPlan};
+use ddim_webgpu::run::{ClassLabels, Engine, GivenNoise, RunOptions, RunPlan};
 use ddim_webgpu::sampler::{SamplerKind, Schedule, SchedulerConfig};
 use ddim_webgpu::{Model, Tensor};
 
@@ -106,17 +105,12 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
     assert_close(&format!("{} x_0 ({label})", c.name), &x_0, c.get("x_0"), TOL);
 }
 
+/// Each case on every engine (`every_engine`), one body.
 #[test]
-fn cpu_solver_runs_match_diffusers() {
+fn solver_runs_match_diffusers_on_every_engine() {
     for c in &cases() {
-        check(&mut CpuEngine::new(&c.model), c, "fast cpu");
-        check(&mut CpuEngine::reference(&c.model), c, "reference cpu");
-    }
-}
-
-#[test]
-fn gpu_solver_runs_match_diffusers() {
-    for c in &cases() {
-        check(&mut GpuEngine::new(gpu(), &c.model).unwrap(), c, "gpu");
+        for (label, mut engine) in every_engine(&c.model) {
+            check(&mut engine, c, label);
+        }
     }
 }

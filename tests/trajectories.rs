@@ -57,21 +57,16 @@ fn check<E: Engine>(engine: &mut E, c: &Case, label: &str) {
     assert_close(&format!("{} x_0 ({label})", c.name), &x_0, &c.x_0, TOL);
 }
 
+/// Each case on every engine (`every_engine`), one body.
 #[test]
-fn cpu_trajectories_match_diffusers() {
+fn trajectories_match_diffusers_on_every_engine() {
     let cases = cases();
     assert_eq!(cases.len(), 10);
     assert!(cases.iter().filter(|c| c.x_0.max_abs() > 1.5).count() >= 3, "unclipped cases present");
     for c in &cases {
-        check(&mut CpuEngine::new(&c.model), c, "fast cpu");
-        check(&mut CpuEngine::reference(&c.model), c, "reference cpu");
-    }
-}
-
-#[test]
-fn gpu_trajectories_match_diffusers() {
-    for c in &cases() {
-        check(&mut GpuEngine::new(gpu(), &c.model).unwrap(), c, "gpu");
+        for (label, mut engine) in every_engine(&c.model) {
+            check(&mut engine, c, label);
+        }
     }
 }
 

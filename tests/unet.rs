@@ -61,6 +61,19 @@ fn gpu_unet_matches_diffusers() {
     }
 }
 
+/// The conv path of real GPUs (`from_device` picks it for every adapter but a CPU one): the 4×4
+/// GEMM tile (`gemm4x4`) in workgroups of 64, no Winograd. This machine's adapter (lavapipe) would
+/// otherwise run the 8×8 tile with Winograd, so without this test no whole U-Net ran that path.
+#[test]
+fn gpu_unet_on_the_gpu_tile_path_matches_diffusers() {
+    for name in MODELS {
+        let (model, x, t, labels, want) = case(name);
+        let mut engine = GpuUNet::new(gpu_tile_path(), &model).unwrap();
+        let got = pollster::block_on(engine.forward(&x, &t, labels.as_deref())).unwrap();
+        assert_close(&format!("{name} (gpu, gemm4x4 in 64, no winograd)"), &got, &want, 1e-4);
+    }
+}
+
 /// The GPU with its conv weights stored as f16 (`set_f16_weights`) computes what the reference
 /// computes with those weights rounded to f16, at the f32 engine's tolerance.
 #[test]

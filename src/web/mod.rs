@@ -23,7 +23,7 @@ use crate::event_loop::sleep_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::reference::profile::now_ms;
-use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
+use crate::run::{self, CpuEngine, Engine, EngineChoice, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 pub use bench::benchmark_config;
 use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
@@ -136,7 +136,8 @@ impl DiffusionSampler {
         // CPU workers are sent the model first: they parse, check and pack the weights, while this
         // thread reads the header only (every check but the data's) and keeps no copy of them. Its
         // own parse used to compete with the workers' for the cores, before the first frame.
-        let loading = cpu_workers(&engine).map_err(js_err)?.map(|n| WorkerEngine::start(&config_json, &weights, n));
+        let choice: EngineChoice = engine.parse().map_err(js_err)?;
+        let loading = cpu_workers(choice).map(|n| WorkerEngine::start(&config_json, &weights, n));
         let parse = |header_only| match header_only {
             true => Model::without_weight_data(&config_json, &weights, scheduler_json.as_deref()),
             false => Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()),
@@ -145,8 +146,8 @@ impl DiffusionSampler {
         if model.scheduler_source == crate::model::SCHEDULER_DEFAULTS {
             web_sys::console::warn_1(&format!("ddim-webgpu: using {}", model.scheduler_source).into());
         }
-        let (engine, adapter) = match (engine.as_str(), loading) {
-            ("webgpu", _) => {
+        let (engine, adapter) = match (choice, loading) {
+            (EngineChoice::Gpu, _) => {
                 let (gpu, target) = gpu_for_canvas(&canvas, presents).await.map_err(js_err)?;
                 let mut adapter = [gpu.info.name.as_str(), gpu.info.driver.as_str(), gpu.info.driver_info.as_str()]
                     .iter()
@@ -186,7 +187,10 @@ impl DiffusionSampler {
                 }
             }
             (other, None) => {
-                return Err(js_err(Error::Input(format!("engine {other:?}: expected \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)"))))
+                return Err(js_err(Error::Input(format!(
+                    "engine {:?} runs natively only (ddim --engine {other}): the browser runs \"webgpu\", \"cpu\" or \"cpu:N\" (N workers)",
+                    other.to_string()
+                ))))
             }
         };
         let gpu = match &engine {
@@ -357,14 +361,13 @@ fn hardware_concurrency() -> f64 {
         .unwrap_or(1.0)
 }
 
-/// How many CPU workers `engine` runs: "cpu" one per core up to 4, "cpu:N" N; none for WebGPU.
-fn cpu_workers(engine: &str) -> Result<Option<usize>, Error> {
-    if engine == "cpu" {
-        return Ok(Some((hardware_concurrency() as usize).clamp(1, 4)));
+/// How many CPU workers an engine runs: "cpu" one per core up to 4, "cpu:N" N; none for the others.
+fn cpu_workers(choice: EngineChoice) -> Option<usize> {
+    match choice {
+        EngineChoice::Cpu { threads: None } => Some((hardware_concurrency() as usize).clamp(1, 4)),
+        EngineChoice::Cpu { threads } => threads,
+        _ => None,
     }
-    let Some(n) = engine.strip_prefix("cpu:") else { return Ok(None) };
-    let n = n.parse::<usize>().ok().filter(|&n| (1..=16).contains(&n));
-    n.map(Some).ok_or_else(|| Error::Input(format!("engine {engine:?}: \"cpu:N\" takes 1 to 16 workers")))
 }
 
 /// Resolves in a new macrotask, so input and rendering can run between steps. A MessageChannel

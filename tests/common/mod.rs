@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::gpu::GpuDevice;
+use ddim_webgpu::run::{AnyEngine, CpuEngine};
 use ddim_webgpu::Tensor;
 use safetensors::{Dtype, SafeTensors};
 
@@ -41,6 +43,28 @@ pub fn gpu() -> GpuDevice {
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
     pollster::block_on(GpuDevice::new()).expect("a WebGPU adapter (install mesa-vulkan-drivers for lavapipe)")
+}
+
+/// The adapter with the conv path real GPUs take (`GpuDevice::from_device` on a non-CPU adapter):
+/// the 4×4 GEMM tile in workgroups of 64, no Winograd.
+pub fn gpu_tile_path() -> GpuDevice {
+    let mut gpu = gpu();
+    gpu.set_gemm(4, 64);
+    gpu.conv.winograd = false;
+    gpu.check().expect("the gemm4x4 pipelines build");
+    gpu
+}
+
+/// Every engine a whole-run suite checks natively, with its label: the fast CPU engine, the
+/// reference, the GPU on this adapter's own conv path and on the real GPUs' (`gpu_tile_path`).
+pub fn every_engine(model: &ddim_webgpu::Model) -> Vec<(&'static str, AnyEngine)> {
+    let gpu_engine = |gpu| Box::new(GpuEngine::new(gpu, model).expect("the GPU engine loads the model"));
+    vec![
+        ("fast cpu", AnyEngine::Cpu(CpuEngine::new(model))),
+        ("reference cpu", AnyEngine::Reference(CpuEngine::reference(model))),
+        ("gpu", AnyEngine::Gpu(gpu_engine(gpu()))),
+        ("gpu, gemm4x4 in 64, no winograd", AnyEngine::Gpu(gpu_engine(gpu_tile_path()))),
+    ]
 }
 
 /// Asserts |got − want| ≤ tol · max(1, max|want|) elementwise, naming the case.

@@ -9,10 +9,12 @@ mod io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::run::options::{Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
-use ddim_webgpu::run::{self, ClassLabels, Engine, Flow, GivenNoise, RunOptions, StepInfo, View};
+use std::str::FromStr;
+
+use ddim_webgpu::run::{self, ClassLabels, Engine, EngineChoice, Flow, GivenNoise, RunOptions, StepInfo, View};
 use ddim_webgpu::sampler::SamplerKind;
 use ddim_webgpu::{Error, Model, Result, Tensor};
 
@@ -28,20 +30,10 @@ struct Cli {
     cmd: Cmd,
 }
 
-/// Which engine runs the U-Net.
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum EngineArg {
-    /// WGSL kernels on the best WebGPU adapter
-    Gpu,
-    /// the fast CPU engine (packed weights, SIMD GEMM)
-    Cpu,
-    /// the plain CPU reference (the test oracle)
-    Reference,
-}
-
-fn engine_arg(engine: EngineArg, cpu: bool) -> EngineArg {
+/// `--engine` (or `--cpu`): which engine runs the U-Net.
+fn engine_arg(engine: EngineChoice, cpu: bool) -> EngineChoice {
     if cpu {
-        EngineArg::Cpu
+        EngineChoice::Cpu { threads: None }
     } else {
         engine
     }
@@ -63,8 +55,10 @@ struct CommonArgs {
     /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f32>,
-    #[arg(long, value_enum, default_value = "gpu")]
-    engine: EngineArg,
+    /// gpu (WGSL kernels on the best WebGPU adapter), cpu (the fast CPU engine: packed weights,
+    /// SIMD GEMM; all cores), cpu:N (N threads) or reference (the plain CPU reference, the oracle)
+    #[arg(long, default_value = "gpu", value_parser = EngineChoice::from_str)]
+    engine: EngineChoice,
     /// same as --engine cpu
     #[arg(long)]
     cpu: bool,
@@ -96,7 +90,7 @@ impl CommonArgs {
         Ok(opts)
     }
 
-    fn engine(&self) -> EngineArg {
+    fn engine(&self) -> EngineChoice {
         engine_arg(self.engine, self.cpu)
     }
 }
@@ -163,8 +157,9 @@ enum Cmd {
         input: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, value_enum, default_value = "gpu")]
-        engine: EngineArg,
+        /// gpu, cpu, cpu:N or reference (as for sample)
+        #[arg(long, default_value = "gpu", value_parser = EngineChoice::from_str)]
+        engine: EngineChoice,
         /// same as --engine cpu
         #[arg(long)]
         cpu: bool,
@@ -313,7 +308,7 @@ fn load(model: Option<PathBuf>) -> Result<Model> {
     Model::load_dir(&dir)
 }
 
-fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineArg) -> Result<()> {
+fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineChoice) -> Result<()> {
     let model = load(model)?;
     let (bytes, file) = read_tensors(input)?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { file: file.clone(), msg: e.to_string() })?;
@@ -331,13 +326,19 @@ fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineArg) 
         .transpose()?;
     let start = Instant::now();
     let labels = labels.as_deref();
-    let result = if engine == EngineArg::Reference {
-        ddim_webgpu::reference::forward(&model, &sample, &timesteps, labels)?
-    } else if engine == EngineArg::Cpu {
-        ddim_webgpu::reference::forward_with(&mut ddim_webgpu::fast::FastOps::new(&model), &model.config, &sample, &timesteps, labels)?
-    } else {
-        let mut unet = GpuUNet::new(gpu()?, &model)?;
-        pollster::block_on(unet.forward(&sample, &timesteps, labels))?
+    let result = match engine {
+        EngineChoice::Reference => ddim_webgpu::reference::forward(&model, &sample, &timesteps, labels)?,
+        EngineChoice::Cpu { threads } => {
+            let mut ops = ddim_webgpu::fast::FastOps::new(&model);
+            if let Some(n) = threads {
+                ops = ops.with_threads(n);
+            }
+            ddim_webgpu::reference::forward_with(&mut ops, &model.config, &sample, &timesteps, labels)?
+        }
+        EngineChoice::Gpu => {
+            let mut unet = GpuUNet::new(gpu()?, &model)?;
+            pollster::block_on(unet.forward(&sample, &timesteps, labels))?
+        }
     };
     eprintln!("forward {:?} in {:.1} ms", result.shape, start.elapsed().as_secs_f64() * 1e3);
     write_tensors(out, &[("sample", &result)])
