@@ -1,9 +1,9 @@
-// matmul: c[M,N] = a[M,K] · b[K,N], the benchmark that measures what each adapter's WGSL can reach
-// (`ddim bench-matmul`), so conv2d's speed can be stated as a fraction of it. Not used by the U-Net.
+// matmul: c[M,N] = a[M,K] · b[K,N], the yardsticks that measure what each adapter's WGSL can reach
+// (`ddim bench-matmul`) beside the convs' own GEMM run as the same matmul (conv2d_gemm.wgsl's `gemm`,
+// timed by `ddim bench` as a 1×1 conv), so conv2d's speed can be stated as a fraction of the best.
 // Bindings: 0 a (layout per entry), 1 b [K, N] as vec4 rows, 2 c [M, N] as vec4 rows (rw), 3 params.
 // M, N multiples of 64; K any. One invocation computes a register block; Workgroups of 64.
 //   tile4x4: a row-major [M][K]; 4 rows × 4 columns (4 scalar a + 1 vec4 b loads feed 16 FMAs)
-//   tile8x8: a packed [M/8][K][8]; 8 rows × 8 columns (2 + 2 vec4 loads feed 64 FMAs)
 //   workgroup_tiled: a row-major; 16×16 threads of 4×4, 64-deep k tiles staged in workgroup memory (the
 //           classic real-GPU GEMM; it needs 256 invocations per workgroup)
 
@@ -37,105 +37,6 @@ fn tile4x4(@builtin(global_invocation_id) gid: vec3<u32>) {
     c[(r0 + 1u) * n4 + col] = c1;
     c[(r0 + 2u) * n4 + col] = c2;
     c[(r0 + 3u) * n4 + col] = c3;
-}
-
-@group(0) @binding(0) var<storage, read> ap: array<vec4<f32>>;
-
-@compute @workgroup_size(64)
-fn tile8x8(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n8 = p.n / 8u;
-    if (gid.x >= (p.m / 8u) * n8) {
-        return;
-    }
-    let col = (gid.x % n8) * 2u;
-    let blk = gid.x / n8;
-    let n4 = p.n / 4u;
-    var x0 = vec4<f32>(0.0); var y0 = vec4<f32>(0.0);
-    var x1 = vec4<f32>(0.0); var y1 = vec4<f32>(0.0);
-    var x2 = vec4<f32>(0.0); var y2 = vec4<f32>(0.0);
-    var x3 = vec4<f32>(0.0); var y3 = vec4<f32>(0.0);
-    var x4 = vec4<f32>(0.0); var y4 = vec4<f32>(0.0);
-    var x5 = vec4<f32>(0.0); var y5 = vec4<f32>(0.0);
-    var x6 = vec4<f32>(0.0); var y6 = vec4<f32>(0.0);
-    var x7 = vec4<f32>(0.0); var y7 = vec4<f32>(0.0);
-    for (var k = 0u; k < p.k; k++) {
-        let lo = ap[(blk * p.k + k) * 2u];
-        let hi = ap[(blk * p.k + k) * 2u + 1u];
-        let u = b[k * n4 + col];
-        let v = b[k * n4 + col + 1u];
-        x0 += lo.x * u; y0 += lo.x * v;
-        x1 += lo.y * u; y1 += lo.y * v;
-        x2 += lo.z * u; y2 += lo.z * v;
-        x3 += lo.w * u; y3 += lo.w * v;
-        x4 += hi.x * u; y4 += hi.x * v;
-        x5 += hi.y * u; y5 += hi.y * v;
-        x6 += hi.z * u; y6 += hi.z * v;
-        x7 += hi.w * u; y7 += hi.w * v;
-    }
-    let r = blk * 8u;
-    c[r * n4 + col] = x0; c[r * n4 + col + 1u] = y0;
-    c[(r + 1u) * n4 + col] = x1; c[(r + 1u) * n4 + col + 1u] = y1;
-    c[(r + 2u) * n4 + col] = x2; c[(r + 2u) * n4 + col + 1u] = y2;
-    c[(r + 3u) * n4 + col] = x3; c[(r + 3u) * n4 + col + 1u] = y3;
-    c[(r + 4u) * n4 + col] = x4; c[(r + 4u) * n4 + col + 1u] = y4;
-    c[(r + 5u) * n4 + col] = x5; c[(r + 5u) * n4 + col + 1u] = y5;
-    c[(r + 6u) * n4 + col] = x6; c[(r + 6u) * n4 + col + 1u] = y6;
-    c[(r + 7u) * n4 + col] = x7; c[(r + 7u) * n4 + col + 1u] = y7;
-}
-
-@compute @workgroup_size(64)
-fn tile8x8_k2(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let n8 = p.n / 8u;
-    if (gid.x >= (p.m / 8u) * n8) {
-        return;
-    }
-    let col = (gid.x % n8) * 2u;
-    let blk = gid.x / n8;
-    let n4 = p.n / 4u;
-    var x0 = vec4<f32>(0.0); var y0 = vec4<f32>(0.0);
-    var x1 = vec4<f32>(0.0); var y1 = vec4<f32>(0.0);
-    var x2 = vec4<f32>(0.0); var y2 = vec4<f32>(0.0);
-    var x3 = vec4<f32>(0.0); var y3 = vec4<f32>(0.0);
-    var x4 = vec4<f32>(0.0); var y4 = vec4<f32>(0.0);
-    var x5 = vec4<f32>(0.0); var y5 = vec4<f32>(0.0);
-    var x6 = vec4<f32>(0.0); var y6 = vec4<f32>(0.0);
-    var x7 = vec4<f32>(0.0); var y7 = vec4<f32>(0.0);
-    // Two k per step, the eight loads before the 128 FMAs (as conv2d.wgsl's gemm); K even.
-    for (var k = 0u; k < p.k; k += 2u) {
-        let lo = ap[(blk * p.k + k) * 2u];
-        let hi = ap[(blk * p.k + k) * 2u + 1u];
-        let lo1 = ap[(blk * p.k + k) * 2u + 2u];
-        let hi1 = ap[(blk * p.k + k) * 2u + 3u];
-        let u = b[k * n4 + col];
-        let v = b[k * n4 + col + 1u];
-        let u1 = b[(k + 1u) * n4 + col];
-        let v1 = b[(k + 1u) * n4 + col + 1u];
-        x0 += lo1.x * u1; y0 += lo1.x * v1;
-        x1 += lo1.y * u1; y1 += lo1.y * v1;
-        x2 += lo1.z * u1; y2 += lo1.z * v1;
-        x3 += lo1.w * u1; y3 += lo1.w * v1;
-        x4 += hi1.x * u1; y4 += hi1.x * v1;
-        x5 += hi1.y * u1; y5 += hi1.y * v1;
-        x6 += hi1.z * u1; y6 += hi1.z * v1;
-        x7 += hi1.w * u1; y7 += hi1.w * v1;
-        x0 += lo.x * u; y0 += lo.x * v;
-        x1 += lo.y * u; y1 += lo.y * v;
-        x2 += lo.z * u; y2 += lo.z * v;
-        x3 += lo.w * u; y3 += lo.w * v;
-        x4 += hi.x * u; y4 += hi.x * v;
-        x5 += hi.y * u; y5 += hi.y * v;
-        x6 += hi.z * u; y6 += hi.z * v;
-        x7 += hi.w * u; y7 += hi.w * v;
-    }
-    let r = blk * 8u;
-    c[r * n4 + col] = x0; c[r * n4 + col + 1u] = y0;
-    c[(r + 1u) * n4 + col] = x1; c[(r + 1u) * n4 + col + 1u] = y1;
-    c[(r + 2u) * n4 + col] = x2; c[(r + 2u) * n4 + col + 1u] = y2;
-    c[(r + 3u) * n4 + col] = x3; c[(r + 3u) * n4 + col + 1u] = y3;
-    c[(r + 4u) * n4 + col] = x4; c[(r + 4u) * n4 + col + 1u] = y4;
-    c[(r + 5u) * n4 + col] = x5; c[(r + 5u) * n4 + col + 1u] = y5;
-    c[(r + 6u) * n4 + col] = x6; c[(r + 6u) * n4 + col + 1u] = y6;
-    c[(r + 7u) * n4 + col] = x7; c[(r + 7u) * n4 + col + 1u] = y7;
 }
 
 var<workgroup> ta: array<f32, 4096>;        // 64 rows × 64 k

@@ -21,10 +21,16 @@ use crate::error::{Error, Result};
 
 /// Every shader of the engine, by file name, with its entry points.
 pub const SHADERS: &[(&str, &str, &[&str])] = &[
+    // conv2d.wgsl is the part both conv algorithms share, composed in front of each.
     (
-        "conv2d",
-        include_str!("../../shaders/conv2d.wgsl"),
-        &["im2col", "im2col_norm", "gemm", "gemm4x4", "winograd_weights", "winograd_input", "winograd_input_norm", "winograd_output"],
+        "conv2d_gemm",
+        concat!(include_str!("../../shaders/conv2d.wgsl"), include_str!("../../shaders/conv2d_gemm.wgsl")),
+        &["im2col", "im2col_norm", "gemm", "gemm4x4"],
+    ),
+    (
+        "conv2d_winograd",
+        concat!(include_str!("../../shaders/conv2d.wgsl"), include_str!("../../shaders/conv2d_winograd.wgsl")),
+        &["winograd_weights", "winograd_input", "winograd_input_norm", "winograd_output"],
     ),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
@@ -37,9 +43,9 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
 ];
 
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.
-/// conv2d.wgsl's GEMM entries (`gemm`, `gemm4x4`): built with the `GEMM_WG` constant.
+/// conv2d_gemm.wgsl's GEMM entries (`gemm`, `gemm4x4`): built with the `GEMM_WG` constant.
 fn is_conv_gemm(shader: &str, entry: &str) -> bool {
-    shader == "conv2d" && entry.starts_with("gemm")
+    shader == "conv2d_gemm" && entry.starts_with("gemm")
 }
 
 fn compute_pipeline(
@@ -89,7 +95,7 @@ pub struct ConvPolicy {
     /// The largest im2col buffer a conv uses at once; a conv whose patches need more runs in
     /// chunks of output pixels (tests set a small value to run every shape in chunks).
     pub col_max_bytes: u64,
-    /// Invocations per workgroup of conv2d.wgsl's GEMMs (their `GEMM_WG`): 16 on CPU adapters, 64
+    /// Invocations per workgroup of conv2d_gemm.wgsl's GEMMs (their `GEMM_WG`): 16 on CPU adapters, 64
     /// elsewhere. Changed with `GpuDevice::set_gemm`, which rebuilds the pipelines.
     pub gemm_workgroup: u32,
     /// Output channels × pixels per invocation of the conv GEMM, 8 (`gemm`) on CPU adapters and 4

@@ -21,6 +21,9 @@ pub struct Dispatch {
     pub pipeline: wgpu::ComputePipeline,
     pub bind_group: wgpu::BindGroup,
     pub groups: [u32; 3],
+    /// Floating-point operations the dispatch does, where its op counts them (the conv GEMMs:
+    /// 2 per multiply-add, padding to whole tiles included); 0 elsewhere.
+    pub flops: f64,
 }
 
 pub struct GpuRecorder<'a> {
@@ -70,7 +73,15 @@ impl<'a> GpuRecorder<'a> {
         let mut entries = buffers.to_vec();
         entries.push((params_binding, &uniform));
         let bind_group = self.gpu.bind(kernel, &entries);
-        self.dispatches.push(Dispatch { kernel: kernel.to_string(), pipeline: self.gpu.pipeline(kernel).clone(), bind_group, groups });
+        let pipeline = self.gpu.pipeline(kernel).clone();
+        self.dispatches.push(Dispatch { kernel: kernel.to_string(), pipeline, bind_group, groups, flops: 0.0 });
+    }
+
+    /// Notes the floating-point operations of the dispatch just recorded (`Dispatch::flops`).
+    pub(super) fn count_flops(&mut self, flops: f64) {
+        if let Some(d) = self.dispatches.last_mut() {
+            d.flops = flops;
+        }
     }
 }
 

@@ -57,7 +57,7 @@ impl GpuWeights {
     }
 }
 
-/// A conv weight [O, I, K, K] as conv2d.wgsl reads it: [O/8][I][K][K][8], output channels
+/// A conv weight [O, I, K, K] as conv2d_gemm.wgsl reads it: [O/8][I][K][K][8], output channels
 /// innermost in blocks of 8 (zero-padded), so one (i, ky, kx) is two vec4 loads.
 pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
     let rest = t.shape[1..].iter().product::<usize>();
@@ -74,7 +74,7 @@ pub fn pack_conv_weight(t: &crate::Tensor) -> Vec<f32> {
 }
 
 /// A 3×3 conv weight [O, I, 3, 3] as Winograd F(2×2, 3×3) multiplies it: U = G g Gᵀ per (o, i),
-/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], as [16][O/8][I][8] (conv2d.wgsl's `winograd_weights`
+/// G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1], as [16][O/8][I][8] (conv2d_winograd.wgsl's `winograd_weights`
 /// makes the same in scratch where it is not kept).
 pub fn pack_winograd_weight(t: &crate::Tensor) -> Vec<f32> {
     let (co, ci) = (t.shape[0], t.shape[1]);

@@ -1,4 +1,5 @@
-//! conv2d on the GPU (`shaders/conv2d.wgsl`): im2col + a register-tiled GEMM over packed weights,
+//! conv2d on the GPU (`shaders/conv2d_gemm.wgsl`, `conv2d_winograd.wgsl`, both after the shared
+//! `conv2d.wgsl`): im2col + a register-tiled GEMM over packed weights,
 //! or, for 3×3 stride-1 convs where the adapter runs them, Winograd F(2×2, 3×3) (input transform,
 //! 16 GEMMs, output transform). Either fuses the epilogue (bias, time-embedding add, residual,
 //! scale) and optionally silu(group_norm(x)) into the patch reads (`norm_silu_conv2d`). Which
@@ -89,7 +90,7 @@ pub fn conv2d(r: &mut GpuRecorder, x: &GpuTensor, pre: Option<PreNorm>, conv: Co
             x.clone()
         } else {
             let col = r.alloc_scratch(vec![n, rows, pc.next_multiple_of(8)], "conv2d im2col")?;
-            record_patches(r, "im2col", x, pre, &col, params, n * ci * pc.next_multiple_of(8) / 4);
+            record_patches(r, "conv2d_gemm.im2col", x, pre, &col, params, n * ci * pc.next_multiple_of(8) / 4);
             col
         };
         let (gemm, invocations) = r.gpu.conv_gemm_entry(n, co, pc.next_multiple_of(8), r.weights.f16);
@@ -100,15 +101,16 @@ pub fn conv2d(r: &mut GpuRecorder, x: &GpuTensor, pre: Option<PreNorm>, conv: Co
             6,
             groups_1d(invocations, r.gpu.conv.gemm_workgroup as usize),
         );
+        r.count_flops(2.0 * (n * co.next_multiple_of(8) * rows * pc.next_multiple_of(8)) as f64);
     }
     Ok(out)
 }
 
-/// conv2d.wgsl's `entry` (im2col, winograd_input) of x into `out`, or of silu(group_norm(x))
-/// (`{entry}_norm`) where `pre` is given; `invocations` of 4 pixels or tiles each.
+/// `kernel` (conv2d_gemm.im2col, conv2d_winograd.winograd_input) of x into `out`, or of silu(group_norm(x))
+/// (`{kernel}_norm`) where `pre` is given; `invocations` of 4 pixels or tiles each.
 fn record_patches(
     r: &mut GpuRecorder,
-    entry: &str,
+    kernel: &str,
     x: &GpuTensor,
     pre: Option<PreNorm>,
     out: &GpuTensor,
@@ -117,11 +119,11 @@ fn record_patches(
 ) {
     let groups = groups_1d(invocations, 64);
     match pre {
-        None => r.record(&format!("conv2d.{entry}"), &[(0, x.buffer()), (5, out.buffer())], &params, 6, groups),
+        None => r.record(kernel, &[(0, x.buffer()), (5, out.buffer())], &params, 6, groups),
         Some(norm) => {
             let params = Conv2dParams { groups: dim32(norm.groups), ..params };
             let bufs = [(0, x.buffer()), (1, norm.gamma.buffer()), (2, norm.beta.buffer()), (3, norm.moments.buffer()), (5, out.buffer())];
-            r.record(&format!("conv2d.{entry}_norm"), &bufs, &params, 6, groups);
+            r.record(&format!("{kernel}_norm"), &bufs, &params, 6, groups);
         }
     }
 }
@@ -142,7 +144,7 @@ fn winograd_chunk(gpu: &GpuDevice, n: usize, ci: usize, co: usize) -> Option<usi
     (tiles >= 8).then_some(tiles)
 }
 
-/// A 3×3 stride-1 conv as Winograd F(2×2, 3×3) (conv2d.wgsl): the weights transformed into
+/// A 3×3 stride-1 conv as Winograd F(2×2, 3×3) (conv2d_winograd.wgsl): the weights transformed into
 /// scratch, then per chunk of 2×2 output tiles the input transform, 16 GEMMs (`gemm` with
 /// `wino`) and the output transform with the epilogue (`epilogue`: bindings 2–5).
 #[allow(clippy::too_many_arguments)]
@@ -163,7 +165,7 @@ fn conv_winograd(
         Some(kept) => kept,
         None => {
             scratch = r.alloc_scratch(vec![16, co8, ci], "conv2d winograd weights")?;
-            r.record("conv2d.winograd_weights", &[(1, w.buffer()), (5, scratch.buffer())], &params, 6, groups_1d(co8 * ci, 64));
+            r.record("conv2d_winograd.winograd_weights", &[(1, w.buffer()), (5, scratch.buffer())], &params, 6, groups_1d(co8 * ci, 64));
             scratch.buffer()
         }
     };
@@ -172,17 +174,18 @@ fn conv_winograd(
         let params = Conv2dParams { p0: dim32(t0), pc: dim32(tc), ..params };
         let tc8 = tc.next_multiple_of(8);
         let v = r.alloc_scratch(vec![16, n, ci, tc8], "conv2d winograd patches")?;
-        record_patches(r, "winograd_input", x, pre, &v, params, n * ci * tc8 / 4);
+        record_patches(r, "conv2d_winograd.winograd_input", x, pre, &v, params, n * ci * tc8 / 4);
         let m = r.alloc_scratch(vec![16, n, co8, tc8], "conv2d winograd products")?;
         let gemm = Conv2dParams { wino: 1, ..params };
         let invocations = 16 * n * co8 / 8 * tc8 / 8;
         let unused = r.unused();
         let bufs = [(0, v.buffer()), (1, u), (2, &unused), (3, &unused), (4, &unused), (5, m.buffer())];
-        r.record("conv2d.gemm", &bufs, &gemm, 6, groups_1d(invocations, r.gpu.conv.gemm_workgroup as usize));
+        r.record("conv2d_gemm.gemm", &bufs, &gemm, 6, groups_1d(invocations, r.gpu.conv.gemm_workgroup as usize));
+        r.count_flops(2.0 * (16 * n * co8 * ci * tc8) as f64);
         drop(v);
         let mut bufs = vec![(0, m.buffer())];
         bufs.extend_from_slice(epilogue);
-        r.record("conv2d.winograd_output", &bufs, &params, 6, groups_1d(n * co * tc8 / 4, 64));
+        r.record("conv2d_winograd.winograd_output", &bufs, &params, 6, groups_1d(n * co * tc8 / 4, 64));
     }
     Ok(())
 }
@@ -192,10 +195,10 @@ fn prev_pow2(b: u64) -> u64 {
     1 << (63 - b.max(1).leading_zeros())
 }
 
-/// conv2d.wgsl with its packed weights stored as f16 (`GpuDevice::set_f16_weights`): the GEMMs
+/// conv2d_gemm's module with its packed weights stored as f16 (`GpuDevice::set_f16_weights`): the GEMMs
 /// load them through `wload`, which converts each vec4 to f32.
 fn conv2d_f16_source() -> String {
-    let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+    let (_, source, _) = SHADERS.iter().find(|(name, ..)| *name == "conv2d_gemm").expect("conv2d_gemm is in SHADERS");
     let swaps = [
         ("var<storage, read> weight: array<vec4<f32>>;", "var<storage, read> weight: array<vec4<f16>>;"),
         ("    return weight[i];", "    return vec4<f32>(weight[i]);"),
@@ -209,19 +212,19 @@ fn conv2d_f16_source() -> String {
 }
 
 impl GpuDevice {
-    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds conv2d.wgsl's GEMM entries
+    /// Sets the conv GEMM's tile (8: `gemm`, 4: `gemm4x4`) and rebuilds conv2d_gemm.wgsl's GEMM entries
     /// with `GEMM_WG` = `workgroup` invocations per workgroup (the adapter's choice is made in
     /// `from_device`; the tests run each). A pipeline error shows in `check`.
     pub fn set_gemm(&mut self, tile: u32, workgroup: u32) {
-        assert!(tile == 4 || tile == 8, "conv2d.wgsl has 4×4 and 8×8 GEMM tiles, not {tile}");
-        let (_, source, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+        assert!(tile == 4 || tile == 8, "conv2d_gemm.wgsl has 4×4 and 8×8 GEMM tiles, not {tile}");
+        let (_, source, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d_gemm").expect("conv2d_gemm is in SHADERS");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("conv2d"),
+            label: Some("conv2d_gemm"),
             source: wgpu::ShaderSource::Wgsl((*source).into()),
         });
-        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
-            let pipeline = compute_pipeline(&self.device, &module, "conv2d", entry, &[("GEMM_WG", workgroup as f64)]);
-            self.pipelines.insert(format!("conv2d.{entry}"), pipeline);
+        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d_gemm", e)) {
+            let pipeline = compute_pipeline(&self.device, &module, "conv2d_gemm", entry, &[("GEMM_WG", workgroup as f64)]);
+            self.pipelines.insert(format!("conv2d_gemm.{entry}"), pipeline);
         }
         self.conv.gemm_workgroup = workgroup;
         self.conv.gemm_tile = tile;
@@ -247,16 +250,17 @@ impl GpuDevice {
         Ok(())
     }
 
-    /// conv2d_f16's GEMM pipelines ("conv2d_f16.gemm", "conv2d_f16.gemm4x4"), in the current `GEMM_WG`.
+    /// conv2d_f16's GEMM pipelines ("conv2d_gemm_f16.gemm", "conv2d_gemm_f16.gemm4x4"), in the current `GEMM_WG`.
     fn build_f16_gemms(&mut self) {
-        let (_, _, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d").expect("conv2d.wgsl is in SHADERS");
+        let (_, _, entries) = SHADERS.iter().find(|(name, ..)| *name == "conv2d_gemm").expect("conv2d_gemm is in SHADERS");
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("conv2d_f16"),
+            label: Some("conv2d_gemm_f16"),
             source: wgpu::ShaderSource::Wgsl(conv2d_f16_source().into()),
         });
-        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d", e)) {
-            let pipeline = compute_pipeline(&self.device, &module, "conv2d_f16", entry, &[("GEMM_WG", self.conv.gemm_workgroup as f64)]);
-            self.pipelines.insert(format!("conv2d_f16.{entry}"), pipeline);
+        for entry in entries.iter().filter(|e| is_conv_gemm("conv2d_gemm", e)) {
+            let pipeline =
+                compute_pipeline(&self.device, &module, "conv2d_gemm_f16", entry, &[("GEMM_WG", self.conv.gemm_workgroup as f64)]);
+            self.pipelines.insert(format!("conv2d_gemm_f16.{entry}"), pipeline);
         }
     }
 
@@ -265,10 +269,10 @@ impl GpuDevice {
     pub(crate) fn conv_gemm_entry(&self, n: usize, co: usize, pc8: usize, f16: bool) -> (&'static str, usize) {
         let t = self.conv.gemm_tile as usize;
         let name = match (t == 4, f16) {
-            (true, false) => "conv2d.gemm4x4",
-            (false, false) => "conv2d.gemm",
-            (true, true) => "conv2d_f16.gemm4x4",
-            (false, true) => "conv2d_f16.gemm",
+            (true, false) => "conv2d_gemm.gemm4x4",
+            (false, false) => "conv2d_gemm.gemm",
+            (true, true) => "conv2d_gemm_f16.gemm4x4",
+            (false, true) => "conv2d_gemm_f16.gemm",
         };
         (name, n * co.next_multiple_of(8) / t * pc8 / t)
     }
