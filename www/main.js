@@ -14,7 +14,7 @@ let samplerModel = '';   // the model URL it was built for ('' for chosen files)
 let running = null;      // promise of the current run
 let userFiles = null;    // FileList chosen with the picker
 window.__frames = [];    // a checksum of the canvas after every step (read by the page tests)
-window.__loseDevice = () => sampler?.loseDeviceForTest(); // test hook: a device loss mid-run
+window.__loseDevice = () => sampler?.[Symbol.for('ddim-webgpu.loseDeviceForTest')](); // test hook (not public API): a device loss mid-run
 const pad = new Pad($('pad'));
 window.__pad = pad;      // the page tests draw and read it
 let film = [];           // the recorded frames of the last run

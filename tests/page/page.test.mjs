@@ -300,7 +300,8 @@ for (const browserName of BROWSERS) {
       });
       await page.click('#embed-start');
       await page.waitFor(() => /^step ([3-9]|[12][0-9])/.test(document.getElementById('embed-status').textContent), 240_000);
-      assert.equal(await page.eval(() => document.getElementById('embed').loseDeviceForTest()), true);
+      // The test hook is a registered symbol, not public API (www/widget/sampler.js).
+      assert.equal(await page.eval(() => document.getElementById('embed')[Symbol.for('ddim-webgpu.loseDeviceForTest')]()), true);
       await page.waitFor(() => window.__embedErrors.length > 0, 60_000);
       assert.match(await page.eval(() => window.__embedErrors[0]), /the GPU device was lost/);
       assert.match(await page.text('#embed-status'), /the GPU device was lost/);

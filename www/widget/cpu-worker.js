@@ -6,10 +6,14 @@
 import init, { UNetWorker } from './ddim_webgpu.js';
 import { initWasm } from './wasm.js';
 
+/** This worker's global scope (`npm run typecheck` sees the page's DOM types: types/env.d.ts). */
+const scope = /** @type {WorkerSelf} */ (/** @type {unknown} */ (globalThis));
+/** @type {ReturnType<typeof initWasm> | null} */
 let ready = null;
-const start = (module) => (ready ??= initWasm(init, module));
+const start = (/** @type {WebAssembly.Module | undefined} */ module = undefined) => (ready ??= initWasm(init, module));
+/** @type {UNetWorker | null} */
 let unet = null;
-onmessage = async (e) => {
+scope.onmessage = async (/** @type {MessageEvent} */ e) => {
   const m = e.data;
   if (m.type === 'module') {
     start(m.module).catch(() => {}); // a failure is reported to the next message
@@ -19,12 +23,13 @@ onmessage = async (e) => {
     await start();
     if (m.type === 'load') {
       unet = new UNetWorker(m.config, new Uint8Array(m.weights));
-      postMessage({ type: 'ready' });
+      scope.postMessage({ type: 'ready' });
     } else {
+      if (!unet) throw new Error('no U-Net: "load" first');
       const out = unet.forward(m.sample, m.shape, m.timesteps, m.labels);
-      postMessage({ type: 'result', out }, [out.buffer]);
+      scope.postMessage({ type: 'result', out }, [out.buffer]);
     }
   } catch (err) {
-    postMessage({ type: 'error', message: String((err && err.message) || err) });
+    scope.postMessage({ type: 'error', message: String((err && /** @type {any} */ (err).message) || err) });
   }
 };

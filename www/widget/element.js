@@ -1,12 +1,18 @@
 // <ddim-sampler>: the whole product as one element. Attributes (all optional): model (folder URL;
 // the bundled model by default), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
 // guidance, sampler (ddim | ddpm | dpm++2m | euler | heun), view (xt | x0), autoplay. Methods: start(), stop().
-// Events: load {modelInfo, engine, reason, adapter, thread}, progress {loaded, total, fromCache},
-// frame {step, total, timestep, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
+// Events: load {modelInfo, engine, reason, adapter, thread, threadReason}, progress {loaded, total, fromCache},
+// frame {step, total, timestep, phase, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
 // progress, bar, status. Removing the element stops its run and frees its GPU device or workers.
-import { createSampler, DEFAULT_MODEL } from './sampler.js';
+// Test hook (not public API): `element[Symbol.for('ddim-webgpu.loseDeviceForTest')]()` (sampler.js).
+import { createSampler, DEFAULT_MODEL, loseDeviceForTest } from './sampler.js';
 
+/** @typedef {import('./index.js').DdimSamplerEventMap} DdimSamplerEventMap */
+/** @typedef {import('./index.js').RunOptions} RunOptions */
+
+/** @type {(keyof RunOptions)[]} */
 const RUN_ATTRS = ['steps', 'eta', 'seed', 'batch', 'label', 'guidance', 'sampler', 'view'];
+/** @type {Set<keyof RunOptions>} */
 const NUMERIC = new Set(['steps', 'eta', 'seed', 'batch', 'label', 'guidance']);
 
 const STYLE = `
@@ -20,9 +26,12 @@ canvas { display: block; width: 100%; height: auto; image-rendering: pixelated; 
 
 export class DdimSamplerElement extends HTMLElement {
   static observedAttributes = ['model', 'engine'];
+  /** @type {import('./sampler.js').Sampler | null} */
   #sampler = null;
   #samplerKey = '';
+  /** @type {AbortController | null} */
   #abort = null;
+  /** @type {Promise<void> | null} */
   #run = null;
   #connected = false;
 
@@ -38,6 +47,7 @@ export class DdimSamplerElement extends HTMLElement {
     } else {
       root.append(Object.assign(document.createElement('style'), { textContent: STYLE }));
     }
+    /** @type {(tag: string, name: string, attrs?: Record<string, string>) => HTMLElement} */
     const part = (tag, name, attrs = {}) => {
       const el = document.createElement(tag);
       el.setAttribute('part', name);
@@ -70,8 +80,17 @@ export class DdimSamplerElement extends HTMLElement {
 
   #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || 'bundled'}`; }
 
-  #status(text) { this.shadowRoot.querySelector('[part=status]').textContent = text; }
-  #bar(fraction) { this.shadowRoot.querySelector('[part=bar]').style.width = `${Math.round(fraction * 100)}%`; }
+  /** A part of the shadow DOM (built by the constructor). @param {string} name */
+  #part(name) { return /** @type {HTMLElement} */ (/** @type {ShadowRoot} */ (this.shadowRoot).querySelector(`[part=${name}]`)); }
+  /** @param {string} text */
+  #status(text) { this.#part('status').textContent = text; }
+  /** @param {number} fraction */
+  #bar(fraction) { this.#part('bar').style.width = `${Math.round(fraction * 100)}%`; }
+  /**
+   * @template {keyof DdimSamplerEventMap} K
+   * @param {K} type
+   * @param {DdimSamplerEventMap[K]['detail']} detail
+   */
   #emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
   // Removed from the document: end the run and free the engine.
@@ -88,7 +107,7 @@ export class DdimSamplerElement extends HTMLElement {
 
   // A canvas keeps the first context it is given, so each sampler gets a fresh one.
   #freshCanvas() {
-    const old = this.shadowRoot.querySelector('canvas');
+    const old = /** @type {HTMLCanvasElement} */ (/** @type {ShadowRoot} */ (this.shadowRoot).querySelector('canvas'));
     const c = document.createElement('canvas');
     c.setAttribute('part', 'canvas');
     c.width = old.width; c.height = old.height;
@@ -104,7 +123,7 @@ export class DdimSamplerElement extends HTMLElement {
     const sampler = await createSampler({
       canvas: this.#freshCanvas(),
       model: this.getAttribute('model') || DEFAULT_MODEL,
-      engine: this.getAttribute('engine') || 'auto',
+      engine: /** @type {import('./index.js').EngineRequest} */ (this.getAttribute('engine') || 'auto'), // chooseEngine checks it
       onProgress: (p) => { if (p.total) this.#bar(p.loaded / p.total); this.#emit('progress', p); },
     });
     if (!this.#connected) { sampler.destroy(); throw new DOMException('the element was removed', 'AbortError'); }
@@ -114,7 +133,9 @@ export class DdimSamplerElement extends HTMLElement {
     return sampler;
   }
 
-  #options() {
+  /** The run options the attributes give. @param {import('./sampler.js').Sampler} sampler */
+  #options(sampler) {
+    /** @type {Record<string, string | number>} */
     const o = {};
     for (const a of RUN_ATTRS) {
       const v = this.getAttribute(a);
@@ -122,8 +143,8 @@ export class DdimSamplerElement extends HTMLElement {
       o[a] = NUMERIC.has(a) ? Number(v) : v;
     }
     // Classifier-free guidance needs a class-conditional model.
-    if (!this.#sampler.modelInfo.numClassEmbeds) delete o.guidance;
-    return o;
+    if (!sampler.modelInfo.numClassEmbeds) delete o.guidance;
+    return /** @type {RunOptions} */ (o);
   }
 
   /** Starts a run (stopping one in progress); resolves when it ends. Errors fire `error` too. */
@@ -138,16 +159,17 @@ export class DdimSamplerElement extends HTMLElement {
         const sampler = await this.#ensureSampler();
         abort.signal.throwIfAborted();
         this.#status(sampler.engine === 'webgpu' ? `WebGPU: ${sampler.adapter}` : sampler.adapter);
-        for await (const f of sampler.run({ ...this.#options(), signal: abort.signal })) {
+        for await (const f of sampler.run({ ...this.#options(sampler), signal: abort.signal })) {
           steps = f.step;
           this.#bar(f.step / f.total);
           this.#emit('frame', f);
         }
         this.#emit('done', { ms: performance.now() - t0, steps });
       } catch (e) {
-        if (e?.name === 'AbortError' || abort.signal.aborted) return;
-        this.#status(`Error: ${e?.message ?? e}`);
-        this.#emit('error', { message: String(e?.message ?? e) });
+        const err = /** @type {any} */ (e);
+        if (err?.name === 'AbortError' || abort.signal.aborted) return;
+        this.#status(`Error: ${err?.message ?? err}`);
+        this.#emit('error', { message: String(err?.message ?? err) });
         throw e;
       }
     })();
@@ -155,8 +177,8 @@ export class DdimSamplerElement extends HTMLElement {
     try { await run; } finally { if (this.#run === run) this.#run = null; }
   }
 
-  /** Test hook: loses the WebGPU device mid-run (the next start makes a new one). */
-  loseDeviceForTest() { return this.#sampler?.loseDeviceForTest() ?? false; }
+  /** The test hook (not public API; see `loseDeviceForTest` in sampler.js): loses the WebGPU device mid-run. */
+  [loseDeviceForTest]() { return this.#sampler?.[loseDeviceForTest]() ?? false; }
 
   /** Ends the run in progress within one step; resolves once it has stopped. */
   async stop() {

@@ -1,11 +1,12 @@
 // Hand-written declarations of ddim-webgpu's public surface (the wasm-bindgen ones describe only
-// the raw DiffusionSampler underneath).
+// the raw DiffusionSampler underneath). `npm run typecheck` checks the JS (sampler.js, element.js)
+// against them: tsconfig.json in this folder.
 
 export type EngineRequest = 'auto' | 'webgpu' | 'cpu' | `cpu:${number}`;
 export type EngineName = 'webgpu' | 'cpu';
 
 export interface EngineChoice {
-  /** The engine that runs ("cpu" or "cpu:N" for the CPU engine). */
+  /** The engine that runs: "webgpu", or "cpu" / "cpu:N" (N workers) for the CPU engine. */
   engine: string;
   /** Why, in a sentence a page can show. */
   reason: string;
@@ -47,6 +48,8 @@ export interface RunOptions {
   batch?: number;
   /** One class for every item, or one per item (class-conditional models). */
   label?: number | number[];
+  /** The same as `label` (the engine's own name for it); `label` wins where both are given. */
+  classLabel?: number | number[];
   guidance?: number;
   view?: 'xt' | 'x0';
   /**
@@ -114,7 +117,10 @@ export interface SampleImage {
   data: Uint8ClampedArray;
 }
 
-/** A model bound to a canvas on one engine (made by createSampler; the engine may run in a worker). */
+/**
+ * A model bound to a canvas on one engine (made by createSampler): the same surface whether the
+ * engine runs on the page's thread or in a Web Worker (`thread`).
+ */
 export interface Sampler {
   readonly engine: EngineName;
   readonly reason: string;
@@ -122,13 +128,19 @@ export interface Sampler {
   readonly modelInfo: ModelInfo;
   /** Where the engine runs: "worker" (a module Web Worker on an OffscreenCanvas) or "main". */
   readonly thread: 'main' | 'worker';
-  /** Why the engine is on the page's thread (null when it runs in a worker or as asked). */
-  readonly threadReason: string | null;
-  readonly destroyed?: boolean;
+  /** Why the engine runs on that thread, in a sentence a page can show. */
+  readonly threadReason: string;
+  /** True once destroy() was called. */
+  readonly destroyed: boolean;
+  /**
+   * Samples (or edits, inverts, …: `mode`); yields each step's FrameInfo once the canvas shows it.
+   * One run at a time. A lost GPU device ends it with "… the GPU device was lost …"; the next run
+   * makes a new device on the same canvas.
+   */
   run(options?: RunOptions): AsyncGenerator<FrameInfo, void, undefined>;
+  /** Ends the run in progress within one step (run() then throws Error("cancelled")). */
   stop(): void;
-  /** Test hook: loses the WebGPU device now; the run throws "… the GPU device was lost …" and the next run makes a new device. */
-  loseDeviceForTest(): boolean;
+  /** The last finished sample as an RGBA grid of the batch. */
   lastImage(): SampleImage | null;
   /** The last finished sample's values ([N, C, H, W] flattened, −1 … 1): an `image` for the next edit. */
   lastSample(): Float32Array | null;
@@ -138,7 +150,9 @@ export interface Sampler {
   lastResult(): RunResult | null;
   /** The frames of the last run made with `record: true`. */
   film(): FilmFrame[];
+  /** GPU buffers this sampler holds (0 on the CPU engine and once destroyed), for leak checks. */
   stats(): SamplerStats;
+  /** Frees the GPU device (every buffer) or the Web Workers, and the model's memory; a run in progress ends. */
   destroy(): void;
 }
 
@@ -170,29 +184,42 @@ export interface ModelUrls {
 export declare const DEFAULT_MODEL: Readonly<ModelUrls>;
 /** A folder URL expanded to its files (or the URLs as given). */
 export declare function modelUrls(model?: string | ModelUrls): ModelUrls;
+/** Loads and instantiates the wasm module on this thread, once (createSampler does it too: call it to start early). */
 export declare function ready(): Promise<unknown>;
+/**
+ * Which engine runs, and why. auto (default): WebGPU on a real adapter, else the CPU engine (no
+ * WebGPU, no adapter, or only a fallback one). "webgpu" that cannot be met rejects, saying why.
+ */
 export declare function chooseEngine(requested?: EngineRequest): Promise<EngineChoice>;
+/** A model's files (a folder URL, or one URL per file; the bundled model by default), downloaded with progress and kept in Cache Storage. */
 export declare function loadModel(model?: string | ModelUrls, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
+/** Loads the model and builds a Sampler on `canvas` (its engine in a Web Worker where the browser allows). */
 export declare function createSampler(options: CreateSamplerOptions): Promise<Sampler>;
 /** Samplers not yet destroyed, their GPU buffers and bytes, and the page-thread wasm heap size (leak checks). */
 export declare function liveStats(): { samplers: number; gpuBuffers: number; gpuBytes: number; wasmHeapBytes: number };
 
 /** The element's own events (`load` and `error` here replace the generic DOM ones). */
 export interface DdimSamplerEventMap {
-  load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker'; threadReason: string | null }>;
+  load: CustomEvent<{ modelInfo: ModelInfo; engine: EngineName; reason: string; adapter: string; thread: 'main' | 'worker'; threadReason: string }>;
   progress: CustomEvent<LoadProgress>;
   frame: CustomEvent<FrameInfo>;
   done: CustomEvent<{ ms: number; steps: number }>;
   error: CustomEvent<{ message: string }>;
 }
 
+/**
+ * <ddim-sampler>. Attributes (all optional): model (folder URL; the bundled model by default), engine
+ * (an EngineRequest), steps, eta, seed, batch, label, guidance, sampler, view (as RunOptions),
+ * autoplay. Changing model or engine stops the run; the next start() loads them. Removing the element stops its
+ * run and frees its GPU device or workers.
+ */
 export declare class DdimSamplerElement extends HTMLElement {
   /** The Sampler in use (null before the first start). */
   readonly sampler: Sampler | null;
+  /** Starts a run (stopping one in progress); resolves when it ends, rejects with its error (which fires `error` too). */
   start(): Promise<void>;
+  /** Ends the run in progress within one step; resolves once it has stopped. */
   stop(): Promise<void>;
-  /** Test hook: loses the WebGPU device mid-run; the next start makes a new one. */
-  loseDeviceForTest(): boolean;
   addEventListener<K extends keyof DdimSamplerEventMap>(type: K, listener: (this: DdimSamplerElement, ev: DdimSamplerEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
   addEventListener<K extends Exclude<keyof HTMLElementEventMap, keyof DdimSamplerEventMap>>(type: K, listener: (this: DdimSamplerElement, ev: HTMLElementEventMap[K]) => unknown, options?: boolean | AddEventListenerOptions): void;
   addEventListener(type: string, listener: EventListenerOrEventListenerObject, options?: boolean | AddEventListenerOptions): void;

@@ -4,6 +4,24 @@
 import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
 import { initWasm, wasmModule } from './wasm.js';
 
+// Types for `npm run typecheck` (tsconfig.json): the public ones are index.d.ts's.
+/** @typedef {import('./index.js').CreateSamplerOptions} CreateSamplerOptions */
+/** @typedef {import('./index.js').EngineChoice} EngineChoice */
+/** @typedef {import('./index.js').EngineName} EngineName */
+/** @typedef {import('./index.js').EngineRequest} EngineRequest */
+/** @typedef {import('./index.js').FilmFrame} FilmFrame */
+/** @typedef {import('./index.js').FrameInfo} FrameInfo */
+/** @typedef {import('./index.js').LoadProgress} LoadProgress */
+/** @typedef {import('./index.js').ModelFiles} ModelFiles */
+/** @typedef {import('./index.js').ModelInfo} ModelInfo */
+/** @typedef {import('./index.js').ModelUrls} ModelUrls */
+/** @typedef {import('./index.js').RunOptions} RunOptions */
+/** @typedef {import('./index.js').RunResult} RunResult */
+/** @typedef {import('./index.js').SampleImage} SampleImage */
+/** @typedef {import('./index.js').Sampler} SamplerApi */
+/** @typedef {import('./index.js').SamplerStats} SamplerStats */
+/** @typedef {Omit<RunOptions, 'label' | 'signal'>} RawRunOptions The options DiffusionSampler.run reads (`classLabel` for `label`). */
+
 /**
  * The bundled model (MNIST digits, class-conditional), shipped beside this module. One URL per
  * file, each written as `new URL('literal', import.meta.url)` so bundlers emit them as assets.
@@ -14,29 +32,34 @@ export const DEFAULT_MODEL = Object.freeze({
   scheduler: new URL('./model/scheduler_config.json', import.meta.url).href,
 });
 const CACHE = 'ddim-webgpu-models-v1';
+/** @type {Set<Sampler>} */
 const live = new Set(); // samplers not yet destroyed (liveStats)
 
+/** @type {Promise<import('./ddim_webgpu.js').InitOutput> | null} */
 let wasmReady = null;
 // CPU-engine workers started before the model has loaded (they instantiate the page's module
 // meanwhile); the engine's worker factory hands them out first, and createSampler ends any it did not take.
+/** @type {Worker[]} */
 const spareWorkers = [];
+/** @type {WebAssembly.Module | null} */
 let pageModule = null; // this thread's compiled wasm module, once compiled: handed to each CPU worker
 /** A CPU-engine worker, sent this thread's compiled module (now, or once compiled). */
 function newCpuWorker() {
   // Written out literally so bundlers find and bundle the worker (and its wasm).
   const worker = new Worker(new URL('./cpu-worker.js', import.meta.url), { type: 'module' });
   // A browser that cannot send a module (DataCloneError) leaves the worker to load its own.
-  const send = (module) => { try { worker.postMessage({ type: 'module', module }); } catch { /* the worker loads its own */ } };
+  const send = (/** @type {WebAssembly.Module} */ module) => { try { worker.postMessage({ type: 'module', module }); } catch { /* the worker loads its own */ } };
   if (pageModule) send(pageModule);
   else wasmModule().then(send, () => {});
   return worker;
 }
+/** @type {WebAssembly.Memory | null} */
 let wasmMemory = null; // this thread's wasm memory (liveStats: heap growth checks)
 /** Ends the spare workers the engine did not take. */
 function endSpareWorkers() {
-  while (spareWorkers.length) spareWorkers.pop().terminate();
+  for (let w; (w = spareWorkers.pop());) w.terminate();
 }
-/** Starts spare CPU-engine workers up to `n` (default: one per core, up to 4). */
+/** Starts spare CPU-engine workers up to `n` (default: one per core, up to 4). @param {number} [n] */
 function startSpareWorkers(n = Math.min(Math.max(navigator.hardwareConcurrency || 1, 1), 4)) {
   if (typeof Worker !== 'function') return;
   while (spareWorkers.length < n) spareWorkers.push(newCpuWorker());
@@ -56,26 +79,30 @@ export function ready() {
  * Which engine runs. auto: WebGPU on a real adapter; the CPU engine (Rust in wasm, in Web Workers)
  * when there is no WebGPU, no adapter, or only a fallback (software) adapter, where wasm is much
  * faster. An explicit "webgpu" that cannot be met is an error that says why.
+ * @param {EngineRequest} [requested]
+ * @returns {Promise<EngineChoice>}
  */
 export async function chooseEngine(requested = 'auto') {
   if (requested === 'cpu' || requested.startsWith('cpu:')) return { engine: requested, reason: 'CPU engine requested.' };
   if (requested !== 'auto' && requested !== 'webgpu') throw new Error(`engine "${requested}": expected auto, webgpu or cpu`);
-  const unavailable = (why) => {
+  const unavailable = (/** @type {string} */ why) => {
     if (requested === 'webgpu') throw new Error(`WebGPU was requested, but ${why}. Choose the CPU or auto engine.`);
     return { engine: 'cpu', reason: `${why[0].toUpperCase()}${why.slice(1)}, so the CPU engine (Rust compiled to wasm) runs instead.` };
   };
-  if (!globalThis.navigator?.gpu) return unavailable('this browser has no WebGPU (navigator.gpu is missing)');
+  const gpu = globalThis.navigator?.gpu;
+  if (!gpu) return unavailable('this browser has no WebGPU (navigator.gpu is missing)');
   // While the adapter answers, CPU workers start (their wasm compiles): most adapters here are
   // software ones, where auto picks the CPU engine. They are ended if WebGPU is picked.
   const spare = requested === 'auto' && !spareWorkers.length;
   if (spare) startSpareWorkers();
-  const picked = (choice) => {
+  const picked = (/** @type {EngineChoice} */ choice) => {
     if (spare && choice.engine === 'webgpu') endSpareWorkers();
     return choice;
   };
   let adapter = null, failure = '';
-  try { adapter = await navigator.gpu.requestAdapter(); } catch (e) { failure = `: ${e.message || e}`; }
+  try { adapter = await gpu.requestAdapter(); } catch (e) { failure = `: ${errorMessage(e)}`; }
   if (!adapter) return unavailable(`WebGPU offers no adapter here (requestAdapter gave none${failure})`);
+  /** @type {Partial<GPUAdapterInfo>} */
   const info = adapter.info || {};
   const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unknown adapter';
   if (requested === 'webgpu') {
@@ -87,20 +114,31 @@ export async function chooseEngine(requested = 'auto') {
   return picked({ engine: 'webgpu', reason: `WebGPU on ${name}.` });
 }
 
+/** The message of a thrown value (an Error's, else the value itself). @param {unknown} e */
+const errorMessage = (e) => String(/** @type {any} */ (e)?.message || e);
+
+/**
+ * @param {string} url
+ * @param {RequestInit} [init]
+ */
 async function fetchOk(url, init) {
   let resp;
-  try { resp = await fetch(url, init); } catch (e) { throw new Error(`${url}: fetch failed (${e.message || e})`); }
+  try { resp = await fetch(url, init); } catch (e) { throw new Error(`${url}: fetch failed (${errorMessage(e)})`); }
   if (!resp.ok && resp.status !== 404) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText}`);
   return resp;
 }
 
 // What identifies a version of a file without downloading it.
-const versionOf = (h) => [h.get('etag'), h.get('last-modified'), h.get('content-length')].join('|');
+const versionOf = (/** @type {Headers} */ h) => [h.get('etag'), h.get('last-modified'), h.get('content-length')].join('|');
 
 /**
  * The bytes at `url`, streamed with progress. With Cache Storage, a cached copy is revalidated by
  * one HEAD request (ETag / Last-Modified / length) and read from the cache when unchanged; a
  * changed file is downloaded again. Offline, the cached copy is used.
+ * @param {string} url
+ * @param {((p: LoadProgress) => void) | undefined} onProgress
+ * @param {boolean} useCache
+ * @returns {Promise<Uint8Array>}
  */
 async function fetchWeights(url, onProgress, useCache) {
   const cache = useCache && globalThis.caches ? await caches.open(CACHE).catch(() => null) : null;
@@ -116,8 +154,10 @@ async function fetchWeights(url, onProgress, useCache) {
   const resp = await fetchOk(url, { cache: 'no-store' });
   if (resp.status === 404) throw new Error(`${url}: HTTP 404 Not Found`);
   const total = Number(resp.headers.get('content-length')) || 0;
+  /** @type {Uint8Array[]} */
   const chunks = [];
   let loaded = 0;
+  if (!resp.body) throw new Error(`${url}: the response has no body`);
   const reader = resp.body.getReader();
   for (;;) {
     const { done, value } = await reader.read();
@@ -137,7 +177,11 @@ async function fetchWeights(url, onProgress, useCache) {
   return bytes;
 }
 
-/** The three file URLs of a model: a folder URL, or {config, weights, scheduler} URLs as is. */
+/**
+ * The three file URLs of a model: a folder URL, or {config, weights, scheduler} URLs as is.
+ * @param {string | ModelUrls} [model]
+ * @returns {ModelUrls}
+ */
 export function modelUrls(model = DEFAULT_MODEL) {
   if (typeof model !== 'string') return model;
   const base = new URL(model.endsWith('/') ? model : `${model}/`, globalThis.location?.href).href;
@@ -148,9 +192,13 @@ export function modelUrls(model = DEFAULT_MODEL) {
  * A diffusers model: config.json, diffusion_pytorch_model.safetensors (fp32 or fp16, kept as
  * stored) and scheduler_config.json (optional: diffusers' defaults when it is absent). `model` is
  * a folder URL or {config, weights, scheduler} URLs.
+ * @param {string | ModelUrls} [model]
+ * @param {{ onProgress?: (p: LoadProgress) => void, cache?: boolean }} [options]
+ * @returns {Promise<ModelFiles>}
  */
 export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = true } = {}) {
   const urls = modelUrls(model);
+  /** @type {(url: string, required: boolean) => Promise<string | undefined>} */
   const text = async (url, required) => {
     const resp = await fetchOk(url, { cache: 'no-store' });
     if (resp.status === 404) {
@@ -159,99 +207,195 @@ export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = tru
     }
     return resp.text();
   };
-  // The three requests overlap: on the page's first frame's critical path.
-  const [config, scheduler, weights] = await Promise.all([text(urls.config, true), urls.scheduler ? text(urls.scheduler, false) : undefined,
-    fetchWeights(urls.weights, onProgress, cache)]);
-  return { config, weights, scheduler };
+  // The three requests overlap: on the page's first frame's critical path. Where several fail (a
+  // wrong folder URL), the config's failure is the one reported, whichever answer came first.
+  const config = text(urls.config, true);
+  const rest = Promise.all([urls.scheduler ? text(urls.scheduler, false) : undefined, fetchWeights(urls.weights, onProgress, cache)]);
+  rest.catch(() => {}); // reported below, after the config's
+  const configText = /** @type {string} */ (await config);
+  const [scheduler, weights] = await rest;
+  return { config: configText, weights, scheduler };
 }
 
-/** A model bound to a canvas on one engine. Made by createSampler(). */
+/**
+ * The test hook (not public API): `sampler[loseDeviceForTest]()` and `element[loseDeviceForTest]()`
+ * lose the WebGPU device now, as a driver reset would; the run in progress throws "… the GPU
+ * device was lost …" and the next run makes a new device. False on the CPU engine. A registered
+ * symbol, so tests and pages reach it as `Symbol.for('ddim-webgpu.loseDeviceForTest')` without
+ * importing this module.
+ */
+export const loseDeviceForTest = Symbol.for('ddim-webgpu.loseDeviceForTest');
+
+/**
+ * What runs a Sampler's model: the wasm DiffusionSampler on this thread (MainThreadEngine) or the
+ * engine worker (WorkerThreadEngine). Sampler adds what both share: the fields, run()'s options,
+ * abort signal and errors, the checks, destroy()'s bookkeeping.
+ * @typedef {object} Engine
+ * @property {(options: RawRunOptions) => AsyncGenerator<FrameInfo, void, undefined>} steps
+ *   One run: yields each frame once drawn; throws Error("cancelled") when stopped; a caller that
+ *   leaves early is answered once the run has stopped.
+ * @property {() => void} stop Ends the run in progress within one step.
+ * @property {() => boolean} loseDevice The test hook (false on the CPU engine).
+ * @property {() => SampleImage | null} lastImage
+ * @property {() => Float32Array | null} lastSample
+ * @property {() => Float32Array | null} lastLatent
+ * @property {() => RunResult | null} lastResult
+ * @property {() => FilmFrame[]} film
+ * @property {() => SamplerStats} stats
+ * @property {() => void} destroy Frees the engine (once; a run in progress ends).
+ */
+
+/**
+ * A model bound to a canvas on one engine, the engine on the page's thread or in a Web Worker
+ * (`thread`). Made by createSampler().
+ * @implements {SamplerApi}
+ */
 export class Sampler {
-  #inner;
-  #running = null;
-  #result = null;
-  #freed = false;
-  constructor(inner, { engine, reason }) {
-    this.#inner = inner;
-    this.engine = engine.startsWith('cpu') ? 'cpu' : 'webgpu';
-    this.reason = reason;
-    this.adapter = inner.adapter;
-    this.modelInfo = inner.modelInfo();
-    this.thread = 'main';
-    this.threadReason = null;
+  /** @type {Engine} */
+  #engine;
+  #running = false;
+  /** @type {EngineName} */
+  engine;
+  /** @type {string} */
+  reason;
+  /** @type {string} */
+  adapter;
+  /** @type {ModelInfo} */
+  modelInfo;
+  /** @type {'main' | 'worker'} */
+  thread;
+  /** @type {string} */
+  threadReason;
+  destroyed = false;
+
+  /**
+   * @param {Engine} engine
+   * @param {EngineChoice} choice
+   * @param {{ adapter: string, modelInfo: ModelInfo, thread: 'main' | 'worker', threadReason: string }} about
+   */
+  constructor(engine, choice, { adapter, modelInfo, thread, threadReason }) {
+    this.#engine = engine;
+    this.engine = choice.engine.startsWith('cpu') ? 'cpu' : 'webgpu';
+    this.reason = choice.reason;
+    this.adapter = adapter;
+    this.modelInfo = modelInfo;
+    this.thread = thread;
+    this.threadReason = threadReason;
     live.add(this);
   }
 
   /**
-   * Samples; yields {step, total, timestep, ms} after each step is drawn. Options: steps, eta,
-   * seed, sampler ("ddim" | "ddpm"), batch, label (one class, or one per item), guidance, view
-   * ("xt" | "x0"), signal (an AbortSignal: the run ends within one step, throwing an AbortError).
+   * Samples; yields {step, total, timestep, phase, ms} after each step is drawn. Options: see
+   * RunOptions in index.d.ts; `signal` (an AbortSignal) ends the run within one step, which then
+   * throws the signal's reason (an AbortError).
+   * @param {RunOptions} [options]
+   * @returns {AsyncGenerator<FrameInfo, void, undefined>}
    */
   async *run({ signal, label, ...options } = {}) {
+    if (this.destroyed) throw new Error('this sampler was destroyed');
     if (this.#running) throw new Error('a run is already in progress: stop it first');
     signal?.throwIfAborted();
-    const frames = [];
-    let wake = null, finished = false, failure = null;
-    const notify = () => { wake?.(); wake = null; };
-    const onAbort = () => this.#inner.cancel();
+    const onAbort = () => this.stop();
     signal?.addEventListener('abort', onAbort);
-    const opts = { ...options, classLabel: label ?? options.classLabel };
-    this.#result = null;
-    const run = this.#inner.run(opts, (f) => { frames.push(f); notify(); })
-      .then((value) => { this.#result = value ?? null; finished = true; notify(); }, (e) => { failure = e; finished = true; notify(); });
-    this.#running = run;
+    this.#running = true;
     try {
-      for (;;) {
-        while (frames.length) yield frames.shift();
-        if (finished) break;
-        await new Promise((r) => { wake = r; });
-      }
-      if (failure) {
-        if (failure.message === 'cancelled' && signal?.aborted) throw signal.reason ?? new DOMException('aborted', 'AbortError');
-        throw failure;
-      }
+      yield* this.#engine.steps({ ...options, classLabel: label ?? options.classLabel });
+    } catch (e) {
+      if (/** @type {any} */ (e)?.message === 'cancelled' && signal?.aborted) throw signal.reason ?? new DOMException('aborted', 'AbortError');
+      throw e;
     } finally {
       signal?.removeEventListener('abort', onAbort);
-      if (!finished) { this.#inner.cancel(); await run; } // the caller left the loop early
-      this.#running = null;
+      this.#running = false;
     }
   }
 
   /** Ends the run in progress within one step (run() then throws Error("cancelled")). */
-  stop() { this.#inner.cancel(); }
+  stop() { if (!this.destroyed) this.#engine.stop(); }
 
-  /**
-   * Test hook: loses the WebGPU device now (as a driver reset would). The run in progress throws
-   * "… the GPU device was lost …"; the next run makes a new device. False on the CPU engine.
-   */
-  loseDeviceForTest() { return !this.destroyed && this.#inner.loseDeviceForTest(); }
+  /** The test hook (see `loseDeviceForTest` above). */
+  [loseDeviceForTest]() { return !this.destroyed && this.#engine.loseDevice(); }
 
   /** The last finished sample as {width, height, data: RGBA Uint8ClampedArray}, or null. */
-  lastImage() { return this.#inner.lastImage(); }
+  lastImage() { return this.#engine.lastImage(); }
   /** The last finished sample's values ([N, C, H, W] flattened, −1 … 1), or null. */
-  lastSample() { return this.#inner.lastSample() ?? null; }
+  lastSample() { return this.#engine.lastSample(); }
   /** The x_T of the last inversion, or null. */
-  lastLatent() { return this.#inner.lastLatent() ?? null; }
+  lastLatent() { return this.#engine.lastLatent(); }
   /** What the last finished run reported ({reconstruction} after an inversion), or null. */
-  lastResult() { return this.#result; }
+  lastResult() { return this.#engine.lastResult(); }
   /** The frames of the last run made with `record: true`: {timestep, phase, width, height, xt, x0}. */
-  film() { return Array.from({ length: this.#inner.filmLength() }, (_, k) => this.#inner.filmFrame(k)); }
-
+  film() { return this.#engine.film(); }
   /** {gpuBuffers, gpuBytes, destroyed}: GPU buffers this sampler holds (0 on the CPU engine). */
-  stats() { return this.#freed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : this.#inner.stats(); }
+  stats() { return this.#engine.stats(); }
 
   /** Frees the GPU device (every buffer) or the Web Workers, and the model's memory. */
   destroy() {
     if (this.destroyed) return;
     this.destroyed = true;
     live.delete(this);
-    this.#inner.destroy();
-    // A run in progress keeps its own reference until it stops; free the handle after that.
-    Promise.resolve(this.#running).catch(() => {}).finally(() => { this.#freed = true; this.#inner.free(); });
+    this.#engine.destroy();
   }
 }
 
-/** {samplers, gpuBuffers, gpuBytes} over every sampler not yet destroyed (leak checks). */
+/**
+ * The engine on the page's thread: the wasm DiffusionSampler drawing to the page's canvas.
+ * @implements {Engine}
+ */
+class MainThreadEngine {
+  #inner;
+  /** @type {Promise<void> | null} */
+  #pending = null;
+  /** @type {RunResult | null} */
+  #result = null;
+  #freed = false;
+  /** @param {DiffusionSampler} inner */
+  constructor(inner) { this.#inner = inner; }
+
+  /** @param {RawRunOptions} options */
+  async *steps(options) {
+    /** @type {FrameInfo[]} */
+    const frames = [];
+    /** @type {((value?: unknown) => void) | null} */
+    let wake = null;
+    let finished = false;
+    /** @type {unknown} */
+    let failure = null;
+    const notify = () => { wake?.(); wake = null; };
+    this.#result = null;
+    const run = this.#inner.run(options, (/** @type {FrameInfo} */ f) => { frames.push(f); notify(); })
+      .then((value) => { this.#result = value ?? null; finished = true; notify(); }, (e) => { failure = e; finished = true; notify(); });
+    this.#pending = run;
+    try {
+      for (;;) {
+        while (frames.length) yield /** @type {FrameInfo} */ (frames.shift());
+        if (finished) break;
+        await new Promise((r) => { wake = r; });
+      }
+      if (failure) throw failure;
+    } finally {
+      if (!finished) { this.#inner.cancel(); await run; } // the caller left the loop early
+      this.#pending = null;
+    }
+  }
+
+  stop() { this.#inner.cancel(); }
+  loseDevice() { return this.#inner.loseDeviceForTest(); }
+  lastImage() { return this.#inner.lastImage(); }
+  lastSample() { return this.#inner.lastSample() ?? null; }
+  lastLatent() { return this.#inner.lastLatent() ?? null; }
+  lastResult() { return this.#result; }
+  film() { return Array.from({ length: this.#inner.filmLength() }, (_, k) => /** @type {FilmFrame} */ (this.#inner.filmFrame(k))); }
+  /** @returns {SamplerStats} */
+  stats() { return this.#freed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : this.#inner.stats(); }
+
+  destroy() {
+    this.#inner.destroy();
+    // A run in progress keeps its own reference until it stops; free the handle after that.
+    Promise.resolve(this.#pending).catch(() => {}).finally(() => { this.#freed = true; this.#inner.free(); });
+  }
+}
+
+/** {samplers, gpuBuffers, gpuBytes, wasmHeapBytes} over every sampler not yet destroyed (leak checks). */
 export function liveStats() {
   let gpuBuffers = 0, gpuBytes = 0;
   for (const s of live) { const st = s.stats(); gpuBuffers += st.gpuBuffers; gpuBytes += st.gpuBytes; }
@@ -263,14 +407,17 @@ export function liveStats() {
 // worker has no document to try with, so its engine gets the answer.
 async function canPresentWebGpu() {
   try {
-    const adapter = await navigator.gpu.requestAdapter();
+    const gpu = navigator.gpu;
+    const adapter = await gpu?.requestAdapter();
+    if (!gpu || !adapter) return false;
     const device = await adapter.requestDevice();
     let lost = false;
     device.lost.then(() => { lost = true; });
     const canvas = document.createElement('canvas');
     canvas.width = canvas.height = 8;
     const ctx = canvas.getContext('webgpu');
-    ctx.configure({ device, format: navigator.gpu.getPreferredCanvasFormat(), alphaMode: 'opaque' });
+    if (!ctx) { device.destroy(); return false; }
+    ctx.configure({ device, format: gpu.getPreferredCanvasFormat(), alphaMode: 'opaque' });
     const enc = device.createCommandEncoder();
     enc.beginRenderPass({ colorAttachments: [{ view: ctx.getCurrentTexture().createView(), loadOp: 'clear', storeOp: 'store', clearValue: [0, 0, 0, 1] }] }).end();
     device.queue.submit([enc.finish()]);
@@ -284,6 +431,7 @@ async function canPresentWebGpu() {
 }
 
 // Why the engine cannot run in a worker here (null: it can).
+/** @param {HTMLCanvasElement} canvas */
 function noWorkerReason(canvas) {
   if (typeof Worker !== 'function') return 'this browser has no Web Workers';
   if (typeof OffscreenCanvas !== 'function' || typeof canvas.transferControlToOffscreen !== 'function') return 'this browser cannot hand a canvas to a worker (no OffscreenCanvas)';
@@ -292,6 +440,7 @@ function noWorkerReason(canvas) {
 
 // Starts the engine worker; resolves with {worker, webgpu} once its module has loaded (so a failure
 // leaves the canvas usable) and says whether WebGPU exists in workers here.
+/** @returns {Promise<{ worker: Worker, webgpu: boolean }>} */
 function startEngineWorker() {
   const worker = new Worker(new URL('./engine-worker.js', import.meta.url), { type: 'module' });
   return new Promise((resolve, reject) => {
@@ -300,66 +449,67 @@ function startEngineWorker() {
   });
 }
 
-/** The same API as Sampler, with the engine in a module Web Worker drawing to an OffscreenCanvas. */
-export class WorkerSampler {
+/**
+ * The engine in a module Web Worker (engine-worker.js) drawing to an OffscreenCanvas; this thread
+ * relays its frames (protocol: engine-worker.js) and keeps what the last run left.
+ * @implements {Engine}
+ */
+class WorkerThreadEngine {
   #worker;
-  #stats = { gpuBuffers: 0, gpuBytes: 0, destroyed: false };
+  /** @type {SamplerStats} */
+  #stats;
+  /** @type {SampleImage | null} */
   #image = null;
+  /** @type {{ sample: Float32Array | null, latent: Float32Array | null, result: RunResult | null, film: FilmFrame[] }} */
   #last = { sample: null, latent: null, result: null, film: [] };
-  #running = null;
+  /** @type {((m: any) => void) | null} */
   #listener = null;
-  constructor(worker, created, choice) {
+  #destroyed = false;
+  #webgpu;
+  /**
+   * @param {Worker} worker
+   * @param {SamplerStats} stats
+   * @param {boolean} webgpu Whether the worker runs the WebGPU engine.
+   */
+  constructor(worker, stats, webgpu) {
     this.#worker = worker;
-    this.engine = choice.engine.startsWith('cpu') ? 'cpu' : 'webgpu';
-    this.reason = choice.reason;
-    this.adapter = created.adapter;
-    this.modelInfo = created.modelInfo;
-    this.thread = 'worker';
-    this.threadReason = 'The engine runs in a Web Worker and draws to an OffscreenCanvas.';
-    this.#stats = created.stats;
+    this.#stats = stats;
+    this.#webgpu = webgpu;
     worker.onmessage = (e) => {
       if (e.data.stats) this.#stats = e.data.stats;
       this.#listener?.(e.data);
     };
-    live.add(this);
   }
 
-  async *run({ signal, label, ...options } = {}) {
-    if (this.destroyed) throw new Error('this sampler was destroyed');
-    if (this.#running) throw new Error('a run is already in progress: stop it first');
-    signal?.throwIfAborted();
+  /** @param {RawRunOptions} options */
+  async *steps(options) {
+    /** @type {any[]} */
     const queue = [];
+    /** @type {((value?: unknown) => void) | null} */
     let wake = null;
     this.#listener = (m) => { queue.push(m); wake?.(); wake = null; };
-    const onAbort = () => this.stop();
-    signal?.addEventListener('abort', onAbort);
-    this.#running = true;
     let ended = false;
     try {
-      this.#worker.postMessage({ type: 'run', options: { ...options, classLabel: label ?? options.classLabel } });
+      this.#worker.postMessage({ type: 'run', options });
       for (;;) {
         while (!queue.length) await new Promise((r) => { wake = r; });
         const m = queue.shift();
         if (m.type === 'frame') {
           // Let the page paint the frame the worker just drew before the next one is computed.
           // (A hidden tab runs no animation frames: never wait longer than 100 ms.)
-          await new Promise((r) => { requestAnimationFrame(() => r()); setTimeout(r, 100); });
+          await new Promise((r) => { requestAnimationFrame(() => r(undefined)); setTimeout(r, 100); });
           try { yield m.frame; } finally { this.#worker.postMessage({ type: 'ack', id: m.id }); }
         } else if (m.type === 'end' || m.type === 'destroyed' || m.type === 'error') {
           ended = true;
           if (m.image) this.#image = m.image;
-          if (m.type === 'end' && !m.error) this.#last = { sample: m.sample, latent: m.latent ?? this.#last.latent, result: m.result ?? null, film: m.film };
+          if (m.type === 'end' && !m.error) this.#last = { sample: m.sample ?? null, latent: m.latent ?? this.#last.latent, result: m.result ?? null, film: m.film };
           const error = m.type === 'destroyed' ? 'cancelled' : m.error ?? m.message;
-          if (error) {
-            if (error === 'cancelled' && signal?.aborted) throw signal.reason ?? new DOMException('aborted', 'AbortError');
-            throw new Error(error);
-          }
+          if (error) throw new Error(error);
           return;
         }
       }
     } finally {
-      signal?.removeEventListener('abort', onAbort);
-      if (!ended && !this.destroyed) {
+      if (!ended && !this.#destroyed) {
         // The caller left the loop early: stop the run and wait for its end.
         this.stop();
         while (!queue.some((m) => m.type === 'end' || m.type === 'destroyed')) {
@@ -368,24 +518,21 @@ export class WorkerSampler {
         }
       }
       this.#listener = null;
-      this.#running = null;
     }
   }
 
-  stop() { if (!this.destroyed) this.#worker.postMessage({ type: 'cancel' }); }
-  loseDeviceForTest() { if (!this.destroyed) this.#worker.postMessage({ type: 'lose-device' }); return this.engine === 'webgpu'; }
+  stop() { if (!this.#destroyed) this.#worker.postMessage({ type: 'cancel' }); }
+  loseDevice() { this.#worker.postMessage({ type: 'lose-device' }); return this.#webgpu; }
   lastImage() { return this.#image; }
   lastSample() { return this.#last.sample; }
   lastLatent() { return this.#last.latent; }
   lastResult() { return this.#last.result; }
   film() { return this.#last.film; }
-  stats() { return this.destroyed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : { ...this.#stats }; }
+  stats() { return this.#destroyed ? { gpuBuffers: 0, gpuBytes: 0, destroyed: true } : { ...this.#stats }; }
 
-  /** Frees the engine: asks the worker to destroy its device, then terminates it (which frees everything it held). */
+  /** Asks the worker to destroy its device, then terminates it (which frees everything it held). */
   destroy() {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    live.delete(this);
+    this.#destroyed = true;
     const worker = this.#worker;
     worker.postMessage({ type: 'destroy' });
     this.#listener?.({ type: 'destroyed' });
@@ -400,8 +547,10 @@ export class WorkerSampler {
  * builds a sampler on `canvas` (a fresh canvas: a canvas keeps the first context it is given).
  * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
  * browser allows, else on the page's thread (`threadReason` says why); "main" keeps it there.
+ * @param {CreateSamplerOptions} options
+ * @returns {Promise<Sampler>}
  */
-export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = {}) {
+export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = /** @type {CreateSamplerOptions} */ ({})) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   // The wasm load, the adapter request and the model download overlap (none needs another). An
   // engine already chosen with chooseEngine() is taken as is (no second adapter request).
@@ -440,22 +589,25 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
         why = "The engine runs on the page's thread: this browser has no WebGPU in workers.";
       }
     } catch (e) {
-      why = `The engine runs on the page's thread: the engine worker did not start (${e.message}).`;
+      why = `The engine runs on the page's thread: the engine worker did not start (${errorMessage(e)}).`;
     }
     if (worker) {
       endSpareWorkers(); // the engine worker starts CPU workers of its own
       const offscreen = canvas.transferControlToOffscreen();
       // Our own download is handed over; the caller's bytes are copied.
       const weights = files ? m.weights.slice() : m.weights;
+      const w = worker;
+      /** @type {{ adapter: string, modelInfo: ModelInfo, stats: SamplerStats }} */
       const created = await new Promise((resolve, reject) => {
-        worker.onmessage = (e) => {
+        w.onmessage = (e) => {
           if (e.data.type === 'created') resolve(e.data);
-          else if (e.data.type === 'error') { worker.terminate(); reject(new Error(e.data.message)); }
+          else if (e.data.type === 'error') { w.terminate(); reject(new Error(e.data.message)); }
         };
-        worker.postMessage({ type: 'create', canvas: offscreen, config: m.config, weights, scheduler: m.scheduler, engine: choice.engine, presents },
+        w.postMessage({ type: 'create', canvas: offscreen, config: m.config, weights, scheduler: m.scheduler, engine: choice.engine, presents },
           [offscreen, weights.buffer]);
       });
-      return new WorkerSampler(worker, created, choice);
+      return new Sampler(new WorkerThreadEngine(worker, created.stats, choice.engine === 'webgpu'), choice,
+        { adapter: created.adapter, modelInfo: created.modelInfo, thread: 'worker', threadReason: 'The engine runs in a Web Worker and draws to an OffscreenCanvas.' });
     }
   }
   let inner;
@@ -464,7 +616,5 @@ export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'a
   } finally {
     endSpareWorkers();
   }
-  const s = new Sampler(inner, choice);
-  s.threadReason = why;
-  return s;
+  return new Sampler(new MainThreadEngine(inner), choice, { adapter: inner.adapter, modelInfo: inner.modelInfo(), thread: 'main', threadReason: why ?? "The engine runs on the page's thread." });
 }

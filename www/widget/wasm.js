@@ -11,9 +11,10 @@ const RELAXED_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 
 /** Whether this browser runs the relaxed-SIMD build. */
 export const relaxedSimd = (() => { try { return WebAssembly.validate(RELAXED_PROBE); } catch { return false; } })();
 
+/** @param {URL} url @returns {Promise<WebAssembly.Module>} */
 async function compile(url) {
   let resp;
-  try { resp = await fetch(url); } catch (e) { throw new Error(`${url}: fetch failed (${e.message || e})`); }
+  try { resp = await fetch(url); } catch (e) { throw new Error(`${url}: fetch failed (${/** @type {any} */ (e)?.message || e})`); }
   if (!resp.ok) throw new Error(`failed to fetch Wasm: ${resp.status} ${resp.statusText} fetching '${url}'`);
   // Streaming compilation needs the application/wasm type; another type is compiled from the bytes.
   if (typeof WebAssembly.compileStreaming === 'function' && resp.headers.get('Content-Type') === 'application/wasm') {
@@ -22,15 +23,19 @@ async function compile(url) {
   return WebAssembly.compile(await resp.arrayBuffer());
 }
 
+/** @type {Promise<WebAssembly.Module> | null} */
 let compiled = null;
-/** This thread's compiled module (a WebAssembly.Module), fetched and compiled once (URLs written out literally for bundlers). */
+/**
+ * This thread's compiled module (a WebAssembly.Module), fetched and compiled once (URLs written out literally for bundlers).
+ * @returns {Promise<WebAssembly.Module>}
+ */
 export function wasmModule() {
   compiled ??= (async () => {
     if (relaxedSimd) {
       try {
         return await compile(new URL('./ddim_webgpu_relaxed_bg.wasm', import.meta.url));
       } catch (e) {
-        console.warn(`ddim-webgpu: the relaxed-SIMD build did not load (${e.message || e}); using the simd128 build`);
+        console.warn(`ddim-webgpu: the relaxed-SIMD build did not load (${/** @type {any} */ (e)?.message || e}); using the simd128 build`);
       }
     }
     return compile(new URL('./ddim_webgpu_bg.wasm', import.meta.url));
@@ -39,7 +44,11 @@ export function wasmModule() {
   return compiled;
 }
 
-/** Initialises wasm-bindgen's `init` with `module` (one compiled elsewhere), else this thread's `wasmModule()`. */
+/**
+ * Initialises wasm-bindgen's `init` with `module` (one compiled elsewhere), else this thread's `wasmModule()`.
+ * @param {typeof import('./ddim_webgpu.js').default} init
+ * @param {WebAssembly.Module} [module]
+ */
 export async function initWasm(init, module) {
   return init({ module_or_path: module ?? await wasmModule() });
 }
