@@ -195,6 +195,26 @@ fn given_noise_is_never_filled_in_silently() {
     assert!(err(RunOptions::new().noise(given(Some(randn(&[4, 3, 12, 12], 2)))).plan(&model)).to_string().contains("[S, 3, 3, 12, 12]"));
 }
 
+/// A scheduler config naming a class the engine does not implement is refused by name when the
+/// run would take its sampler from it, and runs when a sampler is chosen explicitly; the host
+/// `Scheduler` refuses it too. (It ran silently as DDIM before.)
+#[test]
+fn unknown_scheduler_classes_are_refused_not_run_as_ddim() {
+    let (cfg, st) = tiny();
+    let pndm = r#"{"_class_name": "PNDMScheduler", "beta_schedule": "linear"}"#;
+    let model = Model::from_bytes(&cfg, &st, Some(pndm)).unwrap();
+    let e = err(RunOptions::new().steps(2).plan(&model)).to_string();
+    assert!(e.contains("unknown scheduler class") && e.contains("\"PNDMScheduler\""), "{e}");
+    RunOptions::new().steps(2).sampler(SamplerKind::Euler).plan(&model).expect("an explicit sampler runs it");
+    let e = err(ddim_webgpu::sampler::Scheduler::from_config(pndm).map(|_| ())).to_string();
+    assert!(e.contains("PNDMScheduler"), "{e}");
+    // The classes it implements still choose the sampler: Heun's 2 steps are 3 evaluations.
+    for (class, evaluations) in [("DDIMScheduler", 2), ("HeunDiscreteScheduler", 3)] {
+        let model = Model::from_bytes(&cfg, &st, Some(&format!(r#"{{"_class_name": "{class}"}}"#))).unwrap();
+        assert_eq!(RunOptions::new().steps(2).plan(&model).unwrap().steps.len(), evaluations, "{class}");
+    }
+}
+
 #[test]
 fn recording_errors_are_popped_and_returned() {
     use ddim_webgpu::gpu::ops::affine::AffineParams;

@@ -161,8 +161,13 @@ impl RunOptions {
         cfg.check_input_size(h, w)?;
         let shape = [batch, cfg.in_channels, h, w];
         let config = self.scheduler.clone().unwrap_or_else(|| model.scheduler.clone());
-        // The sampler asked for, else the one the scheduler config names (`_class_name`), else DDIM.
-        let kind = self.sampler.or_else(|| config.class_name.as_deref().and_then(SamplerKind::of_class)).unwrap_or(SamplerKind::Ddim);
+        // The sampler asked for, else the one the scheduler config names (`_class_name`: an error
+        // where it is not one of ours), else DDIM (a config without a class, as diffusers' own).
+        let kind = match (self.sampler, config.class_name.as_deref()) {
+            (Some(kind), _) => kind,
+            (None, Some(class)) => SamplerKind::of_class(class)?,
+            (None, None) => SamplerKind::Ddim,
+        };
         let n = self.steps.unwrap_or(DEFAULT_STEPS);
         let eta = self.eta.unwrap_or(0.0);
         let labels = self.resolve_labels(cfg.num_class_embeds, batch)?;

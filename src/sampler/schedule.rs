@@ -329,15 +329,24 @@ impl SamplerKind {
         }
     }
 
-    /// The sampler of a diffusers scheduler class (`_class_name`), if it is one of ours.
-    pub fn of_class(class_name: &str) -> Option<Self> {
-        Some(match class_name {
+    /// The sampler of a diffusers scheduler class (`_class_name`); a class this engine does not
+    /// implement is an error naming it, never a silent substitute (a VE model stepped as DDIM
+    /// would give garbage).
+    pub fn of_class(class_name: &str) -> Result<Self> {
+        Ok(match class_name {
             "DDIMScheduler" => SamplerKind::Ddim,
             "DDPMScheduler" => SamplerKind::Ddpm,
             "DPMSolverMultistepScheduler" => SamplerKind::DpmPlusPlus2M,
             "EulerDiscreteScheduler" => SamplerKind::Euler,
             "HeunDiscreteScheduler" => SamplerKind::Heun,
-            _ => return None,
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown scheduler class: the scheduler config's _class_name is {other:?}, which this engine does not implement \
+                     (it implements DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler and \
+                     HeunDiscreteScheduler); to run this model with one of those, choose it explicitly (ddim --sampler, the JS \
+                     `sampler` option)"
+                )))
+            }
         })
     }
 }

@@ -23,12 +23,19 @@ pub struct SchedulerOutput {
 }
 
 impl Scheduler {
-    /// From `scheduler_config.json`: DDPM when `_class_name` is "DDPMScheduler", DDIM otherwise.
+    /// From `scheduler_config.json`: DDPM when `_class_name` is "DDPMScheduler", DDIM when it is
+    /// "DDIMScheduler" or absent; any other class is an error naming it (this host API steps DDIM
+    /// and DDPM only).
     pub fn from_config(json: &str) -> Result<Self> {
         let config = SchedulerConfig::from_json(json)?;
         let kind = match config.class_name.as_deref() {
             Some("DDPMScheduler") => SamplerKind::Ddpm,
-            _ => SamplerKind::Ddim,
+            Some("DDIMScheduler") | None => SamplerKind::Ddim,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "unknown scheduler class for sampler::Scheduler: _class_name {other:?} (it implements DDIMScheduler and DDPMScheduler)"
+                )))
+            }
         };
         Ok(Self::new(config, kind))
     }
