@@ -133,14 +133,27 @@ fn mutate(rng: &mut Rng) -> corpus::Case {
     case
 }
 
-/// Loads and (if it loads) samples one step: any `Result` is fine, a panic is not.
-fn exercise(case: &corpus::Case) -> bool {
+/// Loads and (if it loads) samples one step: any `Result` is fine, a panic is not. Returns the
+/// loader's error, if it refused the case.
+fn exercise(case: &corpus::Case) -> Option<String> {
     let inputs = corpus::inputs(case);
-    let Ok(model) = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref()) else { return false };
+    let model = match Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref()) {
+        Ok(model) => model,
+        Err(e) => return Some(e.to_string()),
+    };
     if let Ok(plan) = RunOptions::new().steps(1).batch(1).plan(&model) {
         let _ = pollster::block_on(ddim_webgpu::run::run_to_end(&mut CpuEngine::new(&model), &plan));
     }
-    true
+    None
+}
+
+/// The tensor a case poisons with NaN or ±Inf where that is its only edit (configs untouched, the
+/// file otherwise well-formed): the loader must then refuse it naming the tensor.
+fn only_poison(case: &corpus::Case) -> Option<String> {
+    match &case.weights[..] {
+        [edit] if case.config.is_empty() && case.scheduler.is_none() => Some(edit.get("poison")?[0].as_str()?.to_string()),
+        _ => None,
+    }
 }
 
 #[test]
@@ -162,7 +175,8 @@ fn fuzz_the_loader() {
             }
         });
     }
-    let (mut cases, mut loaded) = (0u64, 0u64);
+    let (mut cases, mut loaded, mut poisoned) = (0u64, 0u64, 0u64);
+    let mut misnamed = Vec::new();
     loop {
         let done = match seconds {
             Some(s) => start.elapsed() >= Duration::from_secs(s),
@@ -172,8 +186,15 @@ fn fuzz_the_loader() {
             break;
         }
         let mut case = mutate(&mut rng);
-        if let Ok(ok) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&case))) {
-            loaded += ok as u64;
+        if let Ok(refused) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| exercise(&case))) {
+            loaded += refused.is_none() as u64;
+            if let Some(tensor) = only_poison(&case) {
+                poisoned += 1;
+                let says = refused.as_deref().unwrap_or("nothing: it loaded");
+                if !(says.contains("NaN or Inf") && says.contains(&format!("`{tensor}`"))) {
+                    misnamed.push(format!("case {cases} (NaN/Inf in {tensor}): {says}"));
+                }
+            }
         } else {
             case.name = format!("fuzz: seed {seed} case {cases}");
             case.expect = vec!["(the message it should give)".into()];
@@ -191,8 +212,17 @@ fn fuzz_the_loader() {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "fuzz: {cases} cases in {secs:.1} s (seed {seed}): {loaded} loaded, {} refused with an error, 0 panics, 0 hangs",
+        "fuzz: {cases} cases in {secs:.1} s (seed {seed}): {loaded} loaded, {} refused with an error ({poisoned} poisoned with \
+         NaN/Inf alone), 0 panics, 0 hangs",
         cases - loaded
     );
-    assert!(cases >= 2000 || seconds.is_some());
+    // The count is what it says, and the mutator makes both kinds of case: one whose every case
+    // failed the length check (or loaded) would test nothing.
+    match seconds {
+        None => assert_eq!(cases, 5000, "the default run is 5,000 cases"),
+        Some(_) => assert!(cases > 0, "no case ran in FUZZ_SECONDS"),
+    }
+    assert!(0 < loaded && loaded < cases, "{loaded} of {cases} cases loaded: the mutator should make both kinds");
+    assert!(poisoned > 0 || seconds.is_some_and(|s| s < 5), "no case was poisoned with NaN/Inf alone");
+    assert!(misnamed.is_empty(), "poisoned weights not refused by name:\n{}", misnamed.join("\n"));
 }
