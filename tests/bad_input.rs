@@ -409,3 +409,41 @@ fn f16_weights_without_shader_f16_are_refused() {
     assert!(e.to_string().contains("shader-f16"), "{e}");
     assert!(!gpu.f16_weights);
 }
+
+/// A diffusers pipeline folder (model_index.json + unet/ + scheduler/) loads its UNet with its
+/// scheduler; one without unet/ and a folder with only pickle weights are errors that say so.
+#[test]
+fn pipeline_folders_and_pickle_only_folders() {
+    let fixture = fixtures().join("models").join("tiny_attn");
+    let root = std::env::temp_dir().join(format!("ddim-pipeline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (unet, scheduler) = (root.join("unet"), root.join("scheduler"));
+    std::fs::create_dir_all(&unet).unwrap();
+    std::fs::create_dir_all(&scheduler).unwrap();
+    for f in ["config.json", "diffusion_pytorch_model.safetensors"] {
+        std::fs::copy(fixture.join(f), unet.join(f)).unwrap();
+    }
+    let sched = r#"{"_class_name": "DDPMScheduler", "beta_schedule": "linear", "num_train_timesteps": 1000}"#;
+    std::fs::write(scheduler.join("scheduler_config.json"), sched).unwrap();
+    let index = r#"{"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"], "scheduler": ["diffusers", "DDPMScheduler"]}"#;
+    std::fs::write(root.join("model_index.json"), index).unwrap();
+    let model = Model::load_dir(&root).expect("a pipeline folder loads");
+    assert_eq!(model.weights.tensors.len(), Model::load_dir(&fixture).unwrap().weights.tensors.len());
+    assert_eq!(model.scheduler.class_name.as_deref(), Some("DDPMScheduler"), "its scheduler/ is read");
+    assert!(model.scheduler_source.contains("scheduler"), "{}", model.scheduler_source);
+
+    std::fs::remove_dir_all(&unet).unwrap();
+    let e = err(Model::load_dir(&root)).to_string();
+    assert!(e.contains("model_index.json") && e.contains("unet"), "{e}");
+    std::fs::write(root.join("model_index.json"), r#"{"_class_name": "X", "vae": ["diffusers", "AutoencoderKL"]}"#).unwrap();
+    let e = err(Model::load_dir(&root)).to_string();
+    assert!(e.contains("without a `unet` entry"), "{e}");
+
+    let pickle = root.join("pickle");
+    std::fs::create_dir_all(&pickle).unwrap();
+    std::fs::copy(fixture.join("config.json"), pickle.join("config.json")).unwrap();
+    std::fs::write(pickle.join("diffusion_pytorch_model.bin"), b"not read").unwrap();
+    let e = err(Model::load_dir(&pickle)).to_string();
+    assert!(e.contains("diffusion_pytorch_model.bin") && e.contains("safetensors"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}

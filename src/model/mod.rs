@@ -71,9 +71,15 @@ impl Model {
     }
 
     /// Loads a diffusers folder: `config.json`, `diffusion_pytorch_model.safetensors` (or the one
-    /// `*.safetensors` there), optional `scheduler_config.json` here or in `../scheduler/`.
+    /// `*.safetensors` there), optional `scheduler_config.json` here or in `../scheduler/`. A
+    /// pipeline folder (`model_index.json`, as pipelines are published) loads its `unet/` with its
+    /// `scheduler/`.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_dir(dir: &std::path::Path) -> Result<Self> {
+        let index = dir.join("model_index.json");
+        if index.exists() {
+            return Self::load_dir(&pipeline_unet(dir, &index)?);
+        }
         let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Io { path: p.display().to_string(), msg: e.to_string() });
         let cfg_path = dir.join("config.json");
         let config_text = String::from_utf8(read(&cfg_path)?).map_err(|_| Error::Config("config.json is not UTF-8".into()))?;
@@ -97,6 +103,20 @@ fn parse_scheduler(text: Option<&str>, name: &str) -> Result<(SchedulerConfig, S
     }
 }
 
+/// The `unet/` of a diffusers pipeline folder whose `model_index.json` is `index`.
+#[cfg(not(target_arch = "wasm32"))]
+fn pipeline_unet(dir: &std::path::Path, index: &std::path::Path) -> Result<std::path::PathBuf> {
+    let io = |msg: String| Error::Io { path: index.display().to_string(), msg };
+    let text = std::fs::read_to_string(index).map_err(|e| io(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| io(format!("not JSON: {e}")))?;
+    let unet = dir.join("unet");
+    match value.get("unet") {
+        None => Err(io("a pipeline without a `unet` entry: this engine runs a pipeline's UNet2DModel".into())),
+        Some(_) if !unet.is_dir() => Err(io(format!("the pipeline names a `unet`, but {} is not a folder", unet.display()))),
+        Some(_) => Ok(unet),
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 fn find_safetensors(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     let preferred = dir.join("diffusion_pytorch_model.safetensors");
@@ -109,6 +129,13 @@ fn find_safetensors(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
+        0 if dir.join("diffusion_pytorch_model.bin").exists() => Err(Error::Io {
+            path: dir.display().to_string(),
+            msg: "only PyTorch pickle weights (diffusion_pytorch_model.bin), which this loader does not read (a pickle can run \
+                  code): convert them to safetensors, e.g. UNet2DModel.from_pretrained(folder).save_pretrained(out, \
+                  safe_serialization=True)"
+                .into(),
+        }),
         0 => Err(Error::Io { path: dir.display().to_string(), msg: "no *.safetensors weights in this folder".into() }),
         _ => Err(Error::Io {
             path: dir.display().to_string(),
