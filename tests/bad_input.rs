@@ -208,6 +208,11 @@ fn unknown_scheduler_classes_are_refused_not_run_as_ddim() {
     RunOptions::new().steps(2).sampler(SamplerKind::Euler).plan(&model).expect("an explicit sampler runs it");
     let e = err(ddim_webgpu::sampler::Scheduler::from_config(pndm).map(|_| ())).to_string();
     assert!(e.contains("PNDMScheduler"), "{e}");
+    // Samplers by diffusers class name too; an unimplemented one is named.
+    assert_eq!("HeunDiscreteScheduler".parse::<SamplerKind>().unwrap(), SamplerKind::Heun);
+    assert_eq!("DPMSolverMultistepScheduler".parse::<SamplerKind>().unwrap(), SamplerKind::DpmPlusPlus2M);
+    let e = "UniPCMultistepScheduler".parse::<SamplerKind>().unwrap_err().to_string();
+    assert!(e.contains("unknown scheduler class") && e.contains("UniPCMultistepScheduler"), "{e}");
     // The classes it implements still choose the sampler: Heun's 2 steps are 3 evaluations.
     for (class, evaluations) in [("DDIMScheduler", 2), ("HeunDiscreteScheduler", 3)] {
         let model = Model::from_bytes(&cfg, &st, Some(&format!(r#"{{"_class_name": "{class}"}}"#))).unwrap();

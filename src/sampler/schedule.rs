@@ -354,12 +354,18 @@ impl SamplerKind {
 impl std::str::FromStr for SamplerKind {
     type Err = Error;
 
-    /// "ddim", "ddpm", "dpm++2m", "euler" or "heun": the CLI's `--sampler` and the JS `sampler`.
+    /// "ddim", "ddpm", "dpm++2m", "euler" or "heun", or the diffusers class of one of them
+    /// ("DDIMScheduler", ...): the CLI's `--sampler` and the JS `sampler`.
     fn from_str(s: &str) -> Result<Self> {
+        if s.ends_with("Scheduler") {
+            return SamplerKind::of_class(s);
+        }
         [SamplerKind::Ddim, SamplerKind::Ddpm, SamplerKind::DpmPlusPlus2M, SamplerKind::Euler, SamplerKind::Heun]
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| Error::Input(format!("unknown sampler {s:?}: expected ddim, ddpm, dpm++2m, euler or heun")))
+            .ok_or_else(|| {
+                Error::Input(format!("unknown sampler {s:?}: expected ddim, ddpm, dpm++2m, euler or heun (or their diffusers class names)"))
+            })
     }
 }
 
