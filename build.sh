@@ -3,9 +3,13 @@
 #   ./build.sh            release wasm build + wasm-bindgen (+ wasm-opt) into www/pkg/ (also an npm
 #                         package), the bundled default model copied to www/model/
 #   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
-#   ./build.sh test       native cargo test (wgpu on lavapipe), then wasm-bindgen-test and the page
-#                         tests in headless Chromium (WebGPU on SwiftShader) and headless Firefox
-#                         (WebGPU on its fallback adapter, which presents canvases)
+#   ./build.sh test       installs the test tools, then lint, native cargo test (wgpu on lavapipe),
+#                         wasm-bindgen-test and the page tests in headless Chromium (WebGPU on
+#                         SwiftShader) and headless Firefox (WebGPU on its fallback adapter, which
+#                         presents canvases), the build scripts' and the npm package's tests; a table of
+#                         each suite's wall time at the end
+#   ./build.sh install    only installs what build and test need (apt packages, the wasm target,
+#                         wasm-bindgen-cli, geckodriver, node_modules)
 #   ./build.sh bench      ms per U-Net item, side by side: native (ours vs onnxruntime and PyTorch when
 #                         .venv-ref exists) and in headless Chromium (ours vs onnxruntime-web); the
 #                         demo page in every browser; larger random-weight models in Chromium
@@ -23,7 +27,7 @@ die() { echo "error: $*" >&2; exit 1; }
 
 # Prerequisites this script does not install itself: Rust (rustup) and Node.js >= 20.
 need_rust() {
-    command -v cargo >/dev/null && command -v rustup >/dev/null ||
+    { command -v cargo && command -v rustup; } >/dev/null ||
         die "Rust is not installed: get it with  curl https://sh.rustup.rs -sSf | sh  (then open a new shell)"
 }
 need_node() {
@@ -33,7 +37,7 @@ need_node() {
 }
 
 # Where cargo puts its output (honours CARGO_TARGET_DIR and .cargo/config).
-target_dir() { cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])'; }
+target_dir() { cargo metadata --format-version 1 --no-deps | node -p 'JSON.parse(require("fs").readFileSync(0, "utf8")).target_directory'; }
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"
@@ -58,17 +62,17 @@ wasm_tools() {
     rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" || { log "rustup target add $WASM_TARGET"; rustup target add "$WASM_TARGET"; }
     local want; want=$(wasm_bindgen_version)
     if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+        # Not --locked: its published Cargo.lock pins a webpki-roots the index lacks (0.2.130).
         log "cargo install wasm-bindgen-cli --version =$want (a few minutes, once)"
         cargo install -q wasm-bindgen-cli --version "=$want"
     fi
 }
 
+# node_modules as package-lock.json pins it: `npm ci` where it is missing or older than the lock file.
 npm_tools() {
     need_node
-    local m missing=0
-    for m in binaryen playwright-core selenium-webdriver typescript; do [ -d "node_modules/$m" ] || missing=1; done
-    if [ "$missing" = 1 ]; then
-        log "npm ci (binaryen, playwright-core, selenium-webdriver, typescript)"
+    if [ ! node_modules/.package-lock.json -nt package-lock.json ]; then
+        log "npm ci (package-lock.json: binaryen, playwright-core, selenium-webdriver, typescript)"
         npm ci --no-audit --no-fund --loglevel=error
     fi
 }
@@ -92,6 +96,23 @@ firefox_tools() {
     fi
 }
 
+# What the build needs: the wasm target, wasm-bindgen-cli, node_modules (wasm-opt from binaryen).
+build_tools() {
+    wasm_tools
+    npm_tools
+}
+
+# What ./build.sh test needs besides, on a bare Debian: Vulkan on the CPU (lavapipe) for the native
+# tests; Chromium and chromedriver, Firefox ESR and geckodriver, WebKitGTK's driver and Xvfb for the
+# browser suites; rustfmt and clippy.
+install_test_tools() {
+    apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver webkit2gtk-driver xvfb firefox-esr
+    firefox_tools
+    local c
+    for c in clippy rustfmt; do rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"; done
+    build_tools
+}
+
 copy_model() {
     rm -rf www/model && mkdir -p www/model
     local src=$DEFAULT_MODEL
@@ -105,118 +126,20 @@ copy_model() {
 }
 
 # www/pkg as the npm package ddim-webgpu: the hand-written API and element (www/widget/), the
-# wasm-bindgen glue underneath, the bundled model under model/. `npm pack www/pkg` packs it.
+# wasm-bindgen glue underneath, the bundled model under model/. `npm pack www/pkg` packs it. Its
+# package.json is www/widget/package.json with the version from Cargo.toml and the repository from
+# `git remote get-url origin`; the script checks that the package holds every file it lists.
 package() {
     cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
         www/widget/wasm.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model
     rm -f www/pkg/model/NOTE.txt www/pkg/.gitignore
-    local version repo
-    version=$(awk -F'"' '/^version/ {print $2; exit}' Cargo.toml)
-    repo=$(git remote get-url origin 2>/dev/null || true)
-    [ -n "$repo" ] || log "no git remote 'origin': the package's repository field is left out"
-    VERSION=$version REPO=$repo python3 - <<'PY'
-import json, os
-pkg = {
-    "name": "ddim-webgpu",
-    "version": os.environ["VERSION"],
-    "description": "Watch a diffusers UNet2DModel denoise live in a canvas: a <ddim-sampler> element and a JS API; WGSL kernels on WebGPU, a SIMD CPU engine in wasm",
-    "license": "MIT",
-    "type": "module",
-    "main": "./index.js",
-    "types": "./index.d.ts",
-    "exports": {
-        ".": {"types": "./index.d.ts", "default": "./index.js"},
-        "./raw": {"types": "./ddim_webgpu.d.ts", "default": "./ddim_webgpu.js"},
-        "./model/*": "./model/*",
-        "./package.json": "./package.json",
-    },
-    "files": ["index.js", "index.d.ts", "sampler.js", "element.js", "cpu-worker.js", "engine-worker.js", "wasm.js", "ddim_webgpu.js",
-              "ddim_webgpu.d.ts", "ddim_webgpu_bg.wasm", "ddim_webgpu_relaxed_bg.wasm", "ddim_webgpu_bg.wasm.d.ts", "snippets/", "model/", "README.md", "LICENSE"],
-    "sideEffects": ["./index.js", "./element.js", "./cpu-worker.js", "./engine-worker.js"],
-    "keywords": ["diffusion", "ddim", "webgpu", "wgsl", "wasm", "unet", "diffusers", "web-component", "canvas"],
-}
-if os.environ.get("REPO"):
-    pkg["repository"] = {"type": "git", "url": os.environ["REPO"]}
-with open("www/pkg/package.json", "w") as f:
-    json.dump(pkg, f, indent=2)
-    f.write("\n")
-PY
-}
-
-# Lets the relaxed-SIMD wasm run under the simd128 build's JS glue (the page loads one glue for
-# either). wasm-bindgen numbers its closure-cast imports (`__wbindgen_generic_N`) in the order it
-# meets them, which the two builds' code generation can change: where the only difference is that
-# numbering, the relaxed wasm's imports are renamed to the simd128 glue's names for the same cast
-# (same-length names, rewritten in the import section). Fails if anything else differs. Comments
-# are ignored: they name closure shim indices, which differ between the builds.
-align_glue() {
-    python3 - "$@" <<'PY'
-import re, sys
-simd_js, relaxed_js, relaxed_wasm = sys.argv[1:4]
-code = lambda t: "\n".join(l for l in t.splitlines() if not l.lstrip().startswith("//"))
-simd, relaxed = code(open(simd_js).read()), code(open(relaxed_js).read())
-entry = re.compile(r"^        (__wbindgen_generic_[0-9a-f]{16}): (.*?)(?=^        \S|^    \S)", re.M | re.S)
-def casts(text):
-    return {m.group(1): m.group(2) for m in entry.finditer(text)}
-s_casts, r_casts = casts(simd), casts(relaxed)
-by_body = {}
-for name, body in sorted(s_casts.items()):
-    by_body.setdefault(body, []).append(name)
-rename = {}
-for name, body in sorted(r_casts.items()):
-    if not by_body.get(body):
-        sys.exit(f"{name}: no cast with this body in the simd128 glue")
-    rename[name] = by_body[body].pop(0)
-# Everything but the casts identical, and each cast the simd128 one of its new name.
-if entry.sub("", relaxed) != entry.sub("", simd) or {rename[n]: b for n, b in r_casts.items()} != s_casts:
-    sys.exit("the glue differs beyond the numbering of its closure casts")
-moved = {a.encode(): b.encode() for a, b in rename.items() if a != b}
-if not moved:
-    sys.exit(0)
-wasm = bytearray(open(relaxed_wasm, "rb").read())
-def leb(at):
-    v = shift = 0
-    while True:
-        b = wasm[at]; at += 1; v |= (b & 0x7F) << shift; shift += 7
-        if b < 0x80:
-            return v, at
-at, done = 8, 0
-while at < len(wasm):
-    sid, size_at = wasm[at], at + 1
-    size, body = leb(size_at)
-    if sid == 2:  # the import section: (module, field, kind, desc)*
-        count, p = leb(body)
-        for _ in range(count):
-            n, p = leb(p); p += n                   # module
-            n, p = leb(p); field = bytes(wasm[p:p + n])
-            if field in moved:
-                wasm[p:p + n] = moved[field]; done += 1
-            p += n
-            kind = wasm[p]; p += 1
-            if kind == 0:   # function: type index
-                _, p = leb(p)
-            elif kind == 1:  # table: reftype, limits
-                p += 1; flags = wasm[p]; _, p = leb(p + 1); p = leb(p)[1] if flags & 1 else p
-            elif kind == 2:  # memory: limits
-                flags = wasm[p]; _, p = leb(p + 1); p = leb(p)[1] if flags & 1 else p
-            elif kind == 3:  # global: valtype, mutability
-                p += 2
-            else:
-                sys.exit(f"import kind {kind}: not handled")
-        break
-    at = body + size
-if done != len(moved):
-    sys.exit(f"renamed {done} of {len(moved)} closure-cast imports")
-open(relaxed_wasm, "wb").write(wasm)
-print(f"relaxed-SIMD wasm: {done} closure-cast imports renamed to the simd128 glue's", file=sys.stderr)
-PY
+    node www/widget/build/package_json.mjs www/pkg
 }
 
 cmd_build() {
-    wasm_tools
-    npm_tools
+    build_tools
     log "cargo build (wasm, release)"
     cargo build --release --lib --target "$WASM_TARGET" --no-default-features
     rm -rf www/pkg
@@ -228,7 +151,8 @@ cmd_build() {
         cargo build --release --lib --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed"
     local relaxed; relaxed=$(mktemp -d)
     wasm-bindgen --target web --out-dir "$relaxed" "$(target_dir)/relaxed/$WASM_TARGET/release/ddim_webgpu.wasm"
-    align_glue www/pkg/ddim_webgpu.js "$relaxed/ddim_webgpu.js" "$relaxed/ddim_webgpu_bg.wasm" ||
+    # Both wasm files under the simd128 build's glue (www/widget/build/align_glue.mjs says how).
+    node www/widget/build/align_glue.mjs www/pkg/ddim_webgpu.js "$relaxed/ddim_webgpu.js" "$relaxed/ddim_webgpu_bg.wasm" ||
         die "the relaxed-SIMD build's JS glue differs from the simd128 build's"
     mv "$relaxed/ddim_webgpu_bg.wasm" www/pkg/ddim_webgpu_relaxed_bg.wasm
     rm -rf "$relaxed"
@@ -246,85 +170,114 @@ cmd_build() {
     fi
     copy_model
     package
-    # Every module the JS glue imports must ship in the npm package ("files" above).
-    local dep
-    for dep in $(grep -o "from '\./[^']*'" www/pkg/ddim_webgpu.js | sed "s/^from '\.\///; s/'\$//"); do
-        case "$dep" in snippets/*|ddim_webgpu*) ;; *) die "the npm package's files miss $dep (imported by ddim_webgpu.js)";; esac
-    done
     local raw gz; raw=$(stat -c %s www/pkg/ddim_webgpu_bg.wasm); gz=$(gzip -9c www/pkg/ddim_webgpu_bg.wasm | wc -c)
     log "www/pkg/ddim_webgpu_bg.wasm: $raw bytes ($gz gzipped)"
 }
 
 cmd_serve() {
     local port=${1:-8080}
-    [ -f www/pkg/ddim_webgpu_bg.wasm ] && [ -f www/model/config.json ] || cmd_build
+    { [ -f www/pkg/ddim_webgpu_bg.wasm ] && [ -f www/model/config.json ]; } || cmd_build
     log "serving www/ on http://127.0.0.1:$port/"
     exec python3 tests/page/serve.py "$port" www --csp
 }
 
 lint() {
-    for c in clippy rustfmt; do rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"; done
-    log "cargo fmt --check; cargo clippy -D warnings (native and wasm)"
     cargo fmt --check
     cargo clippy -q --all-targets -- -D warnings
     cargo clippy -q --target "$WASM_TARGET" --no-default-features --lib --tests -- -D warnings
 }
 
+# The wasm tests (tests/web.rs, wasm-bindgen-test) in a headless browser: wasm_test chrome|firefox
+# [cargo test arguments]. Release builds, as shipped: they reuse the crates cmd_build compiled (a
+# debug build of the wasm compiled everything again, ~9 minutes on 2 cores, for each RUSTFLAGS).
+wasm_test() {
+    local browser=$1; shift
+    local driver config
+    case "$browser" in
+        chrome) driver=CHROMEDRIVER=/usr/bin/chromedriver config=tests/webdriver.json ;;
+        firefox) driver=GECKODRIVER=$(command -v geckodriver) config=tests/webdriver-firefox.json ;;
+        *) die "wasm_test: no browser $browser" ;;
+    esac
+    env TMPDIR="$TEST_TMP" "$driver" \
+        WASM_BINDGEN_TEST_WEBDRIVER_JSON="$ROOT/$config" \
+        WASM_BINDGEN_TEST_TIMEOUT=600 \
+        CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+        cargo test --release --target "$WASM_TARGET" --no-default-features "$@"
+}
+
+# Each suite of ./build.sh test through `suite NAME COMMAND...`: its wall time goes into the table
+# printed when the run ends, failed or not.
+SUITE_TIMES=()
+SUITE_NOW=
+suite() {
+    local name=$1 t0=$SECONDS; shift
+    log "$name"
+    SUITE_NOW=$name SUITE_T0=$t0
+    "$@"
+    SUITE_TIMES+=("$(printf '%-50s %5d' "$name" $((SECONDS - t0)))")
+    SUITE_NOW=
+}
+suite_table() {
+    {
+        printf '\n%-50s %5s\n' suite seconds
+        [ ${#SUITE_TIMES[@]} -eq 0 ] || printf '%s\n' "${SUITE_TIMES[@]}"
+        [ -z "$SUITE_NOW" ] || printf '%-50s %5d  FAILED\n' "$SUITE_NOW" $((SECONDS - SUITE_T0))
+        printf '%-50s %5d\n' total "$SECONDS"
+    } >&2
+}
+has_npm_script() { node -e 'process.exit(require("./package.json").scripts?.[process.argv[1]] ? 0 : 1)' "$1"; }
+
 cmd_test() {
-    apt_install mesa-vulkan-drivers libvulkan1 chromium chromium-driver webkit2gtk-driver xvfb
-    wasm_tools
-    firefox_tools
-    lint
-    log "native tests (wgpu on lavapipe)"
-    cargo test
-    cmd_build
-    log "wasm tests in headless Chromium (WebGPU on SwiftShader)"
-    local tmp; tmp=$(mktemp -d)
-    TMPDIR=$tmp CHROMEDRIVER=/usr/bin/chromedriver \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver.json \
-    WASM_BINDGEN_TEST_TIMEOUT=600 \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-        cargo test --target "$WASM_TARGET" --no-default-features --test web
-    log "wasm tests of the relaxed-SIMD build in headless Chromium (its fused GEMM against diffusers)"
-    TMPDIR=$tmp CHROMEDRIVER=/usr/bin/chromedriver \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver.json \
-    WASM_BINDGEN_TEST_TIMEOUT=600 \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+    TEST_TMP=$(mktemp -d)
+    trap 'suite_table; rm -rf "$TEST_TMP"' EXIT
+    suite "install: apt, cargo install, npm ci" install_test_tools
+    suite "lint: cargo fmt --check, clippy (native, wasm)" lint
+    suite "build scripts (node --test tests/build/)" node --test tests/build/
+    if compgen -G 'tests/bench/*.test.mjs' >/dev/null; then suite "bench scripts (node --test tests/bench/)" node --test tests/bench/; fi
+    suite "native (cargo test, wgpu on lavapipe)" cargo test
+    suite "build (./build.sh)" cmd_build
+    # After the build: the widget's JS is then also checked against the glue's real declarations.
+    if has_npm_script typecheck; then suite "typecheck: www/widget (tsc --checkJs)" npm run -s typecheck; fi
+    suite "wasm in headless Chromium (SwiftShader)" wasm_test chrome --test web
+    # The relaxed-SIMD build's fused GEMM against diffusers, in its own target dir as in cmd_build.
     RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
-        cargo test --target "$WASM_TARGET" --no-default-features --target-dir "$(target_dir)/relaxed" --test web -- runs_match_diffusers
-    log "wasm tests in headless Firefox (WebGPU on its fallback adapter)"
-    TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) \
-    WASM_BINDGEN_TEST_WEBDRIVER_JSON=$ROOT/tests/webdriver-firefox.json \
-    WASM_BINDGEN_TEST_TIMEOUT=600 \
-    CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
-        cargo test --target "$WASM_TARGET" --no-default-features --test web
-    log "page tests in headless Chromium (Playwright), Firefox and WebKitGTK on Xvfb (WebDriver)"
-    TMPDIR=$tmp GECKODRIVER=$(command -v geckodriver) node --test tests/page/
-    log "the npm package as a consumer installs it (npm pack; plain page + import map; tsc)"
-    TMPDIR=$tmp node --test tests/consumer/
-    rm -rf "$tmp"
+        suite "wasm relaxed-SIMD in Chromium (diffusers)" wasm_test chrome --target-dir "$(target_dir)/relaxed" --test web -- runs_match_diffusers
+    suite "wasm in headless Firefox (fallback adapter)" wasm_test firefox --test web
+    suite "page: Chromium, Firefox, WebKitGTK on Xvfb" env TMPDIR="$TEST_TMP" GECKODRIVER="$(command -v geckodriver)" node --test tests/page/
+    suite "npm package consumers (npm pack, Vite, tsc)" env TMPDIR="$TEST_TMP" node --test tests/consumer/
 }
 
 cmd_bench() {
     apt_install mesa-vulkan-drivers libvulkan1 chromium
     cmd_build
+    # Each benchmark's output is kept and its table written between its markers in
+    # docs/performance.md (tests/bench/performance_doc.mjs, with date, machine and commit).
+    local out; out=$(mktemp -d)
     log "native: our engines (GPU on the local adapter, fast CPU, reference)"
-    cargo run -q --release --bin ddim -- bench --steps 20 --guidance 3
+    cargo run -q --release --bin ddim -- bench --steps 20 --guidance 3 | tee "$out/ddim.txt"
+    BENCH_GPU=$(sed -n 's/^adapter: //p' "$out/ddim.txt" | head -n 1) \
+        node tests/bench/performance_doc.mjs --code ddim "$out/ddim.txt"
     if [ -x .venv-ref/bin/python ] && .venv-ref/bin/python -c 'import onnxruntime, torch, diffusers' 2>/dev/null; then
         log "native side by side: onnxruntime and PyTorch (also writes target/bench/mnist-cond.onnx)"
-        .venv-ref/bin/python tests/bench/side_by_side.py
+        .venv-ref/bin/python tests/bench/side_by_side.py | tee "$out/native.txt"
+        node tests/bench/performance_doc.mjs --table native "$out/native.txt"
     else
-        log "no .venv-ref with torch, diffusers, onnxruntime: skipping the native side-by-side (see tests/bench/side_by_side.py)"
+        log "no .venv-ref with torch, diffusers, onnxruntime: skipping the native side-by-side (docs/performance.md keeps the last one)"
     fi
     [ -d node_modules/onnxruntime-web ] || npm install --no-save --no-audit --no-fund --loglevel=error onnxruntime-web@1.30.0
     log "browser side by side (headless Chromium): our engines and onnxruntime-web"
-    node tests/page/bench.mjs 10 10
+    node tests/page/bench.mjs 10 10 | tee "$out/browser.txt"
+    node tests/bench/performance_doc.mjs --table browser "$out/browser.txt"
+    grep '^default page' "$out/browser.txt" | sed 's/^/- /' | node tests/bench/performance_doc.mjs first-frame -
     firefox_tools
     apt_install webkit2gtk-driver xvfb
-    log "the demo page in every browser here (README's browser table)"
-    GECKODRIVER=$(command -v geckodriver) node tests/page/browsers_bench.mjs 10
+    log "the demo page in every browser here"
+    GECKODRIVER=$(command -v geckodriver) node tests/page/browsers_bench.mjs 10 | tee "$out/browsers.txt"
+    node tests/bench/performance_doc.mjs --table browsers "$out/browsers.txt"
     log "larger models in the browser (random weights in the shapes of ddpm-cifar10-32 and ddpm-celebahq-256)"
-    node tests/page/scale_bench.mjs 1500
+    node tests/page/scale_bench.mjs 1500 | tee "$out/scale.txt"
+    node tests/bench/performance_doc.mjs --table scale "$out/scale.txt"
+    rm -rf "$out"
 }
 
 case "${1:-build}" in
@@ -332,5 +285,6 @@ case "${1:-build}" in
     bench) cmd_bench ;;
     serve) shift; cmd_serve "$@" ;;
     test) cmd_test ;;
-    *) echo "usage: $0 [build|serve [PORT]|test|bench]" >&2; exit 2 ;;
+    install) install_test_tools ;;
+    *) echo "usage: $0 [build|serve [PORT]|test|install|bench]" >&2; exit 2 ;;
 esac
