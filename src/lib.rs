@@ -1,12 +1,14 @@
 //! ddim-webgpu: a diffusers `UNet2DModel` run through hand-written WGSL kernels (and a CPU
 //! reference of every op), stepped by DDIM/DDPM, natively and in the browser.
 
+pub mod engines;
 pub mod error;
 #[cfg(target_arch = "wasm32")]
 pub mod event_loop;
 pub mod fast;
 pub mod gpu;
 pub mod image_grid;
+pub mod json;
 pub mod model;
 pub mod reference;
 pub mod run;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::json::{from_value, parse_json};
 
 /// The block kinds of `down_block_types` / `up_block_types` that are implemented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,32 +193,6 @@ impl UNetConfig {
 
 /// Fields whose diffusers default shapes the network.
 const DEFAULTED: &[&str] = &["block_out_channels", "down_block_types", "up_block_types", "layers_per_block", "in_channels", "out_channels"];
-
-/// Parses a JSON config file (text after the JSON value is refused; an HTML page is named as such).
-pub(crate) fn parse_json(text: &str) -> std::result::Result<Value, String> {
-    if text.trim_start().starts_with('<') {
-        return Err("the file is HTML or XML, not JSON: the URL points at a web page (an error or login page?), not a model folder".into());
-    }
-    serde_json::from_str(text).map_err(|e| e.to_string())
-}
-
-/// `T` from a JSON value; an error names the field it is in.
-pub(crate) fn from_value<T: serde::de::DeserializeOwned>(value: Value) -> std::result::Result<T, String> {
-    serde_json::from_value::<T>(value.clone()).map_err(|e| match culprit::<T>(&value) {
-        Some(field) => format!("`{field}`: {e}"),
-        None => e.to_string(),
-    })
-}
-
-/// The first field of a JSON object that `T` refuses on its own (every field of our configs has a
-/// default, so an object of one field parses unless that field is bad).
-fn culprit<T: serde::de::DeserializeOwned>(value: &Value) -> Option<String> {
-    let object = value.as_object()?;
-    object.iter().find_map(|(k, v)| {
-        let alone = Value::Object([(k.clone(), v.clone())].into_iter().collect());
-        serde_json::from_value::<T>(alone).is_err().then(|| k.clone())
-    })
-}
 
 /// Sizes far beyond any model this engine can hold are refused by name before any arithmetic
 /// on them can overflow.

@@ -2,12 +2,10 @@
 //! The CLI, the wasm API and the tests all sample through `run`; editing runs (start from a noised
 //! image, keep a masked region, run the ODE backwards) are new plans and step hooks, not new loops.
 
-pub mod any;
 pub mod cpu;
 pub mod options;
 pub mod plan;
 
-pub use any::{AnyEngine, EngineChoice};
 pub use cpu::{CpuEngine, ReferenceEngine};
 pub use options::{ClassLabels, GivenNoise, RunOptions};
 pub use plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};

@@ -175,14 +175,14 @@ impl SchedulerConfig {
         // lambda_min_clipped): read such tokens as strings.
         let text = quote_python_floats(text);
         let value: serde_json::Value =
-            crate::model::config::parse_json(&text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+            crate::json::parse_json(&text).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         Self::from_value(value)
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
         let keys = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let raw: RawSchedulerConfig =
-            crate::model::config::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+            crate::json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         let refuse = |field: &str, why: &str| Err(Error::Scheduler(format!("`{field}`: {why} is not implemented")));
         for (field, on) in [
             ("use_exponential_sigmas", raw.use_exponential_sigmas),

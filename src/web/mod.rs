@@ -19,11 +19,12 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::engines::EngineChoice;
 use crate::event_loop::sleep_ms;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::reference::profile::now_ms;
-use crate::run::{self, CpuEngine, Engine, EngineChoice, Flow, Phase, RunPlan, StepInfo, View};
+use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 pub use bench::benchmark_config;
 use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};

@@ -4,9 +4,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use ddim_webgpu::engines::AnyEngine;
 use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::gpu::GpuDevice;
-use ddim_webgpu::run::{AnyEngine, CpuEngine};
+use ddim_webgpu::run::CpuEngine;
 use ddim_webgpu::Tensor;
 use safetensors::{Dtype, SafeTensors};
 

@@ -1,9 +1,10 @@
-//! The engine a command runs on (`--engine`, a `run::EngineChoice`), made.
+//! The engine a command runs on (`--engine`, an `engines::EngineChoice`), made.
 
+use ddim_webgpu::engines::{AnyEngine, EngineChoice};
 use ddim_webgpu::fast::FastOps;
 use ddim_webgpu::gpu::engine::GpuEngine;
 use ddim_webgpu::gpu::GpuDevice;
-use ddim_webgpu::run::{AnyEngine, CpuEngine, EngineChoice};
+use ddim_webgpu::run::CpuEngine;
 use ddim_webgpu::{Model, Result};
 
 use crate::CommonArgs;

@@ -14,7 +14,8 @@ use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::run::options::{Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
 use std::str::FromStr;
 
-use ddim_webgpu::run::{self, ClassLabels, Engine, EngineChoice, Flow, GivenNoise, RunOptions, StepInfo, View};
+use ddim_webgpu::engines::EngineChoice;
+use ddim_webgpu::run::{self, ClassLabels, Engine, Flow, GivenNoise, RunOptions, StepInfo, View};
 use ddim_webgpu::sampler::SamplerKind;
 use ddim_webgpu::{Error, Model, Result, Tensor};
 

@@ -1,12 +1,13 @@
 //! Which engine runs a U-Net, as its users name it (the CLI's `--engine`, the web API's `engine`),
-//! and `AnyEngine`, the one an `EngineChoice` made, chosen at run time.
+//! and `AnyEngine`, the one an `EngineChoice` made, chosen at run time. Above `run` and `gpu`
+//! (it names the engines of both), below the CLI and `web`.
 
 use std::fmt;
 use std::str::FromStr;
 
-use super::{CpuEngine, Engine, ReferenceEngine, RunPlan, View};
 use crate::error::{Error, Result};
 use crate::gpu::engine::GpuEngine;
+use crate::run::{CpuEngine, Engine, ReferenceEngine, RunPlan, View};
 use crate::Tensor;
 
 /// An engine by name: `gpu` (alias `webgpu`), `cpu` (the fast CPU engine; in the browser one Web
