@@ -4,7 +4,8 @@
 //! between two starting noises. Each is reduced to the one fused update (`StepCoeffs`) plus
 //! scalars the run layer applies on the host.
 
-use super::schedule::{betas, PredictionType, SamplerKind, Schedule, Step, StepCoeffs, TimestepSpacing};
+use super::kind::SamplerKind;
+use super::schedule::{betas, PredictionType, Schedule, Step, StepCoeffs, TimestepSpacing};
 use super::solvers::arange_down;
 use crate::error::{Error, Result};
 

@@ -2,11 +2,13 @@
 //! arrays (`scheduler`), and seeded noise (`rng`). The sampling loop itself is `crate::run`.
 
 mod editing;
+mod kind;
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;
 mod solvers;
 
 pub use editing::{slerp, slerp_frames, Img2Img, RePaintStep};
-pub use schedule::{BetaSchedule, PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
+pub use kind::SamplerKind;
+pub use schedule::{BetaSchedule, PredictionType, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing, VarianceType};
 pub use scheduler::{Scheduler, SchedulerOutput};

@@ -2,7 +2,8 @@
 //! `from_config(json)`, `set_timesteps(n)`, `timesteps()`, `step(...)`, `add_noise(...)`.
 //! It is the same `Schedule` and step rule the engines use (one fused update per step).
 
-use super::schedule::{SamplerKind, Schedule, SchedulerConfig, Step};
+use super::kind::SamplerKind;
+use super::schedule::{Schedule, SchedulerConfig, Step};
 use crate::error::{Error, Result};
 
 /// `DDIMScheduler` (or `DDPMScheduler`, by `_class_name`) with diffusers' semantics.

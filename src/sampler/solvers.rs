@@ -5,7 +5,8 @@
 //! `set_timesteps` bit for bit (numpy in f64 over torch's f32 alphas_cumprod, stored as f32); the
 //! update coefficients are computed in f64 from those f32 sigmas.
 
-use super::schedule::{PredictionType, SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing};
+use super::kind::SamplerKind;
+use super::schedule::{PredictionType, Schedule, SchedulerConfig, Step, StepCoeffs, TimestepSpacing};
 use crate::error::{Error, Result};
 
 impl SchedulerConfig {
