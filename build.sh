@@ -225,7 +225,6 @@ suite_table() {
         printf '%-50s %5d\n' total "$SECONDS"
     } >&2
 }
-has_npm_script() { node -e 'process.exit(require("./package.json").scripts?.[process.argv[1]] ? 0 : 1)' "$1"; }
 
 cmd_test() {
     TEST_TMP=$(mktemp -d)
@@ -233,11 +232,11 @@ cmd_test() {
     suite "install: apt, cargo install, npm ci" install_test_tools
     suite "lint: cargo fmt --check, clippy (native, wasm)" lint
     suite "build scripts (node --test tests/build/)" node --test tests/build/
-    if compgen -G 'tests/bench/*.test.mjs' >/dev/null; then suite "bench scripts (node --test tests/bench/)" node --test tests/bench/; fi
+    suite "bench scripts (node --test tests/bench/)" node --test tests/bench/
     suite "native (cargo test, wgpu on lavapipe)" cargo test
     suite "build (./build.sh)" cmd_build
     # After the build: the widget's JS is then also checked against the glue's real declarations.
-    if has_npm_script typecheck; then suite "typecheck: www/widget (tsc --checkJs)" npm run -s typecheck; fi
+    suite "typecheck: www/widget (tsc --checkJs)" npm run -s typecheck
     suite "wasm in headless Chromium (SwiftShader)" wasm_test chrome --test web
     # The relaxed-SIMD build's fused GEMM against diffusers, in its own target dir as in cmd_build.
     RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
