@@ -1,6 +1,9 @@
 // timestep_embedding: diffusers get_timestep_embedding: freq_k = exp(−ln(10000)·k/(half − shift)),
 //   out[n] = [sin(t·freq), cos(t·freq)] (halves swapped when flip_sin_to_cos).
-// Bindings: 0 t [N] (read); 1 out [N, dim] (rw); 2 params. Workgroup: 64, one (n, k) pair each.
+// fourier: GaussianFourierProjection (log, no flip): out[n] = [sin(a), cos(a)], a_j = log(t)·w_j·2·π,
+//   dim = 2·len(w) (the score-SDE models' time_proj).
+// Bindings: 0 t [N] (read); 1 out [N, dim] (rw); 2 params; 3 w [dim / 2] (read, `fourier` only).
+// Workgroup: 64, one (n, k) pair each.
 // sin/cos are computed after an explicit Cody-Waite range reduction and short polynomials, because
 // WGSL only promises 2^-11 absolute accuracy for sin/cos, and t·freq reaches ~1000 radians.
 
@@ -9,6 +12,7 @@ struct Params { n: u32, dim: u32, flip: u32, shift: f32 }
 @group(0) @binding(0) var<storage, read> t: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(3) var<storage, read> w: array<f32>;
 
 // Returns (sin a, cos a).
 fn sincos(a: f32) -> vec2<f32> {
@@ -46,4 +50,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (k == 0u && (p.dim & 1u) == 1u) {
         out[n * p.dim + p.dim - 1u] = 0.0;
     }
+}
+
+@compute @workgroup_size(64)
+fn fourier(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let half = p.dim / 2u;
+    if (gid.x >= p.n * half) {
+        return;
+    }
+    let k = gid.x % half;
+    let n = gid.x / half;
+    // torch's order: ((log t · w) · 2) · π, each rounded to f32.
+    let sc = sincos(((log(t[n]) * w[k]) * 2.0) * 3.14159265358979);
+    out[n * p.dim + k] = sc.x;
+    out[n * p.dim + half + k] = sc.y;
 }

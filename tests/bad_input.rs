@@ -101,12 +101,18 @@ fn integer_dtype_missing_key_and_wrong_shape() {
 fn unsupported_configs_name_the_field() {
     for (field, value) in [
         ("norm_num_groups", serde_json::json!(5)),
-        ("act_fn", serde_json::json!("gelu")),
-        ("time_embedding_type", serde_json::json!("fourier")),
-        ("resnet_time_scale_shift", serde_json::json!("scale_shift")),
+        ("act_fn", serde_json::json!("tanh")),
+        ("time_embedding_type", serde_json::json!("adm")),
+        ("time_embedding_type", serde_json::json!("learned")), // without num_train_timesteps
+        ("resnet_time_scale_shift", serde_json::json!("spatial")),
+        ("downsample_type", serde_json::json!("fir")),
+        ("upsample_type", serde_json::json!("fir")),
+        ("class_embed_type", serde_json::json!("identity")),
+        ("dropout", serde_json::json!(1.5)),
+        ("norm_num_groups", serde_json::Value::Null), // DownBlock2D needs it: only the Skip blocks do without
         ("down_block_types", serde_json::json!(["DownBlock2D", "CrossAttnDownBlock2D", "AttnDownBlock2D"])),
         ("sample_size", serde_json::json!(10)),
-        ("class_embed_type", serde_json::json!("timestep")),
+        ("class_embed_type", serde_json::json!("timestep")), // without num_class_embeds
         ("mid_block_type", serde_json::json!("UNetMidBlock2DCrossAttn")),
         ("attention_head_dim", serde_json::json!(64)),
     ] {
@@ -115,6 +121,37 @@ fn unsupported_configs_name_the_field() {
     }
     let e = err(Model::from_bytes("{not json", &[], None));
     assert!(matches!(e, Error::Config(_)), "{e}");
+    // The Skip blocks' image path is 3 channels in diffusers: another count is refused by name.
+    let e = err(with_config(|v| {
+        v["in_channels"] = serde_json::json!(4);
+        v["down_block_types"] = serde_json::json!(["SkipDownBlock2D", "AttnSkipDownBlock2D", "SkipDownBlock2D"]);
+    }));
+    assert!(e.to_string().contains("in_channels") && e.to_string().contains("Skip"), "{e}");
+    // AttnSkipUpBlock2D's groups (32, as diffusers computes them) must divide its channels.
+    let e = err(with_config(|v| v["up_block_types"] = serde_json::json!(["AttnSkipUpBlock2D", "AttnUpBlock2D", "UpBlock2D"])));
+    assert!(e.to_string().contains("up_blocks.0") && e.to_string().contains("groups"), "{e}");
+}
+
+/// A Fourier (VE) model reads log σ and a learned table integer rows: timesteps that are not such
+/// are refused by the forward and by a run's plan, naming the timestep.
+#[test]
+fn timesteps_a_time_embedding_cannot_read_are_refused() {
+    let fourier = Model::load_dir(&fixtures().join("models/ncsnpp_like")).unwrap();
+    let x = Tensor::zeros(vec![1, 3, 16, 16]);
+    let e = err(ddim_webgpu::reference::forward(&fourier, &x, &[0.0], None));
+    assert!(e.to_string().contains("timestep 0") && e.to_string().contains("Fourier"), "{e}");
+    // DDIM ends at t = 0: log 0 is not a σ.
+    let e = err(ddim_webgpu::run::RunOptions::new().steps(3).plan(&fourier));
+    assert!(e.to_string().contains("Fourier") && e.to_string().contains("ddim"), "{e}");
+    let learned = Model::load_dir(&fixtures().join("models/learned_mish")).unwrap();
+    let x = Tensor::zeros(vec![1, 1, 8, 8]);
+    for t in [2.5, 1000.0, -1.0] {
+        let e = err(ddim_webgpu::reference::forward(&learned, &x, &[t], Some(&[1])));
+        assert!(e.to_string().contains("learned"), "{t}: {e}");
+    }
+    // Euler's timesteps lie between integers: refused for a learned table.
+    let e = err(ddim_webgpu::run::RunOptions::new().sampler(ddim_webgpu::sampler::SamplerKind::Euler).steps(7).plan(&learned));
+    assert!(e.to_string().contains("learned") && e.to_string().contains("euler"), "{e}");
 }
 
 #[test]

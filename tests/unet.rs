@@ -8,7 +8,20 @@ use common::*;
 use ddim_webgpu::gpu::unet::GpuUNet;
 use ddim_webgpu::Model;
 
-const MODELS: &[&str] = &["tiny_attn", "cifar_like", "class_f16", "no_mid_attn"];
+/// The first four: the options the bundled model's family uses; the rest: score-SDE NCSN++
+/// (Fourier, Skip blocks, FIR), consistency models (resnet resamplers, AdaGN, no mid-attention
+/// norm), learned time embeddings, "timestep" class embeddings and the other act_fn values.
+const MODELS: &[&str] = &[
+    "tiny_attn",
+    "cifar_like",
+    "class_f16",
+    "no_mid_attn",
+    "ncsnpp_like",
+    "cm_like",
+    "learned_mish",
+    "gelu_timestep_class",
+    "relu_up_resnet",
+];
 
 fn case(name: &str) -> (Model, ddim_webgpu::Tensor, Vec<f32>, Option<Vec<u32>>, ddim_webgpu::Tensor) {
     let dir = fixtures().join("models").join(name);

@@ -60,31 +60,56 @@ async fn scheduler_step_kernel_matches_cpu_in_the_browser() {
     op_cases::scheduler_step_gpu_vs_cpu(gpu().await, &model).await.unwrap();
 }
 
-#[wasm_bindgen_test]
-async fn fixture_unet_matches_diffusers_in_the_browser() {
-    let model = Model::from_bytes(
-        include_str!("fixtures/models/class_f16/config.json"),
-        include_bytes!("fixtures/models/class_f16/diffusion_pytorch_model.safetensors"),
-        None,
-    )
-    .unwrap();
-    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/models/class_f16/io.safetensors")).unwrap();
-    let get = |n: &str| -> Vec<f32> {
-        let v = st.tensor(n).unwrap();
-        match v.dtype() {
-            safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            _ => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-        }
+/// (name, config.json, weights, io.safetensors) of a fixture model, compiled in.
+macro_rules! fixture_model {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("fixtures/models/", $name, "/config.json")),
+            &include_bytes!(concat!("fixtures/models/", $name, "/diffusion_pytorch_model.safetensors"))[..],
+            &include_bytes!(concat!("fixtures/models/", $name, "/io.safetensors"))[..],
+        )
     };
-    let shape = |n: &str| st.tensor(n).unwrap().shape().to_vec();
-    let sample = Tensor { shape: shape("sample"), data: get("sample") };
-    let want = Tensor { shape: shape("out"), data: get("out") };
-    let labels: Vec<u32> = get("class_labels").iter().map(|&v| v as u32).collect();
-    let t = get("timestep");
-    let got = GpuUNet::new(gpu().await, &model).unwrap().forward(&sample, &t, Some(&labels)).await.unwrap();
-    check_close("fixture U-Net (browser gpu vs diffusers)", &got, &want, 1e-4, 1.0).unwrap();
-    let cpu = ddim_webgpu::reference::forward(&model, &sample, &t, Some(&labels)).unwrap();
-    check_close("fixture U-Net (wasm cpu vs diffusers)", &cpu, &want, 1e-4, 1.0).unwrap();
+}
+
+/// Every fixture model of tests/unet.rs but the two largest (whose options the others cover) on
+/// WebGPU and both CPU engines in wasm, against diffusers.
+#[wasm_bindgen_test]
+async fn fixture_unets_match_diffusers_in_the_browser() {
+    let models = [
+        fixture_model!("class_f16"),
+        fixture_model!("no_mid_attn"),
+        fixture_model!("ncsnpp_like"),
+        fixture_model!("cm_like"),
+        fixture_model!("learned_mish"),
+        fixture_model!("gelu_timestep_class"),
+        fixture_model!("relu_up_resnet"),
+    ];
+    let mut failures = Vec::new();
+    for (name, config, weights, io) in models {
+        let model = Model::from_bytes(config, weights, None).unwrap();
+        let st = safetensors::SafeTensors::deserialize(io).unwrap();
+        let get = |n: &str| -> Option<Vec<f32>> {
+            let v = st.tensor(n).ok()?;
+            Some(match v.dtype() {
+                safetensors::Dtype::F32 => v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                _ => v.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            })
+        };
+        let shape = |n: &str| st.tensor(n).unwrap().shape().to_vec();
+        let sample = Tensor { shape: shape("sample"), data: get("sample").unwrap() };
+        let want = Tensor { shape: shape("out"), data: get("out").unwrap() };
+        let labels: Option<Vec<u32>> = get("class_labels").map(|l| l.iter().map(|&v| v as u32).collect());
+        let t = get("timestep").unwrap();
+        let got = GpuUNet::new(gpu().await, &model).unwrap().forward(&sample, &t, labels.as_deref()).await.unwrap();
+        failures.extend(check_close(&format!("{name} (browser gpu vs diffusers)"), &got, &want, 1e-4, 1.0).err());
+        let cpu = ddim_webgpu::reference::forward(&model, &sample, &t, labels.as_deref()).unwrap();
+        failures.extend(check_close(&format!("{name} (wasm reference vs diffusers)"), &cpu, &want, 1e-4, 1.0).err());
+        let mut ops = ddim_webgpu::fast::FastOps::new(&model);
+        let fast = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &sample, &t, labels.as_deref()).unwrap();
+        failures.extend(check_close(&format!("{name} (wasm fast cpu vs diffusers)"), &fast, &want, 1e-4, 1.0).err());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[wasm_bindgen_test]

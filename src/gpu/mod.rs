@@ -34,12 +34,17 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ),
     ("group_norm", include_str!("../../shaders/group_norm.wgsl"), &["stats", "combine", "apply"]),
     ("linear", include_str!("../../shaders/linear.wgsl"), &["main"]),
-    ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main"]),
+    ("timestep_embedding", include_str!("../../shaders/timestep_embedding.wgsl"), &["main", "fourier"]),
     ("class_embedding", include_str!("../../shaders/class_embedding.wgsl"), &["main"]),
     ("affine", include_str!("../../shaders/affine.wgsl"), &["main"]),
     ("concat_channels", include_str!("../../shaders/concat_channels.wgsl"), &["main"]),
     ("attention", include_str!("../../shaders/attention.wgsl"), &["scores", "softmax", "apply"]),
     ("scheduler_step", include_str!("../../shaders/scheduler_step.wgsl"), &["main"]),
+    ("upfirdn2d", include_str!("../../shaders/upfirdn2d.wgsl"), &["main"]),
+    ("activation", include_str!("../../shaders/activation.wgsl"), &["main", "film"]),
+    ("embedding", include_str!("../../shaders/embedding.wgsl"), &["main"]),
+    ("add", include_str!("../../shaders/add.wgsl"), &["main"]),
+    ("divide_by_timestep", include_str!("../../shaders/divide_by_timestep.wgsl"), &["main"]),
 ];
 
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.

@@ -19,6 +19,9 @@ pub struct RecordedForward {
     pub timesteps: GpuTensor,
     pub labels: Option<GpuTensor>,
     pub out: GpuTensor,
+    /// Labels go through `time_proj` (class_embed_type "timestep"), so the kernels read them as
+    /// f32 values; a class table reads u32 indices.
+    labels_as_values: bool,
     dispatches: Vec<Dispatch>,
 }
 
@@ -63,7 +66,8 @@ impl RecordedForward {
         let finished = pool.borrow_mut().finish(plan);
         let (out, dispatches) = recorded?;
         finished?;
-        Ok(RecordedForward { batch, sample, timesteps, labels, out, dispatches })
+        let labels_as_values = cfg.class_embedding == Some(crate::model::config::ClassEmbedding::Timestep);
+        Ok(RecordedForward { batch, sample, timesteps, labels, out, labels_as_values, dispatches })
     }
 
     pub fn dispatch_count(&self) -> usize {
@@ -84,7 +88,13 @@ impl RecordedForward {
     pub fn write_conditioning(&self, gpu: &GpuDevice, timesteps: &[f32], labels: Option<&[u32]>) {
         gpu.queue.write_buffer(self.timesteps.buffer(), 0, bytemuck::cast_slice(timesteps));
         if let (Some(buf), Some(l)) = (&self.labels, labels) {
-            gpu.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(l));
+            match self.labels_as_values {
+                true => {
+                    let values: Vec<f32> = l.iter().map(|&v| v as f32).collect();
+                    gpu.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(&values));
+                }
+                false => gpu.queue.write_buffer(buf.buffer(), 0, bytemuck::cast_slice(l)),
+            }
         }
     }
 }
@@ -123,7 +133,7 @@ impl GpuUNet {
     /// One forward with a readback (tests, `ddim forward`): `sample` [N,C,H,W], one timestep and
     /// (class-conditional models) one label per item.
     pub async fn forward(&mut self, sample: &Tensor, timesteps: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
-        let n = crate::model::unet::check_sample(&self.config, &sample.shape, timesteps.len(), labels)?;
+        let n = crate::model::unet::check_sample(&self.config, &sample.shape, timesteps, labels)?;
         let prog = self.recording(n, sample.shape[2], sample.shape[3]).await?;
         self.gpu.queue.write_buffer(prog.sample.buffer(), 0, bytemuck::cast_slice(&sample.data));
         prog.write_conditioning(&self.gpu, timesteps, labels);

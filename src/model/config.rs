@@ -9,11 +9,86 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::json::{from_value, parse_json};
 
-/// The block kinds of `down_block_types` / `up_block_types` that are implemented.
+/// The block kinds of `down_block_types` / `up_block_types` that are implemented, by their
+/// diffusers names without the direction (`DownBlock2D`/`UpBlock2D` is `Plain`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockKind {
+    /// DownBlock2D / UpBlock2D: resnets, then a conv resampler.
     Plain,
+    /// AttnDownBlock2D / AttnUpBlock2D: an attention after each resnet; the resampler follows
+    /// `downsample_type` / `upsample_type`.
     Attn,
+    /// ResnetDownsampleBlock2D / ResnetUpsampleBlock2D: resnets, then a resampling resnet.
+    Resnet,
+    /// SkipDownBlock2D / SkipUpBlock2D (score-SDE NCSN++): FIR resampling and a skip path of images.
+    Skip,
+    /// AttnSkipDownBlock2D / AttnSkipUpBlock2D.
+    AttnSkip,
+}
+
+impl BlockKind {
+    pub fn has_attention(self) -> bool {
+        matches!(self, BlockKind::Attn | BlockKind::AttnSkip)
+    }
+
+    pub fn is_skip(self) -> bool {
+        matches!(self, BlockKind::Skip | BlockKind::AttnSkip)
+    }
+}
+
+/// `time_embedding_type`: how the timestep becomes the vector the time MLP reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeEmbedding {
+    /// `Timesteps`: sinusoidal, `block_out_channels[0]` wide.
+    Positional,
+    /// `GaussianFourierProjection` of log t (score-SDE): sin and cos, 2·`block_out_channels[0]`
+    /// wide; the model's output is divided by t (a VE model's σ).
+    Fourier,
+    /// `nn.Embedding(num_train_timesteps, block_out_channels[0])`: one learned row per integer timestep.
+    Learned { num_train_timesteps: usize },
+}
+
+/// How class labels enter the time embedding (`class_embed_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassEmbedding {
+    /// `class_embed_type: null` with `num_class_embeds`: an `nn.Embedding` table.
+    Table,
+    /// `class_embed_type: "timestep"`: the label goes through `time_proj` and its own MLP.
+    Timestep,
+}
+
+/// `act_fn`: the resnets' nonlinearity (diffusers' `get_activation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    Mish,
+    /// nn.GELU(): the exact (erf) form.
+    Gelu,
+    Relu,
+}
+
+impl Activation {
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "silu" | "swish" => Activation::Silu,
+            "mish" => Activation::Mish,
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            _ => return Err(Error::unsupported("act_fn", name, "expected silu, swish, mish, gelu or relu (diffusers' get_activation)")),
+        })
+    }
+
+    /// The code kernels read (`shaders/activation.wgsl`).
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// `downsample_type` / `upsample_type` of the attention blocks: a conv or a resampling resnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resampler {
+    Conv,
+    Resnet,
 }
 
 /// A validated UNet2DModel configuration with diffusers' defaults filled in.
@@ -25,6 +100,14 @@ pub struct UNetConfig {
     pub center_input_sample: bool,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f32,
+    pub time_embedding: TimeEmbedding,
+    pub class_embedding: Option<ClassEmbedding>,
+    pub act_fn: Activation,
+    /// `resnet_time_scale_shift: "scale_shift"`: the time embedding scales and shifts the
+    /// normalised activations (AdaGN) instead of being added before the norm.
+    pub time_scale_shift: bool,
+    pub downsample_type: Resampler,
+    pub upsample_type: Resampler,
     pub down_blocks: Vec<BlockKind>,
     pub up_blocks: Vec<BlockKind>,
     pub mid_block: bool,
@@ -33,10 +116,13 @@ pub struct UNetConfig {
     pub mid_block_scale_factor: f32,
     pub downsample_padding: usize,
     pub attention_head_dim: Option<usize>,
-    pub norm_num_groups: usize,
+    /// None (`norm_num_groups: null`, the Skip blocks of NCSN++): each norm takes min(channels / 4, 32).
+    pub norm_num_groups: Option<usize>,
     pub attn_norm_num_groups: Option<usize>,
     pub norm_eps: f32,
     pub add_attention: bool,
+    /// The labels the model accepts (0..k): `num_class_embeds`, also for `class_embed_type:
+    /// "timestep"` (where it states the range the labels were trained on).
     pub num_class_embeds: Option<usize>,
     pub time_embed_dim: usize,
 }
@@ -93,6 +179,9 @@ struct RawConfig {
     add_attention: bool,
     class_embed_type: Option<String>,
     num_class_embeds: Option<usize>,
+    num_train_timesteps: Option<usize>,
+    #[serde(default)]
+    dropout: f64,
 }
 
 fn three() -> usize {
@@ -217,49 +306,92 @@ impl RawConfig {
                 return Err(Error::unsupported("_class_name", name, "only UNet2DModel is implemented"));
             }
         }
-        let check = |field: &str, value: &str, want: &str, why: &str| -> Result<()> {
-            if value != want {
-                Err(Error::unsupported(field, value, why))
-            } else {
-                Ok(())
-            }
+        let ch = &self.block_out_channels;
+        if ch.is_empty() || ch.contains(&0) {
+            return Err(Error::unsupported("block_out_channels", format!("{ch:?}"), "needs at least one non-zero entry"));
+        }
+        let time_embedding = match self.time_embedding_type.as_str() {
+            "positional" => TimeEmbedding::Positional,
+            "fourier" => TimeEmbedding::Fourier,
+            "learned" => match self.num_train_timesteps {
+                Some(t) if t > 0 => TimeEmbedding::Learned { num_train_timesteps: bounded("num_train_timesteps", t, 1 << 20)? },
+                _ => return Err(Error::Config("time_embedding_type \"learned\" needs num_train_timesteps (the rows of its table)".into())),
+            },
+            other => return Err(Error::unsupported("time_embedding_type", other, "expected positional, fourier or learned")),
         };
-        check("time_embedding_type", &self.time_embedding_type, "positional", "only positional embeddings are implemented")?;
-        check("act_fn", &self.act_fn, "silu", "only silu is implemented")?;
-        check("resnet_time_scale_shift", &self.resnet_time_scale_shift, "default", "only the additive time embedding is implemented")?;
-        check("downsample_type", &self.downsample_type, "conv", "only conv downsampling is implemented")?;
-        check("upsample_type", &self.upsample_type, "conv", "only conv upsampling is implemented")?;
-        if let Some(t) = &self.class_embed_type {
-            return Err(Error::unsupported("class_embed_type", t, "only the nn.Embedding class table (null) is implemented"));
+        let class_embedding = match (self.class_embed_type.as_deref(), self.num_class_embeds) {
+            (None, None) => None,
+            (None, Some(_)) => Some(ClassEmbedding::Table),
+            (Some("timestep"), Some(_)) => Some(ClassEmbedding::Timestep),
+            (Some("timestep"), None) => {
+                return Err(Error::unsupported(
+                    "class_embed_type",
+                    "timestep",
+                    "needs num_class_embeds too, stating how many labels the model takes (diffusers does not read it for this type; \
+                     add it to config.json)",
+                ))
+            }
+            (Some("identity"), _) => {
+                return Err(Error::unsupported(
+                    "class_embed_type",
+                    "identity",
+                    "its class labels are embedding vectors of time_embed_dim floats, which this engine's integer labels cannot carry",
+                ))
+            }
+            (Some(other), _) => return Err(Error::unsupported("class_embed_type", other, "expected null, timestep or identity")),
+        };
+        let act_fn = Activation::parse(&self.act_fn)?;
+        let time_scale_shift = match self.resnet_time_scale_shift.as_str() {
+            "default" => false,
+            "scale_shift" => true,
+            other => return Err(Error::unsupported("resnet_time_scale_shift", other, "expected default or scale_shift")),
+        };
+        let resampler = |field: &str, v: &str| match v {
+            "conv" => Ok(Resampler::Conv),
+            "resnet" => Ok(Resampler::Resnet),
+            other => Err(Error::unsupported(field, other, "expected conv or resnet")),
+        };
+        let downsample_type = resampler("downsample_type", &self.downsample_type)?;
+        let upsample_type = resampler("upsample_type", &self.upsample_type)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::unsupported("dropout", self.dropout, "must be in [0, 1) (it is ignored at inference)"));
         }
         if let Some(d) = self.time_embedding_dim {
-            return Err(Error::unsupported("time_embedding_dim", d, "only the default 4 x block_out_channels[0] is implemented"));
+            bounded("time_embedding_dim", d, 1 << 16)?;
+            if d == 0 {
+                return Err(Error::unsupported("time_embedding_dim", 0, "must be positive or null"));
+            }
         }
         let mid_block = match self.mid_block_type.as_deref() {
             None => false,
             Some("UNetMidBlock2D") => true,
             Some(other) => return Err(Error::unsupported("mid_block_type", other, "only UNetMidBlock2D or null")),
         };
-        let kinds = |field: &str, names: &[String], plain: &str, attn: &str| -> Result<Vec<BlockKind>> {
+        let kinds = |field: &str, names: &[String], dir: &str| -> Result<Vec<BlockKind>> {
             names
                 .iter()
                 .map(|n| {
-                    if n == plain {
-                        Ok(BlockKind::Plain)
-                    } else if n == attn {
-                        Ok(BlockKind::Attn)
-                    } else {
-                        Err(Error::unsupported(field, n, &format!("only {plain} and {attn} are implemented")))
-                    }
+                    // get_down_block / get_up_block strip a "UNetRes" prefix.
+                    let bare = n.strip_prefix("UNetRes").unwrap_or(n);
+                    let kind = match bare.strip_suffix("Block2D") {
+                        Some(k) if k == dir => BlockKind::Plain,
+                        Some(k) if k == format!("Attn{dir}") => BlockKind::Attn,
+                        Some(k) if k == format!("Resnet{dir}sample") => BlockKind::Resnet,
+                        Some(k) if k == format!("Skip{dir}") => BlockKind::Skip,
+                        Some(k) if k == format!("AttnSkip{dir}") => BlockKind::AttnSkip,
+                        _ => {
+                            let why = format!(
+                                "implemented: {dir}Block2D, Attn{dir}Block2D, Resnet{dir}sampleBlock2D, Skip{dir}Block2D, AttnSkip{dir}Block2D"
+                            );
+                            return Err(Error::unsupported(field, n, &why));
+                        }
+                    };
+                    Ok(kind)
                 })
                 .collect()
         };
-        let down_blocks = kinds("down_block_types", &self.down_block_types, "DownBlock2D", "AttnDownBlock2D")?;
-        let up_blocks = kinds("up_block_types", &self.up_block_types, "UpBlock2D", "AttnUpBlock2D")?;
-        let ch = &self.block_out_channels;
-        if ch.is_empty() || ch.contains(&0) {
-            return Err(Error::unsupported("block_out_channels", format!("{ch:?}"), "needs at least one non-zero entry"));
-        }
+        let down_blocks = kinds("down_block_types", &self.down_block_types, "Down")?;
+        let up_blocks = kinds("up_block_types", &self.up_block_types, "Up")?;
         if down_blocks.len() != ch.len() || up_blocks.len() != ch.len() {
             return Err(Error::Config(format!(
                 "block_out_channels has {} entries but down_block_types {} and up_block_types {}",
@@ -274,16 +406,37 @@ impl RawConfig {
         if self.in_channels == 0 || self.out_channels == 0 {
             return Err(Error::Config("in_channels and out_channels must be positive".into()));
         }
-        let norm_num_groups = self.norm_num_groups.unwrap_or_else(|| (ch[0] / 4).min(32));
-        if norm_num_groups == 0 {
+        if self.norm_num_groups == Some(0) {
             return Err(Error::unsupported("norm_num_groups", 0, "needs at least one group"));
         }
-        for &c in ch {
-            if c % norm_num_groups != 0 {
+        // The Skip blocks' image path has 3 channels in diffusers (Conv2d(3, …) and Conv2d(…, 3)).
+        if down_blocks.iter().any(|k| k.is_skip()) && self.in_channels != 3 {
+            return Err(Error::unsupported(
+                "in_channels",
+                self.in_channels,
+                "the Skip down blocks read a 3-channel image (diffusers' skip_conv)",
+            ));
+        }
+        if up_blocks.iter().any(|k| k.is_skip()) && self.out_channels != 3 {
+            return Err(Error::unsupported(
+                "out_channels",
+                self.out_channels,
+                "the Skip up blocks write a 3-channel image (diffusers' skip_conv)",
+            ));
+        }
+        if self.norm_num_groups.is_none() {
+            if let Some((field, kind)) = down_blocks
+                .iter()
+                .map(|k| ("down_block_types", k))
+                .chain(up_blocks.iter().map(|k| ("up_block_types", k)))
+                .find(|(_, k)| !k.is_skip())
+            {
                 return Err(Error::unsupported(
                     "norm_num_groups",
-                    norm_num_groups,
-                    &format!("block_out_channels entry {c} is not divisible by it"),
+                    "null",
+                    &format!(
+                        "only the Skip blocks choose their own groups; {field} has a {kind:?} block (diffusers cannot build it either)"
+                    ),
                 ));
             }
         }
@@ -326,6 +479,12 @@ impl RawConfig {
             center_input_sample: self.center_input_sample,
             flip_sin_to_cos: self.flip_sin_to_cos,
             freq_shift: self.freq_shift as f32,
+            time_embedding,
+            class_embedding,
+            act_fn,
+            time_scale_shift,
+            downsample_type,
+            upsample_type,
             down_blocks,
             up_blocks,
             mid_block,
@@ -334,28 +493,19 @@ impl RawConfig {
             mid_block_scale_factor: self.mid_block_scale_factor as f32,
             downsample_padding: self.downsample_padding,
             attention_head_dim: self.attention_head_dim,
-            norm_num_groups,
+            norm_num_groups: self.norm_num_groups,
             attn_norm_num_groups: self.attn_norm_num_groups,
             norm_eps: self.norm_eps as f32,
             add_attention: self.add_attention,
             num_class_embeds: self.num_class_embeds,
-            time_embed_dim: ch[0] * 4,
+            time_embed_dim: self.time_embedding_dim.unwrap_or(ch[0] * 4),
         };
         if let Some((h, w)) = cfg.sample_size {
             cfg.check_input_size(h, w).map_err(|_| {
                 Error::unsupported("sample_size", format!("{h}x{w}"), &format!("does not halve cleanly {} times", cfg.levels() - 1))
             })?;
         }
-        for (level, &kind) in cfg.down_blocks.iter().chain(cfg.up_blocks.iter()).enumerate() {
-            let c = if level < ch.len() { ch[level] } else { ch[ch.len() - 1 - (level - ch.len())] };
-            if kind == BlockKind::Attn && cfg.attention_heads(c).0 == 0 {
-                return Err(Error::unsupported(
-                    "attention_head_dim",
-                    cfg.attention_head_dim.unwrap_or(0),
-                    &format!("larger than the {c} channels of an attention block"),
-                ));
-            }
-        }
+        cfg.check_blocks()?;
         Ok(cfg)
     }
 }

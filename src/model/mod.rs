@@ -1,5 +1,6 @@
 //! The model: config, weights, and the U-Net forward written once over any `UNetOps`.
 
+pub mod blocks;
 pub mod config;
 pub mod unet;
 pub mod weights;

@@ -1,8 +1,8 @@
 //! `UNet2DModel.forward`, written once over a `UNetOps` (CPU reference or GPU recorder).
 //! It reads like diffusers' `unet_2d.py`, `unet_2d_blocks.py`, `resnet.py` and `attention_processor.py`.
 
-use super::config::{BlockKind, UNetConfig};
-use super::weights::up_block_channels;
+use super::blocks::{AttentionSpec, Downsampler, Resample, ResnetSpec, Upsampler};
+use super::config::{Activation, ClassEmbedding, TimeEmbedding, UNetConfig};
 use crate::error::Result;
 
 /// How a conv2d reads its input: stride, zero padding (top, left, bottom, right), and whether the
@@ -127,6 +127,21 @@ pub trait UNetOps {
     fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
     /// softmax(q_hᵀ k_h / √d) applied to v_h per head, on [N, heads*d, L] laid out as NCHW.
     fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T>;
+    /// diffusers' `upfirdn2d_native` with the separable kernel k⊗k (already scaled): zeros
+    /// inserted to upsample by `up`, `pad` = (before, after) zeros on both axes, correlation with
+    /// the flipped kernel, every `down`-th output kept. FIR and plain resampling are all this.
+    fn upfirdn2d(&mut self, x: &Self::T, k: &[f32], up: usize, down: usize, pad: [usize; 2]) -> Result<Self::T>;
+    /// act(x·(1 + scale[n, c]) + shift[n, c]) where `film` [N, 2C] holds (scale, shift) (a
+    /// resnet's AdaGN, `time_embedding_norm: "scale_shift"`); act(x) without it.
+    fn activation(&mut self, x: &Self::T, act: Activation, film: Option<&Self::T>) -> Result<Self::T>;
+    /// `GaussianFourierProjection` (log, no flip): [sin, cos] of 2π·log(t)·w, t [N] → [N, 2·len(w)].
+    fn fourier_embedding(&mut self, t: &Self::T, w: &Self::T) -> Result<Self::T>;
+    /// `nn.Embedding`: rows of `table` [K, D] at the (integer) values of `index` [N].
+    fn embedding(&mut self, table: &Self::T, index: &Self::T) -> Result<Self::T>;
+    /// a + b, elementwise (same shapes).
+    fn add(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T>;
+    /// x[n] / t[n]: a Fourier (score-SDE) model's output divided by its σ.
+    fn divide_by_timestep(&mut self, x: &Self::T, t: &Self::T) -> Result<Self::T>;
 }
 
 /// `UNet2DModel.forward(sample, timestep, class_labels).sample`.
@@ -137,102 +152,177 @@ pub fn unet_forward<B: UNetOps>(b: &mut B, cfg: &UNetConfig, sample: &B::T, time
         x = b.affine(&x, 2.0, -1.0)?;
     }
     let emb = time_embedding(b, cfg, timesteps, class_labels)?;
+    // The Skip blocks' image path starts as the (centred) sample.
+    let mut skip_image = cfg.down_blocks.iter().any(|k| k.is_skip()).then(|| x.clone());
 
-    x = conv(b, "conv_in", &x, ConvSpec::SAME3)?;
+    x = conv(b, "conv_in", &x, ConvSpec::SAME3, None)?;
     let mut skips = vec![x.clone()];
-    let levels = cfg.levels();
-    for (i, &kind) in cfg.down_blocks.iter().enumerate() {
-        for j in 0..cfg.layers_per_block {
-            x = resnet(b, cfg, &format!("down_blocks.{i}.resnets.{j}"), vec![x], &emb, 1.0)?;
-            if kind == BlockKind::Attn {
-                x = attention(b, cfg, &format!("down_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
+    for block in cfg.down_blocks() {
+        for (r, a) in block.resnets.iter().zip(&block.attentions) {
+            x = resnet_block(b, r, vec![x], &emb)?;
+            if let Some(a) = a {
+                x = attention_block(b, a, &x)?;
             }
             skips.push(x.clone());
         }
-        if i + 1 < levels {
-            // Downsample2D: padding 0 means diffusers' F.pad(x, (0, 1, 0, 1)) before a stride-2 conv.
-            let p = cfg.downsample_padding;
-            let spec = ConvSpec { stride: 2, pad: [p, p, 1, 1], upsample: false };
-            x = conv(b, &format!("down_blocks.{i}.downsamplers.0.conv"), &x, spec)?;
-            skips.push(x.clone());
+        match &block.sampler {
+            None => continue,
+            Some(Downsampler::Conv { prefix, pad }) => {
+                // Downsample2D: padding 0 means diffusers' F.pad(x, (0, 1, 0, 1)) before a stride-2 conv.
+                let spec = ConvSpec { stride: 2, pad: [*pad, *pad, 1, 1], upsample: false };
+                x = conv(b, prefix, &x, spec, None)?;
+            }
+            Some(Downsampler::Resnet(r)) => x = resnet_block(b, r, vec![x], &emb)?,
+            Some(Downsampler::Skip { resnet, skip_conv }) => {
+                let h = resnet_block(b, resnet, vec![x], &emb)?;
+                let image = skip_image.take().expect("a Skip block has the image path");
+                let image = resample(b, &image, Resample::Down { fir: true })?;
+                x = conv(b, skip_conv, &image, ConvSpec::POINTWISE, Some(&h))?;
+                skip_image = Some(image);
+            }
         }
+        skips.push(x.clone());
     }
 
-    if cfg.mid_block {
-        let scale = cfg.mid_block_scale_factor;
-        x = resnet(b, cfg, "mid_block.resnets.0", vec![x], &emb, scale)?;
-        if cfg.add_attention {
-            let groups = cfg.attn_norm_num_groups.unwrap_or(cfg.norm_num_groups);
-            x = attention(b, cfg, "mid_block.attentions.0", &x, groups, scale)?;
+    if let Some(mid) = cfg.mid() {
+        x = resnet_block(b, &mid.resnets[0], vec![x], &emb)?;
+        if let Some(a) = &mid.attention {
+            x = attention_block(b, a, &x)?;
         }
-        x = resnet(b, cfg, "mid_block.resnets.1", vec![x], &emb, scale)?;
+        x = resnet_block(b, &mid.resnets[1], vec![x], &emb)?;
     }
 
-    for (i, up) in up_block_channels(cfg).into_iter().enumerate() {
-        for j in 0..up.resnet_inputs.len() {
+    let mut skip_image: Option<B::T> = None;
+    for block in cfg.up_blocks() {
+        for (r, a) in block.resnets.iter().zip(&block.attentions) {
             let skip = skips.pop().expect("one skip per up-block resnet, by construction");
             let parts = b.channel_parts(x, skip)?;
-            x = resnet(b, cfg, &format!("up_blocks.{i}.resnets.{j}"), parts, &emb, 1.0)?;
-            if cfg.up_blocks[i] == BlockKind::Attn {
-                x = attention(b, cfg, &format!("up_blocks.{i}.attentions.{j}"), &x, cfg.norm_num_groups, 1.0)?;
+            x = resnet_block(b, r, parts, &emb)?;
+            if let Some(a) = a {
+                x = attention_block(b, a, &x)?;
             }
         }
-        if i + 1 < levels {
-            let spec = ConvSpec { upsample: true, ..ConvSpec::SAME3 };
-            x = conv(b, &format!("up_blocks.{i}.upsamplers.0.conv"), &x, spec)?;
+        if block.kind.is_skip() {
+            skip_image = skip_image.map(|s| resample(b, &s, Resample::Up { fir: true })).transpose()?;
+        }
+        match &block.sampler {
+            None => {}
+            Some(Upsampler::Conv { prefix }) => x = conv(b, prefix, &x, ConvSpec { upsample: true, ..ConvSpec::SAME3 }, None)?,
+            Some(Upsampler::Resnet(r)) => x = resnet_block(b, r, vec![x], &emb)?,
+            Some(Upsampler::Skip { resnet, skip_norm, skip_groups, skip_conv }) => {
+                let (g, beta) = (b.weight(&format!("{skip_norm}.weight"))?, b.weight(&format!("{skip_norm}.bias"))?);
+                let norm = GroupNorm { gamma: &g, beta: &beta, groups: *skip_groups, eps: cfg.norm_eps };
+                let (w, bias) = (b.weight(&format!("{skip_conv}.weight"))?, b.weight(&format!("{skip_conv}.bias"))?);
+                let conv = ConvArgs { residual: skip_image.as_ref(), ..ConvArgs::new(&w, &bias, ConvSpec::SAME3) };
+                skip_image = Some(b.norm_silu_conv2d(std::slice::from_ref(&x), norm, conv)?);
+                x = resnet_block(b, resnet, vec![x], &emb)?;
+            }
         }
     }
 
     let (g, beta) = (b.weight("conv_norm_out.weight")?, b.weight("conv_norm_out.bias")?);
-    let norm = GroupNorm { gamma: &g, beta: &beta, groups: cfg.norm_num_groups, eps: cfg.norm_eps };
+    let norm = GroupNorm { gamma: &g, beta: &beta, groups: cfg.out_groups(), eps: cfg.norm_eps };
     let (w, bias) = (b.weight("conv_out.weight")?, b.weight("conv_out.bias")?);
-    b.norm_silu_conv2d(&[x], norm, ConvArgs::new(&w, &bias, ConvSpec::SAME3))
-}
-
-/// Timesteps(positional) → TimestepEmbedding(linear_1, silu, linear_2) (+ class embedding).
-fn time_embedding<B: UNetOps>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Option<&B::T>) -> Result<B::T> {
-    let t_emb = b.timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift)?;
-    let (w1, b1) = (b.weight("time_embedding.linear_1.weight")?, b.weight("time_embedding.linear_1.bias")?);
-    let (w2, b2) = (b.weight("time_embedding.linear_2.weight")?, b.weight("time_embedding.linear_2.bias")?);
-    let h = b.linear(&t_emb, &w1, &b1, false, true)?;
-    let emb = b.linear(&h, &w2, &b2, false, false)?;
-    // Inputs were validated by `check_sample`; this only refuses a pairing it would get wrong.
-    match (cfg.num_class_embeds, labels) {
-        (Some(_), Some(labels)) => {
-            let table = b.weight("class_embedding.weight")?;
-            b.class_embedding_add(&emb, &table, labels)
-        }
-        (None, None) => Ok(emb),
-        _ => Err(crate::Error::Input("class labels must be given exactly when the model has num_class_embeds".into())),
+    let out = b.norm_silu_conv2d(&[x], norm, ConvArgs { residual: skip_image.as_ref(), ..ConvArgs::new(&w, &bias, ConvSpec::SAME3) })?;
+    match cfg.time_embedding {
+        TimeEmbedding::Fourier => b.divide_by_timestep(&out, timesteps),
+        _ => Ok(out),
     }
 }
 
-fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec) -> Result<B::T> {
+/// `time_proj`: the timestep (or a label, for class_embed_type "timestep") as a vector.
+fn time_proj<B: UNetOps>(b: &mut B, cfg: &UNetConfig, t: &B::T) -> Result<B::T> {
+    match cfg.time_embedding {
+        TimeEmbedding::Positional => b.timestep_embedding(t, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift),
+        // UNet2DModel builds GaussianFourierProjection without flip_sin_to_cos: [sin, cos].
+        TimeEmbedding::Fourier => b.fourier_embedding(t, &b.weight("time_proj.weight")?),
+        TimeEmbedding::Learned { .. } => b.embedding(&b.weight("time_proj.weight")?, t),
+    }
+}
+
+/// `TimestepEmbedding` under `prefix`: linear_1, SiLU, linear_2.
+fn timestep_mlp<B: UNetOps>(b: &mut B, prefix: &str, x: &B::T) -> Result<B::T> {
+    let w = |b: &B, n: &str| b.weight(&format!("{prefix}.{n}"));
+    let h = b.linear(x, &w(b, "linear_1.weight")?, &w(b, "linear_1.bias")?, false, true)?;
+    b.linear(&h, &w(b, "linear_2.weight")?, &w(b, "linear_2.bias")?, false, false)
+}
+
+/// time_proj → TimestepEmbedding (+ the class embedding).
+fn time_embedding<B: UNetOps>(b: &mut B, cfg: &UNetConfig, t: &B::T, labels: Option<&B::T>) -> Result<B::T> {
+    let t_emb = time_proj(b, cfg, t)?;
+    let emb = timestep_mlp(b, "time_embedding", &t_emb)?;
+    // Inputs were validated by `check_sample`; this only refuses a pairing it would get wrong.
+    match (cfg.class_embedding, labels) {
+        (Some(ClassEmbedding::Table), Some(labels)) => {
+            let table = b.weight("class_embedding.weight")?;
+            b.class_embedding_add(&emb, &table, labels)
+        }
+        (Some(ClassEmbedding::Timestep), Some(labels)) => {
+            let c = time_proj(b, cfg, labels)?;
+            let c = timestep_mlp(b, "class_embedding", &c)?;
+            b.add(&emb, &c)
+        }
+        (None, None) => Ok(emb),
+        _ => Err(crate::Error::Input("class labels must be given exactly when the model has a class embedding".into())),
+    }
+}
+
+fn conv<B: UNetOps>(b: &mut B, name: &str, x: &B::T, spec: ConvSpec, residual: Option<&B::T>) -> Result<B::T> {
     let (w, bias) = (b.weight(&format!("{name}.weight"))?, b.weight(&format!("{name}.bias"))?);
-    b.conv2d(x, ConvArgs::new(&w, &bias, spec))
+    b.conv2d(x, ConvArgs { residual, ..ConvArgs::new(&w, &bias, spec) })
 }
 
-/// ResnetBlock2D (time_scale_shift "default"):
-/// h = conv1(silu(norm1(x))) + time_emb_proj(silu(temb)); h = conv2(silu(norm2(h)));
-/// out = (shortcut(x) + h) / output_scale_factor.
-fn resnet<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: Vec<B::T>, temb: &B::T, scale: f32) -> Result<B::T> {
-    resnet_block(b, p, x, temb, cfg.norm_num_groups, cfg.norm_eps, scale)
+/// A resnet's resampling as an `upfirdn2d`: avg_pool2d(2), nearest ×2, or the FIR filter
+/// [1, 3, 3, 1] of `downsample_2d` / `upsample_2d` (normalised; ×4 gain when upsampling).
+pub fn resample<B: UNetOps>(b: &mut B, x: &B::T, how: Resample) -> Result<B::T> {
+    const FIR: [f32; 4] = [0.125, 0.375, 0.375, 0.125];
+    const FIR_UP: [f32; 4] = [0.25, 0.75, 0.75, 0.25];
+    match how {
+        Resample::None => Ok(x.clone()),
+        Resample::Down { fir: false } => b.upfirdn2d(x, &[0.5, 0.5], 1, 2, [0, 0]),
+        Resample::Down { fir: true } => b.upfirdn2d(x, &FIR, 1, 2, [1, 1]),
+        Resample::Up { fir: false } => b.upfirdn2d(x, &[1.0, 1.0], 2, 1, [1, 0]),
+        Resample::Up { fir: true } => b.upfirdn2d(x, &FIR_UP, 2, 1, [2, 1]),
+    }
 }
 
-/// ResnetBlock2D with weights under prefix `p` on the concatenation of the channel parts `x` (one
-/// part, or an up block's `channel_parts`). It takes `x` over, so `x` (in up blocks the largest
-/// activation alive) is freed once the shortcut has read it.
-pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: Vec<B::T>, temb: &B::T, groups: usize, eps: f32, scale: f32) -> Result<B::T> {
-    let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
+/// ResnetBlock2D on the concatenation of the channel parts `x` (one part, or an up block's
+/// `channel_parts`):
+/// h = conv1(resample(act(norm1(x)))) [+ time_emb_proj(act(temb))]; h = act(norm2(h)) [· (1 + scale) + shift];
+/// out = (shortcut(resample(x)) + conv2(h)) / output_scale_factor.
+/// It takes `x` over, so `x` (in up blocks the largest activation alive) is freed once the
+/// shortcut has read it.
+pub fn resnet_block<B: UNetOps>(b: &mut B, r: &ResnetSpec, x: Vec<B::T>, temb: &B::T) -> Result<B::T> {
+    let w = |b: &B, n: &str| b.weight(&format!("{}.{n}", r.prefix));
+    let silu = r.act == Activation::Silu;
     // Each intermediate is dropped as soon as its consumer is recorded (`drop`, not shadowing, which
     // would keep it to the end of the block): activation memory is what is alive at once.
-    let t = b.linear(temb, &w(b, "time_emb_proj.weight")?, &w(b, "time_emb_proj.bias")?, true, false)?;
+    let (pw, pb) = (w(b, "time_emb_proj.weight")?, w(b, "time_emb_proj.bias")?);
+    let t = match silu {
+        true => b.linear(temb, &pw, &pb, true, false)?,
+        false => {
+            let a = b.activation(temb, r.act, None)?;
+            b.linear(&a, &pw, &pb, false, false)?
+        }
+    };
     let (g1, b1) = (w(b, "norm1.weight")?, w(b, "norm1.bias")?);
-    let norm1 = GroupNorm { gamma: &g1, beta: &b1, groups, eps };
-    let (w1, b1) = (w(b, "conv1.weight")?, w(b, "conv1.bias")?);
-    let h = b.norm_silu_conv2d(&x, norm1, ConvArgs { chan_add: Some(&t), ..ConvArgs::new(&w1, &b1, ConvSpec::SAME3) })?;
-    drop(t);
-    let shortcut = if b.weight(&format!("{p}.conv_shortcut.weight")).is_ok() {
+    let norm1 = GroupNorm { gamma: &g1, beta: &b1, groups: r.groups, eps: r.eps };
+    let (w1, c1) = (w(b, "conv1.weight")?, w(b, "conv1.bias")?);
+    // "default": the projected embedding is added to conv1's output (before norm2).
+    let conv1 = ConvArgs { chan_add: (!r.scale_shift).then_some(&t), ..ConvArgs::new(&w1, &c1, ConvSpec::SAME3) };
+    let (h, x) = if r.resample == Resample::None && silu {
+        (b.norm_silu_conv2d(&x, norm1, conv1)?, x)
+    } else {
+        let xc = b.cat(&x)?;
+        drop(x);
+        let n = b.group_norm(&xc, norm1.gamma, norm1.beta, r.groups, r.eps, silu)?;
+        let a = if silu { n } else { b.activation(&n, r.act, None)? };
+        let a = resample(b, &a, r.resample)?;
+        let xs = resample(b, &xc, r.resample)?;
+        drop(xc);
+        (b.conv2d(&a, conv1)?, vec![xs])
+    };
+    let shortcut = if r.shortcut {
         let (ws, bs) = (w(b, "conv_shortcut.weight")?, w(b, "conv_shortcut.bias")?);
         b.conv2d_parts(&x, ConvArgs::new(&ws, &bs, ConvSpec::POINTWISE))?
     } else {
@@ -240,35 +330,28 @@ pub fn resnet_block<B: UNetOps>(b: &mut B, p: &str, x: Vec<B::T>, temb: &B::T, g
     };
     drop(x);
     let (g2, b2) = (w(b, "norm2.weight")?, w(b, "norm2.bias")?);
-    let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups, eps };
-    let (w2, b2) = (w(b, "conv2.weight")?, w(b, "conv2.bias")?);
-    let conv2 = ConvArgs { residual: Some(&shortcut), out_scale: scale, ..ConvArgs::new(&w2, &b2, ConvSpec::SAME3) };
-    b.norm_silu_conv2d(&[h], norm2, conv2)
+    let (w2, c2) = (w(b, "conv2.weight")?, w(b, "conv2.bias")?);
+    let conv2 = ConvArgs { residual: Some(&shortcut), out_scale: r.scale, ..ConvArgs::new(&w2, &c2, ConvSpec::SAME3) };
+    if silu && !r.scale_shift {
+        let norm2 = GroupNorm { gamma: &g2, beta: &b2, groups: r.groups_out, eps: r.eps };
+        return b.norm_silu_conv2d(&[h], norm2, conv2);
+    }
+    let n = b.group_norm(&h, &g2, &b2, r.groups_out, r.eps, false)?;
+    drop(h);
+    let a = b.activation(&n, r.act, r.scale_shift.then_some(&t))?;
+    drop(n);
+    b.conv2d(&a, conv2)
 }
 
-/// Attention(residual_connection=True) with AttnProcessor: group_norm → to_q/to_k/to_v →
+/// Attention(residual_connection=True) with AttnProcessor: [group_norm →] to_q/to_k/to_v →
 /// softmax(qkᵀ/√d)·v per head → to_out → + residual → / rescale_output_factor.
 /// The projections are Linear layers over channels, i.e. 1x1 convs on the NCHW tensor.
-fn attention<B: UNetOps>(b: &mut B, cfg: &UNetConfig, p: &str, x: &B::T, groups: usize, rescale: f32) -> Result<B::T> {
-    let [_, c, _, _] = b.dims(x);
-    let (heads, dim_head) = cfg.attention_heads(c);
-    attention_block(b, p, x, heads, dim_head, groups, cfg.norm_eps, rescale)
-}
-
-/// The attention block with weights under prefix `p`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention_block<B: UNetOps>(
-    b: &mut B,
-    p: &str,
-    x: &B::T,
-    heads: usize,
-    dim_head: usize,
-    groups: usize,
-    eps: f32,
-    rescale: f32,
-) -> Result<B::T> {
-    let w = |b: &B, n: &str| b.weight(&format!("{p}.{n}"));
-    let h = b.group_norm(x, &w(b, "group_norm.weight")?, &w(b, "group_norm.bias")?, groups, eps, false)?;
+pub fn attention_block<B: UNetOps>(b: &mut B, a: &AttentionSpec, x: &B::T) -> Result<B::T> {
+    let w = |b: &B, n: &str| b.weight(&format!("{}.{n}", a.prefix));
+    let h = match a.groups {
+        Some(groups) => b.group_norm(x, &w(b, "group_norm.weight")?, &w(b, "group_norm.bias")?, groups, a.eps, false)?,
+        None => x.clone(),
+    };
     let project = |b: &mut B, x: &B::T, name: &str, residual: Option<&B::T>, out_scale: f32| {
         let (weight, bias) = (w(b, &format!("{name}.weight"))?, w(b, &format!("{name}.bias"))?);
         b.conv2d(x, ConvArgs { residual, out_scale, ..ConvArgs::new(&weight, &bias, ConvSpec::POINTWISE) })
@@ -277,13 +360,13 @@ pub fn attention_block<B: UNetOps>(
     let k = project(b, &h, "to_k", None, 1.0)?;
     let v = project(b, &h, "to_v", None, 1.0)?;
     drop(h);
-    let a = b.attention(&q, &k, &v, heads, dim_head)?;
+    let o = b.attention(&q, &k, &v, a.heads, a.dim_head)?;
     drop((q, k, v));
-    project(b, &a, "to_out.0", Some(x), rescale)
+    project(b, &o, "to_out.0", Some(x), a.rescale)
 }
 
 /// Validates a forward's inputs against the config; returns the batch size.
-pub fn check_sample(cfg: &UNetConfig, shape: &[usize], n_timesteps: usize, labels: Option<&[u32]>) -> Result<usize> {
+pub fn check_sample(cfg: &UNetConfig, shape: &[usize], timesteps: &[f32], labels: Option<&[u32]>) -> Result<usize> {
     use crate::Error;
     let [n, c, h, w] = match shape {
         &[n, c, h, w] => [n, c, h, w],
@@ -296,9 +379,10 @@ pub fn check_sample(cfg: &UNetConfig, shape: &[usize], n_timesteps: usize, label
         return Err(Error::Input(format!("sample has {c} channels, the model's in_channels is {}", cfg.in_channels)));
     }
     cfg.check_input_size(h, w)?;
-    if n_timesteps != n {
-        return Err(Error::Input(format!("{n_timesteps} timesteps for a batch of {n}")));
+    if timesteps.len() != n {
+        return Err(Error::Input(format!("{} timesteps for a batch of {n}", timesteps.len())));
     }
+    cfg.check_timesteps(timesteps)?;
     match (cfg.num_class_embeds, labels) {
         (Some(k), Some(l)) => {
             if l.len() != n {
@@ -315,4 +399,29 @@ pub fn check_sample(cfg: &UNetConfig, shape: &[usize], n_timesteps: usize, label
         (None, None) => {}
     }
     Ok(n)
+}
+
+impl UNetConfig {
+    /// The timesteps this model's time embedding can read: a Fourier model takes log t (t > 0,
+    /// its σ), a learned table an integer row.
+    pub fn check_timesteps(&self, timesteps: &[f32]) -> Result<()> {
+        use crate::Error;
+        match self.time_embedding {
+            TimeEmbedding::Positional => Ok(()),
+            TimeEmbedding::Fourier => match timesteps.iter().find(|t| !(**t > 0.0 && t.is_finite())) {
+                Some(t) => {
+                    Err(Error::Input(format!("timestep {t}: a Fourier time embedding (score-SDE) reads log t, so t must be a positive σ")))
+                }
+                None => Ok(()),
+            },
+            TimeEmbedding::Learned { num_train_timesteps } => {
+                match timesteps.iter().find(|t| t.fract() != 0.0 || **t < 0.0 || **t >= num_train_timesteps as f32) {
+                    Some(t) => Err(Error::Input(format!(
+                        "timestep {t}: a learned time embedding has one row per integer timestep 0..{num_train_timesteps}"
+                    ))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
 }

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::config::{BlockKind, UNetConfig};
+use super::blocks::{AttentionSpec, Downsampler, ResnetSpec, Upsampler};
+use super::config::{ClassEmbedding, TimeEmbedding, UNetConfig};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 
@@ -287,54 +288,86 @@ pub fn expected_shapes(cfg: &UNetConfig) -> Vec<(String, Vec<usize>)> {
     let mut out = Vec::new();
     let ch = &cfg.block_out_channels;
     let t = cfg.time_embed_dim;
-    let conv = |out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize, k: usize| {
-        out.push((format!("{name}.weight"), vec![o, i, k, k]));
-        out.push((format!("{name}.bias"), vec![o]));
-    };
     conv(&mut out, "conv_in", ch[0], cfg.in_channels, 3);
-    vec_pair(&mut out, "time_embedding.linear_1", t, ch[0]);
+    let t_in = match cfg.time_embedding {
+        TimeEmbedding::Positional => ch[0],
+        TimeEmbedding::Fourier => {
+            out.push(("time_proj.weight".into(), vec![ch[0]]));
+            2 * ch[0]
+        }
+        TimeEmbedding::Learned { num_train_timesteps } => {
+            out.push(("time_proj.weight".into(), vec![num_train_timesteps, ch[0]]));
+            ch[0]
+        }
+    };
+    vec_pair(&mut out, "time_embedding.linear_1", t, t_in);
     vec_pair(&mut out, "time_embedding.linear_2", t, t);
-    if let Some(n) = cfg.num_class_embeds {
-        out.push(("class_embedding.weight".into(), vec![n, t]));
+    match (cfg.class_embedding, cfg.num_class_embeds) {
+        (Some(ClassEmbedding::Table), Some(n)) => out.push(("class_embedding.weight".into(), vec![n, t])),
+        (Some(ClassEmbedding::Timestep), _) => {
+            vec_pair(&mut out, "class_embedding.linear_1", t, t_in);
+            vec_pair(&mut out, "class_embedding.linear_2", t, t);
+        }
+        _ => {}
     }
-    let mut c_out = ch[0];
-    for (i, &kind) in cfg.down_blocks.iter().enumerate() {
-        let c_in = c_out;
-        c_out = ch[i];
-        for j in 0..cfg.layers_per_block {
-            let p = format!("down_blocks.{i}.resnets.{j}");
-            resnet_shapes(&mut out, &p, if j == 0 { c_in } else { c_out }, c_out, t);
-            if kind == BlockKind::Attn {
-                attention_shapes(&mut out, &format!("down_blocks.{i}.attentions.{j}"), c_out, cfg);
+    for block in cfg.down_blocks() {
+        for (r, a) in block.resnets.iter().zip(&block.attentions) {
+            resnet_shapes(&mut out, r, t);
+            if let Some(a) = a {
+                attention_shapes(&mut out, a);
             }
         }
-        if i + 1 < ch.len() {
-            conv(&mut out, &format!("down_blocks.{i}.downsamplers.0.conv"), c_out, c_out, 3);
-        }
-    }
-    let c_mid = ch[ch.len() - 1];
-    if cfg.mid_block {
-        resnet_shapes(&mut out, "mid_block.resnets.0", c_mid, c_mid, t);
-        if cfg.add_attention {
-            attention_shapes(&mut out, "mid_block.attentions.0", c_mid, cfg);
-        }
-        resnet_shapes(&mut out, "mid_block.resnets.1", c_mid, c_mid, t);
-    }
-    for (i, up) in up_block_channels(cfg).into_iter().enumerate() {
-        for (j, &(c_in, c_skip)) in up.resnet_inputs.iter().enumerate() {
-            resnet_shapes(&mut out, &format!("up_blocks.{i}.resnets.{j}"), c_in + c_skip, up.out, t);
-            if cfg.up_blocks[i] == BlockKind::Attn {
-                attention_shapes(&mut out, &format!("up_blocks.{i}.attentions.{j}"), up.out, cfg);
+        match &block.sampler {
+            None => {}
+            Some(Downsampler::Conv { prefix, .. }) => {
+                let c = block.resnets[0].c_out;
+                conv(&mut out, prefix, c, c, 3);
+            }
+            Some(Downsampler::Resnet(r)) => resnet_shapes(&mut out, r, t),
+            Some(Downsampler::Skip { resnet, skip_conv }) => {
+                resnet_shapes(&mut out, resnet, t);
+                conv(&mut out, skip_conv, resnet.c_out, 3, 1);
             }
         }
-        if i + 1 < ch.len() {
-            conv(&mut out, &format!("up_blocks.{i}.upsamplers.0.conv"), up.out, up.out, 3);
+    }
+    if let Some(mid) = cfg.mid() {
+        resnet_shapes(&mut out, &mid.resnets[0], t);
+        if let Some(a) = &mid.attention {
+            attention_shapes(&mut out, a);
+        }
+        resnet_shapes(&mut out, &mid.resnets[1], t);
+    }
+    for block in cfg.up_blocks() {
+        for (r, a) in block.resnets.iter().zip(&block.attentions) {
+            resnet_shapes(&mut out, r, t);
+            if let Some(a) = a {
+                attention_shapes(&mut out, a);
+            }
+        }
+        match &block.sampler {
+            None => {}
+            Some(Upsampler::Conv { prefix }) => {
+                let c = block.resnets[0].c_out;
+                conv(&mut out, prefix, c, c, 3);
+            }
+            Some(Upsampler::Resnet(r)) => resnet_shapes(&mut out, r, t),
+            Some(Upsampler::Skip { resnet, skip_norm, skip_conv, .. }) => {
+                out.push((format!("{skip_norm}.weight"), vec![resnet.c_out]));
+                out.push((format!("{skip_norm}.bias"), vec![resnet.c_out]));
+                conv(&mut out, skip_conv, 3, resnet.c_out, 3);
+                resnet_shapes(&mut out, resnet, t);
+            }
         }
     }
     out.push(("conv_norm_out.weight".into(), vec![ch[0]]));
     out.push(("conv_norm_out.bias".into(), vec![ch[0]]));
     conv(&mut out, "conv_out", cfg.out_channels, ch[0], 3);
     out
+}
+
+fn conv(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize, k: usize) {
+    out.push((format!("{name}.weight"), vec![o, i, k, k]));
+    out.push((format!("{name}.bias"), vec![o]));
 }
 
 /// Channel bookkeeping of one up block, as `UNet2DModel.__init__` and `UpBlock2D` compute it.
@@ -371,27 +404,28 @@ fn vec_pair(out: &mut Vec<(String, Vec<usize>)>, name: &str, o: usize, i: usize)
     out.push((format!("{name}.bias"), vec![o]));
 }
 
-fn resnet_shapes(out: &mut Vec<(String, Vec<usize>)>, p: &str, c_in: usize, c_out: usize, t: usize) {
+fn resnet_shapes(out: &mut Vec<(String, Vec<usize>)>, r: &ResnetSpec, t: usize) {
+    let (p, c_in, c_out) = (&r.prefix, r.c_in, r.c_out);
     out.push((format!("{p}.norm1.weight"), vec![c_in]));
     out.push((format!("{p}.norm1.bias"), vec![c_in]));
-    out.push((format!("{p}.conv1.weight"), vec![c_out, c_in, 3, 3]));
-    out.push((format!("{p}.conv1.bias"), vec![c_out]));
-    vec_pair(out, &format!("{p}.time_emb_proj"), c_out, t);
+    conv(out, &format!("{p}.conv1"), c_out, c_in, 3);
+    // scale_shift: the projection gives a scale and a shift per channel.
+    vec_pair(out, &format!("{p}.time_emb_proj"), if r.scale_shift { 2 * c_out } else { c_out }, t);
     out.push((format!("{p}.norm2.weight"), vec![c_out]));
     out.push((format!("{p}.norm2.bias"), vec![c_out]));
-    out.push((format!("{p}.conv2.weight"), vec![c_out, c_out, 3, 3]));
-    out.push((format!("{p}.conv2.bias"), vec![c_out]));
-    if c_in != c_out {
-        out.push((format!("{p}.conv_shortcut.weight"), vec![c_out, c_in, 1, 1]));
-        out.push((format!("{p}.conv_shortcut.bias"), vec![c_out]));
+    conv(out, &format!("{p}.conv2"), c_out, c_out, 3);
+    if r.shortcut {
+        conv(out, &format!("{p}.conv_shortcut"), c_out, c_in, 1);
     }
 }
 
-fn attention_shapes(out: &mut Vec<(String, Vec<usize>)>, p: &str, c: usize, cfg: &UNetConfig) {
-    let (heads, dim_head) = cfg.attention_heads(c);
-    let inner = heads * dim_head;
-    out.push((format!("{p}.group_norm.weight"), vec![c]));
-    out.push((format!("{p}.group_norm.bias"), vec![c]));
+fn attention_shapes(out: &mut Vec<(String, Vec<usize>)>, a: &AttentionSpec) {
+    let (p, c) = (&a.prefix, a.channels);
+    let inner = a.heads * a.dim_head;
+    if a.groups.is_some() {
+        out.push((format!("{p}.group_norm.weight"), vec![c]));
+        out.push((format!("{p}.group_norm.bias"), vec![c]));
+    }
     for proj in ["to_q", "to_k", "to_v"] {
         vec_pair(out, &format!("{p}.{proj}"), inner, c);
     }

@@ -13,8 +13,8 @@ use crate::error::{Error, Result};
 use crate::model::{ConvArgs, Model, UNetConfig, UNetOps};
 use crate::tensor::Tensor;
 
-/// The `UNetOps` methods that run the plain reference ops on host tensors: linear, embeddings,
-/// affine and concat (shared by `ReferenceOps` and `fast::FastOps`, where they are cheap).
+/// The `UNetOps` methods that run the plain reference ops on host tensors: embeddings, affine,
+/// concat, resampling, activations and the small elementwise ops (shared by `ReferenceOps` and `fast::FastOps`, where they are cheap).
 macro_rules! reference_ops {
     () => {
         fn timestep_embedding(&mut self, t: &Self::T, dim: usize, flip: bool, shift: f32) -> Result<Self::T> {
@@ -31,6 +31,30 @@ macro_rules! reference_ops {
 
         fn concat_channels(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
             Ok(std::sync::Arc::new($crate::reference::ops::concat_channels(a, b)?))
+        }
+
+        fn upfirdn2d(&mut self, x: &Self::T, k: &[f32], up: usize, down: usize, pad: [usize; 2]) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::upfirdn2d(x, k, up, down, pad)?))
+        }
+
+        fn activation(&mut self, x: &Self::T, act: $crate::model::config::Activation, film: Option<&Self::T>) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::activation(x, act, film.map(|f| &**f))?))
+        }
+
+        fn fourier_embedding(&mut self, t: &Self::T, w: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::fourier_embedding(t, w)))
+        }
+
+        fn embedding(&mut self, table: &Self::T, index: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::embedding(table, index)?))
+        }
+
+        fn add(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::add(a, b)?))
+        }
+
+        fn divide_by_timestep(&mut self, x: &Self::T, t: &Self::T) -> Result<Self::T> {
+            Ok(std::sync::Arc::new($crate::reference::ops::divide_by_timestep(x, t)?))
         }
     };
 }
@@ -118,7 +142,7 @@ pub fn forward_with<O: HostOps>(
     timesteps: &[f32],
     class_labels: Option<&[u32]>,
 ) -> Result<Tensor> {
-    crate::model::unet::check_sample(config, &sample.shape, timesteps.len(), class_labels)?;
+    crate::model::unet::check_sample(config, &sample.shape, timesteps, class_labels)?;
     ops.forward_batch(config, sample, timesteps, class_labels)
 }
 

@@ -2,6 +2,7 @@
 //! inner loops (as the kernels do) and f64 for the normalisation statistics.
 
 use crate::error::{Error, Result};
+use crate::model::config::Activation;
 use crate::model::ConvArgs;
 use crate::tensor::Tensor;
 
@@ -232,4 +233,114 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, d: usize) -> 
         }
     }
     Tensor::new(q.shape.clone(), out)
+}
+
+/// diffusers' `upfirdn2d_native(x, k⊗k, up, down, pad=(p0, p1))` on every channel: x upsampled by
+/// inserting up − 1 zeros after each sample, padded with p0 zeros before and p1 after (both
+/// axes), correlated with the flipped kernel, and every `down`-th value kept.
+pub fn upfirdn2d(x: &Tensor, k: &[f32], up: usize, down: usize, pad: [usize; 2]) -> Result<Tensor> {
+    let [n, c, h, w] = dims4(x, "upfirdn2d input")?;
+    let kn = k.len();
+    let (uh, uw) = (h * up + pad[0] + pad[1], w * up + pad[0] + pad[1]);
+    if kn == 0 || up == 0 || down == 0 || uh < kn || uw < kn {
+        return Err(Error::Input(format!("upfirdn2d: kernel of {kn} taps, up {up}, down {down}, pad {pad:?} on {h}x{w}")));
+    }
+    let (oh, ow) = ((uh - kn) / down + 1, (uw - kn) / down + 1);
+    // The value of the upsampled, padded signal at p (one axis): x[(p − p0) / up] on the grid.
+    let tap = |p: usize, len: usize| -> Option<usize> {
+        let q = p.checked_sub(pad[0])?;
+        (q % up == 0 && q / up < len).then_some(q / up)
+    };
+    let mut out = vec![0.0f32; n * c * oh * ow];
+    for (plane, src) in out.chunks_mut(oh * ow).zip(x.data.chunks(h * w)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut s = 0.0f32;
+                for i in 0..kn {
+                    let Some(iy) = tap(oy * down + i, h) else { continue };
+                    for j in 0..kn {
+                        if let Some(ix) = tap(ox * down + j, w) {
+                            s += k[kn - 1 - i] * k[kn - 1 - j] * src[iy * w + ix];
+                        }
+                    }
+                }
+                plane[oy * ow + ox] = s;
+            }
+        }
+    }
+    Tensor::new(vec![n, c, oh, ow], out)
+}
+
+/// The activations of `act_fn` (the CPU twin of `shaders/activation.wgsl`'s `act`).
+pub fn activate(act: Activation, v: f32) -> f32 {
+    match act {
+        Activation::Silu => silu(v),
+        // x · tanh(softplus(x)), softplus with torch's threshold of 20.
+        Activation::Mish => v * (if v > 20.0 { v } else { v.exp().ln_1p() }).tanh(),
+        Activation::Gelu => 0.5 * v * (1.0 + libm::erff(v * std::f32::consts::FRAC_1_SQRT_2)),
+        Activation::Relu => v.max(0.0),
+    }
+}
+
+/// act(x·(1 + film[n, c]) + film[n, C + c]) (AdaGN), or act(x) without `film`.
+pub fn activation(x: &Tensor, act: Activation, film: Option<&Tensor>) -> Result<Tensor> {
+    let [n, c, h, w] = dims4(x, "activation input")?;
+    if let Some(f) = film {
+        if f.len() != n * 2 * c {
+            return Err(Error::Input(format!("activation: scale-shift {:?} does not fit [{n}, 2·{c}]", f.shape)));
+        }
+    }
+    let mut out = x.data.clone();
+    for (i, plane) in out.chunks_mut(h * w).enumerate() {
+        let (ni, ci) = (i / c, i % c);
+        let (scale, shift) = film.map_or((0.0, 0.0), |f| (f.data[ni * 2 * c + ci], f.data[ni * 2 * c + c + ci]));
+        plane.iter_mut().for_each(|v| *v = activate(act, *v * (1.0 + scale) + shift));
+    }
+    Tensor::new(x.shape.clone(), out)
+}
+
+/// `GaussianFourierProjection(log=True, flip_sin_to_cos=False)`: [sin, cos] of log(t)·w·2·π, in
+/// f32 in torch's order of operations.
+pub fn fourier_embedding(t: &Tensor, w: &Tensor) -> Tensor {
+    let d = w.len();
+    let mut out = vec![0.0f32; t.len() * 2 * d];
+    for (row, &tv) in out.chunks_mut(2 * d).zip(&t.data) {
+        for (j, &wj) in w.data.iter().enumerate() {
+            let arg = tv.ln() * wj * 2.0 * std::f32::consts::PI;
+            row[j] = (arg as f64).sin() as f32;
+            row[d + j] = (arg as f64).cos() as f32;
+        }
+    }
+    Tensor { shape: vec![t.len(), 2 * d], data: out }
+}
+
+/// table[index[n], :] for integer-valued `index` (`nn.Embedding`).
+pub fn embedding(table: &Tensor, index: &Tensor) -> Result<Tensor> {
+    let [rows, d, ..] = dims4(table, "embedding table")?;
+    let mut out = Vec::with_capacity(index.len() * d);
+    for &v in &index.data {
+        if v < 0.0 || v.fract() != 0.0 || v as usize >= rows {
+            return Err(Error::Input(format!("embedding index {v} is not a row of the {rows}-row table")));
+        }
+        out.extend_from_slice(&table.data[v as usize * d..][..d]);
+    }
+    Tensor::new(vec![index.len(), d], out)
+}
+
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape != b.shape {
+        return Err(Error::Input(format!("add: shapes {:?} and {:?} differ", a.shape, b.shape)));
+    }
+    Tensor::new(a.shape.clone(), a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect())
+}
+
+/// x[n, …] / t[n].
+pub fn divide_by_timestep(x: &Tensor, t: &Tensor) -> Result<Tensor> {
+    let n = *x.shape.first().ok_or_else(|| Error::Input("divide_by_timestep: a scalar".into()))?;
+    if t.len() != n {
+        return Err(Error::Input(format!("divide_by_timestep: {} timesteps for a batch of {n}", t.len())));
+    }
+    let per = x.len() / n.max(1);
+    let data = x.data.chunks(per.max(1)).zip(&t.data).flat_map(|(c, &tv)| c.iter().map(move |v| v / tv)).collect();
+    Tensor::new(x.shape.clone(), data)
 }

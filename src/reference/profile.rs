@@ -113,4 +113,22 @@ impl<O: crate::reference::HostOps> crate::model::UNetOps for Profiled<O> {
     fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, h: usize, d: usize) -> Result<Self::T> {
         self.time("attention", |o| o.attention(q, k, v, h, d))
     }
+    fn upfirdn2d(&mut self, x: &Self::T, k: &[f32], up: usize, down: usize, pad: [usize; 2]) -> Result<Self::T> {
+        self.time("upfirdn2d", |o| o.upfirdn2d(x, k, up, down, pad))
+    }
+    fn activation(&mut self, x: &Self::T, act: crate::model::config::Activation, film: Option<&Self::T>) -> Result<Self::T> {
+        self.time("activation", |o| o.activation(x, act, film))
+    }
+    fn fourier_embedding(&mut self, t: &Self::T, w: &Self::T) -> Result<Self::T> {
+        self.time("embeddings", |o| o.fourier_embedding(t, w))
+    }
+    fn embedding(&mut self, table: &Self::T, index: &Self::T) -> Result<Self::T> {
+        self.time("embeddings", |o| o.embedding(table, index))
+    }
+    fn add(&mut self, a: &Self::T, b: &Self::T) -> Result<Self::T> {
+        self.time("add", |o| o.add(a, b))
+    }
+    fn divide_by_timestep(&mut self, x: &Self::T, t: &Self::T) -> Result<Self::T> {
+        self.time("affine", |o| o.divide_by_timestep(x, t))
+    }
 }

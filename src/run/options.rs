@@ -203,6 +203,10 @@ impl RunOptions {
             Some(edit) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };
         plan.check_noise()?;
+        // A Fourier (VE) model reads σ, a learned table integer rows: a sampler giving it other
+        // timesteps is refused here, not run into NaN or a wrong row.
+        let ts: Vec<f32> = plan.steps.iter().map(|s| s.t_model).collect();
+        cfg.check_timesteps(&ts).map_err(|e| Error::Input(format!("{e} (sampler {})", kind.as_str())))?;
         Ok(plan)
     }
 

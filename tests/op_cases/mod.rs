@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use ddim_webgpu::model::unet::{attention_block, resnet_block};
+use ddim_webgpu::model::blocks::{AttentionSpec, Resample, ResnetSpec};
+use ddim_webgpu::model::config::Activation;
+use ddim_webgpu::model::unet::{attention_block, resample, resnet_block};
 use ddim_webgpu::model::{ConvArgs, ConvSpec, GroupNorm, UNetOps};
 use ddim_webgpu::{Result, Tensor};
 
@@ -67,19 +69,24 @@ pub enum Op {
         d: usize,
     },
     /// diffusers' Attention block, weights under `a.`; input x.
-    AttentionBlock {
-        heads: usize,
-        dim_head: usize,
-        groups: usize,
-        eps: f32,
-        rescale: f32,
-    },
+    AttentionBlock(AttentionSpec),
     /// diffusers' ResnetBlock2D, weights under `r.`; inputs x, temb.
-    Resnet {
-        groups: usize,
-        eps: f32,
-        scale: f32,
+    Resnet(ResnetSpec),
+    /// A resnet's (or the Skip path's) resampling as `upfirdn2d`; input x.
+    Resample(Resample),
+    /// act(x) or act(x·(1 + scale) + shift); inputs x [, film].
+    Activation {
+        act: Activation,
+        film: bool,
     },
+    /// Weight `w`; input t.
+    FourierEmbedding,
+    /// Weight `table`; input index (f32 values).
+    Embedding,
+    /// Inputs a, b.
+    Add,
+    /// Inputs x, t.
+    DivideByTimestep,
 }
 
 pub struct OpCase {
@@ -96,7 +103,7 @@ pub struct OpCase {
 /// Runs one case's op on backend `b`.
 pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(n);
-    match *op {
+    match op.clone() {
         Op::Conv2d { spec, fused, out_scale } => {
             let (add, res) = if fused { (Some(&x[1]), Some(&x[2])) } else { (None, None) };
             let (weight, bias) = (w(b, "w")?, w(b, "b")?);
@@ -122,10 +129,14 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::Affine { scale, shift } => b.affine(&x[0], scale, shift),
         Op::Concat => b.concat_channels(&x[0], &x[1]),
         Op::Attention { heads, d } => b.attention(&x[0], &x[1], &x[2], heads, d),
-        Op::AttentionBlock { heads, dim_head, groups, eps, rescale } => {
-            attention_block(b, "a", &x[0], heads, dim_head, groups, eps, rescale)
-        }
-        Op::Resnet { groups, eps, scale } => resnet_block(b, "r", vec![x[0].clone()], &x[1], groups, eps, scale),
+        Op::AttentionBlock(spec) => attention_block(b, &spec, &x[0]),
+        Op::Resnet(spec) => resnet_block(b, &spec, vec![x[0].clone()], &x[1]),
+        Op::Resample(how) => resample(b, &x[0], how),
+        Op::Activation { act, film } => b.activation(&x[0], act, film.then(|| &x[1])),
+        Op::FourierEmbedding => b.fourier_embedding(&x[0], &w(b, "w")?),
+        Op::Embedding => b.embedding(&w(b, "table")?, &x[0]),
+        Op::Add => b.add(&x[0], &x[1]),
+        Op::DivideByTimestep => b.divide_by_timestep(&x[0], &x[1]),
     }
 }
 
@@ -156,6 +167,99 @@ fn conv_weights(o: usize, i: usize, k: usize, seed: u64) -> HashMap<String, Tens
 
 fn case(name: &str, op: Op, weights: HashMap<String, Tensor>, inputs: Vec<Tensor>) -> OpCase {
     OpCase { name: name.into(), op, weights, inputs, expected: None, tol: KERNEL_TOL }
+}
+
+/// A default ResnetBlock2D (SiLU, additive time embedding, no resampling) under `prefix` on `x`.
+pub fn resnet_spec(prefix: &str, x: &Tensor, c_out: usize, groups: usize, eps: f32, scale: f32) -> ResnetSpec {
+    let c_in = x.shape[1];
+    ResnetSpec {
+        prefix: prefix.into(),
+        c_in,
+        c_out,
+        groups,
+        groups_out: groups,
+        eps,
+        scale,
+        act: Activation::Silu,
+        scale_shift: false,
+        resample: Resample::None,
+        shortcut: c_in != c_out,
+    }
+}
+
+/// Weights of a ResnetBlock2D under `r.` (a shortcut when the channels change or `shortcut`).
+fn resnet_weights(r: &ResnetSpec, temb: usize, seed: u64) -> HashMap<String, Tensor> {
+    let (ci, co) = (r.c_in, r.c_out);
+    let proj = if r.scale_shift { 2 * co } else { co };
+    let mut w = vec![
+        ("norm1.weight", randn(&[ci], seed)),
+        ("norm1.bias", randn(&[ci], seed + 1)),
+        ("conv1.weight", scaled(randn(&[co, ci, 3, 3], seed + 2), 0.3)),
+        ("conv1.bias", randn(&[co], seed + 3)),
+        ("time_emb_proj.weight", scaled(randn(&[proj, temb], seed + 4), 0.3)),
+        ("time_emb_proj.bias", randn(&[proj], seed + 5)),
+        ("norm2.weight", randn(&[co], seed + 6)),
+        ("norm2.bias", randn(&[co], seed + 7)),
+        ("conv2.weight", scaled(randn(&[co, co, 3, 3], seed + 8), 0.3)),
+        ("conv2.bias", randn(&[co], seed + 9)),
+    ];
+    if r.shortcut {
+        w.push(("conv_shortcut.weight", scaled(randn(&[co, ci, 1, 1], seed + 10), 0.3)));
+        w.push(("conv_shortcut.bias", randn(&[co], seed + 11)));
+    }
+    w.into_iter().map(|(k, v)| (format!("r.{k}"), v)).collect()
+}
+
+/// The ops of issue 29's breadth (resampling, activations, AdaGN, embeddings) on odd shapes.
+fn breadth_cases() -> Vec<OpCase> {
+    let mut cases = Vec::new();
+    let resamples = [
+        ("avg_pool2d", Resample::Down { fir: false }, [2, 3, 6, 10]),
+        ("FIR downsample", Resample::Down { fir: true }, [1, 5, 7, 9]),
+        ("nearest upsample", Resample::Up { fir: false }, [2, 3, 5, 3]),
+        ("FIR upsample", Resample::Up { fir: true }, [1, 4, 3, 7]),
+    ];
+    for (i, (name, how, shape)) in resamples.into_iter().enumerate() {
+        cases.push(case(name, Op::Resample(how), HashMap::new(), vec![randn(&shape, 300 + i as u64)]));
+    }
+    for (i, act) in [Activation::Silu, Activation::Mish, Activation::Gelu, Activation::Relu].into_iter().enumerate() {
+        let x = scaled(randn(&[2, 5, 3, 7], 310 + i as u64), 4.0);
+        cases.push(case(&format!("activation {act:?}"), Op::Activation { act, film: false }, HashMap::new(), vec![x.clone()]));
+        let film = randn(&[2, 10], 320 + i as u64);
+        cases.push(case(
+            &format!("activation {act:?} after scale-shift"),
+            Op::Activation { act, film: true },
+            HashMap::new(),
+            vec![x, film],
+        ));
+    }
+    // Arguments of hundreds of radians, as NCSN++'s w = 16·N(0, 1) gives: 1.5e-4, as the
+    // positional embedding's (one ulp of the argument apart).
+    let t = Tensor { shape: vec![4], data: vec![0.01, 0.5, 1.0, 50.0] };
+    let mut c = case("fourier_embedding", Op::FourierEmbedding, named(vec![("w", scaled(randn(&[9], 330), 16.0))]), vec![t]);
+    c.tol = 1.5e-4;
+    cases.push(c);
+    let index = Tensor { shape: vec![3], data: vec![6.0, 0.0, 3.0] };
+    cases.push(case("embedding", Op::Embedding, named(vec![("table", randn(&[7, 11], 331))]), vec![index]));
+    cases.push(case("add", Op::Add, HashMap::new(), vec![randn(&[3, 13], 332), randn(&[3, 13], 333)]));
+    let t = Tensor { shape: vec![2], data: vec![0.5, 20.0] };
+    cases.push(case("divide_by_timestep", Op::DivideByTimestep, HashMap::new(), vec![randn(&[2, 3, 5, 3], 334), t]));
+    // ResnetBlock2D variants: FIR and plain resampling, AdaGN, other activations, Skip groups.
+    let resnets = [
+        ("resnet FIR down, shortcut, mish, scale-shift", [1, 8, 6, 10], 8, Resample::Down { fir: true }, Activation::Mish, true, true),
+        ("resnet FIR up, shortcut, silu", [2, 8, 3, 5], 8, Resample::Up { fir: true }, Activation::Silu, false, true),
+        ("resnet avg-pool down, scale-shift", [1, 6, 6, 4], 6, Resample::Down { fir: false }, Activation::Silu, true, false),
+        ("resnet nearest up, gelu", [2, 4, 3, 3], 4, Resample::Up { fir: false }, Activation::Gelu, false, false),
+        ("resnet 6 → 10 channels, relu, scale-shift", [2, 6, 5, 7], 10, Resample::None, Activation::Relu, true, true),
+    ];
+    for (i, (name, shape, co, resample, act, scale_shift, shortcut)) in resnets.into_iter().enumerate() {
+        let x = randn(&shape, 340 + i as u64);
+        let mut r = resnet_spec("r", &x, co, 2, 1e-6, std::f32::consts::SQRT_2);
+        (r.resample, r.act, r.scale_shift, r.shortcut, r.groups_out) = (resample, act, scale_shift, shortcut, 1);
+        let w = resnet_weights(&r, 12, 350 + 20 * i as u64);
+        cases.push(case(name, Op::Resnet(r), w, vec![x, randn(&[shape[0], 12], 345 + i as u64)]));
+    }
+    cases
 }
 
 /// Random odd shapes for every kernel (GPU vs CPU).
@@ -282,6 +386,7 @@ pub fn random_cases() -> Vec<OpCase> {
         let ins = vec![randn(&s, 110 + i as u64), randn(&s, 120 + i as u64), randn(&s, 130 + i as u64)];
         cases.push(case("attention", Op::Attention { heads, d }, HashMap::new(), ins));
     }
+    cases.extend(breadth_cases());
     cases
 }
 
@@ -352,18 +457,20 @@ pub fn fixture_cases(ops_json: &str, ops_safetensors: &[u8]) -> Vec<OpCase> {
                     vec![t["t"].clone()],
                 ),
                 "attention" => (
-                    Op::AttentionBlock {
+                    Op::AttentionBlock(AttentionSpec {
+                        prefix: "a".into(),
+                        channels: t["x"].shape[1],
                         heads: u("heads"),
                         dim_head: u("dim_head"),
-                        groups: u("groups"),
+                        groups: Some(u("groups")),
                         eps: f("eps"),
                         rescale: f("rescale"),
-                    },
+                    }),
                     prefixed("a"),
                     vec![t["x"].clone()],
                 ),
                 "resnet" => (
-                    Op::Resnet { groups: u("groups"), eps: f("eps"), scale: f("output_scale_factor") },
+                    Op::Resnet(resnet_spec("r", &t["x"], t["conv1.weight"].shape[0], u("groups"), f("eps"), f("output_scale_factor"))),
                     prefixed("r"),
                     vec![t["x"].clone(), t["temb"].clone()],
                 ),

@@ -2,21 +2,27 @@
 //! holds its kernel's `Params` struct and records its dispatches on a `GpuRecorder`. Here: the
 //! recorder's `UNetOps`, which the one U-Net forward (`model::unet_forward`) is written over.
 
+pub mod activation;
+pub mod add;
 pub mod affine;
 pub mod attention;
 pub mod class_embedding;
 pub mod concat_channels;
 pub mod conv2d;
+pub mod divide_by_timestep;
+pub mod embedding;
 pub mod group_norm;
 pub mod linear;
 pub mod matmul;
 pub mod scheduler_step;
 pub mod timestep_embedding;
+pub mod upfirdn2d;
 
 use super::params::{layout, ParamLayout};
 use super::pool::GpuTensor;
 use super::recorder::GpuRecorder;
 use crate::error::{Error, Result};
+use crate::model::config::Activation;
 use crate::model::{ConvArgs, GroupNorm, UNetOps};
 
 /// A dimension as the u32 a kernel reads.
@@ -43,6 +49,11 @@ pub fn all_layouts() -> Vec<ParamLayout> {
         layout::<matmul::MatmulParams>(),
         layout::<scheduler_step::SchedulerStepParams>(),
         layout::<super::draw::DrawParams>(),
+        layout::<upfirdn2d::Upfirdn2dParams>(),
+        layout::<activation::ActivationParams>(),
+        layout::<embedding::EmbeddingParams>(),
+        layout::<add::AddParams>(),
+        layout::<divide_by_timestep::DivideByTimestepParams>(),
     ]
 }
 
@@ -101,5 +112,29 @@ impl UNetOps for GpuRecorder<'_> {
 
     fn attention(&mut self, q: &GpuTensor, k: &GpuTensor, v: &GpuTensor, heads: usize, d: usize) -> Result<GpuTensor> {
         attention::attention(self, q, k, v, heads, d)
+    }
+
+    fn upfirdn2d(&mut self, x: &GpuTensor, k: &[f32], up: usize, down: usize, pad: [usize; 2]) -> Result<GpuTensor> {
+        upfirdn2d::upfirdn2d(self, x, k, up, down, pad)
+    }
+
+    fn activation(&mut self, x: &GpuTensor, act: Activation, film: Option<&GpuTensor>) -> Result<GpuTensor> {
+        activation::activation(self, x, act, film)
+    }
+
+    fn fourier_embedding(&mut self, t: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+        timestep_embedding::fourier_embedding(self, t, w)
+    }
+
+    fn embedding(&mut self, table: &GpuTensor, index: &GpuTensor) -> Result<GpuTensor> {
+        embedding::embedding(self, table, index)
+    }
+
+    fn add(&mut self, a: &GpuTensor, b: &GpuTensor) -> Result<GpuTensor> {
+        add::add(self, a, b)
+    }
+
+    fn divide_by_timestep(&mut self, x: &GpuTensor, t: &GpuTensor) -> Result<GpuTensor> {
+        divide_by_timestep::divide_by_timestep(self, x, t)
     }
 }

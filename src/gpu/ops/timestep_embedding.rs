@@ -22,3 +22,18 @@ pub fn timestep_embedding(r: &mut GpuRecorder, t: &GpuTensor, dim: usize, flip: 
     );
     Ok(out)
 }
+
+/// `GaussianFourierProjection` (log, no flip) of each item's t with weights `w`: [sin, cos].
+pub fn fourier_embedding(r: &mut GpuRecorder, t: &GpuTensor, w: &GpuTensor) -> Result<GpuTensor> {
+    let (n, half) = (t.len(), w.len());
+    let out = r.alloc(vec![n, 2 * half], "fourier embedding")?;
+    let params = TimestepEmbeddingParams { n: dim32(n), dim: dim32(2 * half), flip: 0, shift: 0.0 };
+    r.record(
+        "timestep_embedding.fourier",
+        &[(0, t.buffer()), (1, out.buffer()), (3, w.buffer())],
+        &params,
+        2,
+        [dim32((n * half).div_ceil(64).max(1)), 1, 1],
+    );
+    Ok(out)
+}
