@@ -130,7 +130,7 @@ copy_model() {
 # package.json is www/widget/package.json with the version from Cargo.toml and the repository from
 # `git remote get-url origin`; the script checks that the package holds every file it lists.
 package() {
-    cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
+    cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/hub.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
         www/widget/wasm.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model

@@ -7,6 +7,8 @@ pub mod error;
 pub mod event_loop;
 pub mod fast;
 pub mod gpu;
+#[cfg(all(feature = "hub", not(target_arch = "wasm32")))]
+pub mod hub;
 pub mod image_grid;
 pub mod json;
 pub mod model;

@@ -7,6 +7,10 @@ const $ = (id) => document.getElementById(id);
 const form = $('controls');
 const params = new URLSearchParams(location.search);
 const DEFAULT_MODEL = 'model/';
+// ?hubEndpoint=URL: where hf: models come from (a Hub mirror; the page's CSP must allow it).
+const hubEndpoint = params.has('hubEndpoint') ? new URL(params.get('hubEndpoint'), location.href).href : undefined;
+// The model field: a Hub id (hf:owner/name[@revision]) as it is, else a URL relative to the page.
+const modelSource = (model) => (model.startsWith('hf:') ? model : new URL(model, location.href).href);
 
 let sampler = null;      // the DiffusionSampler in use
 let samplerKey = '';     // engine + model it was built for
@@ -115,7 +119,7 @@ async function newSampler(choice, opts, prefetched) {
   }
   // ?thread=worker (or auto): the engine in a Web Worker on an OffscreenCanvas; the page's thread by default.
   const thread = params.get('thread') || 'main';
-  return createSampler({ canvas, model: new URL(opts.model, location.href).href, engine, files, onProgress, thread });
+  return createSampler({ canvas, model: modelSource(opts.model), engine, files, onProgress, thread, hubEndpoint });
 }
 
 function showModel(s) {
@@ -184,7 +188,7 @@ async function start(overrides = {}) {
   setState('starting');
   const opts = { ...readForm(), ...overrides };
   // A new model downloads while the adapter answers (both are on the first frame's path).
-  const prefetched = !userFiles && (!sampler || samplerModel !== opts.model) ? loadModel(new URL(opts.model, location.href).href, { onProgress }) : null;
+  const prefetched = !userFiles && (!sampler || samplerModel !== opts.model) ? loadModel(modelSource(opts.model), { onProgress, hubEndpoint }) : null;
   prefetched?.catch(() => {}); // reported where newSampler awaits it
   const choice = await chooseEngine(opts.engine);
   const { engine, reason } = choice;

@@ -25,6 +25,11 @@ pub struct Model {
     pub scheduler_source: String,
 }
 
+/// Said of a model (a folder or a Hub repo) whose weights are only a PyTorch pickle.
+pub const PICKLE_ONLY: &str = "only PyTorch pickle weights (diffusion_pytorch_model.bin), which this loader does not read (a \
+                               pickle can run code): convert them to safetensors, e.g. \
+                               UNet2DModel.from_pretrained(folder).save_pretrained(out, safe_serialization=True)";
+
 /// Said when a model folder has no `scheduler_config.json`.
 pub const SCHEDULER_DEFAULTS: &str = "diffusers' DDIMScheduler defaults (no scheduler_config.json)";
 
@@ -130,13 +135,9 @@ fn find_safetensors(dir: &std::path::Path) -> Result<std::path::PathBuf> {
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 if dir.join("diffusion_pytorch_model.bin").exists() => Err(Error::Io {
-            path: dir.display().to_string(),
-            msg: "only PyTorch pickle weights (diffusion_pytorch_model.bin), which this loader does not read (a pickle can run \
-                  code): convert them to safetensors, e.g. UNet2DModel.from_pretrained(folder).save_pretrained(out, \
-                  safe_serialization=True)"
-                .into(),
-        }),
+        0 if dir.join("diffusion_pytorch_model.bin").exists() => {
+            Err(Error::Io { path: dir.display().to_string(), msg: PICKLE_ONLY.into() })
+        }
         0 => Err(Error::Io { path: dir.display().to_string(), msg: "no *.safetensors weights in this folder".into() }),
         _ => Err(Error::Io {
             path: dir.display().to_string(),

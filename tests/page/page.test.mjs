@@ -6,7 +6,8 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, copyFileSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, copyFileSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { launch } from './browsers.mjs';
 
@@ -25,11 +26,24 @@ const OFFERS = {
 };
 
 let server;
+// The Hub double's repos (serve.py --hub: /hub/OWNER/NAME/resolve/main/PATH, weights behind a 302):
+// test/pipeline, the bundled model as a diffusers pipeline.
+const HUB = mkdtempSync(path.join(os.tmpdir(), 'ddim-hub-'));
+
+function makeHubRepos() {
+  const repo = path.join(HUB, 'test', 'pipeline');
+  for (const d of ['unet', 'scheduler']) mkdirSync(path.join(repo, d), { recursive: true });
+  const bundled = path.join(ROOT, 'weights', 'mnist-cond');
+  for (const f of ['config.json', 'diffusion_pytorch_model.safetensors']) copyFileSync(path.join(bundled, f), path.join(repo, 'unet', f));
+  copyFileSync(path.join(bundled, 'scheduler_config.json'), path.join(repo, 'scheduler', 'scheduler_config.json'));
+  writeFileSync(path.join(repo, 'model_index.json'), JSON.stringify({ _class_name: 'DDPMPipeline', unet: ['diffusers', 'UNet2DModel'], scheduler: ['diffusers', 'DDPMScheduler'] }));
+}
 
 before(async () => {
   mkdirSync(OUT, { recursive: true });
+  makeHubRepos();
   server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'),
-                             '--mount', `/fixtures=${path.join(ROOT, 'tests/fixtures/models')}`, '--csp'],
+                             '--mount', `/fixtures=${path.join(ROOT, 'tests/fixtures/models')}`, '--hub', `/hub=${HUB}`, '--csp'],
                  { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve, reject) => {
     server.stdout.once('data', resolve);
@@ -37,7 +51,7 @@ before(async () => {
   });
 });
 
-after(() => server?.kill());
+after(() => { server?.kill(); rmSync(HUB, { recursive: true, force: true }); });
 
 async function waitForEnd(page) {
   await page.waitFor(() => ['done', 'error'].includes(document.body.dataset.state), RUN_TIMEOUT);
@@ -228,6 +242,20 @@ for (const browserName of BROWSERS) {
       await page.screenshot(path.join(OUT, `page-${browserName}-bad-model.png`));
       assert.deepEqual((await page.errors()).filter((e) => !/no-such-model/.test(e)), []);
       await page.close();
+    });
+
+    test('an hf: pipeline repo loads through the Hub layout and its redirect; a missing repo is named', { timeout: 120_000 }, async () => {
+      const page = await browser.open('?engine=cpu&steps=2&batch=1&seed=1&model=hf:test/pipeline&hubEndpoint=/hub');
+      await waitForEnd(page);
+      assert.match(await page.text('#model-info'), /model: 1\.\d+ M parameters/);
+      // A CSP violation (the redirect leaving the allowed hosts) would be listed here.
+      assert.deepEqual(await page.errors(), []);
+      await page.close();
+      const missing = await browser.open('?engine=cpu&model=hf:test/missing&hubEndpoint=/hub');
+      await missing.waitFor(() => document.body.dataset.state === 'error', 60_000);
+      assert.match(await missing.text('#error'), /\/hub\/test\/missing\/resolve\/main\/config\.json: HTTP 404: the repo or the revision may not exist/);
+      assert.deepEqual((await missing.errors()).filter((e) => !/test\/missing|404/.test(e)), []);
+      await missing.close();
     });
 
     test('a model URL that returns HTML, or a config holding markup, is an error shown as text', { timeout: 120_000 }, async () => {

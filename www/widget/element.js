@@ -1,5 +1,6 @@
-// <ddim-sampler>: the whole product as one element. Attributes (all optional): model (folder URL;
-// the bundled model by default), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
+// <ddim-sampler>: the whole product as one element. Attributes (all optional): model (folder URL
+// or hf:owner/name[@revision]; the bundled model by default), hub-endpoint (a Hub mirror for hf:
+// ids instead of https://huggingface.co), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
 // guidance, sampler (ddim | ddpm | dpm++2m | euler | heun), view (xt | x0), autoplay. Methods: start(), stop().
 // Events: load {modelInfo, engine, reason, adapter, thread, threadReason}, progress {loaded, total, fromCache},
 // frame {step, total, timestep, phase, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
@@ -25,7 +26,7 @@ canvas { display: block; width: 100%; height: auto; image-rendering: pixelated; 
 `;
 
 export class DdimSamplerElement extends HTMLElement {
-  static observedAttributes = ['model', 'engine'];
+  static observedAttributes = ['model', 'engine', 'hub-endpoint'];
   /** @type {import('./sampler.js').Sampler | null} */
   #sampler = null;
   #samplerKey = '';
@@ -74,11 +75,11 @@ export class DdimSamplerElement extends HTMLElement {
   }
 
   attributeChangedCallback() {
-    // A new model or engine needs a new sampler at the next start.
+    // A new model, Hub endpoint or engine needs a new sampler at the next start.
     if (this.#sampler && this.#key() !== this.#samplerKey) this.stop();
   }
 
-  #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || 'bundled'}`; }
+  #key() { return `${this.getAttribute('engine') || 'auto'}|${this.getAttribute('model') || 'bundled'}|${this.getAttribute('hub-endpoint') || ''}`; }
 
   /** A part of the shadow DOM (built by the constructor). @param {string} name */
   #part(name) { return /** @type {HTMLElement} */ (/** @type {ShadowRoot} */ (this.shadowRoot).querySelector(`[part=${name}]`)); }
@@ -123,6 +124,7 @@ export class DdimSamplerElement extends HTMLElement {
     const sampler = await createSampler({
       canvas: this.#freshCanvas(),
       model: this.getAttribute('model') || DEFAULT_MODEL,
+      hubEndpoint: this.getAttribute('hub-endpoint') || undefined,
       engine: /** @type {import('./index.js').EngineRequest} */ (this.getAttribute('engine') || 'auto'), // chooseEngine checks it
       onProgress: (p) => { if (p.total) this.#bar(p.loaded / p.total); this.#emit('progress', p); },
     });

@@ -159,8 +159,14 @@ export interface Sampler {
 export interface CreateSamplerOptions {
   /** A fresh canvas (a canvas keeps the first context it is given). */
   canvas: HTMLCanvasElement;
-  /** URL of a diffusers model folder, or its files' URLs; the bundled model by default. */
+  /**
+   * URL of a diffusers model folder, its files' URLs, or a Hugging Face Hub id
+   * `hf:owner/name[@revision]` (a pipeline repo's unet/ and scheduler/ are found by themselves);
+   * the bundled model by default.
+   */
   model?: string | ModelUrls;
+  /** Where `hf:` ids are downloaded from (a Hub mirror); https://huggingface.co by default. */
+  hubEndpoint?: string;
   /** The model's bytes instead of a URL, or a promise of them (loadModel() started early, beside chooseEngine()). */
   files?: ModelFiles | Promise<ModelFiles>;
   /** What to run on, or an EngineChoice already made by chooseEngine() (no second adapter request). */
@@ -180,10 +186,30 @@ export interface ModelUrls {
   scheduler?: string;
 }
 
+/** A Hugging Face Hub model repo at a revision, as parsed from `hf:owner/name[@revision]`. */
+export interface HubId {
+  owner: string;
+  name: string;
+  /** A branch, tag or commit; "main" unless given. */
+  revision: string;
+}
+
 /** The bundled model's file URLs (resolved relative to the package). */
 export declare const DEFAULT_MODEL: Readonly<ModelUrls>;
-/** A folder URL expanded to its files (or the URLs as given). */
-export declare function modelUrls(model?: string | ModelUrls): ModelUrls;
+/** Where `hf:` ids resolve unless a `hubEndpoint` is given: https://huggingface.co. */
+export declare const HUB_ENDPOINT: string;
+/**
+ * Parses `hf:owner/name[@revision]` with huggingface_hub's repo id rules (letters, digits, `-`,
+ * `_`, `.`; no part starting or ending with `-` or `.`; no `--` or `..`); throws an Error naming
+ * the id and what is wrong.
+ */
+export declare function parseHubId(source: string): HubId;
+/**
+ * A folder URL expanded to its files, a Hub id to its resolve URLs
+ * (`{hubEndpoint}/{owner}/{name}/resolve/{revision}/config.json`, …; with `pipeline: true` the
+ * unet/ and scheduler/ files of a pipeline repo), or the URLs as given.
+ */
+export declare function modelUrls(model?: string | ModelUrls, options?: { hubEndpoint?: string; pipeline?: boolean }): ModelUrls;
 /** Loads and instantiates the wasm module on this thread, once (createSampler does it too: call it to start early). */
 export declare function ready(): Promise<unknown>;
 /**
@@ -191,8 +217,12 @@ export declare function ready(): Promise<unknown>;
  * WebGPU, no adapter, or only a fallback one). "webgpu" that cannot be met rejects, saying why.
  */
 export declare function chooseEngine(requested?: EngineRequest): Promise<EngineChoice>;
-/** A model's files (a folder URL, or one URL per file; the bundled model by default), downloaded with progress and kept in Cache Storage. */
-export declare function loadModel(model?: string | ModelUrls, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean }): Promise<ModelFiles>;
+/**
+ * A model's files (a folder URL, one URL per file, or a Hub id `hf:owner/name[@revision]`, whose
+ * model_index.json is asked for first to find a pipeline's unet/; the bundled model by default),
+ * downloaded with progress and kept in Cache Storage.
+ */
+export declare function loadModel(model?: string | ModelUrls, options?: { onProgress?: (p: LoadProgress) => void; cache?: boolean; hubEndpoint?: string }): Promise<ModelFiles>;
 /** Loads the model and builds a Sampler on `canvas` (its engine in a Web Worker where the browser allows). */
 export declare function createSampler(options: CreateSamplerOptions): Promise<Sampler>;
 /** Samplers not yet destroyed, their GPU buffers and bytes, and the page-thread wasm heap size (leak checks). */
@@ -208,9 +238,10 @@ export interface DdimSamplerEventMap {
 }
 
 /**
- * <ddim-sampler>. Attributes (all optional): model (folder URL; the bundled model by default), engine
+ * <ddim-sampler>. Attributes (all optional): model (folder URL or hf:owner/name[@revision]; the
+ * bundled model by default), hub-endpoint (a Hub mirror for hf: ids), engine
  * (an EngineRequest), steps, eta, seed, batch, label, guidance, sampler, view (as RunOptions),
- * autoplay. Changing model or engine stops the run; the next start() loads them. Removing the element stops its
+ * autoplay. Changing model, hub-endpoint or engine stops the run; the next start() loads them. Removing the element stops its
  * run and frees its GPU device or workers.
  */
 export declare class DdimSamplerElement extends HTMLElement {

@@ -3,6 +3,7 @@
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
 import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
 import { initWasm, wasmModule } from './wasm.js';
+import { explainMissingWeights, hubModelUrls, hubStatusMessage, isHubId, resolveHubModel } from './hub.js';
 
 // Types for `npm run typecheck` (tsconfig.json): the public ones are index.d.ts's.
 /** @typedef {import('./index.js').CreateSamplerOptions} CreateSamplerOptions */
@@ -152,7 +153,7 @@ async function fetchWeights(url, onProgress, useCache) {
     }
   }
   const resp = await fetchOk(url, { cache: 'no-store' });
-  if (resp.status === 404) throw new Error(`${url}: HTTP 404 Not Found`);
+  if (resp.status === 404) throw Object.assign(new Error(`${url}: HTTP 404 Not Found`), { status: 404 });
   const total = Number(resp.headers.get('content-length')) || 0;
   /** @type {Uint8Array[]} */
   const chunks = [];
@@ -178,12 +179,16 @@ async function fetchWeights(url, onProgress, useCache) {
 }
 
 /**
- * The three file URLs of a model: a folder URL, or {config, weights, scheduler} URLs as is.
+ * The three file URLs of a model: a folder URL, a Hub id `hf:owner/name[@revision]` (resolved
+ * against `hubEndpoint`, https://huggingface.co by default; `pipeline`: a pipeline repo's unet/
+ * and scheduler/, which loadModel finds out by itself), or {config, weights, scheduler} URLs as is.
  * @param {string | ModelUrls} [model]
+ * @param {{ hubEndpoint?: string, pipeline?: boolean }} [options]
  * @returns {ModelUrls}
  */
-export function modelUrls(model = DEFAULT_MODEL) {
+export function modelUrls(model = DEFAULT_MODEL, { hubEndpoint, pipeline } = {}) {
   if (typeof model !== 'string') return model;
+  if (isHubId(model)) return hubModelUrls(model, { hubEndpoint, pipeline });
   const base = new URL(model.endsWith('/') ? model : `${model}/`, globalThis.location?.href).href;
   return { config: `${base}config.json`, weights: `${base}diffusion_pytorch_model.safetensors`, scheduler: `${base}scheduler_config.json` };
 }
@@ -191,18 +196,21 @@ export function modelUrls(model = DEFAULT_MODEL) {
 /**
  * A diffusers model: config.json, diffusion_pytorch_model.safetensors (fp32 or fp16, kept as
  * stored) and scheduler_config.json (optional: diffusers' defaults when it is absent). `model` is
- * a folder URL or {config, weights, scheduler} URLs.
+ * a folder URL, {config, weights, scheduler} URLs, or a Hub id `hf:owner/name[@revision]`
+ * (`hubEndpoint`: a mirror instead of https://huggingface.co), whose model_index.json is asked
+ * for first: a pipeline repo loads its unet/ and scheduler/.
  * @param {string | ModelUrls} [model]
- * @param {{ onProgress?: (p: LoadProgress) => void, cache?: boolean }} [options]
+ * @param {{ onProgress?: (p: LoadProgress) => void, cache?: boolean, hubEndpoint?: string }} [options]
  * @returns {Promise<ModelFiles>}
  */
-export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = true } = {}) {
-  const urls = modelUrls(model);
+export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = true, hubEndpoint } = {}) {
+  const hub = isHubId(model);
+  const urls = hub ? await resolveHubModel(/** @type {string} */ (model), { hubEndpoint }) : modelUrls(model);
   /** @type {(url: string, required: boolean) => Promise<string | undefined>} */
   const text = async (url, required) => {
     const resp = await fetchOk(url, { cache: 'no-store' });
     if (resp.status === 404) {
-      if (required) throw new Error(`${url}: HTTP 404 Not Found`);
+      if (required) throw new Error(hub ? hubStatusMessage(url, 404) : `${url}: HTTP 404 Not Found`);
       return undefined;
     }
     return resp.text();
@@ -210,7 +218,11 @@ export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = tru
   // The three requests overlap: on the page's first frame's critical path. Where several fail (a
   // wrong folder URL), the config's failure is the one reported, whichever answer came first.
   const config = text(urls.config, true);
-  const rest = Promise.all([urls.scheduler ? text(urls.scheduler, false) : undefined, fetchWeights(urls.weights, onProgress, cache)]);
+  const weightBytes = fetchWeights(urls.weights, onProgress, cache).catch(async (e) => {
+    // A Hub repo without safetensors weights may have pickle ones: say to convert them.
+    throw hub && e?.status === 404 ? await explainMissingWeights(urls.weights, e) : e;
+  });
+  const rest = Promise.all([urls.scheduler ? text(urls.scheduler, false) : undefined, weightBytes]);
   rest.catch(() => {}); // reported below, after the config's
   const configText = /** @type {string} */ (await config);
   const [scheduler, weights] = await rest;
@@ -541,8 +553,9 @@ class WorkerThreadEngine {
 }
 
 /**
- * createSampler({ canvas, model, engine, files, onProgress, thread }): loads the model (a folder
- * URL, the bundled model by default, or `files` = {config, weights, scheduler} bytes/strings, or a
+ * createSampler({ canvas, model, engine, files, onProgress, thread, hubEndpoint }): loads the model
+ * (a folder URL, a Hub id `hf:owner/name[@revision]` from `hubEndpoint` or https://huggingface.co,
+ * the bundled model by default, or `files` = {config, weights, scheduler} bytes/strings, or a
  * promise of them, e.g. loadModel() started while chooseEngine() asks for the adapter) and
  * builds a sampler on `canvas` (a fresh canvas: a canvas keeps the first context it is given).
  * thread "auto" (default) runs the engine in a module Web Worker on an OffscreenCanvas where the
@@ -550,12 +563,12 @@ class WorkerThreadEngine {
  * @param {CreateSamplerOptions} options
  * @returns {Promise<Sampler>}
  */
-export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto' } = /** @type {CreateSamplerOptions} */ ({})) {
+export async function createSampler({ canvas, model = DEFAULT_MODEL, engine = 'auto', files, onProgress, cache = true, thread = 'auto', hubEndpoint } = /** @type {CreateSamplerOptions} */ ({})) {
   if (!canvas) throw new Error('createSampler needs a canvas');
   // The wasm load, the adapter request and the model download overlap (none needs another). An
   // engine already chosen with chooseEngine() is taken as is (no second adapter request).
   const wasm = ready();
-  const loading = files ? Promise.resolve(files) : loadModel(model, { onProgress, cache });
+  const loading = files ? Promise.resolve(files) : loadModel(model, { onProgress, cache, hubEndpoint });
   // Both are reported by the awaits below, not as unhandled rejections.
   wasm.catch(() => {});
   loading.catch(() => {});

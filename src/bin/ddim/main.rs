@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use ddim_webgpu::gpu::unet::GpuUNet;
+use ddim_webgpu::hub;
 use ddim_webgpu::run::options::{Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE};
 use std::str::FromStr;
 
@@ -43,6 +44,8 @@ fn engine_arg(engine: EngineChoice, cpu: bool) -> EngineChoice {
 /// Options every run takes: the model, its scheduler, steps, class, guidance and the engine.
 #[derive(clap::Args)]
 struct CommonArgs {
+    /// a diffusers UNet2DModel folder or pipeline folder, or hf:owner/name[@revision] (a Hub repo,
+    /// downloaded into huggingface_hub's cache; $HF_ENDPOINT for a mirror) [default: the bundled model]
     #[arg(long)]
     model: Option<PathBuf>,
     #[arg(long)]
@@ -152,6 +155,7 @@ impl SampleArgs {
 enum Cmd {
     /// One U-Net forward: IN holds `sample` [N,C,H,W], `timestep` [N], optional `class_labels` [N].
     Forward {
+        /// a model folder or hf:owner/name[@revision], as for sample
         #[arg(long)]
         model: Option<PathBuf>,
         #[arg(long)]
@@ -236,6 +240,7 @@ enum Cmd {
     },
     /// Time U-Net forwards (GPU and CPU) and a full sample.
     Bench {
+        /// a model folder or hf:owner/name[@revision], as for sample
         #[arg(long)]
         model: Option<PathBuf>,
         #[command(flatten)]
@@ -304,9 +309,45 @@ fn default_model() -> PathBuf {
     }
 }
 
+/// `--model`: a local folder, or `hf:owner/name[@revision]` downloaded from the Hub first.
 fn load(model: Option<PathBuf>) -> Result<Model> {
     let dir = model.unwrap_or_else(default_model);
-    Model::load_dir(&dir)
+    match dir.to_str().filter(|s| s.starts_with(hub::PREFIX)) {
+        Some(source) => Model::load_dir(&download(source)?),
+        None => Model::load_dir(&dir),
+    }
+}
+
+/// Downloads a Hub model into the cache (`Hub::from_env`: $HF_ENDPOINT, $HF_HOME, …), the
+/// weights' progress as a bar on stderr; the folder to load.
+fn download(source: &str) -> Result<PathBuf> {
+    let id = hub::HubId::parse(source)?;
+    let hub = hub::Hub::from_env();
+    eprintln!("hf:{}@{} from {}", id.repo(), id.revision, hub.endpoint());
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut weights = None; // (file, bytes, cached): said in a line where the bar is hidden (no terminal)
+    let snapshot = hub.download(&id, &mut |p| {
+        let bar = bar.get_or_insert_with(|| {
+            let bar = indicatif::ProgressBar::new(p.total.unwrap_or(0));
+            let style = indicatif::ProgressStyle::with_template("{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}");
+            bar.set_style(style.expect("valid template"));
+            bar.set_message(p.file.to_string());
+            bar
+        });
+        bar.set_position(p.loaded);
+        weights = Some((p.file.to_string(), p.loaded, p.cached));
+    })?;
+    if let (Some(bar), Some((file, bytes, cached))) = (bar, weights) {
+        bar.finish();
+        if bar.is_hidden() {
+            eprintln!("{file}: {bytes} bytes{}", if cached { ", cached" } else { " downloaded" });
+        }
+    }
+    if let Some(note) = snapshot.note {
+        eprintln!("{note}");
+    }
+    eprintln!("model folder: {}", snapshot.dir.display());
+    Ok(snapshot.dir)
 }
 
 fn forward(model: Option<PathBuf>, input: &Path, out: &Path, engine: EngineChoice) -> Result<()> {
