@@ -84,6 +84,9 @@ impl Engine for AnyEngine {
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
         each_engine!(self, e => e.write_x(x))
     }
+    fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
+        each_engine!(self, e => e.write_x0(x0))
+    }
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         each_engine!(self, e => e.first_non_finite_step().await)
     }

@@ -233,23 +233,29 @@ fn given_noise_is_never_filled_in_silently() {
 }
 
 /// A scheduler config naming a class the engine does not implement is refused by name when the
-/// run would take its sampler from it, and runs when a sampler is chosen explicitly; the host
-/// `Scheduler` refuses it too. (It ran silently as DDIM before.)
+/// run would take its sampler from it, and runs when a sampler is chosen explicitly; the fused
+/// host `Scheduler` (DDIM/DDPM only) refuses other classes too. (Such configs ran silently as DDIM
+/// before; PNDM, once refused, now runs stepped on the host.)
 #[test]
 fn unknown_scheduler_classes_are_refused_not_run_as_ddim() {
     let (cfg, st) = tiny();
+    let sde = r#"{"_class_name": "DPMSolverSDEScheduler", "beta_schedule": "linear"}"#;
+    let model = Model::from_bytes(&cfg, &st, Some(sde)).unwrap();
+    let e = err(RunOptions::new().steps(2).plan(&model)).to_string();
+    assert!(e.contains("unknown scheduler class") && e.contains("\"DPMSolverSDEScheduler\""), "{e}");
+    RunOptions::new().steps(2).sampler(SamplerKind::Euler).plan(&model).expect("an explicit sampler runs it");
     let pndm = r#"{"_class_name": "PNDMScheduler", "beta_schedule": "linear"}"#;
     let model = Model::from_bytes(&cfg, &st, Some(pndm)).unwrap();
-    let e = err(RunOptions::new().steps(2).plan(&model)).to_string();
-    assert!(e.contains("unknown scheduler class") && e.contains("\"PNDMScheduler\""), "{e}");
-    RunOptions::new().steps(2).sampler(SamplerKind::Euler).plan(&model).expect("an explicit sampler runs it");
+    let plan = RunOptions::new().steps(4).plan(&model).expect("PNDM runs, stepped on the host");
+    assert_eq!(plan.host.as_ref().map(|h| h.class), Some("PNDMScheduler"));
     let e = err(ddim_webgpu::sampler::Scheduler::from_config(pndm).map(|_| ())).to_string();
     assert!(e.contains("PNDMScheduler"), "{e}");
     // Samplers by diffusers class name too; an unimplemented one is named.
     assert_eq!("HeunDiscreteScheduler".parse::<SamplerKind>().unwrap(), SamplerKind::Heun);
     assert_eq!("DPMSolverMultistepScheduler".parse::<SamplerKind>().unwrap(), SamplerKind::DpmPlusPlus2M);
-    let e = "UniPCMultistepScheduler".parse::<SamplerKind>().unwrap_err().to_string();
-    assert!(e.contains("unknown scheduler class") && e.contains("UniPCMultistepScheduler"), "{e}");
+    assert_eq!("UniPCMultistepScheduler".parse::<SamplerKind>().unwrap().as_str(), "unipc");
+    let e = "FlowMatchEulerDiscreteScheduler".parse::<SamplerKind>().unwrap_err().to_string();
+    assert!(e.contains("unknown scheduler class") && e.contains("FlowMatchEulerDiscreteScheduler"), "{e}");
     // The classes it implements still choose the sampler: Heun's 2 steps are 3 evaluations.
     for (class, evaluations) in [("DDIMScheduler", 2), ("HeunDiscreteScheduler", 3)] {
         let model = Model::from_bytes(&cfg, &st, Some(&format!(r#"{{"_class_name": "{class}"}}"#))).unwrap();

@@ -48,7 +48,7 @@ fn fast_cpu_unet_matches_diffusers() {
         let got = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
         assert_close(&format!("{name} (fast cpu, {})", ops.kernel_name()), &got, &want, 1e-4);
         // Every other microkernel this CPU has.
-        for kernel in ddim_webgpu::fast::gemm::Kernel::available().into_iter().skip(1) {
+        for kernel in common::tested_kernels().into_iter().skip(1) {
             let mut ops = ddim_webgpu::fast::FastOps::new(&model).with_kernel(kernel);
             let got = ddim_webgpu::reference::forward_with(&mut ops, &model.config, &x, &t, labels.as_deref()).unwrap();
             assert_close(&format!("{name} (fast cpu, {})", kernel.name()), &got, &want, 1e-4);

@@ -134,10 +134,25 @@ function showModel(s) {
   form.elements.guidance.disabled = !k;
   if (!k) form.elements.guidance.value = 0;
   if ([...select.options].some((o) => o.value === want)) select.value = want;
+  showSamplers(info);
   pad.setModel(info.sampleSize ?? 32, info.inChannels);
   $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
     `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '') +
     `; scheduler: ${info.scheduler}`;
+}
+
+// The samplers this model can run (a learned time embedding needs integer timesteps, a Fourier
+// one σ > 0), its own scheduler's preselected unless ?sampler= names another it can run.
+const SAMPLER_LABELS = { 'dpm++2m': 'DPM-Solver++(2M)' };
+function showSamplers(info) {
+  const fill = (select, want) => {
+    select.replaceChildren(...info.samplers.map((n) => new Option(SAMPLER_LABELS[n] ?? n, n)));
+    select.value = info.samplers.includes(want) ? want : info.defaultSampler;
+  };
+  fill(form.elements.sampler, params.get('sampler') ?? info.defaultSampler);
+  const other = info.samplers.find((n) => n !== form.elements.sampler.value) ?? form.elements.sampler.value;
+  fill($('compare-sampler'), info.samplers.includes($('compare-sampler').value) && $('compare-sampler').value !== form.elements.sampler.value ? $('compare-sampler').value : other);
+  etaFollowsSampler();
 }
 
 // The schedule plot: log-SNR over the train timesteps, this run's evaluations as dots (the
@@ -214,9 +229,9 @@ async function start(overrides = {}) {
   setState('running');
   const canvas = $('canvas');
   try {
-    // The class list and guidance's state exist once the model is known (showModel).
-    const { classLabel, guidance } = readForm();
-    const run = modeOptions({ ...opts, classLabel, guidance, ...overrides });
+    // The class and sampler lists and guidance's state exist once the model is known (showModel).
+    const { classLabel, guidance, sampler: samplerName, eta } = readForm();
+    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, ...overrides });
     running = (async () => {
       for await (const s of sampler.run(run)) {
         $('step').textContent = `${s.step} / ${s.total}`;

@@ -231,6 +231,15 @@ impl Kernel {
     }
 
     /// Which variant runs, for reports.
+    /// The short name `DDIM_REQUIRE_KERNELS` lists (the test suites' check): avx512, avx2, portable.
+    pub fn id(&self) -> &'static str {
+        match self.variant {
+            Variant::Avx512 => "avx512",
+            Variant::Avx2 => "avx2",
+            Variant::Portable => "portable",
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self.variant {
             Variant::Avx512 => "avx512f 32x6, avx2+fma 16x6 for a lone tile",

@@ -215,6 +215,16 @@ impl Engine for GpuEngine {
         Ok(())
     }
 
+    fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
+        let run = self.current()?;
+        let count: usize = run.shape.iter().product();
+        if x0.len() != count {
+            return Err(Error::Input(format!("write_x0: {} values for a sample of {count}", x0.len())));
+        }
+        self.unet.gpu.queue.write_buffer(&run.x0, 0, bytemuck::cast_slice(x0));
+        Ok(())
+    }
+
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         let run = self.current()?;
         let bits = self.unet.gpu.read(&run.bad_step, 1).await?[0].to_bits();

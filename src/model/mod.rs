@@ -104,7 +104,7 @@ impl Model {
 
 fn parse_scheduler(text: Option<&str>, name: &str) -> Result<(SchedulerConfig, String)> {
     match text {
-        Some(t) => Ok((SchedulerConfig::from_json(t)?, name.to_string())),
+        Some(t) => Ok((SchedulerConfig::load(t)?, name.to_string())),
         None => Ok((SchedulerConfig::default(), SCHEDULER_DEFAULTS.to_string())),
     }
 }

@@ -54,6 +54,14 @@ impl HostState {
         Ok(())
     }
 
+    pub fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
+        if x0.len() != self.x0.len() {
+            return Err(Error::Input(format!("write_x0: {} values for a sample of {}", x0.len(), self.x0.len())));
+        }
+        self.x0.copy_from_slice(x0);
+        Ok(())
+    }
+
     /// Applies a step's update from the U-Net output `m` (both guidance halves).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
         apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0, &mut self.h);
@@ -118,6 +126,10 @@ impl<O: HostOps> Engine for CpuEngine<O> {
 
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
         self.state.write_x(x)
+    }
+
+    fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
+        self.state.write_x0(x0)
     }
 
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {

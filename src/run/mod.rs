@@ -8,9 +8,10 @@ pub mod plan;
 
 pub use cpu::{CpuEngine, ReferenceEngine};
 pub use options::{ClassLabels, GivenNoise, RunOptions};
-pub use plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};
+pub use plan::{ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan};
 
 use crate::error::{Error, Result};
+use crate::sampler::diffusers::DiffusersScheduler;
 use crate::Tensor;
 
 /// Which tensor a frame shows.
@@ -76,6 +77,8 @@ pub trait Engine {
     async fn read(&mut self, view: View) -> Result<Tensor>;
     /// Replaces x_t (step hooks: inpainting keeps a region, inversion restarts from a latent).
     fn write_x(&mut self, x: &[f32]) -> Result<()>;
+    /// Replaces x̂₀ (the host-stepped samplers' prediction, shown by the x̂₀ view).
+    fn write_x0(&mut self, x0: &[f32]) -> Result<()>;
     /// The first step (0-based) of this run whose update made x_t NaN or Inf, if any. Asked only
     /// when the final sample is not finite, so a healthy run pays nothing for the guard.
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>>;
@@ -91,6 +94,9 @@ pub async fn run<E: Engine>(
 ) -> Result<Tensor> {
     plan.check_noise()?;
     engine.start(plan).await?;
+    if let Some(host) = &plan.host {
+        return run_host_stepped(engine, plan, host, on_step).await;
+    }
     let total = plan.frame_count();
     let mut frame = 0;
     if let Some(path) = &plan.forward {
@@ -125,6 +131,104 @@ pub async fn run<E: Engine>(
         return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep });
     }
     Ok(x)
+}
+
+/// A run whose scheduler steps on the host (diffusers' API): for each of its timesteps, the
+/// engine evaluates the U-Net on scale_model_input(x) (both guidance halves, combined), the
+/// scheduler steps from that output, and x and x̂₀ go back to the engine for the frame.
+async fn run_host_stepped<E: Engine>(
+    engine: &mut E,
+    plan: &RunPlan,
+    host: &HostSchedule,
+    mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>,
+) -> Result<Tensor> {
+    if host.class == plan::SCORE_SDE_VE {
+        return run_score_sde_ve(engine, plan, host, on_step).await;
+    }
+    let mut scheduler = host.scheduler()?;
+    let timesteps = scheduler.timesteps().to_vec();
+    if timesteps.len() != plan.steps.len() {
+        return Err(Error::Scheduler(format!(
+            "{}: {} timesteps for a plan of {} evaluations",
+            host.class,
+            timesteps.len(),
+            plan.steps.len()
+        )));
+    }
+    let (total, mut x, mut first_bad) = (plan.frame_count(), plan.x_start.clone(), None);
+    for (index, (&t, step)) in timesteps.iter().zip(&plan.steps).enumerate() {
+        let input = scheduler.scale_model_input(&x, t)?;
+        engine.write_x(&input)?;
+        engine.step(plan, index, None)?;
+        engine.sync().await?;
+        let model_output = engine.read(View::Xt).await?.data;
+        let noise = plan.noise.optional_step(index, plan.count())?;
+        let out = scheduler.step(&model_output, t, &x, noise.as_deref())?;
+        x = out.prev_sample;
+        if first_bad.is_none() && x.iter().any(|v| !v.is_finite()) {
+            first_bad = Some(index);
+        }
+        engine.write_x(&x)?;
+        if !out.pred_original_sample.is_empty() {
+            engine.write_x0(&out.pred_original_sample)?;
+        }
+        if on_step(engine, StepInfo { index, total, timestep: step.timestep, phase: Phase::Reverse }).await? == Flow::Stop {
+            return Err(Error::Cancelled);
+        }
+    }
+    if let Some(index) = first_bad {
+        return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep: plan.steps[index].timestep });
+    }
+    Tensor::new(plan.shape.to_vec(), x)
+}
+
+/// ScoreSdeVePipeline's loop: at each timestep `correct_steps` Langevin corrections
+/// (`step_correct`), then the reverse-SDE predictor (`step_pred`), every evaluation at σ(t) and
+/// drawing its noise. The run ends on the last predictor's mean (no noise added), as the pipeline's
+/// image is; x̂₀ shows each predictor's mean.
+async fn run_score_sde_ve<E: Engine>(
+    engine: &mut E,
+    plan: &RunPlan,
+    host: &HostSchedule,
+    mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>,
+) -> Result<Tensor> {
+    let s = host.score_sde_ve()?;
+    let per = s.correct_steps + 1;
+    if s.timesteps().len() * per != plan.steps.len() {
+        return Err(Error::Scheduler(format!(
+            "{}: {} evaluations planned, {} needed",
+            host.class,
+            plan.steps.len(),
+            s.timesteps().len() * per
+        )));
+    }
+    let (total, mut x, mut first_bad) = (plan.frame_count(), plan.x_start.clone(), None);
+    for (index, step) in plan.steps.iter().enumerate() {
+        engine.write_x(&x)?;
+        engine.step(plan, index, None)?;
+        engine.sync().await?;
+        let model_output = engine.read(View::Xt).await?.data;
+        let noise = plan.noise.step(index, plan.count())?;
+        let (i, k) = (index / per, index % per);
+        if k < s.correct_steps {
+            x = s.step_correct(&model_output, &x, &noise)?;
+        } else {
+            let out = s.step_pred(&model_output, s.timesteps()[i], &x, &noise)?;
+            engine.write_x0(&out.prev_sample_mean)?;
+            x = if index + 1 == plan.steps.len() { out.prev_sample_mean } else { out.prev_sample };
+        }
+        if first_bad.is_none() && x.iter().any(|v| !v.is_finite()) {
+            first_bad = Some(index);
+        }
+        engine.write_x(&x)?;
+        if on_step(engine, StepInfo { index, total, timestep: step.timestep, phase: Phase::Reverse }).await? == Flow::Stop {
+            return Err(Error::Cancelled);
+        }
+    }
+    if let Some(index) = first_bad {
+        return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep: plan.steps[index].timestep });
+    }
+    Tensor::new(plan.shape.to_vec(), x)
 }
 
 /// RePaint after evaluation `index`: where the mask is 1, x = √ᾱ_prev·image + √(1−ᾱ_prev)·z with

@@ -1,9 +1,10 @@
 //! The options of a sampling run: one builder with one set of defaults, shared by the CLI, the
 //! wasm API and the tests. Nothing is checked while building; `plan` checks everything at once.
 
-use super::plan::{ForwardPath, Guidance, KnownRegion, NoiseSource, RunPlan};
+use super::plan::{ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan, SCORE_SDE_VE};
 use crate::error::{Error, Result};
-use crate::sampler::{SamplerKind, Schedule, SchedulerConfig};
+use crate::sampler::diffusers::DiffusersScheduler;
+use crate::sampler::{SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs};
 use crate::{Model, Tensor};
 
 /// RePaint's defaults in diffusers (`RePaintScheduler.set_timesteps`).
@@ -192,15 +193,29 @@ impl RunOptions {
             }
         };
         let base = RunPlan::new(Vec::new(), guidance, noise, shape, eps);
-        let plan = match &self.edit {
-            None => {
+        // A class only the host steps, or a config the fused update refuses: diffusers' API on the host.
+        let host_class = match kind {
+            SamplerKind::Host(class) => Some(class),
+            _ if config.fused_refusal.is_some() => Some(kind.class_name()),
+            _ => None,
+        };
+        let plan = match (&self.edit, host_class) {
+            (None, Some(class)) => host_plan(&config, class, (n, eta), base)?,
+            (Some(_), Some(class)) => {
+                return Err(Error::Input(format!(
+                    "editing runs (img2img, inpaint, invert, forward) use the fused samplers (ddim, ddpm, dpm++2m, euler, heun); \
+                     {class}{} is stepped on the host",
+                    config.fused_refusal.as_ref().map_or(String::new(), |r| format!(" with this config ({r})"))
+                )))
+            }
+            (None, None) => {
                 let schedule = Schedule::new(config.for_sampler(kind));
                 // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
                 let init_sigma = schedule.init_noise_sigma(kind, n)?;
                 let x_start = base.x_start.iter().map(|v| v * init_sigma).collect();
                 RunPlan { steps: schedule.steps(kind, n, eta)?, x_start, ..base }
             }
-            Some(edit) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
+            (Some(edit), None) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };
         plan.check_noise()?;
         // A Fourier (VE) model reads σ, a learned table integer rows: a sampler giving it other
@@ -406,4 +421,87 @@ pub fn label(v: f64) -> Result<i64> {
     } else {
         Err(Error::Input(format!("class label {v}: must be a whole number")))
     }
+}
+
+/// The plan of a host-stepped run: one evaluation per timestep of the class's `set_timesteps(n)`
+/// (its model input scaled on the host), x_T · init_noise_sigma.
+fn host_plan(config: &SchedulerConfig, class: &'static str, (n, eta): (usize, f32), base: RunPlan) -> Result<RunPlan> {
+    if eta != 0.0 {
+        return Err(Error::Scheduler(format!("eta = {eta}: only the fused DDIM has eta ({class} is stepped on the host)")));
+    }
+    let host = host_schedule(config, class, n, base.shape[0]);
+    if class == SCORE_SDE_VE {
+        return score_sde_ve_plan(host, base);
+    }
+    let scheduler = host.scheduler()?;
+    // The engine's update passes the guided model output through as x; the host steps from it.
+    let pass = StepCoeffs { eps_m: 1.0, c_eps: 1.0, ..Default::default() };
+    let steps =
+        scheduler.timesteps().iter().map(|&t| Step { timestep: t.round() as i64, t_model: t as f32, c_in: 1.0, coeffs: pass }).collect();
+    let sigma = scheduler.init_noise_sigma();
+    let x_start = base.x_start.iter().map(|v| v * sigma).collect();
+    Ok(RunPlan { steps, x_start, host: Some(host), ..base })
+}
+
+/// ScoreSdeVePipeline's evaluations: at each timestep `correct_steps` Langevin corrections, then
+/// the predictor, the model fed σ(t) (a VE model's time input); x_T · σ_max.
+fn score_sde_ve_plan(host: HostSchedule, base: RunPlan) -> Result<RunPlan> {
+    let s = host.score_sde_ve()?;
+    let pass = StepCoeffs { eps_m: 1.0, c_eps: 1.0, ..Default::default() };
+    let steps = s
+        .timesteps()
+        .iter()
+        .zip(&s.sigmas)
+        .flat_map(|(&t, &sigma)| {
+            // Shown as t on a 0 … 1000 scale (t runs from 1 to sampling_eps).
+            let step = Step { timestep: (t * 1000.0).round() as i64, t_model: sigma, c_in: 1.0, coeffs: pass };
+            std::iter::repeat_n(step, s.correct_steps + 1)
+        })
+        .collect();
+    let sigma = s.init_noise_sigma();
+    let x_start = base.x_start.iter().map(|v| v * sigma).collect();
+    Ok(RunPlan { steps, x_start, host: Some(host), ..base })
+}
+
+/// The config as `class` reads it (`_class_name` set to it), for `n` steps over `batch` items.
+fn host_schedule(config: &SchedulerConfig, class: &'static str, n: usize, batch: usize) -> HostSchedule {
+    let mut json = match &config.raw {
+        serde_json::Value::Object(o) => o.clone(),
+        _ => serde_json::Map::new(),
+    };
+    json.insert("_class_name".into(), class.into());
+    HostSchedule { class, config: serde_json::Value::Object(json).to_string(), steps: n, batch }
+}
+
+/// The samplers `model` can run with its scheduler config: every available one whose
+/// timesteps (at the default step count) its time embedding reads (a learned table needs integer
+/// timesteps, a Fourier model positive σ) and that its config allows. The page and the element
+/// list these.
+pub fn usable_samplers(model: &Model) -> Vec<SamplerKind> {
+    let n = DEFAULT_STEPS.min(model.scheduler.num_train_timesteps);
+    let usable = |kind: SamplerKind| sampler_timesteps(model, kind, n).and_then(|ts| model.config.check_timesteps(&ts)).is_ok();
+    SamplerKind::available().into_iter().filter(|&k| usable(k)).collect()
+}
+
+/// The model's own sampler: its scheduler config's class where this engine runs it, else DDIM.
+pub fn default_sampler(model: &Model) -> SamplerKind {
+    model.scheduler.class_name.as_deref().and_then(|c| SamplerKind::of_class(c).ok()).unwrap_or(SamplerKind::Ddim)
+}
+
+/// The model timesteps an `n`-step run of `kind` evaluates at.
+fn sampler_timesteps(model: &Model, kind: SamplerKind, n: usize) -> Result<Vec<f32>> {
+    let config = &model.scheduler;
+    match kind {
+        SamplerKind::Host(class) => host_ts(config, class, n),
+        _ if config.fused_refusal.is_some() => host_ts(config, kind.class_name(), n),
+        _ => Ok(Schedule::new(config.for_sampler(kind)).steps(kind, n, 0.0)?.iter().map(|s| s.t_model).collect()),
+    }
+}
+
+fn host_ts(config: &SchedulerConfig, class: &'static str, n: usize) -> Result<Vec<f32>> {
+    let host = host_schedule(config, class, n, 1);
+    if class == SCORE_SDE_VE {
+        return Ok(host.score_sde_ve()?.sigmas); // the model reads σ
+    }
+    Ok(host.scheduler()?.timesteps().iter().map(|&t| t as f32).collect())
 }

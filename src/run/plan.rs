@@ -2,6 +2,7 @@
 //! each step's noise comes from. Engines only execute plans; they decide nothing.
 
 use crate::error::{Error, Result};
+use crate::sampler::diffusers::DiffusersScheduler;
 use crate::sampler::{rng, RePaintStep, Step};
 
 /// Streams of the seeded noise: 0 is x_T (and SDEdit's ε), s + 1 the noise of step s, and
@@ -35,6 +36,16 @@ impl NoiseSource {
                     index + 1
                 ))),
             },
+        }
+    }
+
+    /// The noise step `index` may draw, for a scheduler that decides on the host whether it does:
+    /// the seeded stream always, given noise where the file has that step.
+    pub fn optional_step(&self, index: usize, count: usize) -> Result<Option<Vec<f32>>> {
+        match self {
+            NoiseSource::Seed(_) => self.step(index, count).map(Some),
+            NoiseSource::Given { per_step, .. } if index < per_step.len() => self.step(index, count).map(Some),
+            NoiseSource::Given { .. } => Ok(None),
         }
     }
 
@@ -137,6 +148,45 @@ pub struct RunPlan {
     pub known: Option<KnownRegion>,
     /// The steps run the ODE from the image to noise (DDIM inversion).
     pub inverts: bool,
+    /// A scheduler stepped on the host through diffusers' API (`sampler::diffusers`); the
+    /// engine only evaluates the U-Net at each of `steps` (whose update passes the guided model
+    /// output through as x).
+    pub host: Option<HostSchedule>,
+}
+
+/// The host-stepped scheduler of a run: its class and config, built afresh at each run's start
+/// (a scheduler keeps state between steps).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostSchedule {
+    pub class: &'static str,
+    /// `scheduler_config.json` with `_class_name` = `class`.
+    pub config: String,
+    pub steps: usize,
+    /// Items in the flat sample (dynamic thresholding is per item).
+    pub batch: usize,
+}
+
+/// `ScoreSdeVeScheduler`'s class name: its run is a predictor–corrector loop of its own.
+pub const SCORE_SDE_VE: &str = "ScoreSdeVeScheduler";
+
+impl HostSchedule {
+    /// ScoreSdeVePipeline's scheduler: `set_timesteps(steps)` then `set_sigmas(steps)`.
+    pub fn score_sde_ve(&self) -> Result<crate::sampler::diffusers::ScoreSdeVeScheduler> {
+        let cfg = crate::sampler::diffusers::Cfg::parse(&self.config)?;
+        let mut s = crate::sampler::diffusers::ScoreSdeVeScheduler::new(&cfg)?;
+        s.set_timesteps(self.steps)?;
+        s.set_sigmas(self.steps)?;
+        s.set_batch_size(self.batch)?;
+        Ok(s)
+    }
+
+    /// The scheduler, with `set_timesteps(steps)` done.
+    pub fn scheduler(&self) -> Result<Box<dyn DiffusersScheduler>> {
+        let mut s = crate::sampler::diffusers::from_config(&self.config)?;
+        s.set_timesteps(self.steps)?;
+        s.set_batch_size(self.batch)?;
+        Ok(s)
+    }
 }
 
 impl RunPlan {
@@ -146,7 +196,7 @@ impl RunPlan {
 
     /// A plain sampling plan (no forward frames, no known region).
     pub fn new(steps: Vec<Step>, guidance: Guidance, noise: NoiseSource, shape: [usize; 4], x_start: Vec<f32>) -> Self {
-        RunPlan { steps, guidance, noise, shape, x_start, forward: None, known: None, inverts: false }
+        RunPlan { steps, guidance, noise, shape, x_start, forward: None, known: None, inverts: false, host: None }
     }
 
     /// Frames the run shows: forward frames, then one per evaluation.

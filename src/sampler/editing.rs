@@ -49,6 +49,7 @@ impl Schedule {
         let t_start = n - kept;
         let all = self.steps(kind, n, eta)?;
         let (steps, keep, noise) = match kind {
+            SamplerKind::Host(class) => return Err(Error::Scheduler(format!("img2img runs the fused samplers, not {class}"))),
             SamplerKind::Ddim | SamplerKind::Ddpm => {
                 let a = self.alphas_cumprod[all[t_start].timestep as usize];
                 (all[t_start..].to_vec(), a.sqrt(), (1.0 - a).sqrt())

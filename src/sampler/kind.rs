@@ -13,7 +13,37 @@ pub enum SamplerKind {
     Euler,
     /// HeunDiscreteScheduler: two U-Net evaluations per step (one for the last).
     Heun,
+    /// A diffusers scheduler class stepped on the host (`sampler::diffusers`), the engine
+    /// evaluating the U-Net: the class name, one of `HOST_SAMPLERS`.
+    Host(&'static str),
 }
+
+/// The fused samplers: one update per evaluation on the engine (a WGSL kernel on the GPU).
+const FUSED: [SamplerKind; 5] = [SamplerKind::Ddim, SamplerKind::Ddpm, SamplerKind::DpmPlusPlus2M, SamplerKind::Euler, SamplerKind::Heun];
+
+/// (name, diffusers class) of the samplers stepped on the host. Only the classes
+/// `sampler::diffusers::from_config` builds are offered (`available`).
+pub const HOST_SAMPLERS: &[(&str, &str)] = &[
+    ("pndm", "PNDMScheduler"),
+    ("lms", "LMSDiscreteScheduler"),
+    ("euler-ancestral", "EulerAncestralDiscreteScheduler"),
+    ("unipc", "UniPCMultistepScheduler"),
+    ("deis", "DEISMultistepScheduler"),
+    ("dpm-singlestep", "DPMSolverSinglestepScheduler"),
+    ("kdpm2", "KDPM2DiscreteScheduler"),
+    ("kdpm2-ancestral", "KDPM2AncestralDiscreteScheduler"),
+    ("edm-euler", "EDMEulerScheduler"),
+    ("edm-dpm-multistep", "EDMDPMSolverMultistepScheduler"),
+    ("score-sde-ve", "ScoreSdeVeScheduler"),
+    ("consistency", "CMStochasticIterativeScheduler"),
+    // The fused samplers' classes, stepped on the host where their config asks for what the
+    // fused update does not do (e.g. DPM-Solver order 3, dynamic thresholding).
+    ("ddim-host", "DDIMScheduler"),
+    ("ddpm-host", "DDPMScheduler"),
+    ("dpm-multistep-host", "DPMSolverMultistepScheduler"),
+    ("euler-host", "EulerDiscreteScheduler"),
+    ("heun-host", "HeunDiscreteScheduler"),
+];
 
 impl SamplerKind {
     pub fn as_str(self) -> &'static str {
@@ -23,45 +53,74 @@ impl SamplerKind {
             SamplerKind::DpmPlusPlus2M => "dpm++2m",
             SamplerKind::Euler => "euler",
             SamplerKind::Heun => "heun",
+            SamplerKind::Host(class) => HOST_SAMPLERS.iter().find(|(_, c)| *c == class).map_or(class, |(n, _)| n),
         }
+    }
+
+    /// The diffusers class this sampler is.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddim => "DDIMScheduler",
+            SamplerKind::Ddpm => "DDPMScheduler",
+            SamplerKind::DpmPlusPlus2M => "DPMSolverMultistepScheduler",
+            SamplerKind::Euler => "EulerDiscreteScheduler",
+            SamplerKind::Heun => "HeunDiscreteScheduler",
+            SamplerKind::Host(class) => class,
+        }
+    }
+
+    pub fn is_fused(self) -> bool {
+        !matches!(self, SamplerKind::Host(_))
+    }
+
+    /// Every sampler this build runs: the fused ones, then the host-stepped classes
+    /// `sampler::diffusers` implements (without the fused classes' host twins).
+    pub fn available() -> Vec<SamplerKind> {
+        let host = HOST_SAMPLERS
+            .iter()
+            .filter(|(name, class)| !name.ends_with("-host") && super::diffusers::CLASSES.contains(class))
+            .map(|(_, class)| SamplerKind::Host(class));
+        FUSED.into_iter().chain(host).collect()
     }
 
     /// The sampler of a diffusers scheduler class (`_class_name`); a class this engine does not
     /// implement is an error naming it, never a silent substitute (a VE model stepped as DDIM
     /// would give garbage).
     pub fn of_class(class_name: &str) -> Result<Self> {
-        Ok(match class_name {
-            "DDIMScheduler" => SamplerKind::Ddim,
-            "DDPMScheduler" => SamplerKind::Ddpm,
-            "DPMSolverMultistepScheduler" => SamplerKind::DpmPlusPlus2M,
-            "EulerDiscreteScheduler" => SamplerKind::Euler,
-            "HeunDiscreteScheduler" => SamplerKind::Heun,
-            other => {
-                return Err(Error::Config(format!(
-                    "unknown scheduler class: the scheduler config's _class_name is {other:?}, which this engine does not implement \
-                     (it implements DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler and \
-                     HeunDiscreteScheduler); to run this model with one of those, choose it explicitly (ddim --sampler, the JS \
-                     `sampler` option)"
+        if let Some(kind) = FUSED.into_iter().find(|k| k.class_name() == class_name) {
+            return Ok(kind);
+        }
+        match HOST_SAMPLERS.iter().find(|(_, c)| *c == class_name) {
+            Some((_, class)) if super::diffusers::CLASSES.contains(class) => Ok(SamplerKind::Host(class)),
+            _ => {
+                let names: Vec<&str> = Self::available().into_iter().map(|k| k.class_name()).collect();
+                Err(Error::Config(format!(
+                    "unknown scheduler class: the scheduler config's _class_name is {class_name:?}, which this engine does not \
+                     implement (it implements {}); to run this model with one of those, choose it explicitly (ddim --sampler, \
+                     the JS `sampler` option)",
+                    names.join(", ")
                 )))
             }
-        })
+        }
     }
 }
 
 impl std::str::FromStr for SamplerKind {
     type Err = Error;
 
-    /// "ddim", "ddpm", "dpm++2m", "euler" or "heun", or the diffusers class of one of them
+    /// A sampler's name ("ddim", "dpm++2m", "pndm", ...) or its diffusers class
     /// ("DDIMScheduler", ...): the CLI's `--sampler` and the JS `sampler`.
     fn from_str(s: &str) -> Result<Self> {
         if s.ends_with("Scheduler") {
             return SamplerKind::of_class(s);
         }
-        [SamplerKind::Ddim, SamplerKind::Ddpm, SamplerKind::DpmPlusPlus2M, SamplerKind::Euler, SamplerKind::Heun]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| {
-                Error::Input(format!("unknown sampler {s:?}: expected ddim, ddpm, dpm++2m, euler or heun (or their diffusers class names)"))
-            })
+        let host = HOST_SAMPLERS.iter().find(|(n, _)| *n == s).map(|(_, class)| SamplerKind::of_class(class));
+        if let Some(kind) = host {
+            return kind;
+        }
+        FUSED.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::available().into_iter().map(|k| k.as_str()).collect();
+            Error::Input(format!("unknown sampler {s:?}: expected one of {} (or their diffusers class names)", names.join(", ")))
+        })
     }
 }

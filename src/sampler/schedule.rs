@@ -167,6 +167,12 @@ pub struct SchedulerConfig {
     /// Keys `scheduler_config.json` set (the others take the sampler class's own defaults, as
     /// diffusers' `from_config` does: `for_sampler`).
     pub keys: Vec<String>,
+    /// The whole JSON object, for the host-stepped schedulers (`sampler::diffusers`), which read
+    /// their own keys.
+    pub raw: serde_json::Value,
+    /// Why the fused samplers cannot run this config (a key value they do not implement, which
+    /// its class stepped on the host does): set by `load` only; such a config runs on the host.
+    pub fused_refusal: Option<String>,
 }
 
 impl SchedulerConfig {
@@ -180,8 +186,32 @@ impl SchedulerConfig {
         Self::from_value(value)
     }
 
+    /// Like `from_json`, but a config the fused samplers refuse is still accepted when its
+    /// `_class_name` is a class `sampler::diffusers` builds from it (DPM-Solver order 3, dynamic
+    /// thresholding, PNDM's keys, ...): it then runs stepped on the host (`fused_refusal` says why).
+    pub fn load(text: &str) -> Result<Self> {
+        match Self::from_json(text) {
+            Ok(c) => Ok(c),
+            Err(refusal) => {
+                let value: serde_json::Value = crate::json::parse_json(&quote_python_floats(text))
+                    .map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
+                let class = value.get("_class_name").and_then(|c| c.as_str()).map(str::to_string);
+                let host_built = class.as_deref().is_some_and(|c| super::diffusers::CLASSES.contains(&c));
+                if !host_built {
+                    return Err(refusal);
+                }
+                // The host class validates every key it reads; the error names the key.
+                super::diffusers::from_config(&quote_python_floats(text))?;
+                let mut c = SchedulerConfig::default();
+                (c.class_name, c.raw, c.fused_refusal) = (class, value, Some(refusal.to_string()));
+                Ok(c)
+            }
+        }
+    }
+
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
         let keys = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+        let whole = value.clone();
         let raw: RawSchedulerConfig =
             crate::json::from_value(value).map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
         let refuse = |field: &str, why: &str| Err(Error::Scheduler(format!("`{field}`: {why} is not implemented")));
@@ -269,12 +299,14 @@ impl SchedulerConfig {
             sigma_min: raw.sigma_min,
             sigma_max: raw.sigma_max,
             keys,
+            raw: whole,
+            fused_refusal: None,
         })
     }
 }
 
 /// `-Infinity`, `Infinity` and `NaN` outside strings become the strings "-Infinity" etc.
-fn quote_python_floats(text: &str) -> String {
+pub(crate) fn quote_python_floats(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let (mut in_string, mut escaped) = (false, false);
     let mut rest = text;
@@ -526,13 +558,16 @@ impl Schedule {
             SamplerKind::DpmPlusPlus2M => self.dpm_solver_pp_steps(n),
             SamplerKind::Euler => self.euler_steps(n),
             SamplerKind::Heun => self.heun_steps(n),
+            SamplerKind::Host(class) => {
+                Err(Error::Scheduler(format!("{class} is stepped on the host (sampler::diffusers), not by coefficients")))
+            }
         }
     }
 }
 
 /// `torch.linspace(a, b, n, dtype=float32)` bit for bit: f32 step, the first half counted up from
 /// `a` and the second half down from `b`, each with one rounding (fused multiply-add).
-fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
+pub(crate) fn linspace_f32(a: f64, b: f64, n: usize) -> Vec<f32> {
     let (a, b) = (a as f32, b as f32);
     if n == 1 {
         return vec![a];

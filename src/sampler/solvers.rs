@@ -35,7 +35,7 @@ impl SchedulerConfig {
 }
 
 /// numpy's `np.interp(x, arange(len(fp)), fp)`.
-fn interp(x: f64, fp: &[f32]) -> f64 {
+pub(crate) fn interp(x: f64, fp: &[f32]) -> f64 {
     let last = fp.len() - 1;
     if x <= 0.0 {
         return fp[0] as f64;
@@ -51,7 +51,7 @@ fn interp(x: f64, fp: &[f32]) -> f64 {
 }
 
 /// numpy's `np.linspace(a, b, n)` in f64 (i·step, the last value exactly b).
-fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+pub(crate) fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
     if n == 1 {
         return vec![a];
     }
@@ -81,7 +81,7 @@ impl Schedule {
     }
 
     /// `_sigma_to_t`: the (fractional) train timestep of σ, interpolating log σ.
-    fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
+    pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
         let log_sigma = sigma.max(1e-10).ln();
         // cumsum(dists >= 0).argmax(): the last index with dists >= 0 (0 when there is none).
         let last_ge = log_sigmas.iter().rposition(|&l| log_sigma - l as f64 >= 0.0);

@@ -220,7 +220,8 @@ impl DiffusionSampler {
         self.inner.adapter.clone()
     }
 
-    /// {parameters, sampleSize, inChannels, numClassEmbeds, storedDtype, scheduler, alphasCumprod}
+    /// {parameters, sampleSize, inChannels, numClassEmbeds, storedDtype, scheduler, samplers,
+    /// defaultSampler, alphasCumprod}
     #[wasm_bindgen(js_name = modelInfo)]
     pub fn model_info(&self) -> JsValue {
         let m = &self.inner.model;
@@ -234,6 +235,10 @@ impl DiffusionSampler {
         set("numClassEmbeds", m.config.num_class_embeds.map(|k| k as f64).into());
         set("storedDtype", m.weights.stored_dtype.clone().into());
         set("scheduler", m.scheduler_source.clone().into());
+        // The samplers this model can run (its time embedding reads their timesteps), its own first.
+        let names: js_sys::Array = crate::run::options::usable_samplers(m).into_iter().map(|k| JsValue::from(k.as_str())).collect();
+        set("samplers", names.into());
+        set("defaultSampler", crate::run::options::default_sampler(m).as_str().into());
         // ᾱ_t over the train timesteps (the page plots the schedule and marks each evaluation).
         let schedule = crate::sampler::Schedule::new(m.scheduler.clone());
         set("alphasCumprod", js_sys::Float32Array::from(&schedule.alphas_cumprod[..]).into());

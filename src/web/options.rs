@@ -81,7 +81,7 @@ fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
 }
 
 /// {mode: "sample"|"edit"|"inpaint"|"invert"|"forward"|"interpolate", steps, eta, seed,
-/// sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel (one number or one per item),
+/// sampler: a name of `modelInfo.samplers` ("ddim", "dpm++2m", "pndm", …) or a diffusers class name, batch, classLabel (one number or one per item),
 /// guidance, view: "xt"|"x0", image (Float32Array in −1 … 1 of N or 1 images of the model's size),
 /// strength (edit), mask (inpaint: Float32Array of N or 1 one-channel masks, 1 keeps, 0 fills),
 /// jumpLength, jumpNSample (inpaint), tEnd (forward: frames = steps), from, to (interpolate: a

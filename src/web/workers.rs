@@ -271,6 +271,10 @@ impl Engine for WorkerEngine {
         self.state.write_x(x)
     }
 
+    fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
+        self.state.write_x0(x0)
+    }
+
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         Ok(self.state.first_non_finite)
     }

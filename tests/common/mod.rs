@@ -107,3 +107,18 @@ pub fn first_and_last<E: ddim_webgpu::run::Engine>(engine: &mut E, plan: &ddim_w
     .unwrap();
     (first.unwrap(), last)
 }
+
+/// The CPU microkernels this machine has, which the op and U-Net suites test, printed so a log
+/// says which ran. `DDIM_REQUIRE_KERNELS=avx512,avx2` (a bench machine's setting) makes a listed
+/// kernel the CPU lacks a failure instead of a silent skip.
+#[allow(dead_code)]
+pub fn tested_kernels() -> Vec<ddim_webgpu::fast::gemm::Kernel> {
+    let kernels = ddim_webgpu::fast::gemm::Kernel::available();
+    let ids: Vec<&str> = kernels.iter().map(|k| k.id()).collect();
+    eprintln!("CPU kernels tested: {}", kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join("; "));
+    if let Ok(required) = std::env::var("DDIM_REQUIRE_KERNELS") {
+        let missing: Vec<&str> = required.split(',').map(str::trim).filter(|r| !r.is_empty() && !ids.contains(r)).collect();
+        assert!(missing.is_empty(), "DDIM_REQUIRE_KERNELS={required}: this CPU lacks {missing:?} (it has {ids:?})");
+    }
+    kernels
+}

@@ -22,6 +22,10 @@ export interface ModelInfo {
   storedDtype: string;
   /** Where the scheduler config came from (or that diffusers' defaults are used). */
   scheduler: string;
+  /** The samplers this model can run (`sampler` option values), its own scheduler's among them. */
+  samplers: string[];
+  /** The sampler of the model's own scheduler config (`ddim` where it names none). */
+  defaultSampler: string;
   /** ᾱ_t of the model's scheduler config over the train timesteps (for plotting the schedule). */
   alphasCumprod: Float32Array;
 }

@@ -46,7 +46,7 @@ pub fn write_tensors(path: &Path, tensors: &[(&str, &Tensor)]) -> Result<()> {
 }
 
 pub fn read_scheduler(p: &Path) -> Result<SchedulerConfig> {
-    SchedulerConfig::from_json(&String::from_utf8_lossy(&std::fs::read(p).map_err(|e| io_err(p, e))?))
+    SchedulerConfig::load(&String::from_utf8_lossy(&std::fs::read(p).map_err(|e| io_err(p, e))?))
 }
 
 /// `noise` [N,C,H,W] and, if present, `step_noise` [S,N,C,H,W] from a safetensors file.

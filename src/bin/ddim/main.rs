@@ -104,7 +104,8 @@ impl CommonArgs {
 struct SampleArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// ddim, ddpm, dpm++2m, euler or heun [default: the scheduler config's class, else ddim]
+    /// a sampler name (ddim, ddpm, dpm++2m, euler, heun; pndm, lms, euler-ancestral, … stepped on the host) or a
+    /// diffusers class name [default: the scheduler config's class, else ddim]
     #[arg(long)]
     sampler: Option<SamplerKind>,
     /// DDIM's eta [default: 0]
