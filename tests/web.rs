@@ -250,6 +250,49 @@ async fn solver_runs_match_diffusers_in_the_browser() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The host-stepped samplers against diffusers' pipelines in the browser (tests/fixtures/host_runs.*,
+/// as tests/host_samplers.rs natively): every case on the wasm CPU engine and on WebGPU, given
+/// diffusers' noise, 1e-4 × max(1, max|ref|).
+#[wasm_bindgen_test]
+async fn host_stepped_runs_match_diffusers_in_the_browser() {
+    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, GivenNoise, RunOptions};
+    use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
+    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/host_runs.safetensors")).unwrap();
+    let get = |n: &str| {
+        let v = st.tensor(n).unwrap();
+        Tensor { shape: v.shape().to_vec(), data: v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() }
+    };
+    let cases: serde_json::Value = serde_json::from_str(include_str!("fixtures/host_runs.json")).unwrap();
+    let mut failures = Vec::new();
+    for c in cases.as_array().unwrap() {
+        let (name, class) = (c["name"].as_str().unwrap(), c["class"].as_str().unwrap());
+        let (config, weights) = corpus::base(c["model"].as_str().unwrap());
+        let model = Model::from_bytes(config, weights, None).unwrap();
+        let mut scheduler = c["config"].clone();
+        scheduler["_class_name"] = class.into();
+        let noise = GivenNoise { x_t: get(&format!("{name}.x_T")), per_step: Some(get(&format!("{name}.step_noise"))), undo: None };
+        let mut opts = RunOptions::new()
+            .sampler(SamplerKind::of_class(class).unwrap())
+            .scheduler(SchedulerConfig::load(&scheduler.to_string()).unwrap())
+            .steps(c["num_inference_steps"].as_u64().unwrap() as usize)
+            .guidance(c["guidance"].as_f64().unwrap_or(0.0) as f32)
+            .noise(noise);
+        if let Some(labels) = c["class_labels"].as_array() {
+            opts = opts.labels(ClassLabels::Each(labels.iter().map(|v| v.as_i64().unwrap()).collect()));
+        }
+        let plan = opts.plan(&model).unwrap();
+        let want = get(&format!("{name}.x_0"));
+        let got = run_to_end(&mut CpuEngine::new(&model), &plan).await.unwrap();
+        failures.extend(check_close(&format!("{name} (wasm cpu)"), &got, &want, 1e-4, 1.0).err());
+        let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu().await, &model).unwrap();
+        let got = run_to_end(&mut engine, &plan).await.unwrap();
+        failures.extend(check_close(&format!("{name} (webgpu)"), &got, &want, 1e-4, 1.0).err());
+        engine.gpu().destroy();
+    }
+    assert_eq!(cases.as_array().unwrap().len(), 8, "every case of host_runs.json");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// The editing runs against diffusers in the browser (tests/fixtures/editing.*): SDEdit, DDIM
 /// inversion and the reconstruction from it, RePaint — every case on the wasm CPU engine, one
 /// case of each kind on WebGPU, 1e-4 × max(1, max|ref|) as natively.

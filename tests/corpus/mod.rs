@@ -111,6 +111,10 @@ pub fn base(model: &str) -> (&'static str, &'static [u8]) {
             include_str!("../fixtures/models/tiny_attn/config.json"),
             include_bytes!("../fixtures/models/tiny_attn/diffusion_pytorch_model.safetensors"),
         ),
+        "ncsnpp_like" => (
+            include_str!("../fixtures/models/ncsnpp_like/config.json"),
+            include_bytes!("../fixtures/models/ncsnpp_like/diffusion_pytorch_model.safetensors"),
+        ),
         other => panic!("corpus: unknown model {other}"),
     }
 }
