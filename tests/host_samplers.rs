@@ -31,6 +31,7 @@ fn cases() -> Vec<Case> {
             let name = c["name"].as_str().unwrap().to_string();
             let class = c["class"].as_str().unwrap();
             let mut config = c["config"].clone();
+            // The score-SDE samplers read the model's betas from its scheduler config.
             config["_class_name"] = class.into();
             let config = SchedulerConfig::load(&config.to_string()).unwrap_or_else(|e| panic!("{name}: {e}"));
             let model = Model::load_dir(&fixtures().join("models").join(c["model"].as_str().unwrap())).unwrap();
@@ -57,7 +58,7 @@ fn cases() -> Vec<Case> {
 #[test]
 fn host_stepped_runs_match_diffusers_on_every_engine() {
     let cases = cases();
-    assert_eq!(cases.len(), 8, "every case of host_runs.json");
+    assert_eq!(cases.len(), 11, "every case of host_runs.json");
     for c in &cases {
         for (label, mut engine) in every_engine(&c.model) {
             let got = pollster::block_on(run_to_end(&mut engine, &c.plan)).unwrap_or_else(|e| panic!("{} ({label}): {e}", c.name));
@@ -85,6 +86,17 @@ fn host_samplers_are_chosen_by_name_and_class() {
     assert!(e.to_string().contains("solver_order"), "{e}");
     let e = SchedulerConfig::load(r#"{"_class_name": "DDIMScheduler", "beta_schedule": "cubic"}"#).unwrap_err();
     assert!(e.to_string().contains("beta_schedule"), "{e}");
+    // The score-SDE samplers' own keys.
+    for (json, key) in [
+        (r#"{"_class_name": "PredictorCorrectorVp", "snr": -1}"#, "snr"),
+        (r#"{"_class_name": "ReverseSdeEulerMaruyama", "sampling_eps": 1.5}"#, "sampling_eps"),
+    ] {
+        let e = SchedulerConfig::load(json).unwrap_err();
+        assert!(e.to_string().contains(key), "{json}: {e}");
+    }
+    for name in ["vp-sde", "vp-ode", "vp-pc"] {
+        assert!(SamplerKind::available().contains(&name.parse().unwrap()), "{name}");
+    }
     // Editing runs use the fused samplers.
     let model = Model::load_dir(&fixtures().join("models/tiny_attn")).unwrap();
     let image = Tensor::zeros(vec![1, 3, 12, 12]);

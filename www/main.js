@@ -143,7 +143,10 @@ function showModel(s) {
 
 // The samplers this model can run (a learned time embedding needs integer timesteps, a Fourier
 // one σ > 0), its own scheduler's preselected unless ?sampler= names another it can run.
-const SAMPLER_LABELS = { 'dpm++2m': 'DPM-Solver++(2M)' };
+const SAMPLER_LABELS = {
+  'dpm++2m': 'DPM-Solver++(2M)', 'vp-sde': 'reverse SDE (Euler–Maruyama)', 'vp-ode': 'probability-flow ODE (Euler)',
+  'vp-pc': 'predictor–corrector (Langevin)', 'score-sde-ve': 'score SDE VE (predictor–corrector)',
+};
 function showSamplers(info) {
   const fill = (select, want) => {
     select.replaceChildren(...info.samplers.map((n) => new Option(SAMPLER_LABELS[n] ?? n, n)));

@@ -182,7 +182,10 @@ impl HostSchedule {
 
     /// The scheduler, with `set_timesteps(steps)` done.
     pub fn scheduler(&self) -> Result<Box<dyn DiffusersScheduler>> {
-        let mut s = crate::sampler::diffusers::from_config(&self.config)?;
+        let mut s: Box<dyn DiffusersScheduler> = match crate::sampler::sde::CLASSES.contains(&self.class) {
+            true => Box::new(crate::sampler::sde::VpSdeSampler::from_config(&self.config)?),
+            false => crate::sampler::diffusers::from_config(&self.config)?,
+        };
         s.set_timesteps(self.steps)?;
         s.set_batch_size(self.batch)?;
         Ok(s)

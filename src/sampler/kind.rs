@@ -36,6 +36,10 @@ pub const HOST_SAMPLERS: &[(&str, &str)] = &[
     ("edm-dpm-multistep", "EDMDPMSolverMultistepScheduler"),
     ("score-sde-ve", "ScoreSdeVeScheduler"),
     ("consistency", "CMStochasticIterativeScheduler"),
+    // Score-SDE samplers on a VP model (Song et al. 2021; `sampler::sde`, no diffusers class).
+    ("vp-sde", "ReverseSdeEulerMaruyama"),
+    ("vp-ode", "ProbabilityFlowOdeEuler"),
+    ("vp-pc", "PredictorCorrectorVp"),
     // The fused samplers' classes, stepped on the host where their config asks for what the
     // fused update does not do (e.g. DPM-Solver order 3, dynamic thresholding).
     ("ddim-host", "DDIMScheduler"),
@@ -78,7 +82,7 @@ impl SamplerKind {
     pub fn available() -> Vec<SamplerKind> {
         let host = HOST_SAMPLERS
             .iter()
-            .filter(|(name, class)| !name.ends_with("-host") && super::diffusers::CLASSES.contains(class))
+            .filter(|(name, class)| !name.ends_with("-host") && host_built(class))
             .map(|(_, class)| SamplerKind::Host(class));
         FUSED.into_iter().chain(host).collect()
     }
@@ -91,7 +95,7 @@ impl SamplerKind {
             return Ok(kind);
         }
         match HOST_SAMPLERS.iter().find(|(_, c)| *c == class_name) {
-            Some((_, class)) if super::diffusers::CLASSES.contains(class) => Ok(SamplerKind::Host(class)),
+            Some((_, class)) if host_built(class) => Ok(SamplerKind::Host(class)),
             _ => {
                 let names: Vec<&str> = Self::available().into_iter().map(|k| k.class_name()).collect();
                 Err(Error::Config(format!(
@@ -103,6 +107,16 @@ impl SamplerKind {
             }
         }
     }
+}
+
+/// One of the fused samplers' classes (DDIMScheduler, DDPMScheduler, ...).
+pub fn is_fused_class(class: &str) -> bool {
+    FUSED.iter().any(|k| k.class_name() == class)
+}
+
+/// A class the host builds: diffusers' (`sampler::diffusers`) or a score-SDE sampler (`sampler::sde`).
+pub fn host_built(class: &str) -> bool {
+    super::diffusers::CLASSES.contains(&class) || super::sde::CLASSES.contains(&class)
 }
 
 impl std::str::FromStr for SamplerKind {

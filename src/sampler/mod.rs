@@ -7,6 +7,7 @@ mod kind;
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;
+pub mod sde;
 pub(crate) mod solvers;
 
 pub use editing::{slerp, slerp_frames, Img2Img, RePaintStep};

@@ -191,17 +191,31 @@ impl SchedulerConfig {
     /// thresholding, PNDM's keys, ...): it then runs stepped on the host (`fused_refusal` says why).
     pub fn load(text: &str) -> Result<Self> {
         match Self::from_json(text) {
-            Ok(c) => Ok(c),
+            Ok(c) => {
+                // A class only the host steps reads keys the fused parse does not: check them now.
+                if let Some(class) = c.class_name.as_deref().filter(|c| !super::kind::is_fused_class(c) && super::kind::host_built(c)) {
+                    let text = quote_python_floats(text);
+                    match super::sde::CLASSES.contains(&class) {
+                        true => super::sde::VpSdeSampler::from_config(&text).map(|_| ())?,
+                        false => super::diffusers::from_config(&text).map(|_| ())?,
+                    }
+                }
+                Ok(c)
+            }
             Err(refusal) => {
                 let value: serde_json::Value = crate::json::parse_json(&quote_python_floats(text))
                     .map_err(|e| Error::Scheduler(format!("scheduler_config.json: {e}")))?;
                 let class = value.get("_class_name").and_then(|c| c.as_str()).map(str::to_string);
-                let host_built = class.as_deref().is_some_and(|c| super::diffusers::CLASSES.contains(&c));
+                let host_built = class.as_deref().is_some_and(super::kind::host_built);
                 if !host_built {
                     return Err(refusal);
                 }
                 // The host class validates every key it reads; the error names the key.
-                super::diffusers::from_config(&quote_python_floats(text))?;
+                let text = quote_python_floats(text);
+                match super::sde::CLASSES.contains(&class.as_deref().unwrap_or_default()) {
+                    true => super::sde::VpSdeSampler::from_config(&text).map(|_| ())?,
+                    false => super::diffusers::from_config(&text).map(|_| ())?,
+                }
                 let mut c = SchedulerConfig::default();
                 (c.class_name, c.raw, c.fused_refusal) = (class, value, Some(refusal.to_string()));
                 Ok(c)
