@@ -72,8 +72,8 @@ impl Engine for AnyEngine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
         each_engine!(self, e => e.start(plan).await)
     }
-    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
-        each_engine!(self, e => e.step(plan, index, noise))
+    fn step_at(&mut self, plan: &RunPlan, index: usize, t_model: f32, noise: Option<&[f32]>) -> Result<()> {
+        each_engine!(self, e => e.step_at(plan, index, t_model, noise))
     }
     async fn sync(&mut self) -> Result<()> {
         each_engine!(self, e => e.sync().await)

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::run::{run_to_end, ClassLabels, GivenNoise, RunOptions, RunPlan};
+use ddim_webgpu::run::{ClassLabels, GivenNoise, RunOptions, RunPlan};
 use ddim_webgpu::sampler::{SamplerKind, SchedulerConfig};
 use ddim_webgpu::{Model, Tensor};
 
@@ -19,6 +19,8 @@ struct Case {
     model: Model,
     plan: RunPlan,
     x_0: Tensor,
+    /// U-Net evaluations diffusers' loop (or scipy's RK45) made: one frame each.
+    evaluations: usize,
 }
 
 fn cases() -> Vec<Case> {
@@ -48,9 +50,9 @@ fn cases() -> Vec<Case> {
             }
             let plan = opts.plan(&model).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(plan.host.is_some(), "{name}: stepped on the host");
-            assert_eq!(plan.steps.len(), c["evaluations"].as_u64().unwrap() as usize, "{name}: one plan step per evaluation");
+            let evaluations = c["evaluations"].as_u64().unwrap() as usize;
             let x_0 = get("x_0");
-            Case { name, model, plan, x_0 }
+            Case { name, model, plan, x_0, evaluations }
         })
         .collect()
 }
@@ -58,10 +60,17 @@ fn cases() -> Vec<Case> {
 #[test]
 fn host_stepped_runs_match_diffusers_on_every_engine() {
     let cases = cases();
-    assert_eq!(cases.len(), 11, "every case of host_runs.json");
+    assert_eq!(cases.len(), 13, "every case of host_runs.json");
     for c in &cases {
         for (label, mut engine) in every_engine(&c.model) {
-            let got = pollster::block_on(run_to_end(&mut engine, &c.plan)).unwrap_or_else(|e| panic!("{} ({label}): {e}", c.name));
+            let mut frames = 0;
+            let got = pollster::block_on(ddim_webgpu::run::run(&mut engine, &c.plan, async |_, info| {
+                frames += 1;
+                assert_eq!(info.index + 1, frames);
+                Ok(ddim_webgpu::run::Flow::Continue)
+            }))
+            .unwrap_or_else(|e| panic!("{} ({label}): {e}", c.name));
+            assert_eq!(frames, c.evaluations, "{} ({label}): one frame per U-Net evaluation, as many as diffusers' (scipy's) run", c.name);
             assert_close(&format!("{} x_0 ({label})", c.name), &got, &c.x_0, TOL);
         }
     }
@@ -125,4 +134,28 @@ fn usable_samplers_follow_the_time_embedding() {
     own.scheduler = SchedulerConfig::load(r#"{"_class_name": "ScoreSdeVeScheduler"}"#).unwrap();
     assert_eq!(default_sampler(&own).as_str(), "score-sde-ve");
     assert_eq!(default_sampler(&plain).as_str(), "ddim");
+}
+
+/// The adaptive solver's evaluations follow its tolerance; a tolerance is refused where no solver
+/// reads it.
+#[test]
+fn rk45_tolerance_sets_the_evaluations_and_is_refused_elsewhere() {
+    let model = Model::load_dir(&fixtures().join("models/class_f16")).unwrap();
+    let rk45: SamplerKind = "vp-ode-rk45".parse().unwrap();
+    let evaluations = |tol: f64| {
+        let plan = RunOptions::new().sampler(rk45).tolerance(tol).batch(1).seed(5).plan(&model).unwrap();
+        let mut n = 0;
+        pollster::block_on(ddim_webgpu::run::run(&mut ddim_webgpu::run::CpuEngine::new(&model), &plan, async |_, _| {
+            n += 1;
+            Ok(ddim_webgpu::run::Flow::Continue)
+        }))
+        .unwrap();
+        n
+    };
+    let (loose, tight) = (evaluations(1e-1), evaluations(1e-3));
+    assert!(loose >= 8 && loose < tight, "evaluations at 1e-1: {loose}, at 1e-3: {tight}");
+    let e = RunOptions::new().tolerance(1e-3).steps(3).plan(&model).unwrap_err();
+    assert!(e.to_string().contains("tolerance") && e.to_string().contains("vp-ode-rk45"), "{e}");
+    let e = RunOptions::new().sampler(rk45).tolerance(-1.0).plan(&model).unwrap_err();
+    assert!(e.to_string().contains("rtol"), "{e}");
 }

@@ -289,7 +289,7 @@ async fn host_stepped_runs_match_diffusers_in_the_browser() {
         failures.extend(check_close(&format!("{name} (webgpu)"), &got, &want, 1e-4, 1.0).err());
         engine.gpu().destroy();
     }
-    assert_eq!(cases.as_array().unwrap().len(), 11, "every case of host_runs.json");
+    assert_eq!(cases.as_array().unwrap().len(), 13, "every case of host_runs.json");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

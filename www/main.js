@@ -35,7 +35,7 @@ function showError(e) {
 
 function clearError() { $('error').hidden = true; $('error').textContent = ''; }
 
-for (const k of ['steps', 'eta', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model', 'mode', 'strength', 'jumpLength', 'jumpNSample', 'tEnd', 'toSeed']) {
+for (const k of ['steps', 'eta', 'tolerance', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model', 'mode', 'strength', 'jumpLength', 'jumpNSample', 'tEnd', 'toSeed']) {
   if (params.has(k)) form.elements[k].value = params.get(k);
 }
 if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
@@ -45,6 +45,7 @@ const etaFollowsSampler = () => {
   const f = form.elements;
   f.sampler.disabled = DDIM_ONLY.includes(f.mode.value);
   f.eta.disabled = f.sampler.value !== 'ddim' || f.mode.value === 'invert';
+  f.tolerance.disabled = f.sampler.value !== 'vp-ode-rk45';
 };
 form.elements.sampler.addEventListener('change', etaFollowsSampler);
 form.elements.mode.addEventListener('change', etaFollowsSampler);
@@ -55,7 +56,8 @@ function readForm() {
   const num = (k) => Number(f[k].value);
   return {
     // η belongs to DDIM alone (the other samplers refuse it).
-    steps: num('steps'), eta: f.sampler.value === 'ddim' ? num('eta') : undefined, seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
+    steps: num('steps'), eta: f.sampler.value === 'ddim' ? num('eta') : undefined,
+    tolerance: f.sampler.value === 'vp-ode-rk45' ? num('tolerance') : undefined, seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
     classLabel: f.class.value === '' ? undefined : Number(f.class.value),
     sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
     mode: f.mode.value,
@@ -145,7 +147,8 @@ function showModel(s) {
 // one σ > 0), its own scheduler's preselected unless ?sampler= names another it can run.
 const SAMPLER_LABELS = {
   'dpm++2m': 'DPM-Solver++(2M)', 'vp-sde': 'reverse SDE (Euler–Maruyama)', 'vp-ode': 'probability-flow ODE (Euler)',
-  'vp-pc': 'predictor–corrector (Langevin)', 'score-sde-ve': 'score SDE VE (predictor–corrector)',
+  'vp-pc': 'predictor–corrector (Langevin)', 'vp-ode-rk45': 'probability-flow ODE (adaptive RK45)',
+  'score-sde-ve': 'score SDE VE (predictor–corrector)',
 };
 function showSamplers(info) {
   const fill = (select, want) => {
@@ -233,8 +236,8 @@ async function start(overrides = {}) {
   const canvas = $('canvas');
   try {
     // The class and sampler lists and guidance's state exist once the model is known (showModel).
-    const { classLabel, guidance, sampler: samplerName, eta } = readForm();
-    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, ...overrides });
+    const { classLabel, guidance, sampler: samplerName, eta, tolerance } = readForm();
+    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, ...overrides });
     running = (async () => {
       for await (const s of sampler.run(run)) {
         $('step').textContent = `${s.step} / ${s.total}`;

@@ -152,15 +152,14 @@ impl Engine for GpuEngine {
         Ok(())
     }
 
-    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+    fn step_at(&mut self, plan: &RunPlan, index: usize, t_model: f32, noise: Option<&[f32]>) -> Result<()> {
         let gpu = &self.unet.gpu;
         let run = self.current()?;
-        let step = plan.steps[index];
         if let Some(z) = noise {
             gpu.queue.write_buffer(&run.noise, 0, bytemuck::cast_slice(z));
         }
         let ub = plan.unet_batch();
-        run.recording.write_conditioning(gpu, &vec![step.t_model; ub], plan.guidance.unet_labels.as_deref());
+        run.recording.write_conditioning(gpu, &vec![t_model; ub], plan.guidance.unet_labels.as_deref());
         let mut enc = gpu.device.create_command_encoder(&Default::default());
         let count = plan.count();
         let bytes = (count * 4) as u64;

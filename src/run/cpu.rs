@@ -105,12 +105,12 @@ impl<O: HostOps> Engine for CpuEngine<O> {
         Ok(())
     }
 
-    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+    fn step_at(&mut self, plan: &RunPlan, index: usize, t_model: f32, noise: Option<&[f32]>) -> Result<()> {
         let step = plan.steps[index];
         let [_, c, h, w] = plan.shape;
         let ub = plan.unet_batch();
         let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, index, &self.state.x))?;
-        let ts = vec![step.t_model; ub];
+        let ts = vec![t_model; ub];
         let m = forward_with(&mut self.ops, &self.config, &sample, &ts, plan.guidance.unet_labels.as_deref())?;
         self.state.update(&plan.guidance, step.coeffs, &m.data, noise);
         Ok(())

@@ -70,7 +70,12 @@ pub trait Engine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()>;
     /// Submits step `index`: the U-Net at its timestep (both guidance halves), then the update
     /// with `noise` (None for steps that add none).
-    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()>;
+    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+        self.step_at(plan, index, plan.steps[index].t_model, noise)
+    }
+    /// `step` with the U-Net at model timestep `t_model` instead of the step's own (an adaptive
+    /// solver's evaluations, whose times are known only as it runs: they reuse step 0's update).
+    fn step_at(&mut self, plan: &RunPlan, index: usize, t_model: f32, noise: Option<&[f32]>) -> Result<()>;
     /// Resolves when the submitted work is done; reports device errors and losses.
     async fn sync(&mut self) -> Result<()>;
     /// x_t or x̂₀ on the host, [N, C, H, W].
@@ -145,6 +150,9 @@ async fn run_host_stepped<E: Engine>(
     if host.class == plan::SCORE_SDE_VE {
         return run_score_sde_ve(engine, plan, host, on_step).await;
     }
+    if host.class == crate::sampler::sde::RK45 {
+        return run_rk45(engine, plan, host, on_step).await;
+    }
     let mut scheduler = host.scheduler()?;
     let timesteps = scheduler.timesteps().to_vec();
     if timesteps.len() != plan.steps.len() {
@@ -180,6 +188,44 @@ async fn run_host_stepped<E: Engine>(
         return Err(Error::NonFinite { step: index + 1, total: plan.steps.len(), timestep: plan.steps[index].timestep });
     }
     Tensor::new(plan.shape.to_vec(), x)
+}
+
+/// The most U-Net evaluations an adaptive RK45 run may take before it is stopped with an error
+/// (the paper's solves take ~100–200 at rtol = atol = 1e-5).
+pub const RK45_MAX_EVALUATIONS: usize = 4000;
+
+/// The probability-flow ODE by adaptive RK45 (`sampler::rk45`): evaluations as the solver asks
+/// for them (`Engine::step_at` at each requested time), each a frame showing the accepted state;
+/// `total` counts the evaluations so far plus one until the solve ends.
+async fn run_rk45<E: Engine>(
+    engine: &mut E,
+    plan: &RunPlan,
+    host: &HostSchedule,
+    mut on_step: impl AsyncFnMut(&mut E, StepInfo) -> Result<Flow>,
+) -> Result<Tensor> {
+    let mut solver = crate::sampler::rk45::Rk45Ode::new(&host.config, &plan.x_start, RK45_MAX_EVALUATIONS)?;
+    solver.set_batch_size(host.batch)?;
+    let mut index = 0;
+    while let Some((t_model, x_eval)) = solver.request() {
+        engine.write_x(&x_eval)?;
+        engine.step_at(plan, 0, t_model as f32, None)?;
+        engine.sync().await?;
+        let eps = engine.read(View::Xt).await?.data;
+        solver.receive(&eps)?;
+        let x = solver.sample();
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { step: index + 1, total: index + 1, timestep: t_model.round() as i64 });
+        }
+        engine.write_x(&x)?;
+        let done = solver.request().is_none();
+        let total = if done { index + 1 } else { index + 2 };
+        let info = StepInfo { index, total, timestep: t_model.round() as i64, phase: Phase::Reverse };
+        if on_step(engine, info).await? == Flow::Stop {
+            return Err(Error::Cancelled);
+        }
+        index += 1;
+    }
+    Tensor::new(plan.shape.to_vec(), solver.sample())
 }
 
 /// ScoreSdeVePipeline's loop: at each timestep `correct_steps` Langevin corrections

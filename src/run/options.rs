@@ -4,6 +4,7 @@
 use super::plan::{ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan, SCORE_SDE_VE};
 use crate::error::{Error, Result};
 use crate::sampler::diffusers::DiffusersScheduler;
+use crate::sampler::sde::RK45;
 use crate::sampler::{SamplerKind, Schedule, SchedulerConfig, Step, StepCoeffs};
 use crate::{Model, Tensor};
 
@@ -73,6 +74,7 @@ pub struct RunOptions {
     noise: Option<GivenNoise>,
     scheduler: Option<SchedulerConfig>,
     edit: Option<Edit>,
+    tolerance: Option<f64>,
 }
 
 impl RunOptions {
@@ -95,6 +97,13 @@ impl RunOptions {
     /// DDIM's η; default 0 (deterministic).
     pub fn eta(mut self, eta: f32) -> Self {
         self.eta = Some(eta);
+        self
+    }
+
+    /// The adaptive RK45 ODE solver's rtol and atol (`vp-ode-rk45`); default the scheduler
+    /// config's `rtol`/`atol`, else 1e-5 (Song et al.'s).
+    pub fn tolerance(mut self, tol: f64) -> Self {
+        self.tolerance = Some(tol);
         self
     }
 
@@ -199,8 +208,11 @@ impl RunOptions {
             _ if config.fused_refusal.is_some() => Some(kind.class_name()),
             _ => None,
         };
+        if let (Some(tol), false) = (self.tolerance, host_class == Some(RK45)) {
+            return Err(Error::Input(format!("tolerance = {tol}: only the adaptive ODE solver (vp-ode-rk45) has a tolerance")));
+        }
         let plan = match (&self.edit, host_class) {
-            (None, Some(class)) => host_plan(&config, class, (n, eta), base)?,
+            (None, Some(class)) => host_plan(&config, class, (n, eta, self.tolerance), base)?,
             (Some(_), Some(class)) => {
                 return Err(Error::Input(format!(
                     "editing runs (img2img, inpaint, invert, forward) use the fused samplers (ddim, ddpm, dpm++2m, euler, heun); \
@@ -425,13 +437,28 @@ pub fn label(v: f64) -> Result<i64> {
 
 /// The plan of a host-stepped run: one evaluation per timestep of the class's `set_timesteps(n)`
 /// (its model input scaled on the host), x_T · init_noise_sigma.
-fn host_plan(config: &SchedulerConfig, class: &'static str, (n, eta): (usize, f32), base: RunPlan) -> Result<RunPlan> {
+fn host_plan(config: &SchedulerConfig, class: &'static str, (n, eta, tol): (usize, f32, Option<f64>), base: RunPlan) -> Result<RunPlan> {
     if eta != 0.0 {
         return Err(Error::Scheduler(format!("eta = {eta}: only the fused DDIM has eta ({class} is stepped on the host)")));
     }
-    let host = host_schedule(config, class, n, base.shape[0]);
+    let mut host = host_schedule(config, class, n, base.shape[0]);
+    if let Some(tol) = tol {
+        if class != RK45 {
+            return Err(Error::Input(format!("tolerance = {tol}: only the adaptive ODE solver (vp-ode-rk45) has a tolerance")));
+        }
+        let mut json: serde_json::Value = serde_json::from_str(&host.config).map_err(|e| Error::Scheduler(e.to_string()))?;
+        (json["rtol"], json["atol"]) = (tol.into(), tol.into());
+        host.config = json.to_string();
+    }
     if class == SCORE_SDE_VE {
         return score_sde_ve_plan(host, base);
+    }
+    if class == RK45 {
+        // Evaluations come as the solver asks for them; the plan's one step is their update.
+        crate::sampler::rk45::Rk45Ode::new(&host.config, &base.x_start, 1)?; // the keys, checked now
+        let pass = StepCoeffs { eps_m: 1.0, c_eps: 1.0, ..Default::default() };
+        let step = Step { timestep: 999, t_model: 0.0, c_in: 1.0, coeffs: pass };
+        return Ok(RunPlan { steps: vec![step], host: Some(host), ..base });
     }
     let scheduler = host.scheduler()?;
     // The engine's update passes the guided model output through as x; the host steps from it.
@@ -502,6 +529,9 @@ fn host_ts(config: &SchedulerConfig, class: &'static str, n: usize) -> Result<Ve
     let host = host_schedule(config, class, n, 1);
     if class == SCORE_SDE_VE {
         return Ok(host.score_sde_ve()?.sigmas); // the model reads σ
+    }
+    if class == RK45 {
+        return Ok(vec![999.0, 0.999]); // fractional times in (ε·(T − 1), T − 1]: positive, not integers
     }
     Ok(host.scheduler()?.timesteps().iter().map(|&t| t as f32).collect())
 }

@@ -40,6 +40,7 @@ pub const HOST_SAMPLERS: &[(&str, &str)] = &[
     ("vp-sde", "ReverseSdeEulerMaruyama"),
     ("vp-ode", "ProbabilityFlowOdeEuler"),
     ("vp-pc", "PredictorCorrectorVp"),
+    ("vp-ode-rk45", "ProbabilityFlowOdeRk45"),
     // The fused samplers' classes, stepped on the host where their config asks for what the
     // fused update does not do (e.g. DPM-Solver order 3, dynamic thresholding).
     ("ddim-host", "DDIMScheduler"),

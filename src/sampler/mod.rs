@@ -4,6 +4,7 @@
 pub mod diffusers;
 mod editing;
 mod kind;
+pub mod rk45;
 pub mod rng;
 pub mod schedule;
 pub mod scheduler;

@@ -19,7 +19,10 @@ use super::diffusers::{Cfg, DiffusersScheduler, NoiseSchedule, StepOutput};
 use crate::error::{Error, Result};
 
 /// (class name, sampler name) of the samplers here.
-pub const CLASSES: &[&str] = &["ReverseSdeEulerMaruyama", "ProbabilityFlowOdeEuler", "PredictorCorrectorVp"];
+pub const CLASSES: &[&str] = &["ReverseSdeEulerMaruyama", "ProbabilityFlowOdeEuler", "PredictorCorrectorVp", RK45];
+
+/// The adaptive probability-flow ODE solver (`sampler::rk45`): its run loop is its own.
+pub const RK45: &str = "ProbabilityFlowOdeRk45";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Method {
@@ -56,7 +59,7 @@ impl VpSdeSampler {
         };
         let method = match class {
             "ReverseSdeEulerMaruyama" => Method::EulerMaruyama,
-            "ProbabilityFlowOdeEuler" => Method::ProbabilityFlow,
+            "ProbabilityFlowOdeEuler" | RK45 => Method::ProbabilityFlow,
             _ => Method::PredictorCorrector { snr: cfg.f64("snr", 0.16)?, corrector_steps: cfg.usize("correct_steps", 1)? },
         };
         if let Method::PredictorCorrector { snr, .. } = method {
@@ -97,6 +100,18 @@ impl VpSdeSampler {
 
     fn sigma(&self, t: f64) -> f64 {
         (1.0 - self.schedule.alphas_cumprod[self.index(t)] as f64).sqrt()
+    }
+
+    /// The model timestep of continuous time t: t·(T − 1).
+    pub fn model_timestep(&self, t: f64) -> f64 {
+        t * (self.t_count() - 1) as f64
+    }
+
+    /// The probability-flow ODE's dx/dt = −½β(t)(x + s) at continuous time t from the model's ε̂
+    /// (s = −ε̂/σ), rounded to f32 as the paper's code returns it to the solver.
+    pub fn ode_drift(&self, t: f64, x: &[f32], eps: &[f32]) -> Vec<f64> {
+        let (beta, sigma) = (self.beta(t), self.sigma(t));
+        x.iter().zip(eps).map(|(&x, &e)| (-0.5 * beta * (x as f64 - e as f64 / sigma)) as f32 as f64).collect()
     }
 
     /// Mean L2 norm of the batch items (torch.norm(x.reshape(B, −1), dim=−1).mean()).

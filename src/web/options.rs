@@ -81,7 +81,8 @@ fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
 }
 
 /// {mode: "sample"|"edit"|"inpaint"|"invert"|"forward"|"interpolate", steps, eta, seed,
-/// sampler: a name of `modelInfo.samplers` ("ddim", "dpm++2m", "pndm", …) or a diffusers class name, batch, classLabel (one number or one per item),
+/// sampler: a name of `modelInfo.samplers` ("ddim", "dpm++2m", "pndm", …) or a diffusers class name,
+/// tolerance (rtol = atol of "vp-ode-rk45"), batch, classLabel (one number or one per item),
 /// guidance, view: "xt"|"x0", image (Float32Array in −1 … 1 of N or 1 images of the model's size),
 /// strength (edit), mask (inpaint: Float32Array of N or 1 one-channel masks, 1 keeps, 0 fills),
 /// jumpLength, jumpNSample (inpaint), tEnd (forward: frames = steps), from, to (interpolate: a
@@ -112,6 +113,9 @@ pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
     }
     if let Some(v) = number(o, "eta")? {
         opts = opts.eta(v as f32);
+    }
+    if let Some(v) = number(o, "tolerance")? {
+        opts = opts.tolerance(v);
     }
     if let Some(v) = number(o, "guidance")? {
         opts = opts.guidance(v as f32);

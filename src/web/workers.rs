@@ -220,13 +220,13 @@ impl Engine for WorkerEngine {
         Ok(())
     }
 
-    fn step(&mut self, plan: &RunPlan, index: usize, noise: Option<&[f32]>) -> Result<()> {
+    fn step_at(&mut self, plan: &RunPlan, index: usize, t_model: f32, noise: Option<&[f32]>) -> Result<()> {
         let [_, c, h, w] = plan.shape;
         let item = c * h * w;
         let ub = plan.unet_batch();
         let input = unet_input(plan, index, &self.state.x);
         let labels = plan.guidance.unet_labels.as_deref();
-        let t = plan.steps[index].t_model;
+        let t = t_model;
         let per = ub.div_ceil(self.workers.len());
         let mut replies = Vec::new();
         for (wi, worker) in self.workers.iter().enumerate() {

@@ -228,6 +228,22 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
+    // The adaptive ODE solver: as many frames as U-Net evaluations, the counter following them, and
+    // a looser tolerance taking fewer.
+    test('the adaptive RK45 ODE solver shows its evaluations and takes fewer at a looser tolerance', { timeout: 300_000 }, async () => {
+      const counts = {};
+      for (const tol of ['0.01', '0.1']) {
+        const page = await browser.open(`?engine=cpu&batch=1&seed=3&sampler=vp-ode-rk45&tolerance=${tol}`);
+        await waitForEnd(page);
+        const frames = await page.eval(() => window.__frames.length);
+        assert.equal(await page.text('#step'), `${frames} / ${frames}`, `tolerance ${tol}: the counter ends on the evaluations`);
+        assert.equal(await page.eval(() => document.querySelector('[name=tolerance]').disabled), false);
+        counts[tol] = frames;
+        await page.close();
+      }
+      assert.ok(counts['0.1'] < counts['0.01'] && counts['0.1'] >= 8, `evaluations at 0.1 and 0.01: ${JSON.stringify(counts)}`);
+    });
+
     // The page sends each CPU worker its compiled WebAssembly.Module; a worker sent none (a browser
     // that cannot clone one) loads its own wasm: it still loads the model and runs a forward.
     test('a CPU worker sent no compiled module loads its own wasm and runs', { timeout: 120_000 }, async () => {

@@ -46,8 +46,10 @@ export interface LoadProgress {
 export interface RunOptions {
   steps?: number;
   eta?: number;
+  /** rtol = atol of the adaptive ODE solver (`sampler: "vp-ode-rk45"`); default 1e-5. */
+  tolerance?: number;
   seed?: number;
-  /** ddim (default unless the model's scheduler config names another class), ddpm, dpm++2m (DPM-Solver++(2M)), euler, heun (2 U-Net evaluations per step). */
+  /** A name of `modelInfo.samplers` (ddim, ddpm, dpm++2m, euler, heun fused; pndm, lms, euler-ancestral, unipc, …, vp-sde, vp-ode, vp-pc, vp-ode-rk45 stepped on the host) or a diffusers class name; the model's own scheduler (`modelInfo.defaultSampler`) when absent. */
   sampler?: 'ddim' | 'ddpm' | 'dpm++2m' | 'euler' | 'heun';
   batch?: number;
   /** One class for every item, or one per item (class-conditional models). */

@@ -111,6 +111,9 @@ struct SampleArgs {
     /// DDIM's eta [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     eta: Option<f32>,
+    /// rtol and atol of the adaptive ODE solver (--sampler vp-ode-rk45) [default: 1e-5]
+    #[arg(long)]
+    tolerance: Option<f64>,
     /// seed of x_T and the step noise [default: 0]
     #[arg(long, conflicts_with = "noise")]
     seed: Option<u64>,
@@ -138,6 +141,9 @@ impl SampleArgs {
         }
         if let Some(v) = self.eta {
             opts = opts.eta(v);
+        }
+        if let Some(v) = self.tolerance {
+            opts = opts.tolerance(v);
         }
         if let Some(v) = self.seed {
             opts = opts.seed(v);
