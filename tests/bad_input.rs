@@ -335,6 +335,7 @@ fn corpus_native(case: &corpus::Case) -> ddim_webgpu::Result<()> {
             "eta" => opts.eta(v as f32),
             "batch" => opts.batch(v as usize),
             "class" => opts.labels(ClassLabels::All(v as i64)),
+            "tolerance" => opts.tolerance(v),
             _ => opts.guidance(v as f32),
         };
     }
@@ -494,4 +495,69 @@ fn pipeline_folders_and_pickle_only_folders() {
     let e = err(Model::load_dir(&pickle)).to_string();
     assert!(e.contains("diffusion_pytorch_model.bin") && e.contains("safetensors"), "{e}");
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A PNG chunk: length, type, data, CRC-32 (of type and data), for hand-made PNGs.
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let crc = kind.iter().chain(data).fold(!0u32, |mut c, &b| {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+        c
+    });
+    [&(data.len() as u32).to_be_bytes()[..], kind, data, &(!crc).to_be_bytes()].concat()
+}
+
+/// The image inputs users send the CLI's edit (PNG): a decompression bomb (a 50,000 × 50,000
+/// header over a few bytes) and a truncated file are errors naming the file, within the time limit;
+/// 16-bit grey and RGBA with alpha are read (converted to the model's channels), as 8-bit RGB is.
+#[test]
+fn png_inputs_users_send_are_read_or_refused_by_name() {
+    let dir = std::env::temp_dir().join(format!("ddim-png-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = fixtures().join("models/tiny_attn");
+    let run = |png: &std::path::Path| {
+        let args: Vec<String> = ["edit", "--model", &model.display().to_string(), "--init", &png.display().to_string()]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--strength", "0.5", "--steps", "2", "--num", "1", "--engine", "cpu", "--out"].map(String::from))
+            .chain([dir.join("out.png").display().to_string()])
+            .collect();
+        ddim_cli(&args, std::time::Duration::from_secs(60))
+    };
+    // IHDR: 50000 × 50000, 8-bit RGB; an IDAT of a few bytes.
+    let mut ihdr = [50_000u32.to_be_bytes(), 50_000u32.to_be_bytes()].concat();
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let bomb = [&b"\x89PNG\r\n\x1a\n"[..], &png_chunk(b"IHDR", &ihdr), &png_chunk(b"IDAT", &[0x78, 0x9c, 3, 0]), &png_chunk(b"IEND", &[])]
+        .concat();
+    let path = dir.join("bomb.png");
+    std::fs::write(&path, bomb).unwrap();
+    let (code, err) = run(&path);
+    assert_ne!(code, Some(0), "a 50000 x 50000 PNG header is refused: {err}");
+    assert!(err.contains("bomb.png") && err.contains("50000x50000") && err.contains("larger than"), "{err}");
+    // A real 12 × 12 RGB PNG, cut in half.
+    let rgb = image::RgbImage::from_fn(12, 12, |x, y| image::Rgb([(x * 20) as u8, (y * 20) as u8, 128]));
+    let path = dir.join("whole.png");
+    rgb.save(&path).unwrap();
+    let (code, err) = run(&path);
+    assert_eq!(code, Some(0), "8-bit RGB: {err}");
+    let bytes = std::fs::read(&path).unwrap();
+    let cut = dir.join("cut.png");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let (code, err) = run(&cut);
+    assert_ne!(code, Some(0), "a truncated PNG is refused: {err}");
+    assert!(err.contains("cut.png"), "{err}");
+    // 16-bit grey and RGBA are converted.
+    let grey16 = image::ImageBuffer::<image::Luma<u16>, _>::from_fn(12, 12, |x, y| image::Luma([(x * y * 400) as u16]));
+    let path = dir.join("grey16.png");
+    grey16.save(&path).unwrap();
+    let (code, err) = run(&path);
+    assert_eq!(code, Some(0), "16-bit grey: {err}");
+    let rgba = image::RgbaImage::from_fn(12, 12, |x, y| image::Rgba([(x * 20) as u8, (y * 20) as u8, 9, (x * 10) as u8]));
+    let path = dir.join("rgba.png");
+    rgba.save(&path).unwrap();
+    let (code, err) = run(&path);
+    assert_eq!(code, Some(0), "RGBA: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -237,6 +237,9 @@ impl UNetConfig {
     /// Parses and validates the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
         let value = parse_json(text).map_err(Error::Config)?;
+        if !value.is_object() {
+            return Err(Error::Config("config.json is not a JSON object (a diffusers config is {\"key\": value, …})".into()));
+        }
         let set: Vec<String> = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let raw: RawConfig = from_value(value).map_err(Error::Config)?;
         raw.validate().map_err(|e| match e {

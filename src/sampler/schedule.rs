@@ -224,6 +224,9 @@ impl SchedulerConfig {
     }
 
     pub fn from_value(value: serde_json::Value) -> Result<Self> {
+        if !value.is_object() {
+            return Err(Error::Scheduler("scheduler_config.json is not a JSON object (a diffusers config is {\"key\": value, …})".into()));
+        }
         let keys = value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let whole = value.clone();
         let raw: RawSchedulerConfig =

@@ -50,6 +50,8 @@ pub struct Run {
     pub batch: Option<Value>,
     pub class: Option<Value>,
     pub guidance: Option<Value>,
+    /// The adaptive ODE solver's rtol = atol.
+    pub tolerance: Option<Value>,
     /// "gpu" or "cpu" (default).
     pub engine: Option<String>,
 }
@@ -62,7 +64,13 @@ impl Run {
     /// The numeric options as (name, value), with the corpus's small default of 2 steps.
     pub fn numbers(&self) -> Vec<(&'static str, f64)> {
         let mut out = vec![("steps", self.steps.as_ref().map_or(2.0, number))];
-        for (k, v) in [("eta", &self.eta), ("batch", &self.batch), ("class", &self.class), ("guidance", &self.guidance)] {
+        for (k, v) in [
+            ("eta", &self.eta),
+            ("batch", &self.batch),
+            ("class", &self.class),
+            ("guidance", &self.guidance),
+            ("tolerance", &self.tolerance),
+        ] {
             if let Some(v) = v {
                 out.push((k, number(v)));
             }

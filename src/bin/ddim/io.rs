@@ -96,6 +96,9 @@ pub fn read_mask(path: &Path, model: &Model) -> Result<Tensor> {
     read_picture(path, model, true)
 }
 
+/// The most pixels a PNG input may have (8192 × 8192): far beyond any model's sample size.
+const MAX_PNG_PIXELS: u64 = 1 << 26;
+
 pub fn read_picture(path: &Path, model: &Model, mask: bool) -> Result<Tensor> {
     let is_png = std::fs::read(path).map_err(|e| io_err(path, e))?.starts_with(b"\x89PNG");
     if !is_png {
@@ -108,6 +111,13 @@ pub fn read_picture(path: &Path, model: &Model, mask: bool) -> Result<Tensor> {
             4 => Ok(t),
             _ => Err(Error::Input(format!("{file}: `sample` is {:?}, expected [N, C, H, W]", t.shape))),
         };
+    }
+    // The header's size first: a decompression bomb (a huge size over a few bytes) is refused with
+    // its numbers before anything is allocated.
+    let reader = image::ImageReader::open(path).map_err(|e| io_err(path, e))?;
+    let (iw, ih) = reader.into_dimensions().map_err(|e| io_err(path, e))?;
+    if iw as u64 * ih as u64 > MAX_PNG_PIXELS {
+        return Err(io_err(path, format!("a {iw}x{ih} PNG: larger than the {MAX_PNG_PIXELS} pixels this tool reads (resize it first)")));
     }
     let img = image::open(path).map_err(|e| io_err(path, e))?;
     let (h, w) = model.config.sample_size.unwrap_or((img.height() as usize, img.width() as usize));
