@@ -143,14 +143,6 @@ impl DiffusersScheduler for VpSdeSampler {
         &self.model_t
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     /// One evaluation's update from the model's ε̂ at the evaluation `t` (a model timestep of
     /// `timesteps()`, in order). `pred_original_sample` is Tweedie's x̂₀ = (x + σ²s)/√ᾱ.
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {

@@ -93,14 +93,6 @@ impl DiffusersScheduler for DdpmScheduler {
         &self.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     /// With a learned variance the model output holds 2× the sample's values: the prediction,
     /// then the variance (diffusers splits the channels; one flat batch item here).
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {

@@ -107,14 +107,6 @@ impl DiffusersScheduler for DpmSolverMultistepScheduler {
         &self.sigmas.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     /// With a learned `variance_type` the model output may hold 2× the sample's values
     /// (prediction, then variance: one flat batch item); the variance is dropped, as diffusers does.
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {

@@ -131,14 +131,6 @@ impl DiffusersScheduler for DpmSolverSinglestepScheduler {
         &self.sigmas.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {
         let n = sample.len();
         let model_output = if self.learned_variance && model_output.len() == 2 * n { &model_output[..n] } else { model_output };

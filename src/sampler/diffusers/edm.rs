@@ -117,14 +117,7 @@ impl EdmEulerScheduler {
     }
 
     fn current(&mut self, t: f64) -> Result<usize> {
-        if self.timesteps.is_empty() {
-            return Err(Error::Scheduler(format!("{CLASS}: call set_timesteps before step")));
-        }
-        let i = self.index.current(&self.timesteps, t)?;
-        if i >= self.timesteps.len() {
-            return Err(Error::Scheduler(format!("{CLASS}: step {i} is past the last step (call set_timesteps again)")));
-        }
-        Ok(i)
+        self.index.checked(&self.timesteps, t, CLASS)
     }
 }
 

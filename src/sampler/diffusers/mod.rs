@@ -80,10 +80,15 @@ pub trait DiffusersScheduler: std::fmt::Debug + Send {
     /// classes, f32 values for most σ classes (fractional), f64 where diffusers keeps float64
     /// (CM, EDM's c_noise is f32; KDPM2 with a σ ramp).
     fn timesteps(&self) -> &[f64];
-    /// x_T = noise · `init_noise_sigma`.
-    fn init_noise_sigma(&self) -> f32;
-    /// `scale_model_input(sample, t)`: what the model sees (the sample itself for VP classes).
-    fn scale_model_input(&mut self, sample: &[f32], t: f64) -> Result<Vec<f32>>;
+    /// x_T = noise · `init_noise_sigma` (1 for the VP classes, the default).
+    fn init_noise_sigma(&self) -> f32 {
+        1.0
+    }
+    /// `scale_model_input(sample, t)`: what the model sees (the sample itself for the VP classes,
+    /// the default).
+    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
+        Ok(sample.to_vec())
+    }
     /// One call of diffusers' `step(model_output, t, sample)`. `noise` is the noise a stochastic
     /// step draws (`randn_tensor` in diffusers), required exactly when this call adds noise.
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput>;

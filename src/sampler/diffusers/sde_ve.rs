@@ -145,10 +145,6 @@ impl DiffusersScheduler for ScoreSdeVeScheduler {
         self.sigma_max as f32
     }
 
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     /// `step_pred` (diffusers' class has no `step`); `pred_original_sample` holds its
     /// prev_sample_mean. The noise is required.
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {

@@ -133,6 +133,18 @@ impl StepIndex {
         }
     }
 
+    /// `current`, refusing a schedule not set yet and a step past the last (for `class`'s errors).
+    pub fn checked(&mut self, timesteps: &[f64], t: f64, class: &str) -> Result<usize> {
+        if timesteps.is_empty() {
+            return Err(Error::Scheduler(format!("{class}: call set_timesteps before step")));
+        }
+        let i = self.current(timesteps, t)?;
+        if i >= timesteps.len() {
+            return Err(Error::Scheduler(format!("{class}: step {i} is past the last step (call set_timesteps again)")));
+        }
+        Ok(i)
+    }
+
     /// `_init_step_index` when no step was taken yet; the current step index.
     pub fn current(&mut self, timesteps: &[f64], t: f64) -> Result<usize> {
         if self.step.is_none() {

@@ -212,14 +212,6 @@ impl DiffusersScheduler for UniPcMultistepScheduler {
         &self.sigmas.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f32 {
-        1.0
-    }
-
-    fn scale_model_input(&mut self, sample: &[f32], _t: f64) -> Result<Vec<f32>> {
-        Ok(sample.to_vec())
-    }
-
     fn step(&mut self, model_output: &[f32], t: f64, sample: &[f32], noise: Option<&[f32]>) -> Result<StepOutput> {
         let n = sample.len();
         check_len("model_output", model_output, n)?;
