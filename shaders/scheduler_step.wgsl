@@ -2,12 +2,12 @@
 //   classifier-free guidance. With m the (guided) model output and h the solver's history:
 //   x0 = x0_x·x + x0_m·m (clipped), eps = eps_x·x + eps_m·m,
 //   x ← c_x0·x0 + c_eps·eps + c_x·x + c_noise·noise + c_h·h, h ← h_h·h + h_x0·x0 + h_x·x;
-//   the predicted x0 is kept for display.
+//   the predicted x0 and the noise prediction eps are kept for display.
 // Numerical guard: where the (guided) model output or the new x is NaN or Inf, the first such
 // step's index goes into `bad_step` (atomicMin; u32::MAX = none), read once at the end of a run.
 // Tested by bits, not x != x: WGSL lets compilers assume finite floats.
 // Bindings: 0 model_out [G·count] (read), 1 noise [count] (read); 2 x (rw, in place), 3 x0 (rw);
-// 4 params; 5 bad_step (atomic u32); 6 h (rw, in place).
+// 4 params; 5 bad_step (atomic u32); 6 h (rw, in place); 7 eps (rw).
 // Workgroup: 64, one element each, 1-D over wid.x + wid.y·nwg.x.
 
 struct Params {
@@ -25,6 +25,7 @@ struct Params {
 @group(0) @binding(4) var<uniform> p: Params;
 @group(0) @binding(5) var<storage, read_write> bad_step: atomic<u32>;
 @group(0) @binding(6) var<storage, read_write> h: array<f32>;
+@group(0) @binding(7) var<storage, read_write> eps_out: array<f32>;
 
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
@@ -54,5 +55,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     x[i] = x_new;
     x0_out[i] = x0;
+    eps_out[i] = eps;
     h[i] = p.h_h * hv + p.h_x0 * x0 + p.h_x * xv;
 }

@@ -6,10 +6,10 @@ mod common;
 
 use common::*;
 use ddim_webgpu::gpu::draw::SampleDrawer;
-use ddim_webgpu::image_grid::{grid_cols, grid_rgba};
+use ddim_webgpu::image_grid::{grid_cols, grid_rgba, grid_rgba_mapped, SIGNED_SCALE};
 use ddim_webgpu::Tensor;
 
-fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
+fn render(x: &Tensor, cols: usize, signed: Option<f32>) -> (usize, usize, Vec<u8>) {
     let gpu = gpu();
     let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
     let (w, h) = (cols * shape[3], shape[0].div_ceil(cols) * shape[2]);
@@ -25,7 +25,7 @@ fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
-    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format);
+    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format, signed);
     let pitch = (w * 4).next_multiple_of(256);
     let out = gpu.storage_buffer((pitch * h) as u64, "pixels").unwrap();
     let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -48,11 +48,25 @@ fn render(x: &Tensor, cols: usize) -> (usize, usize, Vec<u8>) {
 #[test]
 fn present_shader_draws_the_cpu_presenters_pixels() {
     // Grey (1 channel) and RGB (3 channels) batches, with an empty tile in the grid, values past ±1.
-    for (shape, seed) in [([5, 1, 7, 9], 1u64), ([3, 3, 6, 5], 2)] {
-        let x = scaled(randn(&shape, seed), 0.8);
+    // The signed map of a predicted noise (ε̂ ~ N(0, 1), ±SIGNED_SCALE) too: blue–white–red for one
+    // channel, each channel around mid-grey for three.
+    let cases =
+        [([5, 1, 7, 9], 1u64, None), ([3, 3, 6, 5], 2, None), ([5, 1, 7, 9], 3, Some(SIGNED_SCALE)), ([3, 3, 6, 5], 4, Some(SIGNED_SCALE))];
+    for (shape, seed, signed) in cases {
+        let x = scaled(randn(&shape, seed), if signed.is_some() { 2.0 } else { 0.8 });
         let cols = grid_cols(shape[0]);
-        let (w, h, want) = grid_rgba(&x, cols);
-        let (gw, gh, got) = render(&x, cols);
+        let (w, h, want) = if signed.is_some() { grid_rgba_mapped(&x, cols, signed) } else { grid_rgba(&x, cols) };
+        if signed.is_some() && shape[1] == 1 {
+            // Negative values are drawn blue-dominated, positive red-dominated.
+            let (neg, pos) = (x.data.iter().position(|v| *v < -1.0).unwrap(), x.data.iter().position(|v| *v > 1.0).unwrap());
+            let px = |i: usize| {
+                let (tile, rest) = (i / (shape[2] * shape[3]), i % (shape[2] * shape[3]));
+                let (gy, gx) = ((tile / cols) * shape[2] + rest / shape[3], (tile % cols) * shape[3] + rest % shape[3]);
+                &want[(gy * w + gx) * 4..][..3]
+            };
+            assert!(px(neg)[2] > px(neg)[0] && px(pos)[0] > px(pos)[2], "blue below zero, red above");
+        }
+        let (gw, gh, got) = render(&x, cols, signed);
         assert_eq!((gw, gh), (w, h));
         let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         // The fragment shader writes level/255 into an unorm8 target: exact, up to one level of

@@ -4,7 +4,7 @@
 use super::GpuDevice;
 use crate::kernel_params;
 
-kernel_params!(DrawParams for "present" { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, _p0: u32, _p1: u32 });
+kernel_params!(DrawParams for "present" { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, signed: u32, scale: f32 });
 
 pub struct SampleDrawer {
     pipeline: wgpu::RenderPipeline,
@@ -12,8 +12,16 @@ pub struct SampleDrawer {
 }
 
 impl SampleDrawer {
-    /// `src` holds `shape` = [N,C,H,W]; the grid has `cols` columns; `format` is the target's.
-    pub fn new(gpu: &GpuDevice, src: &wgpu::Buffer, shape: [usize; 4], cols: usize, format: wgpu::TextureFormat) -> Self {
+    /// `src` holds `shape` = [N,C,H,W]; the grid has `cols` columns; `format` is the target's;
+    /// `signed`: Some(scale) draws v/scale on the signed map (`image_grid::SIGNED_SCALE` for ε̂).
+    pub fn new(
+        gpu: &GpuDevice,
+        src: &wgpu::Buffer,
+        shape: [usize; 4],
+        cols: usize,
+        format: wgpu::TextureFormat,
+        signed: Option<f32>,
+    ) -> Self {
         let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("present"),
             source: wgpu::ShaderSource::Wgsl(super::PRESENT_SHADER.into()),
@@ -48,8 +56,8 @@ impl SampleDrawer {
             w: dim32(w),
             cols: dim32(cols),
             rows: dim32(n.div_ceil(cols)),
-            _p0: 0,
-            _p1: 0,
+            signed: signed.is_some() as u32,
+            scale: signed.unwrap_or(1.0),
         });
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -17,6 +17,8 @@ struct GpuRun {
     shape: [usize; 4],
     x: wgpu::Buffer,
     x0: wgpu::Buffer,
+    /// The predicted noise of the last update (View::Eps).
+    eps: wgpu::Buffer,
     noise: wgpu::Buffer,
     /// The first step whose update was NaN or Inf (u32::MAX: none), written by the step kernel.
     bad_step: wgpu::Buffer,
@@ -36,7 +38,7 @@ impl GpuRun {
             Some((b, params, _)) => (Some(b), params),
             None => (None, Vec::new()),
         };
-        [self.x, self.x0, self.noise, self.bad_step, self.h]
+        [self.x, self.x0, self.eps, self.noise, self.bad_step, self.h]
             .into_iter()
             .chain(scaled)
             .chain(self.step_params)
@@ -64,6 +66,7 @@ impl GpuEngine {
         self.run.as_ref().map(|r| match view {
             View::Xt => &r.x,
             View::X0 => &r.x0,
+            View::Eps => &r.eps,
         })
     }
 
@@ -85,6 +88,7 @@ impl Engine for GpuEngine {
         let count = plan.count();
         let x = gpu.upload(&plan.x_start, "x_t")?;
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
+        let eps = gpu.storage_buffer((count * 4) as u64, "predicted noise")?;
         let noise = gpu.storage_buffer((count * 4) as u64, "step noise")?;
         let bad_step = gpu.upload(&[f32::from_bits(u32::MAX)], "first non-finite step")?;
         let h = gpu.storage_buffer((count * 4) as u64, "solver history")?;
@@ -126,7 +130,7 @@ impl Engine for GpuEngine {
                     .map(|params| {
                         gpu.bind(
                             "scheduler_step.main",
-                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step), (6, &h)],
+                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step), (6, &h), (7, &eps)],
                         )
                     })
                     .collect())
@@ -148,7 +152,7 @@ impl Engine for GpuEngine {
                 .await?;
             Some((buf, params, groups))
         };
-        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, noise, bad_step, h, scaled, step_params, step_groups });
+        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, eps, noise, bad_step, h, scaled, step_params, step_groups });
         Ok(())
     }
 
@@ -199,6 +203,7 @@ impl Engine for GpuEngine {
         let buf = match view {
             View::Xt => &run.x,
             View::X0 => &run.x0,
+            View::Eps => &run.eps,
         };
         let count = run.shape.iter().product();
         Tensor::new(run.shape.to_vec(), self.unet.gpu.read(buf, count).await?)

@@ -21,6 +21,8 @@ pub struct HostState {
     pub shape: [usize; 4],
     pub x: Vec<f32>,
     pub x0: Vec<f32>,
+    /// The predicted noise of the last update (View::Eps).
+    pub eps: Vec<f32>,
     /// The solver's history (`StepCoeffs`: h).
     pub h: Vec<f32>,
     /// Updates applied in this run, and the first (0-based) that left x_t NaN or Inf.
@@ -33,6 +35,7 @@ impl HostState {
         self.shape = plan.shape;
         self.x = plan.x_start.clone();
         self.x0 = vec![0.0; plan.count()];
+        self.eps = vec![0.0; plan.count()];
         self.h = vec![0.0; plan.count()];
         self.steps_done = 0;
         self.first_non_finite = None;
@@ -42,6 +45,7 @@ impl HostState {
         let data = match view {
             View::Xt => &self.x,
             View::X0 => &self.x0,
+            View::Eps => &self.eps,
         };
         Tensor::new(self.shape.to_vec(), data.clone())
     }
@@ -64,7 +68,7 @@ impl HostState {
 
     /// Applies a step's update from the U-Net output `m` (both guidance halves).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
-        apply_step(guidance, coeffs, m, noise, &mut self.x, &mut self.x0, &mut self.h);
+        apply_step(guidance, coeffs, m, noise, [&mut self.x, &mut self.x0, &mut self.eps, &mut self.h]);
         if self.first_non_finite.is_none() && self.x.iter().any(|v| !v.is_finite()) {
             self.first_non_finite = Some(self.steps_done);
         }
@@ -149,12 +153,13 @@ pub fn unet_input(plan: &RunPlan, index: usize, x: &[f32]) -> Vec<f32> {
 }
 
 /// A step's scheduler update on host arrays, from the U-Net output `m` (both guidance halves):
-/// x ← x_prev, x0 ← x̂₀ (the CPU twin of shaders/scheduler_step.wgsl).
-pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, x: &mut [f32], x0: &mut [f32], h: &mut [f32]) {
+/// x ← x_prev, x0 ← x̂₀, eps ← ε̂ (the CPU twin of shaders/scheduler_step.wgsl).
+pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, [x, x0, eps, h]: [&mut [f32]; 4]) {
     let count = x.len();
     for j in 0..count {
         let mj = guidance.combine(m, j, count);
         let z = noise.map_or(0.0, |z| z[j]);
+        eps[j] = coeffs.eps_x * x[j] + coeffs.eps_m * mj;
         (x[j], x0[j], h[j]) = coeffs.apply(x[j], mj, z, h[j]);
     }
 }

@@ -22,6 +22,16 @@ pub enum View {
     Xt,
     /// The model's prediction of the clean image, x̂₀, at the last step.
     X0,
+    /// The predicted noise ε̂ of the last evaluation (guidance combined; a host-stepped sampler's
+    /// model output), drawn on a signed colour map (`image_grid::SIGNED_SCALE`).
+    Eps,
+}
+
+impl View {
+    /// The scale of the signed colour map this view is drawn on, if it is one.
+    pub fn signed(self) -> Option<f32> {
+        (self == View::Eps).then_some(crate::image_grid::SIGNED_SCALE)
+    }
 }
 
 /// What a frame shows the run doing.

@@ -11,7 +11,7 @@ use web_sys::{HtmlCanvasElement, OffscreenCanvas};
 use crate::error::{Error, Result};
 use crate::gpu::draw::SampleDrawer;
 use crate::gpu::{request_adapter, GpuDevice};
-use crate::image_grid::grid_rgba;
+use crate::image_grid::grid_rgba_mapped;
 use crate::Tensor;
 
 /// Where frames go: a page's `<canvas>`, or an `OffscreenCanvas` (the engine in a Web Worker
@@ -192,9 +192,10 @@ pub async fn new_gpu_for_target(target: FrameTarget) -> Result<(GpuDevice, Frame
     Ok((GpuDevice::from_adapter(&adapter).await?, target))
 }
 
-/// Puts a batch, as a grid of `cols` columns, into a 2D context.
-pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize) -> Result<()> {
-    let (w, h, px) = grid_rgba(x, cols);
+/// Puts a batch, as a grid of `cols` columns, into a 2D context (`signed`: on the signed colour
+/// map of that scale, as `SampleDrawer`).
+pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize, signed: Option<f32>) -> Result<()> {
+    let (w, h, px) = grid_rgba_mapped(x, cols, signed);
     let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
         .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
     match ctx {
@@ -211,18 +212,16 @@ pub struct SurfaceFrames<'a> {
 }
 
 impl<'a> SurfaceFrames<'a> {
-    /// Configures the surface for a `width`×`height` grid drawn from `src` ([N,C,H,W] = `shape`).
+    /// Configures the surface for a `width`×`height` grid that `drawer` draws (made for `format`).
     pub fn new(
         gpu: &GpuDevice,
         surface: &'a wgpu::Surface<'static>,
         format: wgpu::TextureFormat,
-        src: &wgpu::Buffer,
-        shape: [usize; 4],
-        cols: usize,
         (width, height): (u32, u32),
+        drawer: SampleDrawer,
     ) -> Self {
         surface.configure(&gpu.device, &surface_config(format, width, height));
-        SurfaceFrames { surface, drawer: SampleDrawer::new(gpu, src, shape, cols, format) }
+        SurfaceFrames { surface, drawer }
     }
 
     /// One frame: draw and present.

@@ -21,6 +21,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::engines::EngineChoice;
 use crate::event_loop::sleep_ms;
+use crate::gpu::draw::SampleDrawer;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::reference::profile::now_ms;
@@ -281,7 +282,7 @@ impl DiffusionSampler {
     /// Runs with {mode: "sample" (default) | "edit" (SDEdit) | "inpaint" (RePaint) | "invert" (DDIM
     /// inversion, then the reconstruction) | "forward" (q(x_t | x0)) | "interpolate" (slerp between
     /// two x_T), steps, eta, seed, sampler: "ddim"|"ddpm"|"dpm++2m"|"euler"|"heun", batch, classLabel,
-    /// guidance, view: "xt"|"x0", image, strength, mask, jumpLength, jumpNSample, tEnd, from, to,
+    /// guidance, view: "xt"|"x0"|"eps", image, strength, mask, jumpLength, jumpNSample, tEnd, from, to,
     /// record (keep every frame for `filmFrame`)}; calls `on_step({step, total, timestep, phase, ms})`
     /// after each drawn frame (if it returns a promise, the next step waits for it). Resolves with
     /// {reconstruction: {rmse, maxError, psnr}} for "invert", undefined otherwise.
@@ -469,7 +470,8 @@ async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys:
             run::run(&mut **engine, plan, async |e: &mut GpuEngine, info| {
                 if frames.is_none() {
                     let src = e.buffer(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
-                    frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, src, plan.shape, cols, (gw, gh)));
+                    let drawer = SampleDrawer::new(e.gpu(), src, plan.shape, cols, *format, view.signed());
+                    frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, (gw, gh), drawer));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
                 if record {
@@ -525,7 +527,7 @@ async fn readback_run<E: Engine>(
     started: &mut f64,
 ) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
-        put_image(ctx, &e.read(view).await?, cols)?;
+        put_image(ctx, &e.read(view).await?, cols, view.signed())?;
         if record {
             record_frame(inner, e, plan, info).await?;
         }

@@ -136,7 +136,8 @@ pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
     let view = match string(o, "view")?.as_deref() {
         None | Some("xt") => View::Xt,
         Some("x0") => View::X0,
-        Some(other) => return Err(Error::Input(format!("view {other:?}: expected \"xt\" or \"x0\""))),
+        Some("eps") => View::Eps,
+        Some(other) => return Err(Error::Input(format!("view {other:?}: expected \"xt\", \"x0\" or \"eps\""))),
     };
     match edit_of(mode, o, model)? {
         (Some(edit), _) => opts = opts.edit(edit),

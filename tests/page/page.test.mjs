@@ -244,6 +244,36 @@ for (const browserName of BROWSERS) {
       assert.ok(counts['0.1'] < counts['0.01'] && counts['0.1'] >= 8, `evaluations at 0.1 and 0.01: ${JSON.stringify(counts)}`);
     });
 
+    // The predicted-noise view on both engines: a signed map (the bundled model is one channel:
+    // blue below zero, red above), other pixels than the x_t view of the same run.
+    for (const engine of ['cpu', ...(offers.webgpu ? ['webgpu'] : [])]) {
+      test(`the predicted-noise view draws ε̂ on a signed colour map (${engine})`, { timeout: 300_000 }, async () => {
+        const shots = {};
+        for (const view of ['xt', 'eps']) {
+          const page = await browser.open(`?engine=${engine}&steps=3&batch=2&seed=6&sampler=ddim&view=${view}`);
+          await waitForEnd(page);
+          shots[view] = await page.eval(() => {
+            const canvas = document.getElementById('canvas');
+            const c = document.createElement('canvas');
+            c.width = canvas.width; c.height = canvas.height;
+            const ctx = c.getContext('2d');
+            ctx.drawImage(canvas, 0, 0);
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            let blue = 0, red = 0, grey = 0;
+            for (let i = 0; i < d.length; i += 4) {
+              if (d[i + 2] > d[i] + 40) blue++; else if (d[i] > d[i + 2] + 40) red++; else grey++;
+            }
+            return { blue, red, grey, hash: Array.from(d.slice(0, 4000)).join(',') };
+          });
+          assert.deepEqual(await page.errors(), []);
+          await page.close();
+        }
+        assert.equal(shots.xt.blue + shots.xt.red, 0, 'x_t of a one-channel model is grey');
+        assert.ok(shots.eps.blue > 20 && shots.eps.red > 20, `ε̂ has both signs: ${JSON.stringify({ ...shots.eps, hash: undefined })}`);
+        assert.notEqual(shots.eps.hash, shots.xt.hash);
+      });
+    }
+
     // The page sends each CPU worker its compiled WebAssembly.Module; a worker sent none (a browser
     // that cannot clone one) loads its own wasm: it still loads the model and runs a forward.
     test('a CPU worker sent no compiled module loads its own wasm and runs', { timeout: 120_000 }, async () => {

@@ -57,7 +57,8 @@ export interface RunOptions {
   /** The same as `label` (the engine's own name for it); `label` wins where both are given. */
   classLabel?: number | number[];
   guidance?: number;
-  view?: 'xt' | 'x0';
+  /** What the canvas shows: x_t, the predicted x̂₀, or the predicted noise ε̂ on a signed colour map (±3: blue, white, red). */
+  view?: 'xt' | 'x0' | 'eps';
   /**
    * sample (default): from noise. edit: SDEdit (diffusers img2img) of `image` at `strength`, its
    * noising shown first. inpaint: RePaint, keeps `image` where `mask` is 1 and fills where it is 0.
