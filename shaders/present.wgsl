@@ -2,13 +2,26 @@
 //   triangle whose fragment shader reads the sample straight from its storage buffer (no readback, no copy).
 //   C = 1 or 2 → grey from channel 0; C ≥ 3 → RGB. The canvas format's channel order is handled by the blend unit.
 //   Signed views (the predicted noise ε̂, `signed` = 1) show v/scale: C < 3 on a blue–white–red map, C ≥ 3 each
-//   channel around mid-grey.
+//   channel around mid-grey. `offset` is where the tensor starts in the buffer; with `minus` the value drawn is
+//   weight·(x[offset + i] − x[second + i]) (classifier-free guidance's term from the U-Net's two halves).
 // Bindings: 0 x (read-only storage, fragment stage); 1 params. Workgroup: none (render pipeline, 3 vertices).
 
-struct Params { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, signed: u32, scale: f32 }
+struct Params {
+    n: u32, c: u32, h: u32, w: u32,
+    cols: u32, rows: u32, signed: u32, scale: f32,
+    offset: u32, minus: u32, second: u32, weight: f32,
+}
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<uniform> p: Params;
+
+// The value drawn at index i of the tensor.
+fn value(i: u32) -> f32 {
+    if (p.minus != 0u) {
+        return p.weight * (x[p.offset + i] - x[p.second + i]);
+    }
+    return x[p.offset + i];
+}
 
 @vertex
 fn vs_main(@builtin(vertex_index) i: u32) -> @builtin(position) vec4<f32> {
@@ -33,15 +46,15 @@ fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
     let plane = p.h * p.w;
     let base = tile * p.c * plane + (gy % p.h) * p.w + gx % p.w;
     if (p.signed != 0u) {
-        let v = x[base] / p.scale;
+        let v = value(base) / p.scale;
         if (p.c >= 3u) {
-            return vec4<f32>(level(v), level(x[base + plane] / p.scale), level(x[base + 2u * plane] / p.scale), 1.0);
+            return vec4<f32>(level(v), level(value(base + plane) / p.scale), level(value(base + 2u * plane) / p.scale), 1.0);
         }
         return vec4<f32>(diverging(v), 1.0);
     }
-    let r = level(x[base]);
+    let r = level(value(base));
     if (p.c >= 3u) {
-        return vec4<f32>(r, level(x[base + plane]), level(x[base + 2u * plane]), 1.0);
+        return vec4<f32>(r, level(value(base + plane)), level(value(base + 2u * plane)), 1.0);
     }
     return vec4<f32>(r, r, r, 1.0);
 }

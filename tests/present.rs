@@ -5,15 +5,20 @@
 mod common;
 
 use common::*;
-use ddim_webgpu::gpu::draw::SampleDrawer;
+use ddim_webgpu::gpu::draw::{Look, SampleDrawer};
 use ddim_webgpu::image_grid::{grid_cols, grid_rgba, grid_rgba_mapped, SIGNED_SCALE};
 use ddim_webgpu::Tensor;
 
 fn render(x: &Tensor, cols: usize, signed: Option<f32>) -> (usize, usize, Vec<u8>) {
-    let gpu = gpu();
     let shape = [x.shape[0], x.shape[1], x.shape[2], x.shape[3]];
+    render_look(&x.data, shape, cols, Look { signed, ..Default::default() })
+}
+
+/// Draws the tensor of `shape` that `look` finds in `data`.
+fn render_look(data: &[f32], shape: [usize; 4], cols: usize, look: Look) -> (usize, usize, Vec<u8>) {
+    let gpu = gpu();
     let (w, h) = (cols * shape[3], shape[0].div_ceil(cols) * shape[2]);
-    let src = gpu.upload(&x.data, "x").unwrap();
+    let src = gpu.upload(data, "x").unwrap();
     let format = wgpu::TextureFormat::Rgba8Unorm;
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
         label: Some("canvas stand-in"),
@@ -25,7 +30,7 @@ fn render(x: &Tensor, cols: usize, signed: Option<f32>) -> (usize, usize, Vec<u8
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
-    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format, signed);
+    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format, look);
     let pitch = (w * 4).next_multiple_of(256);
     let out = gpu.storage_buffer((pitch * h) as u64, "pixels").unwrap();
     let mut enc = gpu.device.create_command_encoder(&Default::default());
@@ -74,5 +79,31 @@ fn present_shader_draws_the_cpu_presenters_pixels() {
         assert!(worst <= 1, "max channel difference {worst}");
         let differing = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         assert!(differing * 100 < got.len(), "{differing} of {} channels differ", got.len());
+    }
+}
+
+/// The guidance views draw from the U-Net's output buffer in place: its second half (ε(∅)), and
+/// w·(first − second) (the guidance term), as the CPU presenter draws those tensors.
+#[test]
+fn present_shader_draws_the_guidance_views_in_place() {
+    let shape = [3, 1, 6, 5];
+    let count: usize = shape.iter().product();
+    let m = scaled(randn(&[2 * shape[0], 1, 6, 5], 7), 2.0);
+    let (cond, uncond) = m.data.split_at(count);
+    let w = 1.5;
+    let cols = grid_cols(shape[0]);
+    let as_tensor = |d: Vec<f32>| Tensor::new(shape.to_vec(), d).unwrap();
+    let cases = [
+        (Look { signed: Some(SIGNED_SCALE), offset: count, minus: None }, as_tensor(uncond.to_vec())),
+        (
+            Look { signed: Some(SIGNED_SCALE), offset: 0, minus: Some((count, w)) },
+            as_tensor(cond.iter().zip(uncond).map(|(c, u)| w * (c - u)).collect()),
+        ),
+    ];
+    for (look, x) in cases {
+        let (_, _, want) = grid_rgba_mapped(&x, cols, look.signed);
+        let (_, _, got) = render_look(&m.data, shape, cols, look);
+        let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+        assert!(worst <= 1, "{look:?}: max channel difference {worst}");
     }
 }

@@ -137,11 +137,21 @@ function showModel(s) {
   if (!k) form.elements.guidance.value = 0;
   if ([...select.options].some((o) => o.value === want)) select.value = want;
   showSamplers(info);
+  viewsFollowGuidance();
   pad.setModel(info.sampleSize ?? 32, info.inChannels);
   $('model-info').textContent = `model: ${(info.parameters / 1e6).toFixed(2)} M parameters (${info.storedDtype}), ` +
     `${info.inChannels} channel(s), ${info.sampleSize}×${info.sampleSize}` + (k ? `, ${k - 1} classes + null class` : '') +
     `; scheduler: ${info.scheduler}`;
 }
+
+// ε(∅) and the guidance term exist only with classifier-free guidance (a class model, w > 0).
+function viewsFollowGuidance() {
+  const f = form.elements;
+  const guiding = !f.guidance.disabled && Number(f.guidance.value) > 0;
+  for (const o of f.view.options) if (o.value === 'eps_uncond' || o.value === 'guidance') o.disabled = !guiding;
+  if (f.view.selectedOptions[0]?.disabled) f.view.value = 'eps';
+}
+form.elements.guidance.addEventListener('input', viewsFollowGuidance);
 
 // The samplers this model can run (a learned time embedding needs integer timesteps, a Fourier
 // one σ > 0), its own scheduler's preselected unless ?sampler= names another it can run.

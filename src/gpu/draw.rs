@@ -4,7 +4,21 @@
 use super::GpuDevice;
 use crate::kernel_params;
 
-kernel_params!(DrawParams for "present" { n: u32, c: u32, h: u32, w: u32, cols: u32, rows: u32, signed: u32, scale: f32 });
+kernel_params!(DrawParams for "present" {
+    n: u32, c: u32, h: u32, w: u32,
+    cols: u32, rows: u32, signed: u32, scale: f32,
+    offset: u32, minus: u32, second: u32, weight: f32,
+});
+
+/// How a buffer is drawn: plain ([−1, 1] levels) or on the signed map of v/scale; where in the
+/// buffer the tensor starts (`offset`, in values); and `minus` = (second, w): draw
+/// w·(x[i] − x[second + i]) (classifier-free guidance's term from the U-Net's two halves).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Look {
+    pub signed: Option<f32>,
+    pub offset: usize,
+    pub minus: Option<(usize, f32)>,
+}
 
 pub struct SampleDrawer {
     pipeline: wgpu::RenderPipeline,
@@ -12,16 +26,9 @@ pub struct SampleDrawer {
 }
 
 impl SampleDrawer {
-    /// `src` holds `shape` = [N,C,H,W]; the grid has `cols` columns; `format` is the target's;
-    /// `signed`: Some(scale) draws v/scale on the signed map (`image_grid::SIGNED_SCALE` for ε̂).
-    pub fn new(
-        gpu: &GpuDevice,
-        src: &wgpu::Buffer,
-        shape: [usize; 4],
-        cols: usize,
-        format: wgpu::TextureFormat,
-        signed: Option<f32>,
-    ) -> Self {
+    /// `src` holds `shape` = [N,C,H,W] (as `look` says); the grid has `cols` columns; `format` is
+    /// the target's.
+    pub fn new(gpu: &GpuDevice, src: &wgpu::Buffer, shape: [usize; 4], cols: usize, format: wgpu::TextureFormat, look: Look) -> Self {
         let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("present"),
             source: wgpu::ShaderSource::Wgsl(super::PRESENT_SHADER.into()),
@@ -56,8 +63,12 @@ impl SampleDrawer {
             w: dim32(w),
             cols: dim32(cols),
             rows: dim32(n.div_ceil(cols)),
-            signed: signed.is_some() as u32,
-            scale: signed.unwrap_or(1.0),
+            signed: look.signed.is_some() as u32,
+            scale: look.signed.unwrap_or(1.0),
+            offset: dim32(look.offset),
+            minus: look.minus.is_some() as u32,
+            second: dim32(look.minus.map_or(0, |(s, _)| s)),
+            weight: look.minus.map_or(0.0, |(_, w)| w),
         });
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {

@@ -4,6 +4,7 @@
 
 use std::rc::Rc;
 
+use super::draw::Look;
 use super::ops::scheduler_step::SchedulerStepParams;
 use super::unet::{GpuUNet, RecordedForward};
 use super::{grid, GpuDevice};
@@ -19,6 +20,8 @@ struct GpuRun {
     x0: wgpu::Buffer,
     /// The predicted noise of the last update (View::Eps).
     eps: wgpu::Buffer,
+    /// Classifier-free guidance's weight (the guidance view).
+    guidance: f32,
     noise: wgpu::Buffer,
     /// The first step whose update was NaN or Inf (u32::MAX: none), written by the step kernel.
     bad_step: wgpu::Buffer,
@@ -63,10 +66,22 @@ impl GpuEngine {
 
     /// The buffer holding x_t or x̂₀ of the run in progress (for drawing it without a readback).
     pub fn buffer(&self, view: View) -> Option<&wgpu::Buffer> {
-        self.run.as_ref().map(|r| match view {
-            View::Xt => &r.x,
-            View::X0 => &r.x0,
-            View::Eps => &r.eps,
+        self.source(view).map(|(b, _)| b)
+    }
+
+    /// The buffer a view is drawn from and how (`SampleDrawer`): the guidance views read the
+    /// U-Net's output buffer, both halves, in place.
+    pub fn source(&self, view: View) -> Option<(&wgpu::Buffer, Look)> {
+        let r = self.run.as_ref()?;
+        let count: usize = r.shape.iter().product();
+        let signed = view.signed();
+        Some(match view {
+            View::Xt => (&r.x, Look::default()),
+            View::X0 => (&r.x0, Look::default()),
+            View::Eps => (&r.eps, Look { signed, ..Look::default() }),
+            View::EpsCond => (r.recording.out.buffer(), Look { signed, ..Look::default() }),
+            View::EpsUncond => (r.recording.out.buffer(), Look { signed, offset: count, ..Look::default() }),
+            View::Guidance => (r.recording.out.buffer(), Look { signed, minus: Some((count, r.guidance)), ..Look::default() }),
         })
     }
 
@@ -152,7 +167,9 @@ impl Engine for GpuEngine {
                 .await?;
             Some((buf, params, groups))
         };
-        self.run = Some(GpuRun { recording, shape: plan.shape, x, x0, eps, noise, bad_step, h, scaled, step_params, step_groups });
+        let guidance = plan.guidance.weight;
+        self.run =
+            Some(GpuRun { recording, shape: plan.shape, x, x0, eps, guidance, noise, bad_step, h, scaled, step_params, step_groups });
         Ok(())
     }
 
@@ -200,12 +217,20 @@ impl Engine for GpuEngine {
 
     async fn read(&mut self, view: View) -> Result<Tensor> {
         let run = self.current()?;
-        let buf = match view {
-            View::Xt => &run.x,
-            View::X0 => &run.x0,
-            View::Eps => &run.eps,
-        };
-        let count = run.shape.iter().product();
+        let count: usize = run.shape.iter().product();
+        let (buf, look) = self.source(view).expect("a run is current");
+        let guiding = run.recording.out.len() >= 2 * count;
+        if look.offset > 0 || look.minus.is_some() {
+            if !guiding {
+                return Err(Error::Input(format!("view {:?}: this run does not guide", view.as_str())));
+            }
+            let m = self.unet.gpu.read(buf, 2 * count).await?;
+            let data = match look.minus {
+                Some((second, w)) => m[..count].iter().zip(&m[second..second + count]).map(|(c, u)| w * (c - u)).collect(),
+                None => m[look.offset..look.offset + count].to_vec(),
+            };
+            return Tensor::new(run.shape.to_vec(), data);
+        }
         Tensor::new(run.shape.to_vec(), self.unet.gpu.read(buf, count).await?)
     }
 

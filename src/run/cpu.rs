@@ -23,6 +23,9 @@ pub struct HostState {
     pub x0: Vec<f32>,
     /// The predicted noise of the last update (View::Eps).
     pub eps: Vec<f32>,
+    /// The last U-Net output, both guidance halves (View::EpsCond, EpsUncond, Guidance).
+    pub m: Vec<f32>,
+    guidance: f32,
     /// The solver's history (`StepCoeffs`: h).
     pub h: Vec<f32>,
     /// Updates applied in this run, and the first (0-based) that left x_t NaN or Inf.
@@ -36,18 +39,27 @@ impl HostState {
         self.x = plan.x_start.clone();
         self.x0 = vec![0.0; plan.count()];
         self.eps = vec![0.0; plan.count()];
+        self.m = vec![0.0; plan.unet_batch() / plan.shape[0] * plan.count()];
+        self.guidance = plan.guidance.weight;
         self.h = vec![0.0; plan.count()];
         self.steps_done = 0;
         self.first_non_finite = None;
     }
 
     pub fn read(&self, view: View) -> Result<Tensor> {
+        let n = self.x.len();
         let data = match view {
-            View::Xt => &self.x,
-            View::X0 => &self.x0,
-            View::Eps => &self.eps,
+            View::Xt => self.x.clone(),
+            View::X0 => self.x0.clone(),
+            View::Eps => self.eps.clone(),
+            View::EpsCond => self.m[..n].to_vec(),
+            View::EpsUncond | View::Guidance if self.m.len() < 2 * n => {
+                return Err(Error::Input(format!("view {:?}: this run does not guide", view.as_str())))
+            }
+            View::EpsUncond => self.m[n..2 * n].to_vec(),
+            View::Guidance => self.m[..n].iter().zip(&self.m[n..]).map(|(c, u)| self.guidance * (c - u)).collect(),
         };
-        Tensor::new(self.shape.to_vec(), data.clone())
+        Tensor::new(self.shape.to_vec(), data)
     }
 
     pub fn write_x(&mut self, x: &[f32]) -> Result<()> {
@@ -69,6 +81,8 @@ impl HostState {
     /// Applies a step's update from the U-Net output `m` (both guidance halves).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
         apply_step(guidance, coeffs, m, noise, [&mut self.x, &mut self.x0, &mut self.eps, &mut self.h]);
+        self.m.clear();
+        self.m.extend_from_slice(m);
         if self.first_non_finite.is_none() && self.x.iter().any(|v| !v.is_finite()) {
             self.first_non_finite = Some(self.steps_done);
         }

@@ -25,12 +25,50 @@ pub enum View {
     /// The predicted noise ε̂ of the last evaluation (guidance combined; a host-stepped sampler's
     /// model output), drawn on a signed colour map (`image_grid::SIGNED_SCALE`).
     Eps,
+    /// Classifier-free guidance's parts at the last evaluation: the conditional model output
+    /// ε(c) (the model output when not guiding), the unconditional ε(∅), and the guidance term
+    /// w·(ε(c) − ε(∅)) — each on the signed colour map.
+    EpsCond,
+    EpsUncond,
+    Guidance,
 }
 
+/// The guidance view's colour scale (±).
+pub const GUIDANCE_SCALE: f32 = 0.5;
+
 impl View {
-    /// The scale of the signed colour map this view is drawn on, if it is one.
+    /// The scale of the signed colour map this view is drawn on, if it is one: ±3 for the noise
+    /// predictions (unit Gaussian where the model is right), ±0.5 for the guidance term (the
+    /// difference of two such predictions is far smaller: at ±3 it would be all white).
     pub fn signed(self) -> Option<f32> {
-        (self == View::Eps).then_some(crate::image_grid::SIGNED_SCALE)
+        match self {
+            View::Eps | View::EpsCond | View::EpsUncond => Some(crate::image_grid::SIGNED_SCALE),
+            View::Guidance => Some(GUIDANCE_SCALE),
+            View::Xt | View::X0 => None,
+        }
+    }
+
+    /// The views a run can show: ε(∅) and the guidance term need classifier-free guidance.
+    pub fn check(self, plan: &RunPlan) -> Result<()> {
+        match (self, plan.guidance.doubles_batch()) {
+            (View::EpsUncond | View::Guidance, false) => Err(Error::Input(format!(
+                "view {:?}: the unconditional output and the guidance term exist only with classifier-free guidance \
+                 (a class-conditional model and guidance > 0)",
+                self.as_str()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            View::Xt => "xt",
+            View::X0 => "x0",
+            View::Eps => "eps",
+            View::EpsCond => "eps_cond",
+            View::EpsUncond => "eps_uncond",
+            View::Guidance => "guidance",
+        }
     }
 }
 

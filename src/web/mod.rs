@@ -458,6 +458,7 @@ async fn record_frame<E: Engine>(inner: &Inner, e: &mut E, plan: &RunPlan, info:
 // else borrows the engine.
 #[allow(clippy::await_holding_refcell_ref)]
 async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys::Function>, record: bool) -> Result<Tensor, Error> {
+    view.check(plan)?;
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
     let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
@@ -469,8 +470,8 @@ async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys:
             let mut frames: Option<SurfaceFrames> = None;
             run::run(&mut **engine, plan, async |e: &mut GpuEngine, info| {
                 if frames.is_none() {
-                    let src = e.buffer(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
-                    let drawer = SampleDrawer::new(e.gpu(), src, plan.shape, cols, *format, view.signed());
+                    let (src, look) = e.source(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
+                    let drawer = SampleDrawer::new(e.gpu(), src, plan.shape, cols, *format, look);
                     frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, (gw, gh), drawer));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;

@@ -137,7 +137,14 @@ pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
         None | Some("xt") => View::Xt,
         Some("x0") => View::X0,
         Some("eps") => View::Eps,
-        Some(other) => return Err(Error::Input(format!("view {other:?}: expected \"xt\", \"x0\" or \"eps\""))),
+        Some("eps_cond") => View::EpsCond,
+        Some("eps_uncond") => View::EpsUncond,
+        Some("guidance") => View::Guidance,
+        Some(other) => {
+            return Err(Error::Input(format!(
+                "view {other:?}: expected \"xt\", \"x0\", \"eps\", \"eps_cond\", \"eps_uncond\" or \"guidance\""
+            )))
+        }
     };
     match edit_of(mode, o, model)? {
         (Some(edit), _) => opts = opts.edit(edit),

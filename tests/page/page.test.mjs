@@ -274,6 +274,36 @@ for (const browserName of BROWSERS) {
       });
     }
 
+    // Classifier-free guidance decomposed: ε(∅) and the guidance term drawn on both engines; without
+    // guidance those views are refused with a message (and disabled in the list).
+    test('the guidance views draw ε(∅) and w·(ε(c) − ε(∅)), and are refused without guidance', { timeout: 300_000 }, async () => {
+      for (const engine of ['cpu', ...(offers.webgpu ? ['webgpu'] : [])]) {
+        for (const view of ['eps_uncond', 'guidance']) {
+          const page = await browser.open(`?engine=${engine}&steps=3&batch=2&seed=6&sampler=ddim&class=3&guidance=3&view=${view}`);
+          await waitForEnd(page);
+          const signs = await page.eval(() => {
+            const canvas = document.getElementById('canvas');
+            const c = document.createElement('canvas');
+            c.width = canvas.width; c.height = canvas.height;
+            const ctx = c.getContext('2d');
+            ctx.drawImage(canvas, 0, 0);
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            let blue = 0, red = 0;
+            for (let i = 0; i < d.length; i += 4) { blue += d[i + 2] > d[i] + 20; red += d[i] > d[i + 2] + 20; }
+            return { blue, red };
+          });
+          // The last step's guidance term is small (t near 0): some pixels of each sign suffice.
+          assert.ok(signs.blue > 0 && signs.red > 0 && signs.blue + signs.red > 20, `${engine} ${view}: both signs drawn ${JSON.stringify(signs)}`);
+          await page.close();
+        }
+      }
+      const page = await browser.open('?engine=cpu&steps=2&batch=1&guidance=0&view=guidance');
+      await page.waitFor(() => ['done', 'error'].includes(document.body.dataset.state), RUN_TIMEOUT);
+      assert.match(await page.text('#error'), /guidance/);
+      assert.equal(await page.eval(() => document.querySelector('[name=view] option[value=guidance]').disabled), true);
+      await page.close();
+    });
+
     // The page sends each CPU worker its compiled WebAssembly.Module; a worker sent none (a browser
     // that cannot clone one) loads its own wasm: it still loads the model and runs a forward.
     test('a CPU worker sent no compiled module loads its own wasm and runs', { timeout: 120_000 }, async () => {

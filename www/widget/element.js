@@ -2,7 +2,8 @@
 // or hf:owner/name[@revision]; the bundled model by default), hub-endpoint (a Hub mirror for hf:
 // ids instead of https://huggingface.co), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
 // guidance, sampler (a name of modelInfo.samplers, e.g. ddim, dpm++2m, pndm, or a diffusers class name; the
-// model's own scheduler by default), view (xt | x0 | eps: the predicted noise, ±3 blue–white–red), autoplay. Methods: start(), stop().
+// model's own scheduler by default), view (xt | x0 | eps | eps_cond | eps_uncond | guidance: the predicted noise and guidance's parts on a signed
+// blue–white–red map), autoplay. Methods: start(), stop().
 // Events: load {modelInfo, engine, reason, adapter, thread, threadReason}, progress {loaded, total, fromCache},
 // frame {step, total, timestep, phase, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
 // progress, bar, status. Removing the element stops its run and frees its GPU device or workers.

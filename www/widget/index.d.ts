@@ -57,8 +57,9 @@ export interface RunOptions {
   /** The same as `label` (the engine's own name for it); `label` wins where both are given. */
   classLabel?: number | number[];
   guidance?: number;
-  /** What the canvas shows: x_t, the predicted x̂₀, or the predicted noise ε̂ on a signed colour map (±3: blue, white, red). */
-  view?: 'xt' | 'x0' | 'eps';
+  /** What the canvas shows: x_t, the predicted x̂₀, or on a signed colour map (blue, white, red) the predicted noise ε̂ (±3) or
+   * classifier-free guidance's parts: ε(c), ε(∅) (±3) and the guidance term w·(ε(c) − ε(∅)) (±0.5; the last two need guidance > 0). */
+  view?: 'xt' | 'x0' | 'eps' | 'eps_cond' | 'eps_uncond' | 'guidance';
   /**
    * sample (default): from noise. edit: SDEdit (diffusers img2img) of `image` at `strength`, its
    * noising shown first. inpaint: RePaint, keeps `image` where `mask` is 1 and fills where it is 0.
