@@ -1,6 +1,7 @@
 //! ddim-webgpu: a diffusers `UNet2DModel` run through hand-written WGSL kernels (and a CPU
 //! reference of every op), stepped by DDIM/DDPM, natively and in the browser.
 
+pub mod classifier;
 pub mod engines;
 pub mod error;
 #[cfg(target_arch = "wasm32")]

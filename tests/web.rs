@@ -46,7 +46,7 @@ async fn kernels_match_cpu_reference_in_the_browser() {
         checked += 1;
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(checked, 72, "15 fixture cases and 57 random cases");
+    assert_eq!(checked, 89, "22 fixture cases and 67 random cases");
 }
 
 #[wasm_bindgen_test]

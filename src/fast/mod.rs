@@ -228,3 +228,5 @@ impl UNetOps for FastOps {
 
     crate::reference::reference_ops!();
 }
+
+crate::reference::reference_classifier_ops!(FastOps);

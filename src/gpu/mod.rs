@@ -5,6 +5,7 @@
 //! model, `GpuUNet`), `engine` (the run layer's GPU engine) and `draw` (x_t → canvas).
 //! No blocking calls: readbacks are `async` (native code drives them with pollster at the edges).
 
+pub mod classifier;
 pub mod draw;
 pub mod engine;
 pub mod ops;
@@ -45,6 +46,9 @@ pub const SHADERS: &[(&str, &str, &[&str])] = &[
     ("embedding", include_str!("../../shaders/embedding.wgsl"), &["main"]),
     ("add", include_str!("../../shaders/add.wgsl"), &["main"]),
     ("divide_by_timestep", include_str!("../../shaders/divide_by_timestep.wgsl"), &["main"]),
+    ("avg_pool2d", include_str!("../../shaders/avg_pool2d.wgsl"), &["main", "backward"]),
+    ("group_norm_backward", include_str!("../../shaders/group_norm_backward.wgsl"), &["main"]),
+    ("log_softmax_backward", include_str!("../../shaders/log_softmax_backward.wgsl"), &["main"]),
 ];
 
 /// The pipeline of `entry` in shader file `name`, with its overridable `constants`.

@@ -33,40 +33,8 @@ impl Weights {
     }
 
     fn read_safetensors(bytes: &[u8], file: &str, cfg: &UNetConfig, with_data: bool) -> Result<Self> {
-        if bytes.trim_ascii_start().starts_with(b"<") {
-            let msg = "the file is HTML or XML, not safetensors: the URL points at a web page (an error or login page?)".into();
-            return Err(Error::Safetensors { file: file.into(), msg });
-        }
-        if let Some(name) = duplicate_name(bytes) {
-            return Err(Error::Safetensors { file: file.into(), msg: format!("the header names tensor `{name}` twice") });
-        }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e, bytes) })?;
-        let mut tensors = HashMap::new();
-        let mut stored_dtype = String::from("F32");
-        for (name, view) in st.tensors() {
-            let data = if with_data {
-                to_f32(&name, view.dtype(), view.data())?
-            } else {
-                to_f32(&name, view.dtype(), &[])?; // the dtype check alone
-                Vec::new()
-            };
-            // Checked here, by name: a NaN weight would otherwise surface as a black image.
-            if let Some(index) = first_non_finite(&data) {
-                return Err(Error::NonFiniteWeight { name, index });
-            }
-            if view.dtype() != Dtype::F32 {
-                stored_dtype = format!("{:?}", view.dtype());
-            }
-            let size_error =
-                || Error::Safetensors { file: file.into(), msg: format!("tensor `{name}` has a size that does not match its shape") };
-            let t = if with_data {
-                Tensor::new(view.shape().to_vec(), data).map_err(|_| size_error())?
-            } else {
-                // SafeTensors checked the byte range against the shape and dtype already.
-                Tensor { shape: view.shape().to_vec(), data }
-            };
-            tensors.insert(modern_name(&name), t);
-        }
+        let (tensors, stored_dtype) = read_tensors(bytes, file, with_data)?;
+        let tensors = tensors.into_iter().map(|(k, v)| (modern_name(&k), v)).collect();
         let mut w = Weights { tensors, stored_dtype };
         w.validate(cfg)?;
         w.flatten_to_conv();
@@ -128,6 +96,47 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// The tensors of a safetensors file by their stored names, converted to f32 and checked (header,
+/// dtypes, sizes, NaN/Inf), and the dtype it stored; with `with_data` false, shapes only (every
+/// tensor's data left empty). `file` names it in errors. The U-Net's and the classifier's loader.
+pub fn read_tensors(bytes: &[u8], file: &str, with_data: bool) -> Result<(HashMap<String, Tensor>, String)> {
+    if bytes.trim_ascii_start().starts_with(b"<") {
+        let msg = "the file is HTML or XML, not safetensors: the URL points at a web page (an error or login page?)".into();
+        return Err(Error::Safetensors { file: file.into(), msg });
+    }
+    if let Some(name) = duplicate_name(bytes) {
+        return Err(Error::Safetensors { file: file.into(), msg: format!("the header names tensor `{name}` twice") });
+    }
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e, bytes) })?;
+    let mut tensors = HashMap::new();
+    let mut stored_dtype = String::from("F32");
+    for (name, view) in st.tensors() {
+        let data = if with_data {
+            to_f32(&name, view.dtype(), view.data())?
+        } else {
+            to_f32(&name, view.dtype(), &[])?; // the dtype check alone
+            Vec::new()
+        };
+        // Checked here, by name: a NaN weight would otherwise surface as a black image.
+        if let Some(index) = first_non_finite(&data) {
+            return Err(Error::NonFiniteWeight { name, index });
+        }
+        if view.dtype() != Dtype::F32 {
+            stored_dtype = format!("{:?}", view.dtype());
+        }
+        let size_error =
+            || Error::Safetensors { file: file.into(), msg: format!("tensor `{name}` has a size that does not match its shape") };
+        let t = if with_data {
+            Tensor::new(view.shape().to_vec(), data).map_err(|_| size_error())?
+        } else {
+            // SafeTensors checked the byte range against the shape and dtype already.
+            Tensor { shape: view.shape().to_vec(), data }
+        };
+        tensors.insert(name, t);
+    }
+    Ok((tensors, stored_dtype))
 }
 
 /// The JSON header of a safetensors file and the length of the data after it, if the length

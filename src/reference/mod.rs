@@ -3,6 +3,7 @@
 //! reference`, the page's `engine=reference`), never the fast one (`fast`, `--engine cpu`).
 //! Also here: `HostOps`, the host-tensor ops both CPU engines implement.
 
+pub mod grad;
 pub mod ops;
 pub mod profile;
 
@@ -58,6 +59,39 @@ macro_rules! reference_ops {
         }
     };
 }
+
+/// `ClassifierOps` on host tensors with the reference kernels (`grad`), for `ReferenceOps` and
+/// `fast::FastOps` (the classifier's pooling and backward ops are small next to its convs).
+macro_rules! reference_classifier_ops {
+    ($ty:ty) => {
+        impl $crate::classifier::ClassifierOps for $ty {
+            fn avg_pool2d(&mut self, x: &Self::T, k: [usize; 2]) -> Result<Self::T> {
+                Ok(std::sync::Arc::new($crate::reference::grad::avg_pool2d(x, k)?))
+            }
+
+            fn avg_pool2d_backward(&mut self, g: &Self::T, k: [usize; 2], shape: [usize; 4]) -> Result<Self::T> {
+                Ok(std::sync::Arc::new($crate::reference::grad::avg_pool2d_backward(g, k, shape)?))
+            }
+
+            fn group_norm_silu_backward(
+                &mut self,
+                g: &Self::T,
+                z: &Self::T,
+                gamma: &Self::T,
+                beta: &Self::T,
+                groups: usize,
+                eps: f32,
+            ) -> Result<Self::T> {
+                Ok(std::sync::Arc::new($crate::reference::grad::group_norm_silu_backward(g, z, gamma, beta, groups, eps)?))
+            }
+
+            fn log_softmax_backward(&mut self, logits: &Self::T, target: &Self::T) -> Result<Self::T> {
+                Ok(std::sync::Arc::new($crate::reference::grad::log_softmax_backward(logits, target)?))
+            }
+        }
+    };
+}
+pub(crate) use reference_classifier_ops;
 pub(crate) use reference_ops;
 
 /// Ops that run immediately on host tensors (the reference `ReferenceOps` and `fast::FastOps`): what the
@@ -127,6 +161,8 @@ impl UNetOps for ReferenceOps {
         Ok(Arc::new(ops::attention(q, k, v, heads, dim_head)?))
     }
 }
+
+reference_classifier_ops!(ReferenceOps);
 
 /// One U-Net forward on the CPU: `sample` [N,C,H,W], `timesteps` [N], `class_labels` [N].
 pub fn forward(model: &Model, sample: &Tensor, timesteps: &[f32], class_labels: Option<&[u32]>) -> Result<Tensor> {

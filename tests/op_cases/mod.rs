@@ -6,10 +6,11 @@
 
 use std::collections::HashMap;
 
+use ddim_webgpu::classifier::ClassifierOps;
 use ddim_webgpu::model::blocks::{AttentionSpec, Resample, ResnetSpec};
 use ddim_webgpu::model::config::Activation;
 use ddim_webgpu::model::unet::{attention_block, resample, resnet_block};
-use ddim_webgpu::model::{ConvArgs, ConvSpec, GroupNorm, UNetOps};
+use ddim_webgpu::model::{ConvArgs, ConvSpec, GroupNorm};
 use ddim_webgpu::{Result, Tensor};
 
 /// GPU vs CPU reference: |diff| ≤ TOL · max|ref| (same f32 math, different summation order).
@@ -87,6 +88,22 @@ pub enum Op {
     Add,
     /// Inputs x, t.
     DivideByTimestep,
+    /// The classifier's ops (classifier guidance): input x.
+    AvgPool2d {
+        k: [usize; 2],
+    },
+    /// Input g, the gradient of the pooled output of an input of `shape`.
+    AvgPool2dBackward {
+        k: [usize; 2],
+        shape: [usize; 4],
+    },
+    /// Weights `g`, `b` (γ, β); inputs g (the gradient of silu(group_norm(z))), z.
+    GroupNormSiluBackward {
+        groups: usize,
+        eps: f32,
+    },
+    /// Inputs logits [N, K], target [N, 2] = (label, scale).
+    LogSoftmaxBackward,
 }
 
 pub struct OpCase {
@@ -101,7 +118,7 @@ pub struct OpCase {
 }
 
 /// Runs one case's op on backend `b`.
-pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
+pub fn apply<B: ClassifierOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
     let w = |b: &B, n: &str| b.weight(n);
     match op.clone() {
         Op::Conv2d { spec, fused, out_scale } => {
@@ -137,6 +154,10 @@ pub fn apply<B: UNetOps>(b: &mut B, op: &Op, x: &[B::T]) -> Result<B::T> {
         Op::Embedding => b.embedding(&w(b, "table")?, &x[0]),
         Op::Add => b.add(&x[0], &x[1]),
         Op::DivideByTimestep => b.divide_by_timestep(&x[0], &x[1]),
+        Op::AvgPool2d { k } => b.avg_pool2d(&x[0], k),
+        Op::AvgPool2dBackward { k, shape } => b.avg_pool2d_backward(&x[0], k, shape),
+        Op::GroupNormSiluBackward { groups, eps } => b.group_norm_silu_backward(&x[0], &x[1], &w(b, "g")?, &w(b, "b")?, groups, eps),
+        Op::LogSoftmaxBackward => b.log_softmax_backward(&x[0], &x[1]),
     }
 }
 
@@ -387,6 +408,35 @@ pub fn random_cases() -> Vec<OpCase> {
         cases.push(case("attention", Op::Attention { heads, d }, HashMap::new(), ins));
     }
     cases.extend(breadth_cases());
+    cases.extend(classifier_cases());
+    cases
+}
+
+/// The classifier's ops (pooling and the backward kernels) on odd shapes: windows that drop a
+/// trailing row and column, a global mean over a non-square image, groups of several channels.
+fn classifier_cases() -> Vec<OpCase> {
+    let mut cases = Vec::new();
+    for (i, (shape, k)) in [([2, 3, 7, 9], [2, 2]), ([2, 5, 5, 3], [5, 3]), ([1, 4, 11, 6], [3, 2])].into_iter().enumerate() {
+        cases.push(case(
+            &format!("avg_pool2d {k:?} over {shape:?}"),
+            Op::AvgPool2d { k },
+            HashMap::new(),
+            vec![randn(&shape, 400 + i as u64)],
+        ));
+        let pooled = [shape[0], shape[1], shape[2] / k[0], shape[3] / k[1]];
+        let op = Op::AvgPool2dBackward { k, shape };
+        cases.push(case(&format!("avg_pool2d_backward {k:?} into {shape:?}"), op, HashMap::new(), vec![randn(&pooled, 410 + i as u64)]));
+    }
+    for (i, (shape, groups)) in [([2, 12, 5, 7], 3), ([1, 6, 23, 19], 2), ([3, 8, 1, 3], 4)].into_iter().enumerate() {
+        let c = shape[1];
+        let w = named(vec![("g", randn(&[c], 420 + i as u64)), ("b", randn(&[c], 425 + i as u64))]);
+        let z = Tensor { shape: shape.to_vec(), data: randn(&shape, 430 + i as u64).data.iter().map(|v| 3.0 * v + 2.0).collect() };
+        let op = Op::GroupNormSiluBackward { groups, eps: 1e-5 };
+        cases.push(case(&format!("group_norm_silu_backward {shape:?} in {groups} groups"), op, w, vec![randn(&shape, 435 + i as u64), z]));
+    }
+    let target = Tensor { shape: vec![3, 2], data: vec![4.0, 1.0, 0.0, -2.5, 6.0, 0.3] };
+    let logits = scaled(randn(&[3, 7], 440), 3.0);
+    cases.push(case("log_softmax_backward", Op::LogSoftmaxBackward, HashMap::new(), vec![logits, target]));
     cases
 }
 
@@ -474,6 +524,18 @@ pub fn fixture_cases(ops_json: &str, ops_safetensors: &[u8]) -> Vec<OpCase> {
                     prefixed("r"),
                     vec![t["x"].clone(), t["temb"].clone()],
                 ),
+                "avg_pool2d" => (Op::AvgPool2d { k: [u("kh"), u("kw")] }, HashMap::new(), vec![t["x"].clone()]),
+                "avg_pool2d_backward" => {
+                    let x = &t["x"].shape;
+                    let shape = [x[0], x[1], x[2], x[3]];
+                    (Op::AvgPool2dBackward { k: [u("kh"), u("kw")], shape }, HashMap::new(), vec![t["g"].clone()])
+                }
+                "group_norm_silu_backward" => (
+                    Op::GroupNormSiluBackward { groups: u("groups"), eps: f("eps") },
+                    named(vec![("g", t["weight"].clone()), ("b", t["bias"].clone())]),
+                    vec![t["g"].clone(), t["x"].clone()],
+                ),
+                "log_softmax_backward" => (Op::LogSoftmaxBackward, HashMap::new(), vec![t["logits"].clone(), t["target"].clone()]),
                 other => panic!("unknown op {other}"),
             };
             let tol = if matches!(op, Op::TimestepEmbedding { .. }) { 1.5e-4 } else { KERNEL_TOL };

@@ -6,13 +6,16 @@ pub mod activation;
 pub mod add;
 pub mod affine;
 pub mod attention;
+pub mod avg_pool2d;
 pub mod class_embedding;
 pub mod concat_channels;
 pub mod conv2d;
 pub mod divide_by_timestep;
 pub mod embedding;
 pub mod group_norm;
+pub mod group_norm_backward;
 pub mod linear;
+pub mod log_softmax_backward;
 pub mod matmul;
 pub mod scheduler_step;
 pub mod timestep_embedding;
@@ -54,6 +57,9 @@ pub fn all_layouts() -> Vec<ParamLayout> {
         layout::<embedding::EmbeddingParams>(),
         layout::<add::AddParams>(),
         layout::<divide_by_timestep::DivideByTimestepParams>(),
+        layout::<avg_pool2d::AvgPool2dParams>(),
+        layout::<group_norm_backward::GroupNormBackwardParams>(),
+        layout::<log_softmax_backward::LogSoftmaxBackwardParams>(),
     ]
 }
 
@@ -136,5 +142,31 @@ impl UNetOps for GpuRecorder<'_> {
 
     fn divide_by_timestep(&mut self, x: &GpuTensor, t: &GpuTensor) -> Result<GpuTensor> {
         divide_by_timestep::divide_by_timestep(self, x, t)
+    }
+}
+
+impl crate::classifier::ClassifierOps for GpuRecorder<'_> {
+    fn avg_pool2d(&mut self, x: &GpuTensor, k: [usize; 2]) -> Result<GpuTensor> {
+        avg_pool2d::avg_pool2d(self, x, k)
+    }
+
+    fn avg_pool2d_backward(&mut self, g: &GpuTensor, k: [usize; 2], shape: [usize; 4]) -> Result<GpuTensor> {
+        avg_pool2d::avg_pool2d_backward(self, g, k, shape)
+    }
+
+    fn group_norm_silu_backward(
+        &mut self,
+        g: &GpuTensor,
+        z: &GpuTensor,
+        gamma: &GpuTensor,
+        beta: &GpuTensor,
+        groups: usize,
+        eps: f32,
+    ) -> Result<GpuTensor> {
+        group_norm_backward::group_norm_silu_backward(self, g, z, gamma, beta, groups, eps)
+    }
+
+    fn log_softmax_backward(&mut self, logits: &GpuTensor, target: &GpuTensor) -> Result<GpuTensor> {
+        log_softmax_backward::log_softmax_backward(self, logits, target)
     }
 }
