@@ -98,6 +98,9 @@ fn safetensors_bytes(tensors: &HashMap<String, Tensor>) -> Vec<u8> {
     safetensors::serialize(views, None).unwrap()
 }
 
+/// (what, config, tensors, what the error must say).
+type BadCase<'a> = (&'a str, serde_json::Value, HashMap<String, Tensor>, Vec<&'a str>);
+
 #[test]
 fn bad_classifiers_are_refused_by_name() {
     let (config, tensors) = small_files();
@@ -109,7 +112,7 @@ fn bad_classifiers_are_refused_by_name() {
         c[key] = v;
         c
     };
-    let cases: Vec<(&str, serde_json::Value, HashMap<String, Tensor>, Vec<&str>)> = vec![
+    let cases: Vec<BadCase> = vec![
         ("unknown key", with("dropout", 0.1.into()), tensors.clone(), vec!["unknown field `dropout`"]),
         ("another class", with("_class_name", "UNet2DModel".into()), tensors.clone(), vec!["_class_name", "UNet2DModel"]),
         ("groups", with("norm_num_groups", 5.into()), tensors.clone(), vec!["block_out_channels", "norm_num_groups = 5"]),
