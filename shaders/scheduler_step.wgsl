@@ -6,8 +6,10 @@
 // Numerical guard: where the (guided) model output or the new x is NaN or Inf, the first such
 // step's index goes into `bad_step` (atomicMin; u32::MAX = none), read once at the end of a run.
 // Tested by bits, not x != x: WGSL lets compilers assume finite floats.
+// Classifier guidance (`classifier` = 1): the term s·σ_t·∇ₓ log p(y | x_t, t) the classifier's
+// recorded backward left in `classifier_term` is subtracted from the guided output first.
 // Bindings: 0 model_out [G·count] (read), 1 noise [count] (read); 2 x (rw, in place), 3 x0 (rw);
-// 4 params; 5 bad_step (atomic u32); 6 h (rw, in place); 7 eps (rw).
+// 4 params; 5 bad_step (atomic u32); 6 h (rw, in place); 7 eps (rw); 8 classifier_term (read).
 // Workgroup: 64, one element each, 1-D over wid.x + wid.y·nwg.x.
 
 struct Params {
@@ -15,7 +17,7 @@ struct Params {
     x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
     c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
     step: u32, c_h: f32, h_h: f32, h_x0: f32,
-    h_x: f32, pad0: u32, pad1: u32, pad2: u32,
+    h_x: f32, classifier: u32, pad1: u32, pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> model_out: array<f32>;
@@ -26,6 +28,7 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> bad_step: atomic<u32>;
 @group(0) @binding(6) var<storage, read_write> h: array<f32>;
 @group(0) @binding(7) var<storage, read_write> eps_out: array<f32>;
+@group(0) @binding(8) var<storage, read> classifier_term: array<f32>;
 
 fn is_finite(v: f32) -> bool {
     return (bitcast<u32>(v) & 0x7f800000u) != 0x7f800000u;
@@ -41,6 +44,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (p.guiding != 0u) {
         // Ho & Salimans: (1 + w)·ε(c) − w·ε(∅); the unconditional half follows the conditional one.
         m = (1.0 + p.guidance) * m - p.guidance * model_out[i + p.count];
+    }
+    if (p.classifier != 0u) {
+        m -= classifier_term[i];
     }
     let xv = x[i];
     var x0 = p.x0_x * xv + p.x0_m * m;

@@ -57,6 +57,18 @@ pub enum AnyEngine {
     Reference(ReferenceEngine),
 }
 
+impl AnyEngine {
+    /// Loads the classifier of classifier guidance onto the engine (replacing any earlier one).
+    pub fn set_classifier(&mut self, classifier: &crate::classifier::Classifier) -> Result<()> {
+        match self {
+            AnyEngine::Gpu(e) => e.set_classifier(classifier)?,
+            AnyEngine::Cpu(e) => e.set_classifier(classifier),
+            AnyEngine::Reference(e) => e.set_classifier(classifier),
+        }
+        Ok(())
+    }
+}
+
 /// Delegates an `Engine` call to the engine inside.
 macro_rules! each_engine {
     ($self:ident, $e:ident => $call:expr) => {

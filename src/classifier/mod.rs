@@ -182,7 +182,11 @@ impl Classifier {
     /// Checks that the classifier fits a model and a run: its input (channels, size) and the
     /// forward process (ᾱ) it was trained on.
     pub fn check_fits(&self, in_channels: usize, hw: (usize, usize), alphas_cumprod: &[f32]) -> Result<()> {
-        let cfg = &self.config;
+        Self::check_config_fits(&self.config, in_channels, hw, alphas_cumprod)
+    }
+
+    /// `check_fits` from the config alone (a run plans with the config; the engine holds the weights).
+    pub fn check_config_fits(cfg: &ClassifierConfig, in_channels: usize, hw: (usize, usize), alphas_cumprod: &[f32]) -> Result<()> {
         if cfg.in_channels != in_channels || (cfg.sample_size, cfg.sample_size) != hw {
             return Err(Error::Input(format!(
                 "the classifier takes {}-channel {}×{} images; the run makes {in_channels}-channel {}×{}",

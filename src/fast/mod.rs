@@ -149,6 +149,11 @@ fn default_threads() -> usize {
 }
 
 impl HostOps for FastOps {
+    type Classifier = FastOps;
+    fn classifier_ops(tensors: &HashMap<String, Tensor>) -> FastOps {
+        FastOps::from_tensors(tensors)
+    }
+
     /// Splits the batch into one contiguous share per thread (guidance halves, batch items): one
     /// fork/join per forward, not per op.
     fn forward_batch(&mut self, config: &UNetConfig, sample: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {

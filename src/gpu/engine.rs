@@ -4,11 +4,14 @@
 
 use std::rc::Rc;
 
+use super::classifier::{GpuClassifier, RecordedGradient};
 use super::draw::Look;
 use super::ops::scheduler_step::SchedulerStepParams;
 use super::unet::{GpuUNet, RecordedForward};
 use super::{grid, GpuDevice};
+use crate::classifier::Classifier;
 use crate::error::{Error, Result};
+use crate::run::cpu::held;
 use crate::run::{Engine, RunPlan, View};
 use crate::{Model, Tensor};
 
@@ -32,6 +35,10 @@ struct GpuRun {
     scaled: Option<(wgpu::Buffer, Vec<wgpu::Buffer>, Vec<wgpu::BindGroup>)>,
     step_params: Vec<wgpu::Buffer>,
     step_groups: Vec<wgpu::BindGroup>,
+    /// The classifier's recorded forward and backward (classifier guidance): its `grad` holds
+    /// the term the step subtracts; `unused` is bound in its place without.
+    classifier: Option<Rc<RecordedGradient>>,
+    unused: wgpu::Buffer,
 }
 
 impl GpuRun {
@@ -41,7 +48,7 @@ impl GpuRun {
             Some((b, params, _)) => (Some(b), params),
             None => (None, Vec::new()),
         };
-        [self.x, self.x0, self.eps, self.noise, self.bad_step, self.h]
+        [self.x, self.x0, self.eps, self.noise, self.bad_step, self.h, self.unused]
             .into_iter()
             .chain(scaled)
             .chain(self.step_params)
@@ -53,11 +60,18 @@ impl GpuRun {
 pub struct GpuEngine {
     pub unet: GpuUNet,
     run: Option<GpuRun>,
+    classifier: Option<GpuClassifier>,
 }
 
 impl GpuEngine {
     pub fn new(gpu: GpuDevice, model: &Model) -> Result<Self> {
-        Ok(GpuEngine { unet: GpuUNet::new(gpu, model)?, run: None })
+        Ok(GpuEngine { unet: GpuUNet::new(gpu, model)?, run: None, classifier: None })
+    }
+
+    /// Uploads the classifier of classifier guidance (replacing any earlier one).
+    pub fn set_classifier(&mut self, classifier: &Classifier) -> Result<()> {
+        self.classifier = Some(GpuClassifier::new(&self.unet.gpu, classifier)?);
+        Ok(())
     }
 
     pub fn gpu(&self) -> &GpuDevice {
@@ -82,6 +96,7 @@ impl GpuEngine {
             View::EpsCond => (r.recording.out.buffer(), Look { signed, ..Look::default() }),
             View::EpsUncond => (r.recording.out.buffer(), Look { signed, offset: count, ..Look::default() }),
             View::Guidance => (r.recording.out.buffer(), Look { signed, minus: Some((count, r.guidance)), ..Look::default() }),
+            View::Classifier => (r.classifier.as_ref().map_or(&r.unused, |c| c.grad.buffer()), Look { signed, ..Look::default() }),
         })
     }
 
@@ -100,6 +115,12 @@ impl Engine for GpuEngine {
         }
         let recording = self.unet.recording(plan.unet_batch(), h, w).await?;
         let gpu = &self.unet.gpu;
+        let classifier = match &plan.guidance.classifier {
+            Some(_) => Some(held(&mut self.classifier)?.recording(gpu, plan.shape[0], h, w).await?),
+            None => None,
+        };
+        let unused = gpu.storage_buffer(16, "no classifier term")?;
+        let term = classifier.as_ref().map_or(&unused, |c| c.grad.buffer());
         let count = plan.count();
         let x = gpu.upload(&plan.x_start, "x_t")?;
         let x0 = gpu.storage_buffer((count * 4) as u64, "predicted x0")?;
@@ -132,7 +153,7 @@ impl Engine for GpuEngine {
                     h_h: c.h_h,
                     h_x0: c.h_x0,
                     h_x: c.h_x,
-                    pad0: 0,
+                    classifier: classifier.is_some() as u32,
                     pad1: 0,
                     pad2: 0,
                 })
@@ -145,7 +166,17 @@ impl Engine for GpuEngine {
                     .map(|params| {
                         gpu.bind(
                             "scheduler_step.main",
-                            &[(0, recording.out.buffer()), (1, &noise), (2, &x), (3, &x0), (4, params), (5, &bad_step), (6, &h), (7, &eps)],
+                            &[
+                                (0, recording.out.buffer()),
+                                (1, &noise),
+                                (2, &x),
+                                (3, &x0),
+                                (4, params),
+                                (5, &bad_step),
+                                (6, &h),
+                                (7, &eps),
+                                (8, term),
+                            ],
                         )
                     })
                     .collect())
@@ -168,8 +199,22 @@ impl Engine for GpuEngine {
             Some((buf, params, groups))
         };
         let guidance = plan.guidance.weight;
-        self.run =
-            Some(GpuRun { recording, shape: plan.shape, x, x0, eps, guidance, noise, bad_step, h, scaled, step_params, step_groups });
+        self.run = Some(GpuRun {
+            recording,
+            shape: plan.shape,
+            x,
+            x0,
+            eps,
+            guidance,
+            noise,
+            bad_step,
+            h,
+            scaled,
+            step_params,
+            step_groups,
+            classifier,
+            unused,
+        });
         Ok(())
     }
 
@@ -199,9 +244,16 @@ impl Engine for GpuEngine {
         if ub != plan.shape[0] {
             enc.copy_buffer_to_buffer(src, 0, run.recording.sample.buffer(), bytes, bytes);
         }
+        if let (Some(clf), Some(guide)) = (&run.classifier, &plan.guidance.classifier) {
+            enc.copy_buffer_to_buffer(src, 0, clf.x.buffer(), 0, bytes);
+            clf.write_inputs(gpu, &vec![t_model; plan.shape[0]], &guide.target(t_model));
+        }
         {
             let mut pass = enc.begin_compute_pass(&Default::default());
             run.recording.encode(&mut pass);
+            if let Some(clf) = &run.classifier {
+                clf.encode(&mut pass);
+            }
             pass.set_pipeline(gpu.pipeline("scheduler_step.main"));
             pass.set_bind_group(0, &run.step_groups[index], &[]);
             let g = grid(count.div_ceil(64) as u32);
@@ -220,6 +272,9 @@ impl Engine for GpuEngine {
         let count: usize = run.shape.iter().product();
         let (buf, look) = self.source(view).expect("a run is current");
         let guiding = run.recording.out.len() >= 2 * count;
+        if view == View::Classifier && run.classifier.is_none() {
+            return Err(Error::Input("view \"classifier\": this run has no classifier guidance".into()));
+        }
         if look.offset > 0 || look.minus.is_some() {
             if !guiding {
                 return Err(Error::Input(format!("view {:?}: this run does not guide", view.as_str())));

@@ -97,6 +97,10 @@ pub(crate) use reference_ops;
 /// Ops that run immediately on host tensors (the reference `ReferenceOps` and `fast::FastOps`): what the
 /// CPU engine and `forward_with` run on.
 pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
+    /// The ops a classifier runs on beside this engine (classifier guidance): the same kind.
+    type Classifier: crate::classifier::ClassifierOps<T = Arc<Tensor>>;
+    fn classifier_ops(tensors: &HashMap<String, Tensor>) -> Self::Classifier;
+
     /// One U-Net forward over the whole batch (inputs already checked). The fast ops split the
     /// batch across threads natively; the reference runs it as one.
     fn forward_batch(&mut self, config: &UNetConfig, sample: &Tensor, timesteps: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
@@ -104,7 +108,12 @@ pub trait HostOps: UNetOps<T = Arc<Tensor>> + Sized {
     }
 }
 
-impl HostOps for ReferenceOps {}
+impl HostOps for ReferenceOps {
+    type Classifier = ReferenceOps;
+    fn classifier_ops(tensors: &HashMap<String, Tensor>) -> ReferenceOps {
+        ReferenceOps::from_tensors(tensors)
+    }
+}
 
 /// [n, c, h, w] of a host tensor (2-D tensors report [n, f, 1, 1]).
 pub fn dims(t: &Tensor) -> [usize; 4] {

@@ -61,7 +61,12 @@ impl<O: crate::reference::HostOps> Profiled<O> {
     }
 }
 
-impl<O: crate::reference::HostOps> crate::reference::HostOps for Profiled<O> {}
+impl<O: crate::reference::HostOps> crate::reference::HostOps for Profiled<O> {
+    type Classifier = O::Classifier;
+    fn classifier_ops(tensors: &std::collections::HashMap<String, Tensor>) -> O::Classifier {
+        O::classifier_ops(tensors)
+    }
+}
 
 impl<O: crate::reference::HostOps> crate::model::UNetOps for Profiled<O> {
     type T = std::sync::Arc<Tensor>;

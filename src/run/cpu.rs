@@ -1,7 +1,8 @@
 //! The CPU engines: the run layer driving host ops, either the fast engine (`fast::FastOps`: packed
 //! weights, SIMD GEMM) or the plain reference (`reference::ReferenceOps`, the oracle).
 
-use super::{Engine, Guidance, RunPlan, View};
+use super::{ClassifierGuidance, Engine, Guidance, RunPlan, View};
+use crate::classifier::{input_gradient, Classifier, ClassifierConfig, ClassifierOps};
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
@@ -13,6 +14,26 @@ pub struct CpuEngine<O: HostOps = FastOps> {
     config: UNetConfig,
     ops: O,
     state: HostState,
+    /// The classifier of classifier guidance, on the same kind of ops.
+    classifier: Option<HostClassifier<O::Classifier>>,
+}
+
+/// A classifier on host ops: its config and its ops over its weights.
+pub struct HostClassifier<C> {
+    pub config: ClassifierConfig,
+    pub ops: C,
+}
+
+impl<C: ClassifierOps<T = std::sync::Arc<Tensor>>> HostClassifier<C> {
+    /// The term s·σ_t·∇ₓ log p(y | x_t, t) of step `t_model` on the U-Net input's first N items.
+    pub fn term(&mut self, guide: &ClassifierGuidance, unet_input: &[f32], shape: [usize; 4], t_model: f32) -> Result<Vec<f32>> {
+        let n = shape[0];
+        let x = std::sync::Arc::new(Tensor::new(shape.to_vec(), unet_input[..shape.iter().product()].to_vec())?);
+        let t = std::sync::Arc::new(Tensor::new(vec![n], vec![t_model; n])?);
+        let target = std::sync::Arc::new(Tensor::new(vec![n, 2], guide.target(t_model))?);
+        let g = input_gradient(&mut self.ops, &self.config, &x, &t, &target)?;
+        Ok(g.grad.data.clone())
+    }
 }
 
 /// x_t and x̂₀ of a run held on the host (the CPU and Web Worker engines).
@@ -28,6 +49,8 @@ pub struct HostState {
     guidance: f32,
     /// The solver's history (`StepCoeffs`: h).
     pub h: Vec<f32>,
+    /// Classifier guidance's term of the last update (View::Classifier; empty without).
+    pub classifier: Vec<f32>,
     /// Updates applied in this run, and the first (0-based) that left x_t NaN or Inf.
     steps_done: usize,
     pub first_non_finite: Option<usize>,
@@ -42,6 +65,7 @@ impl HostState {
         self.m = vec![0.0; plan.unet_batch() / plan.shape[0] * plan.count()];
         self.guidance = plan.guidance.weight;
         self.h = vec![0.0; plan.count()];
+        self.classifier = Vec::new();
         self.steps_done = 0;
         self.first_non_finite = None;
     }
@@ -58,6 +82,10 @@ impl HostState {
             }
             View::EpsUncond => self.m[n..2 * n].to_vec(),
             View::Guidance => self.m[..n].iter().zip(&self.m[n..]).map(|(c, u)| self.guidance * (c - u)).collect(),
+            View::Classifier if self.classifier.is_empty() => {
+                return Err(Error::Input("view \"classifier\": this run has no classifier guidance".into()))
+            }
+            View::Classifier => self.classifier.clone(),
         };
         Tensor::new(self.shape.to_vec(), data)
     }
@@ -78,9 +106,11 @@ impl HostState {
         Ok(())
     }
 
-    /// Applies a step's update from the U-Net output `m` (both guidance halves).
-    pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>) {
-        apply_step(guidance, coeffs, m, noise, [&mut self.x, &mut self.x0, &mut self.eps, &mut self.h]);
+    /// Applies a step's update from the U-Net output `m` (both guidance halves) and classifier
+    /// guidance's `term` (subtracted from the guided output).
+    pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, term: Option<Vec<f32>>) {
+        apply_step(guidance, coeffs, (m, term.as_deref()), noise, [&mut self.x, &mut self.x0, &mut self.eps, &mut self.h]);
+        self.classifier = term.unwrap_or_default();
         self.m.clear();
         self.m.extend_from_slice(m);
         if self.first_non_finite.is_none() && self.x.iter().any(|v| !v.is_finite()) {
@@ -109,7 +139,13 @@ impl CpuEngine<ReferenceOps> {
 
 impl<O: HostOps> CpuEngine<O> {
     pub fn with_ops(model: &Model, ops: O) -> Self {
-        CpuEngine { config: model.config.clone(), ops, state: HostState::default() }
+        CpuEngine { config: model.config.clone(), ops, state: HostState::default(), classifier: None }
+    }
+
+    /// Loads the classifier of classifier guidance (replacing any earlier one).
+    pub fn set_classifier(&mut self, classifier: &Classifier) {
+        let ops = O::classifier_ops(&classifier.tensors);
+        self.classifier = Some(HostClassifier { config: classifier.config.clone(), ops });
     }
 
     pub fn ops(&self) -> &O {
@@ -130,7 +166,11 @@ impl<O: HostOps> Engine for CpuEngine<O> {
         let sample = Tensor::new(vec![ub, c, h, w], unet_input(plan, index, &self.state.x))?;
         let ts = vec![t_model; ub];
         let m = forward_with(&mut self.ops, &self.config, &sample, &ts, plan.guidance.unet_labels.as_deref())?;
-        self.state.update(&plan.guidance, step.coeffs, &m.data, noise);
+        let term = match &plan.guidance.classifier {
+            Some(guide) => Some(held(&mut self.classifier)?.term(guide, &sample.data, plan.shape, t_model)?),
+            None => None,
+        };
+        self.state.update(&plan.guidance, step.coeffs, &m.data, noise, term);
         Ok(())
     }
 
@@ -155,6 +195,13 @@ impl<O: HostOps> Engine for CpuEngine<O> {
     }
 }
 
+/// The engine's classifier, or the error of a run that asks for classifier guidance without one.
+pub fn held<C>(classifier: &mut Option<C>) -> Result<&mut C> {
+    classifier
+        .as_mut()
+        .ok_or_else(|| Error::Input("the run asks for classifier guidance, but no classifier was loaded on this engine".into()))
+}
+
 /// The U-Net input of step `index`: c_in·x_t, twice when guiding (conditional half, then the
 /// null-class half).
 pub fn unet_input(plan: &RunPlan, index: usize, x: &[f32]) -> Vec<f32> {
@@ -168,10 +215,16 @@ pub fn unet_input(plan: &RunPlan, index: usize, x: &[f32]) -> Vec<f32> {
 
 /// A step's scheduler update on host arrays, from the U-Net output `m` (both guidance halves):
 /// x ← x_prev, x0 ← x̂₀, eps ← ε̂ (the CPU twin of shaders/scheduler_step.wgsl).
-pub fn apply_step(guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, [x, x0, eps, h]: [&mut [f32]; 4]) {
+pub fn apply_step(
+    guidance: &Guidance,
+    coeffs: StepCoeffs,
+    (m, term): (&[f32], Option<&[f32]>),
+    noise: Option<&[f32]>,
+    [x, x0, eps, h]: [&mut [f32]; 4],
+) {
     let count = x.len();
     for j in 0..count {
-        let mj = guidance.combine(m, j, count);
+        let mj = guidance.combine(m, j, count) - term.map_or(0.0, |t| t[j]);
         let z = noise.map_or(0.0, |z| z[j]);
         eps[j] = coeffs.eps_x * x[j] + coeffs.eps_m * mj;
         (x[j], x0[j], h[j]) = coeffs.apply(x[j], mj, z, h[j]);

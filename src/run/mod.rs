@@ -8,7 +8,7 @@ pub mod plan;
 
 pub use cpu::{CpuEngine, ReferenceEngine};
 pub use options::{ClassLabels, GivenNoise, RunOptions};
-pub use plan::{ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan};
+pub use plan::{ClassifierGuidance, ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan};
 
 use crate::error::{Error, Result};
 use crate::sampler::diffusers::DiffusersScheduler;
@@ -31,6 +31,9 @@ pub enum View {
     EpsCond,
     EpsUncond,
     Guidance,
+    /// Classifier guidance's term at the last evaluation, s·σ_t·∇ₓ log p(y | x_t, t): what the
+    /// classifier pushes x_t towards (subtracted from ε̂), on the signed colour map.
+    Classifier,
 }
 
 /// The guidance view's colour scale (±).
@@ -43,13 +46,18 @@ impl View {
     pub fn signed(self) -> Option<f32> {
         match self {
             View::Eps | View::EpsCond | View::EpsUncond => Some(crate::image_grid::SIGNED_SCALE),
-            View::Guidance => Some(GUIDANCE_SCALE),
+            View::Guidance | View::Classifier => Some(GUIDANCE_SCALE),
             View::Xt | View::X0 => None,
         }
     }
 
     /// The views a run can show: ε(∅) and the guidance term need classifier-free guidance.
     pub fn check(self, plan: &RunPlan) -> Result<()> {
+        if self == View::Classifier && plan.guidance.classifier.is_none() {
+            return Err(Error::Input(
+                "view \"classifier\": the classifier's term exists only with classifier guidance (a classifier and a scale > 0)".into(),
+            ));
+        }
         match (self, plan.guidance.doubles_batch()) {
             (View::EpsUncond | View::Guidance, false) => Err(Error::Input(format!(
                 "view {:?}: the unconditional output and the guidance term exist only with classifier-free guidance \
@@ -68,6 +76,7 @@ impl View {
             View::EpsCond => "eps_cond",
             View::EpsUncond => "eps_uncond",
             View::Guidance => "guidance",
+            View::Classifier => "classifier",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The options of a sampling run: one builder with one set of defaults, shared by the CLI, the
 //! wasm API and the tests. Nothing is checked while building; `plan` checks everything at once.
 
-use super::plan::{ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan, SCORE_SDE_VE};
+use super::plan::{ClassifierGuidance, ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan, SCORE_SDE_VE};
+use crate::classifier::{Classifier, ClassifierConfig};
 use crate::error::{Error, Result};
 use crate::sampler::diffusers::DiffusersScheduler;
 use crate::sampler::sde::RK45;
@@ -75,7 +76,21 @@ pub struct RunOptions {
     scheduler: Option<SchedulerConfig>,
     edit: Option<Edit>,
     tolerance: Option<f64>,
+    classifier: Option<ClassifierRequest>,
 }
+
+/// Classifier guidance asked for: the classifier's config (the engine holds its weights), the
+/// scale s and the classes to guide towards.
+#[derive(Clone, Debug)]
+struct ClassifierRequest {
+    config: ClassifierConfig,
+    scale: f32,
+    labels: Option<ClassLabels>,
+}
+
+/// Samplers whose U-Net time input is not a VP timestep (σ or c_noise(σ)): the classifier,
+/// trained on the VP forward process, has no noise level to read there.
+const NOT_VP: [&str; 4] = ["ScoreSdeVeScheduler", "EDMEulerScheduler", "EDMDPMSolverMultistepScheduler", "CMStochasticIterativeScheduler"];
 
 impl RunOptions {
     pub fn new() -> Self {
@@ -128,6 +143,14 @@ impl RunOptions {
     /// Classifier-free guidance weight w (Ho & Salimans): ε̃ = (1+w)·ε(c) − w·ε(∅); default 0.
     pub fn guidance(mut self, w: f32) -> Self {
         self.guidance = Some(w);
+        self
+    }
+
+    /// Classifier guidance with scale s ≥ 0 (0: none) by the classifier of `config` (the engine
+    /// must hold its weights: `AnyEngine::set_classifier`), towards `labels` (default: the run's
+    /// class labels where the classifier has those classes, else 0, 1, 2, … cycling).
+    pub fn classifier_guidance(mut self, config: &ClassifierConfig, scale: f32, labels: Option<ClassLabels>) -> Self {
+        self.classifier = Some(ClassifierRequest { config: config.clone(), scale, labels });
         self
     }
 
@@ -230,11 +253,67 @@ impl RunOptions {
             (Some(edit), None) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };
         plan.check_noise()?;
+        let mut plan = plan;
+        if let Some(request) = &self.classifier {
+            plan.guidance.classifier = self.classifier_plan(request, &config, host_class, &plan)?;
+        }
         // A Fourier (VE) model reads σ, a learned table integer rows: a sampler giving it other
         // timesteps is refused here, not run into NaN or a wrong row.
         let ts: Vec<f32> = plan.steps.iter().map(|s| s.t_model).collect();
         cfg.check_timesteps(&ts).map_err(|e| Error::Input(format!("{e} (sampler {})", kind.as_str())))?;
         Ok(plan)
+    }
+
+    /// Classifier guidance checked against the run: an ε-model sampled (not inverted) at VP
+    /// timesteps of the classifier's forward process, images of its size, labels among its classes.
+    fn classifier_plan(
+        &self,
+        request: &ClassifierRequest,
+        config: &SchedulerConfig,
+        host_class: Option<&str>,
+        plan: &RunPlan,
+    ) -> Result<Option<ClassifierGuidance>> {
+        let s = request.scale;
+        if !s.is_finite() || s < 0.0 {
+            return Err(Error::Input(format!("classifier guidance scale = {s}: must be a finite number ≥ 0")));
+        }
+        if s == 0.0 {
+            return Ok(None);
+        }
+        let says = |why: String| Error::Input(format!("classifier guidance (scale {s}): {why}"));
+        let refuse = |why: String| Err(says(why));
+        if plan.inverts {
+            return refuse("DDIM inversion runs the ODE towards noise; guidance is for sampling".into());
+        }
+        if let Some(class) = host_class.filter(|c| NOT_VP.contains(c)) {
+            return refuse(format!("{class} gives the model σ, not a VP timestep; the classifier reads VP timesteps"));
+        }
+        if config.prediction_type != crate::sampler::schedule::PredictionType::Epsilon {
+            return refuse(format!("it shifts the predicted noise ε; this model predicts {:?}", config.prediction_type.as_str()));
+        }
+        let [n, c, h, w] = plan.shape;
+        let alphas_cumprod = Schedule::new(config.clone()).alphas_cumprod;
+        Classifier::check_config_fits(&request.config, c, (h, w), &alphas_cumprod)?;
+        let k = request.config.num_classes;
+        let own = self.labels.clone().filter(|l| match l {
+            ClassLabels::All(v) => (0..k as i64).contains(v),
+            ClassLabels::Each(v) => v.iter().all(|v| (0..k as i64).contains(v)),
+            ClassLabels::Mixed => true,
+        });
+        let labels: Vec<i64> = match request.labels.clone().or(own).unwrap_or(ClassLabels::Mixed) {
+            ClassLabels::Mixed => (0..n).map(|i| (i % k) as i64).collect(),
+            ClassLabels::All(l) => vec![l; n],
+            ClassLabels::Each(v) if v.len() == n => v,
+            ClassLabels::Each(v) => return refuse(format!("{} classifier labels for a batch of {n}", v.len())),
+        };
+        let labels = labels
+            .iter()
+            .map(|&l| match u32::try_from(l) {
+                Ok(l) if (l as usize) < k => Ok(l),
+                _ => Err(says(format!("class {l} is not one of the classifier's {k} classes (0..={})", k - 1))),
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        Ok(Some(ClassifierGuidance { scale: s, labels, alphas_cumprod }))
     }
 
     /// The plan of an edit, from `base` (guidance, noise, shape, and ε as x_start).

@@ -95,6 +95,30 @@ pub struct Guidance {
     /// Labels of the U-Net batch: [cond; null] when guiding, [cond] otherwise; None if unconditional.
     pub unet_labels: Option<Vec<u32>>,
     pub weight: f32,
+    /// Classifier guidance, alone or with classifier-free guidance.
+    pub classifier: Option<ClassifierGuidance>,
+}
+
+/// Classifier guidance (Dhariwal & Nichol 2021, Algorithm 2, and its score form for the other
+/// samplers): ε̂ ← ε̂ − s·σ_t·∇ₓ log p(y | x_t, t), the gradient taken at the U-Net's input (the VP
+/// sample: c_in·x for the σ-scaled samplers) and σ_t = √(1 − ᾱ_t) at the U-Net's timestep.
+/// Subtracted from the guided model output before the update, so every ε-model sampler sees it.
+#[derive(Clone, Debug)]
+pub struct ClassifierGuidance {
+    pub scale: f32,
+    /// The class each item is guided towards.
+    pub labels: Vec<u32>,
+    /// ᾱ of the forward process (the classifier's, checked equal to the run's scheduler's).
+    pub alphas_cumprod: Vec<f32>,
+}
+
+impl ClassifierGuidance {
+    /// The classifier backward's seed at model timestep `t_model`: (label, s·σ_t) per item, [N, 2]
+    /// (`classifier::ClassifierOps::log_softmax_backward`), so the backward yields the whole term.
+    pub fn target(&self, t_model: f32) -> Vec<f32> {
+        let k = self.scale * crate::classifier::vp_sigma(&self.alphas_cumprod, t_model);
+        self.labels.iter().flat_map(|&y| [y as f32, k]).collect()
+    }
 }
 
 impl Guidance {
@@ -104,14 +128,14 @@ impl Guidance {
             return Err(Error::Input(format!("guidance = {weight}: must be a finite number ≥ 0")));
         }
         if weight == 0.0 {
-            return Ok(Guidance { unet_labels: labels, weight });
+            return Ok(Guidance { unet_labels: labels, weight, classifier: None });
         }
         // Classifier-free guidance: the batch runs twice, with the labels and with the null class.
         match (num_class_embeds, labels) {
             (Some(k), Some(mut labels)) => {
                 let n = labels.len();
                 labels.extend(std::iter::repeat_n((k - 1) as u32, n));
-                Ok(Guidance { unet_labels: Some(labels), weight })
+                Ok(Guidance { unet_labels: Some(labels), weight, classifier: None })
             }
             (Some(_), None) => Err(Error::Input("this model is class-conditional: class labels are required".into())),
             (None, _) => Err(Error::Input("guidance needs a class-conditional model".into())),
@@ -122,7 +146,8 @@ impl Guidance {
         self.weight != 0.0
     }
 
-    /// The guided output of element i from the U-Net output `m` ([2N] when guiding).
+    /// The guided output of element i from the U-Net output `m` ([2N] when guiding), without
+    /// the classifier's term (the engines subtract it: `classifier_term`).
     pub fn combine(&self, m: &[f32], i: usize, half: usize) -> f32 {
         if self.doubles_batch() {
             (1.0 + self.weight) * m[i] - self.weight * m[i + half]

@@ -19,6 +19,7 @@ use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::classifier::Classifier;
 use crate::engines::EngineChoice;
 use crate::event_loop::sleep_ms;
 use crate::gpu::draw::SampleDrawer;
@@ -36,6 +37,20 @@ use workers::WorkerEngine;
 #[wasm_bindgen(start)]
 pub fn start() {
     console_error_panic_hook::set_once();
+}
+
+/// {parameters, numClasses, sampleSize, inChannels} of a loaded classifier.
+fn classifier_info(clf: &Classifier) -> JsValue {
+    let o = Object::new();
+    for (k, v) in [
+        ("parameters", clf.parameters),
+        ("numClasses", clf.config.num_classes),
+        ("sampleSize", clf.config.sample_size),
+        ("inChannels", clf.config.in_channels),
+    ] {
+        let _ = Reflect::set(&o, &k.into(), &(v as f64).into());
+    }
+    o.into()
 }
 
 fn js_err(e: Error) -> JsValue {
@@ -72,6 +87,8 @@ struct Inner {
     latent: RefCell<Option<Tensor>>,
     /// Every frame of the last run, when it was asked to `record` (`filmFrame`).
     film: RefCell<Vec<FilmFrame>>,
+    /// The classifier of classifier guidance (kept to load it again onto a renewed device).
+    classifier: RefCell<Option<Classifier>>,
 }
 
 /// One recorded frame: x_t and x̂₀ (for forward frames: the clean image) on the host.
@@ -211,6 +228,7 @@ impl DiffusionSampler {
             last: RefCell::new(None),
             latent: RefCell::new(None),
             film: RefCell::new(Vec::new()),
+            classifier: RefCell::new(None),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
     }
@@ -243,7 +261,44 @@ impl DiffusionSampler {
         // ᾱ_t over the train timesteps (the page plots the schedule and marks each evaluation).
         let schedule = crate::sampler::Schedule::new(m.scheduler.clone());
         set("alphasCumprod", js_sys::Float32Array::from(&schedule.alphas_cumprod[..]).into());
+        set("classifier", self.inner.classifier.borrow().as_ref().map_or(JsValue::NULL, classifier_info));
         o.into()
+    }
+
+    /// Loads a noise-aware classifier for classifier guidance (`classifierScale`, `classifierClass`
+    /// in `run`'s options, the "classifier" view) from its config.json and safetensors bytes
+    /// (docs/classifier.md); replaces any earlier one. Checked like a model: errors name the field,
+    /// tensor or file.
+    #[wasm_bindgen(js_name = loadClassifier)]
+    pub fn load_classifier(&self, config_json: String, weights: Vec<u8>) -> Result<JsValue, JsValue> {
+        let clf = Classifier::from_files(&config_json, &weights, "classifier model.safetensors").map_err(js_err)?;
+        self.set_classifier(clf).map_err(js_err)
+    }
+
+    /// `loadClassifier` from a folder served over HTTP (config.json + model.safetensors).
+    #[wasm_bindgen(js_name = loadClassifierFromUrl)]
+    pub async fn load_classifier_from_url(&self, base_url: String) -> Result<JsValue, JsValue> {
+        let base = base_url.trim_end_matches('/');
+        let config = fetch::fetch_required(&format!("{base}/config.json")).await.map_err(js_err)?;
+        let weights = fetch::fetch_required(&format!("{base}/model.safetensors")).await.map_err(js_err)?;
+        let config = String::from_utf8(config).map_err(|_| js_err(Error::Config("classifier config.json is not UTF-8 text".into())))?;
+        let clf = Classifier::from_files(&config, &weights, &format!("{base}/model.safetensors")).map_err(js_err)?;
+        self.set_classifier(clf).map_err(js_err)
+    }
+
+    fn set_classifier(&self, clf: Classifier) -> Result<JsValue, Error> {
+        if self.inner.running.get() {
+            return Err(Error::Input("a run is in progress: load the classifier between runs".into()));
+        }
+        match &mut *self.inner.engine.borrow_mut() {
+            EngineKind::WebGpu { engine, .. } => engine.set_classifier(&clf)?,
+            EngineKind::Workers(e) => e.set_classifier(&clf),
+            EngineKind::Cpu(e) => e.set_classifier(&clf),
+            EngineKind::Destroyed => return Err(Error::Input("this sampler was destroyed".into())),
+        }
+        let info = classifier_info(&clf);
+        *self.inner.classifier.borrow_mut() = Some(clf);
+        Ok(info)
     }
 
     /// Stops a running `run` within one step (it then rejects with "cancelled").
@@ -416,7 +471,7 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
 
 /// One `run` call: the plan of its options, and for "invert" the reconstruction after it.
 async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<JsValue, Error> {
-    let (opts, view, mode) = options::read(o, &inner.model)?;
+    let (opts, view, mode) = options::read(o, &inner.model, inner.classifier.borrow().as_ref().map(|c| &c.config))?;
     let record = Reflect::get(o, &"record".into()).is_ok_and(|v| v.is_truthy());
     renew_lost_device(inner).await?;
     let plan = opts.plan(&inner.model)?;
@@ -511,7 +566,10 @@ async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
     web_sys::console::warn_1(&"ddim-webgpu: the GPU device was lost; making a new one".into());
     // Until the new device exists the sampler has none: a failure here leaves it unusable, named.
     let (gpu, target) = new_gpu_for_target(target).await?;
-    let engine = GpuEngine::new(gpu, &inner.model)?;
+    let mut engine = GpuEngine::new(gpu, &inner.model)?;
+    if let Some(clf) = inner.classifier.borrow().as_ref() {
+        engine.set_classifier(clf)?;
+    }
     *inner.gpu.borrow_mut() = Some(GpuHandles::of(&engine));
     *inner.engine.borrow_mut() = EngineKind::WebGpu { engine: Box::new(engine), target };
     Ok(())

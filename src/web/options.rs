@@ -4,6 +4,7 @@
 use js_sys::Reflect;
 use wasm_bindgen::{JsCast, JsValue};
 
+use crate::classifier::ClassifierConfig;
 use crate::error::{Error, Result};
 use crate::run::options::{label, whole, Edit, DEFAULT_JUMP_LENGTH, DEFAULT_JUMP_N_SAMPLE, DEFAULT_STEPS};
 use crate::run::{ClassLabels, GivenNoise, RunOptions, View};
@@ -87,7 +88,7 @@ fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
 /// strength (edit), mask (inpaint: Float32Array of N or 1 one-channel masks, 1 keeps, 0 fills),
 /// jumpLength, jumpNSample (inpaint), tEnd (forward: frames = steps), from, to (interpolate: a
 /// seed or an x_T; frames = batch)}; every key optional but the mode's own.
-pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
+pub fn read(o: &JsValue, model: &Model, classifier: Option<&ClassifierConfig>) -> Result<(RunOptions, View, Mode)> {
     let mode = match string(o, "mode")?.as_deref() {
         None | Some("sample") => Mode::Sample,
         Some("edit") => Mode::Edit,
@@ -140,18 +141,34 @@ pub fn read(o: &JsValue, model: &Model) -> Result<(RunOptions, View, Mode)> {
         Some("eps_cond") => View::EpsCond,
         Some("eps_uncond") => View::EpsUncond,
         Some("guidance") => View::Guidance,
+        Some("classifier") => View::Classifier,
         Some(other) => {
             return Err(Error::Input(format!(
-                "view {other:?}: expected \"xt\", \"x0\", \"eps\", \"eps_cond\", \"eps_uncond\" or \"guidance\""
+                "view {other:?}: expected \"xt\", \"x0\", \"eps\", \"eps_cond\", \"eps_uncond\", \"guidance\" or \"classifier\""
             )))
         }
     };
+    opts = classifier_options(o, opts, classifier)?;
     match edit_of(mode, o, model)? {
         (Some(edit), _) => opts = opts.edit(edit),
         (None, Some(noise)) => opts = opts.noise(noise),
         (None, None) => {}
     }
     Ok((opts, view, mode))
+}
+
+/// `classifierScale` and `classifierClass` (classifier guidance by the loaded classifier).
+fn classifier_options(o: &JsValue, opts: RunOptions, classifier: Option<&ClassifierConfig>) -> Result<RunOptions> {
+    let scale = number(o, "classifierScale")?;
+    let class = number(o, "classifierClass")?.map(label).transpose()?;
+    match (scale, classifier) {
+        (None | Some(0.0), _) if class.is_none() => Ok(opts),
+        (None | Some(0.0), _) => Err(Error::Input("classifierClass: needs classifierScale > 0 (classifier guidance)".into())),
+        (Some(s), Some(cfg)) => Ok(opts.classifier_guidance(cfg, s as f32, class.map(ClassLabels::All))),
+        (Some(s), None) => Err(Error::Input(format!(
+            "classifierScale = {s}: no classifier is loaded (loadClassifier / loadClassifierFromUrl first, or the element's `classifier` attribute)"
+        ))),
+    }
 }
 
 /// The edit of `mode`, or the slerped x_T of an interpolation, from the JS options.

@@ -12,11 +12,12 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint32Array, Uint8Ar
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::classifier::Classifier;
 use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
 use crate::reference::forward_with;
-use crate::run::cpu::{unet_input, HostState};
+use crate::run::cpu::{held, unet_input, HostClassifier, HostState};
 use crate::run::{Engine, Guidance, RunPlan, View};
 use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
@@ -156,6 +157,9 @@ pub struct WorkerEngine {
     workers: Vec<web_sys::Worker>,
     state: HostState,
     pending: Option<Pending>,
+    /// The classifier of classifier guidance, run on this thread after the workers' U-Net (it
+    /// is small next to the U-Net).
+    classifier: Option<HostClassifier<FastOps>>,
 }
 
 /// The step submitted by `step` and finished by `sync`.
@@ -163,6 +167,8 @@ struct Pending {
     coeffs: StepCoeffs,
     guidance: Guidance,
     noise: Option<Vec<f32>>,
+    /// The U-Net input's first N items, the sample shape and the timestep (classifier guidance).
+    classifier_input: Option<(Vec<f32>, [usize; 4], f32)>,
     /// One promise per worker, resolving to its share of the U-Net batch, in batch order.
     replies: Vec<Promise>,
 }
@@ -198,12 +204,17 @@ impl WorkerEngine {
                 post(w, msg, Array::of1(&bytes))
             })
             .collect::<Result<_>>();
-        let engine = WorkerEngine { workers, state: HostState::default(), pending: None };
+        let engine = WorkerEngine { workers, state: HostState::default(), pending: None, classifier: None };
         Ok(LoadingWorkers { loads: loads?, engine })
     }
 
     pub fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// Loads the classifier of classifier guidance (replacing any earlier one).
+    pub fn set_classifier(&mut self, classifier: &Classifier) {
+        self.classifier = Some(HostClassifier { config: classifier.config.clone(), ops: FastOps::from_tensors(&classifier.tensors) });
     }
 }
 
@@ -247,7 +258,11 @@ impl Engine for WorkerEngine {
             replies.push(post(worker, msg, transfer)?);
         }
         let (coeffs, guidance) = (plan.steps[index].coeffs, plan.guidance.clone());
-        self.pending = Some(Pending { coeffs, guidance, noise: noise.map(<[f32]>::to_vec), replies });
+        if guidance.classifier.is_some() {
+            held(&mut self.classifier)?;
+        }
+        let classifier_input = guidance.classifier.is_some().then(|| (input[..plan.count()].to_vec(), plan.shape, t));
+        self.pending = Some(Pending { coeffs, guidance, noise: noise.map(<[f32]>::to_vec), classifier_input, replies });
         Ok(())
     }
 
@@ -259,7 +274,11 @@ impl Engine for WorkerEngine {
             let out: Float32Array = Reflect::get(&data, &"out".into()).map_err(|e| Error::Input(js_msg(e)))?.unchecked_into();
             m.extend(out.to_vec());
         }
-        self.state.update(&p.guidance, p.coeffs, &m, p.noise.as_deref());
+        let term = match (&p.guidance.classifier, p.classifier_input) {
+            (Some(guide), Some((x, shape, t))) => Some(held(&mut self.classifier)?.term(guide, &x, shape, t)?),
+            _ => None,
+        };
+        self.state.update(&p.guidance, p.coeffs, &m, p.noise.as_deref(), term);
         Ok(())
     }
 

@@ -19,6 +19,15 @@ pub fn gpu() -> Result<GpuDevice> {
 /// The engine of `args`, and the device-loss test hook's device for the GPU engine
 /// (`DDIM_TEST_LOSE_DEVICE_AT_STEP=N` loses it after step N, 0-based, as a driver reset would).
 pub fn make_engine(args: &CommonArgs, model: &Model) -> Result<(AnyEngine, Option<(wgpu::Device, usize)>)> {
+    let (mut engine, lose) = make_unet_engine(args, model)?;
+    if let Some(clf) = args.classifier()? {
+        engine.set_classifier(&clf)?;
+        eprintln!("classifier: {} parameters, {} classes", clf.parameters, clf.config.num_classes);
+    }
+    Ok((engine, lose))
+}
+
+fn make_unet_engine(args: &CommonArgs, model: &Model) -> Result<(AnyEngine, Option<(wgpu::Device, usize)>)> {
     Ok(match args.engine() {
         EngineChoice::Reference => {
             eprintln!("engine: CPU reference");

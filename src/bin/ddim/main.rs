@@ -59,6 +59,18 @@ struct CommonArgs {
     /// classifier-free guidance w: (1+w)·ε(c) − w·ε(∅) [default: 0]
     #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f32>,
+    /// classifier guidance scale s: ε̂ − s·σ_t·∇ₓ log p(y | x_t, t) (Dhariwal & Nichol) [default: 0]
+    #[arg(long, allow_negative_numbers = true)]
+    classifier_scale: Option<f32>,
+    /// the noise-aware classifier's folder (config.json + model.safetensors, docs/classifier.md)
+    /// [default: the bundled digit classifier]
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// the class classifier guidance steers towards [default: --class where the classifier has
+    /// it, else 0, 1, 2, … mixed]; `--class 10 --classifier-class 3` makes the bundled model's
+    /// unconditional run a 3
+    #[arg(long, allow_negative_numbers = true)]
+    classifier_class: Option<i64>,
     /// gpu (WGSL kernels on the best WebGPU adapter), cpu (the fast CPU engine: packed weights,
     /// SIMD GEMM; all cores), cpu:N (N threads) or reference (the plain CPU reference, the oracle)
     #[arg(long, default_value = "gpu", value_parser = EngineChoice::from_str)]
@@ -91,7 +103,26 @@ impl CommonArgs {
         if let Some(v) = self.guidance {
             opts = opts.guidance(v);
         }
+        if let Some(clf) = self.classifier()? {
+            let scale = self.classifier_scale.unwrap_or(0.0);
+            opts = opts.classifier_guidance(&clf.config, scale, self.classifier_class.map(ClassLabels::All));
+        }
         Ok(opts)
+    }
+
+    /// The classifier of classifier guidance, where a scale is given (and not 0).
+    fn classifier(&self) -> Result<Option<ddim_webgpu::classifier::Classifier>> {
+        if self.classifier_scale.unwrap_or(0.0) == 0.0 {
+            if let Some(p) = &self.classifier {
+                eprintln!("--classifier {} is not used without --classifier-scale", p.display());
+            }
+            return Ok(None);
+        }
+        let dir = self.classifier.clone().unwrap_or_else(|| bundled("digit-classifier"));
+        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| io_err(&dir.join(name), e));
+        let config = String::from_utf8_lossy(&read("config.json")?).into_owned();
+        let clf = ddim_webgpu::classifier::Classifier::from_files(&config, &read("model.safetensors")?, "model.safetensors")?;
+        Ok(Some(clf))
     }
 
     fn engine(&self) -> EngineChoice {
@@ -307,7 +338,12 @@ fn main() {
 
 /// The bundled default model, found next to the executable's source tree or the working directory.
 fn default_model() -> PathBuf {
-    let rel = Path::new("weights").join("mnist-cond");
+    bundled("mnist-cond")
+}
+
+/// A folder of `weights/`, found next to the executable's source tree or the working directory.
+fn bundled(name: &str) -> PathBuf {
+    let rel = Path::new("weights").join(name);
     let here = Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel);
     if here.exists() {
         here

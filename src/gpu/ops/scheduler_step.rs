@@ -9,5 +9,5 @@ kernel_params!(SchedulerStepParams for "scheduler_step" {
     x0_x: f32, x0_m: f32, eps_x: f32, eps_m: f32,
     c_x0: f32, c_eps: f32, c_x: f32, c_noise: f32,
     step: u32, c_h: f32, h_h: f32, h_x0: f32,
-    h_x: f32, pad0: u32, pad1: u32, pad2: u32,
+    h_x: f32, classifier: u32, pad1: u32, pad2: u32,
 });
