@@ -21,6 +21,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 WASM_TARGET=wasm32-unknown-unknown
 DEFAULT_MODEL=weights/mnist-cond
 FALLBACK_MODEL=tests/fixtures/models/class_f16
+DEFAULT_CLASSIFIER=weights/digit-classifier
 
 log() { echo "==> $*" >&2; }
 die() { echo "error: $*" >&2; exit 1; }
@@ -123,6 +124,9 @@ copy_model() {
     cp "$src"/config.json "$src"/*.safetensors www/model/
     [ -f "$src/scheduler_config.json" ] && cp "$src/scheduler_config.json" www/model/
     log "model for the page: $src"
+    # The bundled noise-aware classifier (classifier guidance), beside the model.
+    rm -rf www/classifier && mkdir -p www/classifier
+    cp "$DEFAULT_CLASSIFIER"/config.json "$DEFAULT_CLASSIFIER"/model.safetensors www/classifier/
 }
 
 # www/pkg as the npm package ddim-webgpu: the hand-written API and element (www/widget/), the
@@ -134,6 +138,7 @@ package() {
         www/widget/wasm.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model
+    cp -r www/classifier www/pkg/classifier
     rm -f www/pkg/model/NOTE.txt www/pkg/.gitignore
     node www/widget/build/package_json.mjs www/pkg
 }

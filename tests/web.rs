@@ -347,3 +347,68 @@ async fn editing_runs_match_diffusers_in_the_browser() {
     assert_eq!(on_gpu.len(), 3, "one case of each kind ran on WebGPU");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Classifier guidance in the browser: the classifier's logits and scaled input gradient (the
+/// small odd-shaped fixture classifier and the bundled one) on WebGPU and the wasm CPU engine
+/// against torch.autograd, and a classifier-guided DDIM run of the bundled model (unconditional,
+/// s = 5) on both engines against the torch loop; 1e-4 × max(1, max|ref|) as natively.
+#[wasm_bindgen_test]
+async fn classifier_guidance_matches_torch_in_the_browser() {
+    use ddim_webgpu::classifier::{input_gradient, Classifier};
+    use ddim_webgpu::run::{run_to_end, ClassLabels, CpuEngine, GivenNoise, RunOptions};
+    let st = safetensors::SafeTensors::deserialize(include_bytes!("fixtures/classifier.safetensors")).unwrap();
+    let get = |n: &str| {
+        let v = st.tensor(n).unwrap();
+        Tensor { shape: v.shape().to_vec(), data: v.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() }
+    };
+    let classifiers = [
+        (
+            "small",
+            include_str!("fixtures/models/classifier_small/config.json"),
+            &include_bytes!("fixtures/models/classifier_small/model.safetensors")[..],
+        ),
+        (
+            "bundled",
+            include_str!("../weights/digit-classifier/config.json"),
+            &include_bytes!("../weights/digit-classifier/model.safetensors")[..],
+        ),
+    ];
+    let gpu = gpu().await;
+    let mut failures = Vec::new();
+    for (name, config, weights) in classifiers {
+        let clf = Classifier::from_files(config, weights, name).unwrap();
+        let [x, t, target, logits, grad] = ["x", "t", "target", "logits", "grad"].map(|k| get(&format!("{name}.{k}")));
+        let mut g = ddim_webgpu::gpu::classifier::GpuClassifier::new(&gpu, &clf).unwrap();
+        let (l, d) = g.gradient(&gpu, &x, &t.data, &target.data).await.unwrap();
+        failures.extend(check_close(&format!("{name} logits (webgpu)"), &l, &logits, 1e-4, 1.0).err());
+        failures.extend(check_close(&format!("{name} gradient (webgpu)"), &d, &grad, 1e-4, 1.0).err());
+        let mut ops = ddim_webgpu::fast::FastOps::from_tensors(&clf.tensors);
+        let out = input_gradient(&mut ops, &clf.config, &Arc::new(x), &Arc::new(t), &Arc::new(target)).unwrap();
+        failures.extend(check_close(&format!("{name} logits (wasm cpu)"), &out.logits, &logits, 1e-4, 1.0).err());
+        failures.extend(check_close(&format!("{name} gradient (wasm cpu)"), &out.grad, &grad, 1e-4, 1.0).err());
+    }
+    let model = Model::from_bytes(
+        include_str!("../weights/mnist-cond/config.json"),
+        include_bytes!("../weights/mnist-cond/diffusion_pytorch_model.safetensors"),
+        Some(include_str!("../weights/mnist-cond/scheduler_config.json")),
+    )
+    .unwrap();
+    let clf = Classifier::from_files(classifiers[1].1, classifiers[1].2, "bundled").unwrap();
+    let plan = RunOptions::new()
+        .steps(10)
+        .sampler(ddim_webgpu::sampler::SamplerKind::Ddim)
+        .noise(GivenNoise { x_t: get("run_uncond_s5.x_T"), per_step: None, undo: None })
+        .labels(ClassLabels::All(10))
+        .classifier_guidance(&clf.config, 5.0, Some(ClassLabels::Each(vec![3, 8])))
+        .plan(&model)
+        .unwrap();
+    let want = get("run_uncond_s5.out");
+    let mut cpu = CpuEngine::new(&model);
+    cpu.set_classifier(&clf);
+    failures.extend(check_close("guided DDIM (wasm cpu)", &run_to_end(&mut cpu, &plan).await.unwrap(), &want, 1e-4, 1.0).err());
+    let mut engine = ddim_webgpu::gpu::engine::GpuEngine::new(gpu, &model).unwrap();
+    engine.set_classifier(&clf).unwrap();
+    failures.extend(check_close("guided DDIM (webgpu)", &run_to_end(&mut engine, &plan).await.unwrap(), &want, 1e-4, 1.0).err());
+    engine.gpu().destroy();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

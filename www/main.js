@@ -35,7 +35,7 @@ function showError(e) {
 
 function clearError() { $('error').hidden = true; $('error').textContent = ''; }
 
-for (const k of ['steps', 'eta', 'tolerance', 'seed', 'batch', 'guidance', 'engine', 'sampler', 'view', 'model', 'mode', 'strength', 'jumpLength', 'jumpNSample', 'tEnd', 'toSeed']) {
+for (const k of ['steps', 'eta', 'tolerance', 'seed', 'batch', 'guidance', 'classifierScale', 'classifierClass', 'engine', 'sampler', 'view', 'model', 'mode', 'strength', 'jumpLength', 'jumpNSample', 'tEnd', 'toSeed']) {
   if (params.has(k)) form.elements[k].value = params.get(k);
 }
 if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
@@ -58,6 +58,8 @@ function readForm() {
     // η belongs to DDIM alone (the other samplers refuse it).
     steps: num('steps'), eta: f.sampler.value === 'ddim' ? num('eta') : undefined,
     tolerance: f.sampler.value === 'vp-ode-rk45' ? num('tolerance') : undefined, seed: num('seed'), batch: num('batch'), guidance: num('guidance'),
+    classifierScale: num('classifierScale') || undefined,
+    classifierClass: num('classifierScale') && f.classifierClass.value !== '' ? Number(f.classifierClass.value) : undefined,
     classLabel: f.class.value === '' ? undefined : Number(f.class.value),
     sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
     mode: f.mode.value,
@@ -131,6 +133,8 @@ function showModel(s) {
   const want = params.get('class') ?? select.value;
   select.replaceChildren(new Option('mixed', ''));
   if (k) for (let c = 0; c < k - 1; c++) select.add(new Option(String(c), String(c)));
+  // The null class: the model unconditional (classifier guidance can then steer it).
+  if (k) select.add(new Option('none (null class)', String(k - 1)));
   select.disabled = !k;
   // Classifier-free guidance needs a class-conditional model.
   form.elements.guidance.disabled = !k;
@@ -149,9 +153,12 @@ function viewsFollowGuidance() {
   const f = form.elements;
   const guiding = !f.guidance.disabled && Number(f.guidance.value) > 0;
   for (const o of f.view.options) if (o.value === 'eps_uncond' || o.value === 'guidance') o.disabled = !guiding;
+  for (const o of f.view.options) if (o.value === 'classifier') o.disabled = !(Number(f.classifierScale.value) > 0);
+  f.classifierClass.disabled = !(Number(f.classifierScale.value) > 0);
   if (f.view.selectedOptions[0]?.disabled) f.view.value = 'eps';
 }
 form.elements.guidance.addEventListener('input', viewsFollowGuidance);
+form.elements.classifierScale.addEventListener('input', viewsFollowGuidance);
 
 // The samplers this model can run (a learned time embedding needs integer timesteps, a Fourier
 // one σ > 0), its own scheduler's preselected unless ?sampler= names another it can run.
@@ -246,8 +253,10 @@ async function start(overrides = {}) {
   const canvas = $('canvas');
   try {
     // The class and sampler lists and guidance's state exist once the model is known (showModel).
-    const { classLabel, guidance, sampler: samplerName, eta, tolerance } = readForm();
-    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, ...overrides });
+    const { classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass } = readForm();
+    // Classifier guidance: the bundled digit classifier, loaded on first use.
+    if (classifierScale && !sampler.modelInfo.classifier) await sampler.loadClassifier();
+    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, ...overrides });
     running = (async () => {
       for await (const s of sampler.run(run)) {
         $('step').textContent = `${s.step} / ${s.total}`;

@@ -3,12 +3,14 @@
 // ids instead of https://huggingface.co), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
 // guidance, sampler (a name of modelInfo.samplers, e.g. ddim, dpm++2m, pndm, or a diffusers class name; the
 // model's own scheduler by default), view (xt | x0 | eps | eps_cond | eps_uncond | guidance: the predicted noise and guidance's parts on a signed
-// blue–white–red map), autoplay. Methods: start(), stop().
+// blue–white–red map; classifier: classifier guidance's term), classifier-scale (classifier guidance's s: a
+// noise-aware classifier steers the run), classifier-class (the class it steers towards), classifier (its folder
+// URL; the bundled digit classifier by default), autoplay. Methods: start(), stop().
 // Events: load {modelInfo, engine, reason, adapter, thread, threadReason}, progress {loaded, total, fromCache},
 // frame {step, total, timestep, phase, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
 // progress, bar, status. Removing the element stops its run and frees its GPU device or workers.
 // Test hook (not public API): `element[Symbol.for('ddim-webgpu.loseDeviceForTest')]()` (sampler.js).
-import { createSampler, DEFAULT_MODEL, loseDeviceForTest } from './sampler.js';
+import { createSampler, DEFAULT_CLASSIFIER, DEFAULT_MODEL, loseDeviceForTest } from './sampler.js';
 
 /** @typedef {import('./index.js').DdimSamplerEventMap} DdimSamplerEventMap */
 /** @typedef {import('./index.js').RunOptions} RunOptions */
@@ -32,6 +34,9 @@ export class DdimSamplerElement extends HTMLElement {
   /** @type {import('./sampler.js').Sampler | null} */
   #sampler = null;
   #samplerKey = '';
+  /** The sampler and URL the classifier was last loaded for. @type {import('./sampler.js').Sampler | null} */
+  #classifierFor = null;
+  #classifierUrl = '';
   /** @type {AbortController | null} */
   #abort = null;
   /** @type {Promise<void> | null} */
@@ -118,6 +123,17 @@ export class DdimSamplerElement extends HTMLElement {
     return c;
   }
 
+  /** Loads the classifier the attributes ask for (once per sampler and URL), where classifier-scale > 0. */
+  async #ensureClassifier(/** @type {import('./sampler.js').Sampler} */ sampler) {
+    if (!(Number(this.getAttribute('classifier-scale')) > 0)) return;
+    const url = this.getAttribute('classifier') || '';
+    if (this.#classifierFor === sampler && this.#classifierUrl === url) return;
+    this.#status('loading the classifier…');
+    await sampler.loadClassifier(url || DEFAULT_CLASSIFIER);
+    this.#classifierFor = sampler;
+    this.#classifierUrl = url;
+  }
+
   async #ensureSampler() {
     const key = this.#key();
     if (this.#sampler && this.#samplerKey === key) return this.#sampler;
@@ -146,6 +162,10 @@ export class DdimSamplerElement extends HTMLElement {
       if (v === null || v === '') continue;
       o[a] = NUMERIC.has(a) ? Number(v) : v;
     }
+    for (const [attr, key] of [['classifier-scale', 'classifierScale'], ['classifier-class', 'classifierClass']]) {
+      const v = this.getAttribute(attr);
+      if (v !== null && v !== '') o[key] = Number(v);
+    }
     // Classifier-free guidance needs a class-conditional model.
     if (!sampler.modelInfo.numClassEmbeds) delete o.guidance;
     return /** @type {RunOptions} */ (o);
@@ -161,6 +181,7 @@ export class DdimSamplerElement extends HTMLElement {
       let steps = 0;
       try {
         const sampler = await this.#ensureSampler();
+        await this.#ensureClassifier(sampler);
         abort.signal.throwIfAborted();
         this.#status(sampler.engine === 'webgpu' ? `WebGPU: ${sampler.adapter}` : sampler.adapter);
         for await (const f of sampler.run({ ...this.#options(sampler), signal: abort.signal })) {

@@ -2,8 +2,8 @@
 // (canvas.transferControlToOffscreen): the page's thread only relays frames. Started by
 // sampler.js as `new Worker(new URL('./engine-worker.js', import.meta.url), {type: 'module'})`.
 // Protocol: worker → page {hello, webgpu} once loaded; page → worker {create, canvas, config, weights, scheduler, engine, presents} | {run,
-// options} | {ack, id} | {cancel} | {lose-device} (the test hook) | {destroy}; worker → page {created, adapter,
-// modelInfo} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image, sample, latent, result, film} |
+// options} | {ack, id} | {cancel} | {classifier, config, weights} | {lose-device} (the test hook) | {destroy};
+// worker → page {created, adapter, modelInfo} | {classifier, info} | {frame, id, frame} (the next step waits for its ack) | {end, error?, image, sample, latent, result, film} |
 // {destroyed} | {error, message}; each of these carries the sampler's stats.
 import { ready } from './sampler.js';
 import { DiffusionSampler } from './ddim_webgpu.js';
@@ -45,6 +45,9 @@ scope.onmessage = async (/** @type {MessageEvent} */ { data: m }) => {
       } catch (e) {
         scope.postMessage({ type: 'end', error: message(e), stats: stats() });
       }
+    } else if (m.type === 'classifier') {
+      if (!inner) throw new Error('no sampler: "create" first');
+      scope.postMessage({ type: 'classifier', info: inner.loadClassifier(m.config, m.weights), stats: stats() });
     } else if (m.type === 'cancel') {
       inner?.cancel();
     } else if (m.type === 'lose-device') {

@@ -28,6 +28,28 @@ export interface ModelInfo {
   defaultSampler: string;
   /** ᾱ_t of the model's scheduler config over the train timesteps (for plotting the schedule). */
   alphasCumprod: Float32Array;
+  /** The classifier loaded for classifier guidance (`Sampler.loadClassifier`), or null. */
+  classifier: ClassifierInfo | null;
+}
+
+/** A noise-aware classifier p(y | x_t, t) loaded for classifier guidance. */
+export interface ClassifierInfo {
+  parameters: number;
+  numClasses: number;
+  sampleSize: number;
+  inChannels: number;
+}
+
+/** A classifier's files by URL (docs/classifier.md has the format). */
+export interface ClassifierUrls {
+  config: string;
+  weights: string;
+}
+
+/** A classifier's files as text and bytes. */
+export interface ClassifierFiles {
+  config: string;
+  weights: Uint8Array;
 }
 
 export interface ModelFiles {
@@ -57,9 +79,15 @@ export interface RunOptions {
   /** The same as `label` (the engine's own name for it); `label` wins where both are given. */
   classLabel?: number | number[];
   guidance?: number;
-  /** What the canvas shows: x_t, the predicted x̂₀, or on a signed colour map (blue, white, red) the predicted noise ε̂ (±3) or
-   * classifier-free guidance's parts: ε(c), ε(∅) (±3) and the guidance term w·(ε(c) − ε(∅)) (±0.5; the last two need guidance > 0). */
-  view?: 'xt' | 'x0' | 'eps' | 'eps_cond' | 'eps_uncond' | 'guidance';
+  /** Classifier guidance (Dhariwal & Nichol): ε̂ − s·σ_t·∇ₓ log p(y | x_t, t) with the classifier of `loadClassifier()`; 0 (default): none. */
+  classifierScale?: number;
+  /** The class classifier guidance steers towards (default: `label` where the classifier has it, else 0, 1, 2, … mixed).
+   * `label: 10, classifierClass: 3` makes the bundled model's unconditional run (the null class) a 3. */
+  classifierClass?: number;
+  /** What the canvas shows: x_t, the predicted x̂₀, or on a signed colour map (blue, white, red) the predicted noise ε̂ (±3),
+   * classifier-free guidance's parts: ε(c), ε(∅) (±3) and the guidance term w·(ε(c) − ε(∅)) (±0.5; the last two need guidance > 0),
+   * or classifier guidance's term s·σ_t·∇ₓ log p(y | x_t, t), what the classifier pushes towards (±0.5; needs classifierScale > 0). */
+  view?: 'xt' | 'x0' | 'eps' | 'eps_cond' | 'eps_uncond' | 'guidance' | 'classifier';
   /**
    * sample (default): from noise. edit: SDEdit (diffusers img2img) of `image` at `strength`, its
    * noising shown first. inpaint: RePaint, keeps `image` where `mask` is 1 and fills where it is 0.
@@ -148,6 +176,12 @@ export interface Sampler {
   run(options?: RunOptions): AsyncGenerator<FrameInfo, void, undefined>;
   /** Ends the run in progress within one step (run() then throws Error("cancelled")). */
   stop(): void;
+  /**
+   * Loads a noise-aware classifier for classifier guidance: a folder URL (config.json and
+   * model.safetensors), {config, weights} URLs, or {files}; the bundled digit classifier by default.
+   * Also sets `modelInfo.classifier`. Not while a run is in progress.
+   */
+  loadClassifier(classifier?: string | ClassifierUrls | { files: ClassifierFiles }): Promise<ClassifierInfo>;
   /** The last finished sample as an RGBA grid of the batch. */
   lastImage(): SampleImage | null;
   /** The last finished sample's values ([N, C, H, W] flattened, −1 … 1): an `image` for the next edit. */
@@ -204,6 +238,8 @@ export interface HubId {
 
 /** The bundled model's file URLs (resolved relative to the package). */
 export declare const DEFAULT_MODEL: Readonly<ModelUrls>;
+/** The bundled noise-aware digit classifier's files (for `Sampler.loadClassifier`). */
+export declare const DEFAULT_CLASSIFIER: Readonly<ClassifierUrls>;
 /** Where `hf:` ids resolve unless a `hubEndpoint` is given: https://huggingface.co. */
 export declare const HUB_ENDPOINT: string;
 /**

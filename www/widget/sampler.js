@@ -6,6 +6,9 @@ import { initWasm, wasmModule } from './wasm.js';
 import { explainMissingWeights, hubModelUrls, hubStatusMessage, isHubId, resolveHubModel } from './hub.js';
 
 // Types for `npm run typecheck` (tsconfig.json): the public ones are index.d.ts's.
+/** @typedef {import('./index.js').ClassifierFiles} ClassifierFiles */
+/** @typedef {import('./index.js').ClassifierInfo} ClassifierInfo */
+/** @typedef {import('./index.js').ClassifierUrls} ClassifierUrls */
 /** @typedef {import('./index.js').CreateSamplerOptions} CreateSamplerOptions */
 /** @typedef {import('./index.js').EngineChoice} EngineChoice */
 /** @typedef {import('./index.js').EngineName} EngineName */
@@ -31,6 +34,14 @@ export const DEFAULT_MODEL = Object.freeze({
   config: new URL('./model/config.json', import.meta.url).href,
   weights: new URL('./model/diffusion_pytorch_model.safetensors', import.meta.url).href,
   scheduler: new URL('./model/scheduler_config.json', import.meta.url).href,
+});
+/**
+ * The bundled noise-aware digit classifier (classifier guidance: `classifierScale`), shipped
+ * beside this module like the model.
+ */
+export const DEFAULT_CLASSIFIER = Object.freeze({
+  config: new URL('./classifier/config.json', import.meta.url).href,
+  weights: new URL('./classifier/model.safetensors', import.meta.url).href,
 });
 const CACHE = 'ddim-webgpu-models-v1';
 /** @type {Set<Sampler>} */
@@ -230,6 +241,25 @@ export async function loadModel(model = DEFAULT_MODEL, { onProgress, cache = tru
 }
 
 /**
+ * A classifier's two files (config.json text, model.safetensors bytes) from a folder URL or
+ * {config, weights} URLs.
+ * @param {string | ClassifierUrls} classifier
+ * @returns {Promise<ClassifierFiles>}
+ */
+async function loadClassifierFiles(classifier) {
+  const urls = typeof classifier === 'string'
+    ? (() => { const base = new URL(classifier.endsWith('/') ? classifier : `${classifier}/`, globalThis.location?.href).href; return { config: `${base}config.json`, weights: `${base}model.safetensors` }; })()
+    : classifier;
+  const get = async (/** @type {string} */ url) => {
+    const resp = await fetchOk(url, { cache: 'no-store' });
+    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status} ${resp.statusText}`.trim());
+    return resp;
+  };
+  const [config, weights] = await Promise.all([get(urls.config).then((r) => r.text()), get(urls.weights).then(async (r) => new Uint8Array(await r.arrayBuffer()))]);
+  return { config, weights };
+}
+
+/**
  * The test hook (not public API): `sampler[loseDeviceForTest]()` and `element[loseDeviceForTest]()`
  * lose the WebGPU device now, as a driver reset would; the run in progress throws "… the GPU
  * device was lost …" and the next run makes a new device. False on the CPU engine. A registered
@@ -255,6 +285,8 @@ export const loseDeviceForTest = Symbol.for('ddim-webgpu.loseDeviceForTest');
  * @property {() => FilmFrame[]} film
  * @property {() => SamplerStats} stats
  * @property {() => void} destroy Frees the engine (once; a run in progress ends).
+ * @property {(config: string, weights: Uint8Array) => Promise<ClassifierInfo>} loadClassifier
+ *   Loads a classifier for classifier guidance (between runs).
  */
 
 /**
@@ -324,6 +356,24 @@ export class Sampler {
   /** Ends the run in progress within one step (run() then throws Error("cancelled")). */
   stop() { if (!this.destroyed) this.#engine.stop(); }
 
+  /**
+   * Loads a noise-aware classifier for classifier guidance (`classifierScale`, `classifierClass`,
+   * the "classifier" view): a folder URL holding config.json and model.safetensors, {config,
+   * weights} URLs, or {files: {config, weights}} (text and bytes); the bundled digit classifier by
+   * default. Resolves with {parameters, numClasses, sampleSize, inChannels}, also kept in
+   * `modelInfo.classifier`. Not while a run is in progress.
+   * @param {string | ClassifierUrls | { files: ClassifierFiles }} [classifier]
+   * @returns {Promise<ClassifierInfo>}
+   */
+  async loadClassifier(classifier = DEFAULT_CLASSIFIER) {
+    if (this.destroyed) throw new Error('this sampler was destroyed');
+    if (this.#running) throw new Error('a run is in progress: load the classifier between runs');
+    const files = 'files' in /** @type {object} */ (classifier) ? /** @type {{ files: ClassifierFiles }} */ (classifier).files : await loadClassifierFiles(/** @type {string | ClassifierUrls} */ (classifier));
+    const info = await this.#engine.loadClassifier(files.config, files.weights);
+    this.modelInfo = { ...this.modelInfo, classifier: info };
+    return info;
+  }
+
   /** The test hook (see `loseDeviceForTest` above). */
   [loseDeviceForTest]() { return !this.destroyed && this.#engine.loseDevice(); }
 
@@ -391,6 +441,8 @@ class MainThreadEngine {
   }
 
   stop() { this.#inner.cancel(); }
+  /** @param {string} config @param {Uint8Array} weights */
+  async loadClassifier(config, weights) { return /** @type {ClassifierInfo} */ (this.#inner.loadClassifier(config, weights)); }
   loseDevice() { return this.#inner.loseDeviceForTest(); }
   lastImage() { return this.#inner.lastImage(); }
   lastSample() { return this.#inner.lastSample() ?? null; }
@@ -534,6 +586,19 @@ class WorkerThreadEngine {
   }
 
   stop() { if (!this.#destroyed) this.#worker.postMessage({ type: 'cancel' }); }
+  /** @param {string} config @param {Uint8Array} weights @returns {Promise<ClassifierInfo>} */
+  loadClassifier(config, weights) {
+    if (this.#destroyed) return Promise.reject(new Error('this sampler was destroyed'));
+    if (this.#listener) return Promise.reject(new Error('a run is in progress: load the classifier between runs'));
+    return new Promise((resolve, reject) => {
+      this.#listener = (m) => {
+        this.#listener = null;
+        if (m.type === 'classifier') resolve(m.info);
+        else reject(new Error(m.message ?? m.error ?? 'the engine worker ended'));
+      };
+      this.#worker.postMessage({ type: 'classifier', config, weights });
+    });
+  }
   loseDevice() { this.#worker.postMessage({ type: 'lose-device' }); return this.#webgpu; }
   lastImage() { return this.#image; }
   lastSample() { return this.#last.sample; }

@@ -4,7 +4,7 @@
 // declarations (www/pkg/ddim_webgpu.d.ts), tsconfig.pkg.json checks the widget's JS against them
 // instead, and glue-check.ts that each declaration here agrees with the real one. The types are
 // narrower than wasm-bindgen's (which says `any` for every JsValue): what src/web/mod.rs returns.
-import type { FilmFrame, FrameInfo, ModelInfo, RunOptions, RunResult, SampleImage, SamplerStats } from '../index.js';
+import type { ClassifierInfo, FilmFrame, FrameInfo, ModelInfo, RunOptions, RunResult, SampleImage, SamplerStats } from '../index.js';
 
 /** The options DiffusionSampler.run reads: the package's RunOptions, with `classLabel` for `label`. */
 type RawRunOptions = Omit<RunOptions, 'label' | 'signal'>;
@@ -20,6 +20,9 @@ export class DiffusionSampler {
   destroy(): void;
   stats(): SamplerStats;
   loseDeviceForTest(): boolean;
+  /** Throws an Error naming the field, tensor or file of a bad classifier. */
+  loadClassifier(config_json: string, weights: Uint8Array): ClassifierInfo;
+  loadClassifierFromUrl(base_url: string): Promise<ClassifierInfo>;
   /** Rejects with Error("cancelled") when cancelled; resolves with {reconstruction} for "invert". */
   run(options: RawRunOptions, on_step?: ((frame: FrameInfo) => unknown) | null): Promise<RunResult | undefined>;
   lastImage(): SampleImage | null;
