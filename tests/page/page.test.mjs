@@ -304,6 +304,36 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
+    // Classifier guidance (#30): the bundled digit classifier loads on first use and steers the
+    // unconditional model (the null class); its gradient view draws during the run; the final image
+    // moves away from the unguided one of the same seed; without a scale the view is disabled.
+    test('classifier guidance steers the unconditional model, and its gradient view draws', { timeout: 300_000 }, async () => {
+      for (const engine of ['cpu', ...(offers.webgpu ? ['webgpu'] : [])]) {
+        const images = [];
+        for (const [scale, view] of [[0, 'xt'], [10, 'xt'], [10, 'classifier']]) {
+          const page = await browser.open(`?engine=${engine}&steps=8&batch=2&seed=4&sampler=ddim&class=10&guidance=0&classifierScale=${scale}&classifierClass=3&view=${view}`);
+          await waitForEnd(page);
+          if (view === 'classifier') {
+            assert.equal(await page.eval(() => document.querySelector('[name=view]').value), 'classifier');
+            // The term is s·σ_t·∇ log p: it fades with σ_t towards the last step (t = 0), so the
+            // frames of the run are what show it: a blue (negative) pixel lowers a frame's red minimum.
+            const mins = await page.eval(() => window.__frames.map((f) => f.min));
+            assert.ok(Math.min(...mins) < 200, `${engine}: the classifier's gradient is drawn during the run (red minima ${mins})`);
+          } else {
+            images.push(await page.eval(() => Array.from(window.__lastImage.data)));
+          }
+          await page.close();
+        }
+        const moved = images[0].reduce((n, v, i) => n + (Math.abs(v - images[1][i]) > 64), 0);
+        assert.ok(moved > 50, `${engine}: classifier guidance changed ${moved} pixel channels of the same seed's image`);
+      }
+      const page = await browser.open('?engine=cpu&steps=2&batch=1&classifierScale=0&view=classifier');
+      await page.waitFor(() => ['done', 'error'].includes(document.body.dataset.state), RUN_TIMEOUT);
+      assert.match(await page.text('#error'), /classifier guidance/);
+      assert.equal(await page.eval(() => document.querySelector('[name=view] option[value=classifier]').disabled), true);
+      await page.close();
+    });
+
     // The page sends each CPU worker its compiled WebAssembly.Module; a worker sent none (a browser
     // that cannot clone one) loads its own wasm: it still loads the model and runs a forward.
     test('a CPU worker sent no compiled module loads its own wasm and runs', { timeout: 120_000 }, async () => {
