@@ -280,3 +280,32 @@ fn classifier_guidance_is_refused_where_it_cannot_run() {
         assert!(e.contains("no classifier was loaded"), "{name}: {e}");
     }
 }
+
+/// `ddim sample --classifier-scale`: the bundled classifier by default, the U-Net's null class made
+/// a digit, every evaluation counted; a broken classifier folder and a scale with an
+/// unconditional-only sampler are errors naming the cause.
+#[test]
+fn cli_classifier_guidance() {
+    let dir = std::env::temp_dir().join(format!("ddim-cli-classifier-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ddim = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddim")).args(args).args(["--cpu"]).current_dir(&dir).output().unwrap();
+        (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let base = ["sample", "--steps", "6", "--num", "2", "--class", "10", "--seed", "2"];
+    let (ok, text) = ddim(
+        &[&base[..], &["--classifier-scale", "4", "--classifier-class", "7", "--out", "g.png", "--out-tensor", "g.safetensors"]].concat(),
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("6 U-Net evaluations") && text.contains("classifier: 350634 parameters, 10 classes"), "{text}");
+    let (ok, text) = ddim(&[&base[..], &["--out", "u.png", "--out-tensor", "u.safetensors"]].concat());
+    assert!(ok, "{text}");
+    let [g, u] = ["g", "u"].map(|n| common::load(&dir.join(format!("{n}.safetensors")))["sample"].clone());
+    assert!(g.max_abs_diff(&u) > 0.05, "the classifier moved the sample by {}", g.max_abs_diff(&u));
+    std::fs::write(dir.join("config.json"), "{\"_class_name\": \"NoisyClassifier\"}").unwrap();
+    let (ok, text) = ddim(&[&base[..], &["--classifier-scale", "4", "--classifier", ".", "--out", "x.png"]].concat());
+    assert!(!ok && text.contains("classifier config") && text.contains("missing field"), "{text}");
+    let (ok, text) = ddim(&[&base[..], &["--classifier-scale", "4", "--sampler", "edm-euler", "--out", "x.png"]].concat());
+    assert!(!ok && text.contains("EDMEulerScheduler gives the model σ"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -121,6 +121,7 @@ impl CommonArgs {
         let dir = self.classifier.clone().unwrap_or_else(|| bundled("digit-classifier"));
         let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| io_err(&dir.join(name), e));
         let config = String::from_utf8_lossy(&read("config.json")?).into_owned();
+        ddim_webgpu::classifier::ClassifierConfig::from_json(&config)?; // a bad config named before the weights are read
         let clf = ddim_webgpu::classifier::Classifier::from_files(&config, &read("model.safetensors")?, "model.safetensors")?;
         Ok(Some(clf))
     }
