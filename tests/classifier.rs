@@ -309,3 +309,24 @@ fn cli_classifier_guidance() {
     assert!(!ok && text.contains("EDMEulerScheduler gives the model σ"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A classifier whose gradient overflows (finite weights, huge logits: softmax of ±Inf is NaN)
+/// makes the guided sample NaN at the first step: the run ends with an error naming that step,
+/// on every engine.
+#[test]
+fn a_non_finite_gradient_is_named_by_its_step() {
+    let (model, clf) = bundled();
+    let mut tensors: HashMap<String, Tensor> =
+        clf.tensors.iter().filter(|(k, _)| !k.contains("input_grad")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    for v in &mut tensors.get_mut("out.weight").unwrap().data {
+        *v *= 3e38;
+    }
+    let broken = Classifier::from_tensors(clf.config.clone(), tensors, "F32".into()).unwrap();
+    let plan =
+        RunOptions::new().steps(4).batch(2).labels(ClassLabels::All(10)).classifier_guidance(&clf.config, 2.0, None).plan(&model).unwrap();
+    for (name, mut engine) in common::every_engine(&model) {
+        engine.set_classifier(&broken).unwrap();
+        let e = pollster::block_on(run_to_end(&mut engine, &plan)).unwrap_err().to_string();
+        assert!(e.contains("NaN or Inf at step 1 of 4"), "{name}: {e}");
+    }
+}
