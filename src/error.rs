@@ -23,6 +23,9 @@ pub enum Error {
     Input(String),
     #[error("model too large for this adapter: {0}")]
     Limits(String),
+    /// Host memory (a wasm32 heap, or a capped limit): checked before allocating.
+    #[error("too large for this host's memory: {0}")]
+    HostMemory(String),
     #[error("GPU: {0}")]
     Gpu(String),
     #[error("{path}: {msg}")]

@@ -412,3 +412,21 @@ async fn classifier_guidance_matches_torch_in_the_browser() {
     engine.gpu().destroy();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Memory pressure in the browser (#33 item 6): a batch whose U-Net activations pass a wasm32
+/// heap's 4 GiB is refused by the wasm CPU engine before anything is allocated, with the numbers.
+#[wasm_bindgen_test]
+async fn activations_over_the_wasm_heap_are_refused_before_allocating() {
+    use ddim_webgpu::run::{run_to_end, CpuEngine, RunOptions};
+    let model = Model::from_bytes(
+        include_str!("../weights/mnist-cond/config.json"),
+        include_bytes!("../weights/mnist-cond/diffusion_pytorch_model.safetensors"),
+        Some(include_str!("../weights/mnist-cond/scheduler_config.json")),
+    )
+    .unwrap();
+    let per_item = ddim_webgpu::model::memory::activation_bytes(&model.config, 1, 28, 28);
+    let batch = (ddim_webgpu::model::memory::WASM32_HEAP_BYTES / per_item + 1) as usize;
+    let plan = RunOptions::new().steps(1).batch(batch).plan(&model).unwrap();
+    let e = run_to_end(&mut CpuEngine::new(&model), &plan).await.unwrap_err().to_string();
+    assert!(e.contains("4 GiB") && e.contains(&format!("{batch} 28×28 item(s)")) && e.contains("smaller batch"), "{e}");
+}

@@ -2,6 +2,7 @@
 
 pub mod blocks;
 pub mod config;
+pub mod memory;
 pub mod unet;
 pub mod weights;
 

@@ -110,6 +110,11 @@ pub fn read_tensors(bytes: &[u8], file: &str, with_data: bool) -> Result<(HashMa
         return Err(Error::Safetensors { file: file.into(), msg: format!("the header names tensor `{name}` twice") });
     }
     let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors { file: file.into(), msg: describe(e, bytes) })?;
+    if with_data {
+        // Converted to f32 they may not fit the host (a wasm32 heap): said before converting.
+        let values: u64 = st.tensors().iter().map(|(_, v)| v.shape().iter().product::<usize>() as u64).sum();
+        super::memory::check_host_bytes(4 * values, &format!("the weights of `{file}` as f32 ({values} values)"))?;
+    }
     let mut tensors = HashMap::new();
     let mut stored_dtype = String::from("F32");
     for (name, view) in st.tensors() {

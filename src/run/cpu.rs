@@ -155,6 +155,7 @@ impl<O: HostOps> CpuEngine<O> {
 
 impl<O: HostOps> Engine for CpuEngine<O> {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
+        check_activations(&self.config, plan, plan.unet_batch())?;
         self.state.start(plan);
         Ok(())
     }
@@ -193,6 +194,17 @@ impl<O: HostOps> Engine for CpuEngine<O> {
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         Ok(self.state.first_non_finite)
     }
+}
+
+/// Refuses a run whose U-Net activations (`batch` items at once, where the engine computes)
+/// would not fit the host (`model::memory`), before anything is allocated.
+pub fn check_activations(config: &UNetConfig, plan: &RunPlan, batch: usize) -> Result<()> {
+    let [_, _, h, w] = plan.shape;
+    let bytes = crate::model::memory::activation_bytes(config, batch, h, w);
+    crate::model::memory::check_host_bytes(
+        bytes,
+        &format!("the U-Net activations of {batch} {h}×{w} item(s) at once (use a smaller batch)"),
+    )
 }
 
 /// The engine's classifier, or the error of a run that asks for classifier guidance without one.

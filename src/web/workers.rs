@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::fast::FastOps;
 use crate::model::UNetConfig;
 use crate::reference::forward_with;
-use crate::run::cpu::{held, unet_input, HostClassifier, HostState};
+use crate::run::cpu::{check_activations, held, unet_input, HostClassifier, HostState};
 use crate::run::{Engine, Guidance, RunPlan, View};
 use crate::sampler::StepCoeffs;
 use crate::{Model, Tensor};
@@ -155,6 +155,8 @@ fn message(pairs: &[(&str, JsValue)]) -> Object {
 /// The run layer's CPU engine on Web Workers.
 pub struct WorkerEngine {
     workers: Vec<web_sys::Worker>,
+    /// The model's config (the activations' size check: each worker is a heap of its own).
+    config: UNetConfig,
     state: HostState,
     pending: Option<Pending>,
     /// The classifier of classifier guidance, run on this thread after the workers' U-Net (it
@@ -204,7 +206,8 @@ impl WorkerEngine {
                 post(w, msg, Array::of1(&bytes))
             })
             .collect::<Result<_>>();
-        let engine = WorkerEngine { workers, state: HostState::default(), pending: None, classifier: None };
+        let config = UNetConfig::from_json(config_json)?;
+        let engine = WorkerEngine { workers, config, state: HostState::default(), pending: None, classifier: None };
         Ok(LoadingWorkers { loads: loads?, engine })
     }
 
@@ -226,6 +229,8 @@ impl Drop for WorkerEngine {
 
 impl Engine for WorkerEngine {
     async fn start(&mut self, plan: &RunPlan) -> Result<()> {
+        // Each worker runs its share of the U-Net batch in a heap of its own.
+        check_activations(&self.config, plan, plan.unet_batch().div_ceil(self.workers.len()))?;
         self.state.start(plan);
         self.pending = None;
         Ok(())

@@ -13,6 +13,8 @@ let ready = null;
 const start = (/** @type {WebAssembly.Module | undefined} */ module = undefined) => (ready ??= initWasm(init, module));
 /** @type {UNetWorker | null} */
 let unet = null;
+/** Why this worker's WebAssembly can no longer run (a trap: out of memory, or a crash), if it cannot. */
+let broken = '';
 scope.onmessage = async (/** @type {MessageEvent} */ e) => {
   const m = e.data;
   if (m.type === 'module') {
@@ -20,6 +22,7 @@ scope.onmessage = async (/** @type {MessageEvent} */ e) => {
     return;
   }
   try {
+    if (broken) throw new Error(broken);
     await start();
     if (m.type === 'load') {
       unet = new UNetWorker(m.config, new Uint8Array(m.weights));
@@ -30,6 +33,14 @@ scope.onmessage = async (/** @type {MessageEvent} */ e) => {
       scope.postMessage({ type: 'result', out }, [out.buffer]);
     }
   } catch (err) {
-    scope.postMessage({ type: 'error', message: String((err && /** @type {any} */ (err).message) || err) });
+    let message = String((err && /** @type {any} */ (err).message) || err);
+    if (err instanceof WebAssembly.RuntimeError) {
+      // A trap leaves the instance's heap in an unknown state (a failed memory.grow aborts the
+      // allocator): this worker answers every later message with the reason, never a wrong result.
+      broken = `the CPU engine's worker stopped: its WebAssembly trapped (${message}), most likely out of memory (a wasm heap holds at most 4 GiB); reload the model with a smaller batch or model`;
+      unet = null;
+      message = broken;
+    }
+    scope.postMessage({ type: 'error', message });
   }
 };
