@@ -417,6 +417,40 @@ for (const browserName of BROWSERS) {
       }
     });
 
+    // URL parameters are user input (#33 item 3): out-of-range numbers are errors naming the field,
+    // markup is never interpreted (number inputs drop it; text is shown as text), and nothing else breaks.
+    test('URL parameters with markup or out-of-range numbers are errors or dropped, never interpreted', { timeout: 300_000 }, async () => {
+      const markup = encodeURIComponent('<img src=x onerror="window.__xss=1">');
+      const cases = [
+        ['steps=100000', /steps/],
+        ['batch=-3', /batch/],
+        ['eta=-1&sampler=ddim', /eta/],
+        ['tolerance=-1&sampler=vp-ode-rk45', /tolerance/],
+        ['classifierScale=-2', /classifier guidance scale = -2/],
+        [`seed=${markup}`, null], // a number input drops it: the run goes on with seed 0
+        [`guidance=${markup}`, null],
+        [`model=${markup}`, /config\.json/],
+        [`view=${markup}`, /view/],
+      ];
+      for (const [query, want] of cases) {
+        // The case's own value first: the page reads a parameter's first occurrence.
+        const page = await browser.open(`?${query}&engine=cpu&steps=2&batch=1`);
+        await page.waitFor(() => ['done', 'error'].includes(document.body.dataset.state), RUN_TIMEOUT);
+        const state = await page.eval(() => document.body.dataset.state);
+        const shown = await page.text('#error');
+        if (want) {
+          assert.equal(state, 'error', `${query}: an error (${shown})`);
+          assert.match(shown, want, query);
+        } else {
+          assert.equal(state, 'done', `${query}: ${shown}`);
+        }
+        assert.equal(await page.eval(() => document.querySelector('#error *') === null && window.__xss === undefined), true, `${query}: nothing was interpreted`);
+        // The only page error is the run's own (none where it ran); no CSP violation.
+        assert.ok((await page.errors()).every((e) => !/CSP/.test(e)), `${query}: ${await page.errors()}`);
+        await page.close();
+      }
+    });
+
     test('a model folder without scheduler_config.json samples with the defaults and says so', { timeout: 120_000 }, async () => {
       // The bundled model's weights in a folder that has no scheduler_config.json (served: HTTP 404).
       const dir = path.join(ROOT, 'www', `test-model-no-scheduler-${browserName}`);
