@@ -511,7 +511,8 @@ fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
 
 /// The image inputs users send the CLI's edit (PNG): a decompression bomb (a 50,000 × 50,000
 /// header over a few bytes) and a truncated file are errors naming the file, within the time limit;
-/// 16-bit grey and RGBA with alpha are read (converted to the model's channels), as 8-bit RGB is.
+/// 16-bit grey, RGBA with alpha and paletted images are read (converted to the model's channels),
+/// as 8-bit RGB is; a mask of the wrong size is refused naming both shapes.
 #[test]
 fn png_inputs_users_send_are_read_or_refused_by_name() {
     let dir = std::env::temp_dir().join(format!("ddim-png-{}", std::process::id()));
@@ -559,5 +560,40 @@ fn png_inputs_users_send_are_read_or_refused_by_name() {
     rgba.save(&path).unwrap();
     let (code, err) = run(&path);
     assert_eq!(code, Some(0), "RGBA: {err}");
+    // Paletted (colour type 3, a PLTE of 4 colours, 8-bit indices), written by hand: expanded.
+    let mut ihdr = [12u32.to_be_bytes(), 12u32.to_be_bytes()].concat();
+    ihdr.extend([8, 3, 0, 0, 0]);
+    let rows: Vec<u8> = (0..12u8).flat_map(|y| std::iter::once(0).chain((0..12u8).map(move |x| (x + y) % 4))).collect();
+    let adler = rows.iter().fold((1u32, 0u32), |(a, b), &v| ((a + v as u32) % 65521, (b + (a + v as u32) % 65521) % 65521));
+    let n = rows.len() as u16;
+    let zlib = [&[0x78, 0x01, 0x01][..], &n.to_le_bytes(), &(!n).to_le_bytes(), &rows, &((adler.1 << 16) | adler.0).to_be_bytes()].concat();
+    let palette = [0, 0, 0, 255, 0, 0, 0, 255, 0, 255, 255, 255];
+    let indexed = [
+        &b"\x89PNG\r\n\x1a\n"[..],
+        &png_chunk(b"IHDR", &ihdr),
+        &png_chunk(b"PLTE", &palette),
+        &png_chunk(b"IDAT", &zlib),
+        &png_chunk(b"IEND", &[]),
+    ]
+    .concat();
+    let path = dir.join("indexed.png");
+    std::fs::write(&path, indexed).unwrap();
+    let (code, err) = run(&path);
+    assert_eq!(code, Some(0), "paletted: {err}");
+    // A mask whose values are not the image's size (a safetensors `sample` of 5 × 5 for a 12 × 12
+    // model; a PNG mask is resized like an image) is refused naming both shapes.
+    let mask = dir.join("mask.safetensors");
+    let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 1, 5, 5], &[0u8; 100]).unwrap();
+    std::fs::write(&mask, safetensors::serialize([("sample", t)], None).unwrap()).unwrap();
+    let args: Vec<String> = ["inpaint", "--model", &model.display().to_string(), "--init", &dir.join("whole.png").display().to_string()]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--mask".into(), mask.display().to_string()])
+        .chain(["--steps", "2", "--num", "1", "--engine", "cpu", "--out"].map(String::from))
+        .chain([dir.join("out.png").display().to_string()])
+        .collect();
+    let (code, err) = ddim_cli(&args, std::time::Duration::from_secs(60));
+    assert_ne!(code, Some(0), "a 5 × 5 mask for a 12 × 12 model is refused: {err}");
+    assert!(err.contains("mask") && err.contains("[1, 1, 5, 5]") && err.contains("12"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
