@@ -35,6 +35,14 @@ fn reduce2(lid: u32, a: f32, b: f32) -> vec2<f32> {
     return r;
 }
 
+// (u, x̂) of element j in channel ch: x̂ = (z − μ)·r, u = g·silu'(γx̂ + β)·γ.
+fn u_and_xhat(j: u32, ch: u32, mean: f32, r: f32) -> vec2<f32> {
+    let xh = (z[j] - mean) * r;
+    let a = gamma[ch] * xh + beta[ch];
+    let sg = 1.0 / (1.0 + exp(-a));
+    return vec2<f32>(g[j] * sg * (1.0 + a * (1.0 - sg)) * gamma[ch], xh);
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let lid = lid3.x;
@@ -59,23 +67,15 @@ fn main(@builtin(local_invocation_id) lid3: vec3<u32>, @builtin(workgroup_id) wi
     var su = 0.0;
     var sux = 0.0;
     for (var i = lid; i < per; i += WG) {
-        let ch = c0 + i / p.hw;
-        let xh = (z[base + i] - mean) * r;
-        let a = gamma[ch] * xh + beta[ch];
-        let sg = 1.0 / (1.0 + exp(-a));
-        let u = g[base + i] * sg * (1.0 + a * (1.0 - sg)) * gamma[ch];
-        su += u;
-        sux += u * xh;
+        let ux = u_and_xhat(base + i, c0 + i / p.hw, mean, r);
+        su += ux.x;
+        sux += ux.x * ux.y;
     }
     let sums = reduce2(lid, su, sux);
     let mu = sums.x / count;
     let mux = sums.y / count;
     for (var i = lid; i < per; i += WG) {
-        let ch = c0 + i / p.hw;
-        let xh = (z[base + i] - mean) * r;
-        let a = gamma[ch] * xh + beta[ch];
-        let sg = 1.0 / (1.0 + exp(-a));
-        let u = g[base + i] * sg * (1.0 + a * (1.0 - sg)) * gamma[ch];
-        out[base + i] = r * (u - mu - xh * mux);
+        let ux = u_and_xhat(base + i, c0 + i / p.hw, mean, r);
+        out[base + i] = r * (ux.x - mu - ux.y * mux);
     }
 }

@@ -77,9 +77,11 @@ fn kernel_params_match_their_wgsl_structs() {
             .collect();
         for ty in uniforms {
             let naga::TypeInner::Struct { members, span } = &ty.inner else { panic!("{stem}: uniform is not a struct") };
+            // Its own struct first (group_norm_backward has one), else the shared file's.
             let l = layouts
                 .iter()
-                .find(|l| l.shader == stem || stem.starts_with(&format!("{}_", l.shader)))
+                .find(|l| l.shader == stem)
+                .or_else(|| layouts.iter().find(|l| stem.starts_with(&format!("{}_", l.shader))))
                 .unwrap_or_else(|| panic!("{stem}: no kernel_params! struct"));
             matched.insert(l.rust_name);
             assert_eq!(l.size, *span as usize, "{stem}: {} is {} bytes, WGSL says {span}", l.rust_name, l.size);
