@@ -159,3 +159,23 @@ fn rk45_tolerance_sets_the_evaluations_and_is_refused_elsewhere() {
     let e = RunOptions::new().sampler(rk45).tolerance(-1.0).plan(&model).unwrap_err();
     assert!(e.to_string().contains("rtol"), "{e}");
 }
+
+/// PNDM predicts no x̂₀ of its own: the x̂₀ view shows (x_t − σ_t·ε̂)/α_t of each evaluation, on
+/// every engine the same; at the last evaluation it is near the final sample (PLMS's last update
+/// uses a combination of four ε's, not this one: measured 0.13 apart at most; it was all zeros).
+#[test]
+fn pndm_shows_a_predicted_x0() {
+    let model = Model::load_dir(&fixtures().join("../../weights/mnist-cond")).unwrap();
+    let plan = RunOptions::new().sampler("pndm".parse().unwrap()).steps(10).batch(2).seed(5).plan(&model).unwrap();
+    let mut x0s = Vec::new();
+    for (name, mut engine) in every_engine(&model) {
+        let (_, last) = first_and_last(&mut engine, &plan);
+        let x0 = pollster::block_on(ddim_webgpu::run::Engine::read(&mut engine, ddim_webgpu::run::View::X0)).unwrap();
+        assert!(x0.max_abs() > 0.5, "{name}: x̂₀ is drawn ({})", x0.max_abs());
+        assert!(x0.max_abs_diff(&last) < 0.3, "{name}: x̂₀ at the last evaluation is near the sample ({})", x0.max_abs_diff(&last));
+        x0s.push((name, x0));
+    }
+    for (name, x0) in &x0s[1..] {
+        assert_close(&format!("PNDM x̂₀ ({name} vs {})", x0s[0].0), x0, &x0s[0].1, 1e-4);
+    }
+}

@@ -221,6 +221,11 @@ async fn run_host_stepped<E: Engine>(
         )));
     }
     let (total, mut x, mut first_bad) = (plan.frame_count(), plan.x_start.clone(), None);
+    // A class that predicts no x̂₀ (PNDM) still shows one: from ε on the VP schedule.
+    let x0_from_eps = crate::sampler::Schedule::from_json(&host.config)
+        .ok()
+        .filter(|s| s.config.prediction_type == crate::sampler::schedule::PredictionType::Epsilon)
+        .map(|s| s.alphas_cumprod);
     for (index, (&t, step)) in timesteps.iter().zip(&plan.steps).enumerate() {
         let input = scheduler.scale_model_input(&x, t)?;
         engine.write_x(&input)?;
@@ -236,6 +241,11 @@ async fn run_host_stepped<E: Engine>(
         engine.write_x(&x)?;
         if !out.pred_original_sample.is_empty() {
             engine.write_x0(&out.pred_original_sample)?;
+        } else if let Some(acp) = &x0_from_eps {
+            // x̂₀ = (x_t − σ_t·ε̂)/α_t at the evaluation's timestep.
+            let sigma = crate::classifier::vp_sigma(acp, t as f32);
+            let alpha = (1.0 - sigma * sigma).sqrt();
+            engine.write_x0(&input.iter().zip(&model_output).map(|(x, e)| (x - sigma * e) / alpha).collect::<Vec<f32>>())?;
         }
         if on_step(engine, StepInfo { index, total, timestep: step.timestep, phase: Phase::Reverse }).await? == Flow::Stop {
             return Err(Error::Cancelled);
