@@ -206,6 +206,12 @@ function drawSchedule(alphas, marks, current) {
   window.__schedulePlot = { marks: [...marks], current, T };
 }
 
+/** The numbers row: σ_t, log-SNR, ‖x_t‖ and ‖Δx̂₀‖ of the frame (forward-process frames have none). */
+function showNumbers(n) {
+  const show = (id, v, digits) => { $(id).textContent = v == null ? '–' : v.toFixed(digits); };
+  show('n-sigma', n?.sigma, 3); show('n-logsnr', n?.logSnr, 2); show('n-xnorm', n?.xNorm, 2); show('n-x0change', n?.x0Change, 3);
+}
+
 function checksum(canvas) {
   const c = document.createElement('canvas');
   c.width = canvas.width; c.height = canvas.height;
@@ -256,14 +262,15 @@ async function start(overrides = {}) {
     const { classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass } = readForm();
     // Classifier guidance: the bundled digit classifier, loaded on first use.
     if (classifierScale && !sampler.modelInfo.classifier) await sampler.loadClassifier();
-    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, ...overrides });
+    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, numbers: true, ...overrides });
     running = (async () => {
       for await (const s of sampler.run(run)) {
         $('step').textContent = `${s.step} / ${s.total}`;
         $('timestep').textContent = s.phase === 'reverse' ? s.timestep : `${s.timestep} (${s.phase})`;
         $('ms').textContent = s.ms.toFixed(1);
         $('total').textContent = `${((performance.now() - t0) / 1000).toFixed(2)} s`;
-        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now(), timestep: s.timestep, phase: s.phase });
+        showNumbers(s.numbers);
+        window.__frames.push({ ...checksum(canvas), ms: s.ms, at: performance.now(), timestep: s.timestep, phase: s.phase, numbers: s.numbers ?? null });
         marks.push(s.timestep);
         drawSchedule(sampler.modelInfo.alphasCumprod, marks, marks.length - 1);
       }

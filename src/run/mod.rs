@@ -3,6 +3,7 @@
 //! image, keep a masked region, run the ODE backwards) are new plans and step hooks, not new loops.
 
 pub mod cpu;
+pub mod numbers;
 pub mod options;
 pub mod plan;
 

@@ -26,6 +26,7 @@ use crate::gpu::draw::SampleDrawer;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::reference::profile::now_ms;
+use crate::run::numbers::{NumbersTracker, StepNumbers};
 use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
 pub use bench::benchmark_config;
@@ -446,9 +447,16 @@ async fn yield_to_event_loop() {
 }
 
 /// Reports a drawn step to the page and lets the browser paint; Stop once `cancel` was called.
-async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo, started: &mut f64) -> Flow {
+async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo, numbers: Option<StepNumbers>, started: &mut f64) -> Flow {
     if let Some(cb) = cb {
         let o = Object::new();
+        if let Some(n) = numbers {
+            let row = Object::new();
+            for (k, v) in [("sigma", Some(n.sigma)), ("logSnr", Some(n.log_snr)), ("xNorm", Some(n.x_norm)), ("x0Change", n.x0_change)] {
+                let _ = Reflect::set(&row, &k.into(), &v.map_or(JsValue::NULL, |v| (v as f64).into()));
+            }
+            let _ = Reflect::set(&o, &"numbers".into(), &row);
+        }
         let _ = Reflect::set(&o, &"step".into(), &((info.index + 1) as f64).into());
         let _ = Reflect::set(&o, &"total".into(), &(info.total as f64).into());
         let _ = Reflect::set(&o, &"timestep".into(), &(info.timestep as f64).into());
@@ -473,20 +481,21 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
 async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<JsValue, Error> {
     let (opts, view, mode) = options::read(o, &inner.model, inner.classifier.borrow().as_ref().map(|c| &c.config))?;
     let record = Reflect::get(o, &"record".into()).is_ok_and(|v| v.is_truthy());
+    let numbers = Reflect::get(o, &"numbers".into()).is_ok_and(|v| v.is_truthy());
     renew_lost_device(inner).await?;
     let plan = opts.plan(&inner.model)?;
     if mode == options::Mode::Interpolate && plan.steps.iter().any(|s| s.coeffs.c_noise != 0.0) {
         return Err(Error::Input("interpolate needs a deterministic sampler (DDIM with η = 0, dpm++2m, euler or heun)".into()));
     }
     inner.film.borrow_mut().clear();
-    let x = run_plan(inner, &plan, view, cb, record).await?;
+    let x = run_plan(inner, &plan, view, cb, (record, numbers)).await?;
     if mode != options::Mode::Invert {
         *inner.last.borrow_mut() = Some(x);
         return Ok(JsValue::UNDEFINED);
     }
     let image = Tensor::new(plan.shape.to_vec(), plan.x_start.clone())?;
     *inner.latent.borrow_mut() = Some(x.clone());
-    let recon = run_plan(inner, &opts.reconstruction(x).plan(&inner.model)?, view, cb, record).await?;
+    let recon = run_plan(inner, &opts.reconstruction(x).plan(&inner.model)?, view, cb, (record, numbers)).await?;
     let (rmse, max, psnr) = recon.reconstruction_error(&image);
     *inner.last.borrow_mut() = Some(recon);
     let r = Object::new();
@@ -512,8 +521,15 @@ async fn record_frame<E: Engine>(inner: &Inner, e: &mut E, plan: &RunPlan, info:
 // The engine stays borrowed for the whole run: `running` admits one run at a time, and nothing
 // else borrows the engine.
 #[allow(clippy::await_holding_refcell_ref)]
-async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys::Function>, record: bool) -> Result<Tensor, Error> {
+async fn run_plan(
+    inner: &Inner,
+    plan: &RunPlan,
+    view: View,
+    cb: Option<&js_sys::Function>,
+    (record, numbers): (bool, bool),
+) -> Result<Tensor, Error> {
     view.check(plan)?;
+    let mut tracker = numbers.then(|| NumbersTracker::new(crate::sampler::Schedule::new(inner.model.scheduler.clone()).alphas_cumprod));
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
     let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
@@ -533,20 +549,21 @@ async fn run_plan(inner: &Inner, plan: &RunPlan, view: View, cb: Option<&js_sys:
                 if record {
                     record_frame(inner, e, plan, info).await?;
                 }
-                Ok(after_step(inner, cb, info, &mut started).await)
+                let numbers = frame_numbers(&mut tracker, e, info).await?;
+                Ok(after_step(inner, cb, info, numbers, &mut started).await)
             })
             .await
         }
         EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
-            readback_run(inner, &mut **engine, plan, ctx, (view, cols, record), cb, &mut started).await
+            readback_run(inner, &mut **engine, plan, ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
         }
         EngineKind::Workers(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, plan, &ctx, (view, cols, record), cb, &mut started).await
+            readback_run(inner, engine, plan, &ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
         }
         EngineKind::Cpu(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, plan, &ctx, (view, cols, record), cb, &mut started).await
+            readback_run(inner, engine, plan, &ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
         }
         EngineKind::Destroyed => Err(Error::Input("this sampler was destroyed".into())),
     }
@@ -582,7 +599,7 @@ async fn readback_run<E: Engine>(
     plan: &RunPlan,
     ctx: &Context2d,
     (view, cols, record): (View, usize, bool),
-    cb: Option<&js_sys::Function>,
+    (cb, tracker): (Option<&js_sys::Function>, &mut Option<NumbersTracker>),
     started: &mut f64,
 ) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
@@ -590,7 +607,20 @@ async fn readback_run<E: Engine>(
         if record {
             record_frame(inner, e, plan, info).await?;
         }
-        Ok(after_step(inner, cb, info, started).await)
+        let numbers = frame_numbers(tracker, e, info).await?;
+        Ok(after_step(inner, cb, info, numbers, started).await)
     })
     .await
+}
+
+/// A denoising frame's numbers (`numbers: true`): x_t and x̂₀ read back (on WebGPU a readback per
+/// frame, asked for only then).
+async fn frame_numbers<E: Engine>(tracker: &mut Option<NumbersTracker>, e: &mut E, info: StepInfo) -> Result<Option<StepNumbers>, Error> {
+    match tracker {
+        Some(t) if info.phase != Phase::Forward => {
+            let (x, x0) = (e.read(View::Xt).await?, e.read(View::X0).await?);
+            Ok(Some(t.frame(info.timestep as f32, &x, &x0)))
+        }
+        _ => Ok(None),
+    }
 }

@@ -304,6 +304,25 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
+    // The numbers row (#31 item 1): σ_t falls step by step, log-SNR rises, ‖x_T‖ is a unit
+    // Gaussian's (≈ √784 = 28 for the bundled model), x̂₀'s change has a value from the second frame.
+    test('the numbers row shows σ_t, log-SNR, ‖x_t‖ and ‖Δx̂₀‖ for every step', { timeout: 300_000 }, async () => {
+      for (const engine of ['cpu', ...(offers.webgpu ? ['webgpu'] : [])]) {
+        const page = await browser.open(`?engine=${engine}&steps=6&batch=2&seed=3&sampler=ddim`);
+        await waitForEnd(page);
+        const rows = await page.eval(() => window.__frames.map((f) => f.numbers));
+        assert.equal(rows.length, 6, `${engine}: a row per frame`);
+        for (let k = 1; k < rows.length; k++) {
+          assert.ok(rows[k].sigma < rows[k - 1].sigma && rows[k].logSnr > rows[k - 1].logSnr, `${engine}: σ falls, log-SNR rises: ${JSON.stringify(rows)}`);
+          assert.ok(rows[k].x0Change > 0, `${engine}: x̂₀ moves: ${JSON.stringify(rows[k])}`);
+        }
+        assert.equal(rows[0].x0Change, null);
+        assert.ok(rows[0].xNorm > 20 && rows[0].xNorm < 36, `${engine}: ‖x_t‖ after the first step ${rows[0].xNorm}`);
+        assert.match(await page.text('#numbers'), /σ_t\s*0\.\d+.*log-SNR\s*-?\d/);
+        await page.close();
+      }
+    });
+
     // Classifier guidance (#30): the bundled digit classifier loads on first use and steers the
     // unconditional model (the null class); its gradient view draws during the run; the final image
     // moves away from the unguided one of the same seed; without a scale the view is disabled.

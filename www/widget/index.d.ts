@@ -110,6 +110,8 @@ export interface RunOptions {
   /** interpolate: each end, a seed or an x_T (e.g. `lastLatent()` of an inversion). */
   from?: number | Float32Array;
   to?: number | Float32Array;
+  /** Give each frame its numbers (`FrameInfo.numbers`; on WebGPU x_t and x̂₀ are read back per frame). */
+  numbers?: boolean;
   /** Keep every frame (x_t and x̂₀) for `film()` (on WebGPU each frame is read back). */
   record?: boolean;
   /** Ends the run within one step; run() then throws the signal's reason (an AbortError). */
@@ -124,6 +126,9 @@ export interface FrameInfo {
   phase: 'forward' | 'reverse' | 'inversion';
   /** Milliseconds this step took. */
   ms: number;
+  /** With `numbers: true` (denoising frames): the step's σ_t = √(1 − ᾱ_t) and log-SNR on the model's
+   * schedule, ‖x_t‖ and ‖x̂₀ − x̂₀(previous frame)‖ (L2 over an image, averaged over the batch; null at the first frame). */
+  numbers?: { sigma: number; logSnr: number; xNorm: number; x0Change: number | null };
 }
 
 /** A recorded frame (`record: true`): RGBA grids of x_t and of the predicted clean image. */
