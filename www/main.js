@@ -380,6 +380,53 @@ function download() {
   }, 'image/png');
 }
 
+// The settings of the form as URL parameters (the ones the page reads at load), so a copied link
+// samples the same image; the model only where it is not the bundled one.
+const LINK_KEYS = ['steps', 'eta', 'tolerance', 'seed', 'batch', 'class', 'guidance', 'classifierScale', 'classifierClass', 'sampler', 'view', 'mode', 'engine', 'model', 'strength', 'tEnd', 'toSeed', 'jumpLength', 'jumpNSample'];
+function linkToThisRun() {
+  const q = new URLSearchParams();
+  for (const k of LINK_KEYS) {
+    const el = form.elements[k];
+    if (!el || el.disabled || el.value === '') continue;
+    if (k === 'model' && el.value.trim() === DEFAULT_MODEL) continue;
+    q.set(k, el.value);
+  }
+  for (const k of ['thread', 'hubEndpoint']) if (params.has(k)) q.set(k, params.get(k));
+  return `${location.origin}${location.pathname}?${q}`;
+}
+async function copyLink() {
+  const link = linkToThisRun();
+  window.__link = link;
+  $('link').textContent = link;
+  try { await navigator.clipboard.writeText(link); $('link').textContent = `copied: ${link}`; } catch { /* no clipboard here: the link is shown to copy by hand */ }
+}
+
+/** Every recorded frame, x_t beside x̂₀, in rows of up to 8, as one canvas. */
+function filmSheet() {
+  if (!film.length) return null;
+  const gap = 2, f0 = film[0], cellW = 2 * f0.width + gap + gap, cellH = f0.height + gap, cols = Math.min(8, film.length);
+  const c = document.createElement('canvas');
+  c.width = cols * cellW; c.height = Math.ceil(film.length / cols) * cellH;
+  const g = c.getContext('2d');
+  g.fillStyle = '#333';
+  g.fillRect(0, 0, c.width, c.height);
+  film.forEach((f, k) => {
+    const x = (k % cols) * cellW, y = Math.floor(k / cols) * cellH;
+    g.putImageData(new ImageData(f.xt, f.width, f.height), x, y);
+    g.putImageData(new ImageData(f.x0, f.width, f.height), x + f.width + gap, y);
+  });
+  return c;
+}
+window.__filmSheet = () => { const c = filmSheet(); return c && { width: c.width, height: c.height, frames: film.length }; };
+function downloadFilmSheet() {
+  filmSheet()?.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = `ddim-film-seed${form.elements.seed.value}.png`;
+    a.click();
+  }, 'image/png');
+}
+
 // The embedded element: a second consumer, of the element this time.
 const embed = $('embed');
 embed.addEventListener('frame', (e) => { $('embed-status').textContent = `step ${e.detail.step} / ${e.detail.total}`; });
@@ -399,6 +446,8 @@ $('image-file').addEventListener('change', (e) => { if (e.target.files[0]) pad.s
 pad.onError = showError;
 $('stop').addEventListener('click', () => sampler?.stop());
 $('download').addEventListener('click', download);
+$('copy-link').addEventListener('click', () => copyLink().catch(showError));
+$('film-sheet').addEventListener('click', downloadFilmSheet);
 $('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });
 form.elements.model.addEventListener('change', () => { userFiles = null; $('files').value = ''; });
 

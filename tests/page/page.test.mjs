@@ -323,6 +323,27 @@ for (const browserName of BROWSERS) {
       }
     });
 
+    // Export and share (#31 item 4, in part): "Copy link" gives a URL that samples the same image;
+    // the filmstrip as one PNG sheet holds every recorded frame.
+    test('a copied link restores the same image, and the filmstrip exports as one sheet', { timeout: 300_000 }, async () => {
+      const first = await browser.open('?engine=cpu&steps=5&batch=2&seed=9&sampler=ddim&class=3&guidance=1&classifierScale=2');
+      await waitForEnd(first);
+      const image = await first.eval(() => Array.from(window.__lastImage.data));
+      await first.eval(() => document.getElementById('copy-link').click());
+      await first.waitFor(() => typeof window.__link === 'string', 10_000);
+      const link = await first.eval(() => window.__link);
+      assert.match(link, /seed=9/);
+      assert.match(link, /classifierScale=2/);
+      const sheet = await first.eval(() => window.__filmSheet());
+      assert.equal(sheet.frames, 5);
+      assert.ok(sheet.width > 0 && sheet.height > 0, JSON.stringify(sheet));
+      await first.close();
+      const again = await browser.open(link.slice(link.indexOf('?')));
+      await waitForEnd(again);
+      assert.deepEqual(await again.eval(() => Array.from(window.__lastImage.data)), image, 'the link samples the same image');
+      await again.close();
+    });
+
     // Classifier guidance (#30): the bundled digit classifier loads on first use and steers the
     // unconditional model (the null class); its gradient view draws during the run; the final image
     // moves away from the unguided one of the same seed; without a scale the view is disabled.
