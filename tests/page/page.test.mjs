@@ -164,13 +164,26 @@ for (const browserName of BROWSERS) {
       await page.close();
     });
 
-    test('the page\'s embedded <ddim-sampler> element runs', { timeout: 300_000 }, async () => {
+    test('the page\'s embedded <ddim-sampler> element runs, with classifier guidance by attributes too', { timeout: 300_000 }, async () => {
       const page = await browser.open('?engine=cpu&steps=2&batch=1');
       await waitForEnd(page);
       await page.click('#embed-start');
       await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
       assert.match(await page.text('#embed-status'), /^done in/);
       assert.deepEqual(await page.errors(), []);
+      // Classifier guidance by attributes: the element loads the bundled classifier and runs; an
+      // out-of-range class is an error event naming it.
+      await page.eval(() => {
+        const el = document.getElementById('embed');
+        for (const [k, v] of Object.entries({ label: '10', 'classifier-scale': '4', 'classifier-class': '3', steps: '4' })) el.setAttribute(k, v);
+      });
+      await page.click('#embed-start');
+      await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
+      assert.match(await page.text('#embed-status'), /^done in/);
+      await page.eval(() => document.getElementById('embed').setAttribute('classifier-class', '12'));
+      await page.click('#embed-start');
+      await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
+      assert.match(await page.text('#embed-status'), /class 12 is not one of the classifier's 10 classes/);
       await page.close();
     });
 
