@@ -263,6 +263,19 @@ pub trait ClassifierOps: UNetOps {
     fn log_softmax_backward(&mut self, logits: &Self::T, target: &Self::T) -> Result<Self::T>;
 }
 
+/// The shapes `ClassifierOps::group_norm_silu_backward` takes: g as large as z [N, C, H, W], γ and
+/// β of C, groups dividing C (every backend checks them the same way).
+pub fn check_group_norm_backward(g: &[usize], z: &[usize], gamma: usize, beta: usize, groups: usize) -> Result<()> {
+    let c = z.get(1).copied().unwrap_or(0);
+    let fits = z.len() == 4 && g.iter().product::<usize>() == z.iter().product::<usize>() && gamma == c && beta == c;
+    if !fits || groups == 0 || !c.is_multiple_of(groups) {
+        return Err(Error::Input(format!(
+            "group_norm_silu_backward: gradient {g:?}, input {z:?}, γ {gamma}, β {beta}, {groups} groups do not fit"
+        )));
+    }
+    Ok(())
+}
+
 /// What one pass gives: the logits [N, K] and scale_n·∇ₓ log p(y_n | x_n, t_n) [N, C, H, W].
 pub struct Gradient<T> {
     pub logits: T,

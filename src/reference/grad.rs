@@ -65,16 +65,8 @@ pub fn avg_pool2d_backward(g: &Tensor, k: [usize; 2], shape: [usize; 4]) -> Resu
 /// recomputed from z (biased variance, as torch). With x̂ = (z − μ)·r, r = 1/√(σ² + ε),
 /// a = γx̂ + β and u = g·silu'(a)·γ: dL/dz = r·(u − mean(u) − x̂·mean(u·x̂)) over the group.
 pub fn group_norm_silu_backward(g: &Tensor, z: &Tensor, gamma: &Tensor, beta: &Tensor, groups: usize, eps: f32) -> Result<Tensor> {
+    crate::classifier::check_group_norm_backward(&g.shape, &z.shape, gamma.len(), beta.len(), groups)?;
     let [_, c, h, w] = nchw(z, "group_norm_silu_backward")?;
-    if g.shape != z.shape || gamma.len() != c || beta.len() != c || groups == 0 || c % groups != 0 {
-        return Err(Error::Input(format!(
-            "group_norm_silu_backward: gradient {:?}, input {:?}, γ {}, β {}, {groups} groups do not fit",
-            g.shape,
-            z.shape,
-            gamma.len(),
-            beta.len()
-        )));
-    }
     let per = c / groups * h * w;
     let mut out = vec![0.0; z.len()];
     for (chunk, ((zg, gg), og)) in z.data.chunks_exact(per).zip(g.data.chunks_exact(per)).zip(out.chunks_exact_mut(per)).enumerate() {

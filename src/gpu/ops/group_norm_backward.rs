@@ -2,7 +2,7 @@
 //! per (item, group), the statistics recomputed from z. The classifier's backward.
 
 use super::dim32;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::gpu::pool::GpuTensor;
 use crate::gpu::recorder::GpuRecorder;
 use crate::kernel_params;
@@ -18,16 +18,8 @@ pub fn group_norm_silu_backward(
     groups: usize,
     eps: f32,
 ) -> Result<GpuTensor> {
+    crate::classifier::check_group_norm_backward(&g.shape, &z.shape, gamma.len(), beta.len(), groups)?;
     let [n, c, h, w] = z.dims();
-    if g.len() != z.len() || gamma.len() != c || beta.len() != c || groups == 0 || c % groups != 0 {
-        return Err(Error::Input(format!(
-            "group_norm_silu_backward: gradient {:?}, input {:?}, γ {}, β {}, {groups} groups do not fit",
-            g.shape,
-            z.shape,
-            gamma.len(),
-            beta.len()
-        )));
-    }
     let out = r.alloc(z.shape.clone(), "group_norm input gradient")?;
     let params = GroupNormBackwardParams { c: dim32(c), hw: dim32(h * w), groups: dim32(groups), eps };
     let bindings = [(0, g.buffer()), (1, z.buffer()), (2, gamma.buffer()), (3, beta.buffer()), (4, out.buffer())];
