@@ -196,6 +196,9 @@ impl WorkerEngine {
     /// Starts `count` workers and sends each the model: they load it while the caller goes on
     /// (the page's thread reads the header meanwhile), and `loaded` waits for them.
     pub fn start(config_json: &str, weights: &[u8], count: usize) -> Result<LoadingWorkers> {
+        // Checked before any worker starts: a bad config is this call's error, not the workers'
+        // (whose failed loads nobody would then await).
+        let config = UNetConfig::from_json(config_json)?;
         let mut blob_url = None;
         let workers = (0..count.max(1)).map(|_| start_worker(&mut blob_url)).collect::<Result<Vec<_>>>()?;
         let loads = workers
@@ -206,7 +209,6 @@ impl WorkerEngine {
                 post(w, msg, Array::of1(&bytes))
             })
             .collect::<Result<_>>();
-        let config = UNetConfig::from_json(config_json)?;
         let engine = WorkerEngine { workers, config, state: HostState::default(), pending: None, classifier: None };
         Ok(LoadingWorkers { loads: loads?, engine })
     }
