@@ -366,18 +366,23 @@ async function compare() {
   window.__compare = shots.map((s) => ({ sampler: s.sampler, evaluations: s.evaluations, data: Array.from(s.img.data) }));
 }
 
+/** Saves a canvas as a PNG download named `name`. */
+function savePng(c, name) {
+  c.toBlob((blob) => {
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    a.click();
+  }, 'image/png');
+}
+
 function download() {
   const img = sampler?.lastImage();
   if (!img) return;
   const c = document.createElement('canvas');
   c.width = img.width; c.height = img.height;
   c.getContext('2d').putImageData(new ImageData(img.data, img.width, img.height), 0, 0);
-  c.toBlob((blob) => {
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = `ddim-seed${form.elements.seed.value}.png`;
-    a.click();
-  }, 'image/png');
+  savePng(c, `ddim-seed${form.elements.seed.value}.png`);
 }
 
 // The settings of the form as URL parameters (the ones the page reads at load), so a copied link
@@ -419,12 +424,8 @@ function filmSheet() {
 }
 window.__filmSheet = () => { const c = filmSheet(); return c && { width: c.width, height: c.height, frames: film.length }; };
 function downloadFilmSheet() {
-  filmSheet()?.toBlob((blob) => {
-    const a = document.createElement('a');
-    a.href = URL.createObjectURL(blob);
-    a.download = `ddim-film-seed${form.elements.seed.value}.png`;
-    a.click();
-  }, 'image/png');
+  const c = filmSheet();
+  if (c) savePng(c, `ddim-film-seed${form.elements.seed.value}.png`);
 }
 
 // The embedded element: a second consumer, of the element this time.

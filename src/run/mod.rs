@@ -244,7 +244,7 @@ async fn run_host_stepped<E: Engine>(
             engine.write_x0(&out.pred_original_sample)?;
         } else if let Some(acp) = &x0_from_eps {
             // x̂₀ = (x_t − σ_t·ε̂)/α_t at the evaluation's timestep.
-            let sigma = crate::classifier::vp_sigma(acp, t as f32);
+            let sigma = crate::sampler::schedule::vp_sigma(acp, t as f32);
             let alpha = (1.0 - sigma * sigma).sqrt();
             engine.write_x0(&input.iter().zip(&model_output).map(|(x, e)| (x - sigma * e) / alpha).collect::<Vec<f32>>())?;
         }

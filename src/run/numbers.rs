@@ -30,7 +30,7 @@ impl NumbersTracker {
 
     /// The numbers of a frame at model timestep `t` showing `x` and `x0` ([N, …]).
     pub fn frame(&mut self, t: f32, x: &Tensor, x0: &Tensor) -> StepNumbers {
-        let sigma = crate::classifier::vp_sigma(&self.alphas_cumprod, t);
+        let sigma = crate::sampler::schedule::vp_sigma(&self.alphas_cumprod, t);
         let (s2, a2) = ((sigma as f64).powi(2), 1.0 - (sigma as f64).powi(2));
         let log_snr = (a2 / s2.max(f64::MIN_POSITIVE)).ln() as f32;
         let x0_change = self.prev_x0.as_ref().filter(|p| p.shape == x0.shape).map(|p| mean_item_norm(x0, Some(p)));

@@ -116,7 +116,7 @@ impl ClassifierGuidance {
     /// The classifier backward's seed at model timestep `t_model`: (label, s·σ_t) per item, [N, 2]
     /// (`classifier::ClassifierOps::log_softmax_backward`), so the backward yields the whole term.
     pub fn target(&self, t_model: f32) -> Vec<f32> {
-        let k = self.scale * crate::classifier::vp_sigma(&self.alphas_cumprod, t_model);
+        let k = self.scale * crate::sampler::schedule::vp_sigma(&self.alphas_cumprod, t_model);
         self.labels.iter().flat_map(|&y| [y as f32, k]).collect()
     }
 }

@@ -612,3 +612,16 @@ pub(crate) fn betas(cfg: &SchedulerConfig) -> Vec<f32> {
         }
     }
 }
+
+/// σ of the VP forward process at a (possibly fractional) model timestep t: √(1 − ᾱ_t), with
+/// fractional t interpolated in σ_k = √((1 − ᾱ)/ᾱ) as diffusers' sigma samplers do (Euler, Heun),
+/// so classifier guidance's −s·σ_t·∇ₓ log p, the numbers row and PNDM's x̂₀ read the noise
+/// level the U-Net was given.
+pub fn vp_sigma(alphas_cumprod: &[f32], t: f32) -> f32 {
+    let last = alphas_cumprod.len().saturating_sub(1);
+    let t = t.clamp(0.0, last as f32);
+    let k = |i: usize| ((1.0 - alphas_cumprod[i] as f64) / alphas_cumprod[i] as f64).sqrt();
+    let (lo, frac) = (t.floor() as usize, (t - t.floor()) as f64);
+    let s = if lo >= last { k(last) } else { k(lo) * (1.0 - frac) + k(lo + 1) * frac };
+    (s / (1.0 + s * s).sqrt()) as f32
+}

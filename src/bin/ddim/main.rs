@@ -103,27 +103,35 @@ impl CommonArgs {
         if let Some(v) = self.guidance {
             opts = opts.guidance(v);
         }
-        if let Some(clf) = self.classifier()? {
+        if let (Some(p), None | Some(0.0)) = (&self.classifier, self.classifier_scale) {
+            eprintln!("--classifier {} is not used without --classifier-scale", p.display());
+        }
+        if let Some((config, _)) = self.classifier_source()? {
             let scale = self.classifier_scale.unwrap_or(0.0);
-            opts = opts.classifier_guidance(&clf.config, scale, self.classifier_class.map(ClassLabels::All));
+            opts = opts.classifier_guidance(&config, scale, self.classifier_class.map(ClassLabels::All));
         }
         Ok(opts)
     }
 
-    /// The classifier of classifier guidance, where a scale is given (and not 0).
-    fn classifier(&self) -> Result<Option<ddim_webgpu::classifier::Classifier>> {
+    /// The classifier's folder and its checked config, where classifier guidance is asked for
+    /// (a scale other than 0): what planning needs, without reading the weights.
+    fn classifier_source(&self) -> Result<Option<(ddim_webgpu::classifier::ClassifierConfig, PathBuf)>> {
         if self.classifier_scale.unwrap_or(0.0) == 0.0 {
-            if let Some(p) = &self.classifier {
-                eprintln!("--classifier {} is not used without --classifier-scale", p.display());
-            }
             return Ok(None);
         }
         let dir = self.classifier.clone().unwrap_or_else(|| bundled("digit-classifier"));
-        let read = |name: &str| std::fs::read(dir.join(name)).map_err(|e| io_err(&dir.join(name), e));
-        let config = String::from_utf8_lossy(&read("config.json")?).into_owned();
-        ddim_webgpu::classifier::ClassifierConfig::from_json(&config)?; // a bad config named before the weights are read
-        let clf = ddim_webgpu::classifier::Classifier::from_files(&config, &read("model.safetensors")?, "model.safetensors")?;
-        Ok(Some(clf))
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+        Ok(Some((ddim_webgpu::classifier::ClassifierConfig::from_json(&text)?, dir)))
+    }
+
+    /// The classifier of classifier guidance, weights and all (the engine loads it once).
+    fn classifier(&self) -> Result<Option<ddim_webgpu::classifier::Classifier>> {
+        let Some((config, dir)) = self.classifier_source()? else { return Ok(None) };
+        let path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        let (tensors, dtype) = ddim_webgpu::model::weights::read_tensors(&bytes, "model.safetensors", true)?;
+        Ok(Some(ddim_webgpu::classifier::Classifier::from_tensors(config, tensors, dtype)?))
     }
 
     fn engine(&self) -> EngineChoice {
