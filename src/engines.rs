@@ -99,6 +99,12 @@ impl Engine for AnyEngine {
     fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
         each_engine!(self, e => e.write_x0(x0))
     }
+    async fn read_history(&mut self) -> Result<Vec<f32>> {
+        each_engine!(self, e => e.read_history().await)
+    }
+    fn write_history(&mut self, h: &[f32]) -> Result<()> {
+        each_engine!(self, e => e.write_history(h))
+    }
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         each_engine!(self, e => e.first_non_finite_step().await)
     }

@@ -309,6 +309,21 @@ impl Engine for GpuEngine {
         Ok(())
     }
 
+    async fn read_history(&mut self) -> Result<Vec<f32>> {
+        let run = self.current()?;
+        self.unet.gpu.read(&run.h, run.shape.iter().product()).await
+    }
+
+    fn write_history(&mut self, h: &[f32]) -> Result<()> {
+        let run = self.current()?;
+        let count: usize = run.shape.iter().product();
+        if h.len() != count {
+            return Err(Error::Input(format!("write_history: {} values for a sample of {count}", h.len())));
+        }
+        self.unet.gpu.queue.write_buffer(&run.h, 0, bytemuck::cast_slice(h));
+        Ok(())
+    }
+
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         let run = self.current()?;
         let bits = self.unet.gpu.read(&run.bad_step, 1).await?[0].to_bits();

@@ -106,6 +106,14 @@ impl HostState {
         Ok(())
     }
 
+    pub fn write_history(&mut self, h: &[f32]) -> Result<()> {
+        if h.len() != self.h.len() {
+            return Err(Error::Input(format!("write_history: {} values for a sample of {}", h.len(), self.h.len())));
+        }
+        self.h.copy_from_slice(h);
+        Ok(())
+    }
+
     /// Applies a step's update from the U-Net output `m` (both guidance halves) and classifier
     /// guidance's `term` (subtracted from the guided output).
     pub fn update(&mut self, guidance: &Guidance, coeffs: StepCoeffs, m: &[f32], noise: Option<&[f32]>, term: Option<Vec<f32>>) {
@@ -189,6 +197,14 @@ impl<O: HostOps> Engine for CpuEngine<O> {
 
     fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
         self.state.write_x0(x0)
+    }
+
+    async fn read_history(&mut self) -> Result<Vec<f32>> {
+        Ok(self.state.h.clone())
+    }
+
+    fn write_history(&mut self, h: &[f32]) -> Result<()> {
+        self.state.write_history(h)
     }
 
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {

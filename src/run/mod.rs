@@ -2,6 +2,7 @@
 //! The CLI, the wasm API and the tests all sample through `run`; editing runs (start from a noised
 //! image, keep a masked region, run the ODE backwards) are new plans and step hooks, not new loops.
 
+pub mod branch;
 pub mod cpu;
 pub mod numbers;
 pub mod options;
@@ -142,6 +143,11 @@ pub trait Engine {
     fn write_x(&mut self, x: &[f32]) -> Result<()>;
     /// Replaces x̂₀ (the host-stepped samplers' prediction, shown by the x̂₀ view).
     fn write_x0(&mut self, x0: &[f32]) -> Result<()>;
+    /// The solver's history h (`StepCoeffs`), [N, C, H, W]: with x_t and x̂₀ the whole state a
+    /// branch resumes from (`branch::EngineState`).
+    async fn read_history(&mut self) -> Result<Vec<f32>>;
+    /// Replaces h (a branch resumed from a node).
+    fn write_history(&mut self, h: &[f32]) -> Result<()>;
     /// The first step (0-based) of this run whose update made x_t NaN or Inf, if any. Asked only
     /// when the final sample is not finite, so a healthy run pays nothing for the guard.
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>>;
@@ -173,7 +179,16 @@ pub async fn run<E: Engine>(
         engine.write_x(&plan.x_start)?;
     }
     let (mut undos, phase) = (0, if plan.inverts { Phase::Inversion } else { Phase::Reverse });
-    for (index, step) in plan.steps.iter().enumerate() {
+    // A branch starts from a node's state: its evaluations before `first` were run by its parent.
+    let first = match &plan.resume {
+        Some(r) => {
+            r.state.load(engine)?;
+            frame += r.first;
+            r.first
+        }
+        None => 0,
+    };
+    for (index, step) in plan.steps.iter().enumerate().skip(first) {
         let noise = plan.step_noise(index)?;
         engine.step(plan, index, noise.as_deref())?;
         engine.sync().await?;

@@ -1,6 +1,7 @@
 //! The options of a sampling run: one builder with one set of defaults, shared by the CLI, the
 //! wasm API and the tests. Nothing is checked while building; `plan` checks everything at once.
 
+use super::branch::{Node, PlanOrigin};
 use super::plan::{ClassifierGuidance, ForwardPath, Guidance, HostSchedule, KnownRegion, NoiseSource, RunPlan, SCORE_SDE_VE};
 use crate::classifier::{Classifier, ClassifierConfig};
 use crate::error::{Error, Result};
@@ -77,6 +78,7 @@ pub struct RunOptions {
     edit: Option<Edit>,
     tolerance: Option<f64>,
     classifier: Option<ClassifierRequest>,
+    resume: Option<std::sync::Arc<Node>>,
 }
 
 /// Classifier guidance asked for: the classifier's config (the engine holds its weights), the
@@ -95,6 +97,12 @@ const NOT_VP: [&str; 4] = ["ScoreSdeVeScheduler", "EDMEulerScheduler", "EDMDPMSo
 impl RunOptions {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A branch: the run starts from `node` (`branch::fork` says what may change).
+    pub fn resume(mut self, node: std::sync::Arc<Node>) -> Self {
+        self.resume = Some(node);
+        self
     }
 
     /// DDIM (default) or DDPM.
@@ -248,12 +256,16 @@ impl RunOptions {
                 // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
                 let init_sigma = schedule.init_noise_sigma(kind, n)?;
                 let x_start = base.x_start.iter().map(|v| v * init_sigma).collect();
-                RunPlan { steps: schedule.steps(kind, n, eta)?, x_start, ..base }
+                let origin = PlanOrigin { kind, steps: n, config: config.for_sampler(kind) };
+                RunPlan { steps: schedule.steps(kind, n, eta)?, x_start, origin: Some(origin), ..base }
             }
             (Some(edit), None) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };
         plan.check_noise()?;
-        let mut plan = plan;
+        let mut plan = match &self.resume {
+            Some(node) => super::branch::fork(node, plan, eta)?,
+            None => plan,
+        };
         if let Some(request) = &self.classifier {
             plan.guidance.classifier = self.classifier_plan(request, &config, host_class, &plan)?;
         }

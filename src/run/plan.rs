@@ -177,6 +177,10 @@ pub struct RunPlan {
     /// engine only evaluates the U-Net at each of `steps` (whose update passes the guided model
     /// output through as x).
     pub host: Option<HostSchedule>,
+    /// A branch: the run starts from a node's state at one of its evaluations (`branch`).
+    pub resume: Option<super::branch::Resume>,
+    /// The sampler of a plain sampling plan (a fused one): what its branch nodes record.
+    pub origin: Option<super::branch::PlanOrigin>,
 }
 
 /// The host-stepped scheduler of a run: its class and config, built afresh at each run's start
@@ -224,7 +228,19 @@ impl RunPlan {
 
     /// A plain sampling plan (no forward frames, no known region).
     pub fn new(steps: Vec<Step>, guidance: Guidance, noise: NoiseSource, shape: [usize; 4], x_start: Vec<f32>) -> Self {
-        RunPlan { steps, guidance, noise, shape, x_start, forward: None, known: None, inverts: false, host: None }
+        RunPlan {
+            steps,
+            guidance,
+            noise,
+            shape,
+            x_start,
+            forward: None,
+            known: None,
+            inverts: false,
+            host: None,
+            resume: None,
+            origin: None,
+        }
     }
 
     /// Frames the run shows: forward frames, then one per evaluation.

@@ -46,7 +46,18 @@ impl Schedule {
                 "strength = {strength} with {n} steps keeps no step (int({n} × {strength}) = 0): raise the strength or the steps"
             )));
         }
-        let t_start = n - kept;
+        self.img2img_from(kind, n, eta, n - kept)
+    }
+
+    /// The steps of an n-step run of `kind` from step `t_start` on (0 ≤ t_start < n), started
+    /// afresh there as img2img starts it (a multistep solver's first kept step is first order),
+    /// and the scalars of that level: x = keep·x0 + noise·ε in the sampler's own sample space.
+    /// img2img keeps n − t_start steps; a branch that changes the sampler continues this way.
+    pub fn img2img_from(&self, kind: SamplerKind, n: usize, eta: f32, t_start: usize) -> Result<Img2Img> {
+        self.check_steps(n)?;
+        if t_start >= n {
+            return Err(Error::Input(format!("step {t_start} of {n}: no step is left to run")));
+        }
         let all = self.steps(kind, n, eta)?;
         let (steps, keep, noise) = match kind {
             SamplerKind::Host(class) => return Err(Error::Scheduler(format!("img2img runs the fused samplers, not {class}"))),

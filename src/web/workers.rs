@@ -301,6 +301,14 @@ impl Engine for WorkerEngine {
         self.state.write_x0(x0)
     }
 
+    async fn read_history(&mut self) -> Result<Vec<f32>> {
+        Ok(self.state.h.clone())
+    }
+
+    fn write_history(&mut self, h: &[f32]) -> Result<()> {
+        self.state.write_history(h)
+    }
+
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         Ok(self.state.first_non_finite)
     }
