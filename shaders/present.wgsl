@@ -4,12 +4,14 @@
 //   Signed views (the predicted noise ε̂, `signed` = 1) show v/scale: C < 3 on a blue–white–red map, C ≥ 3 each
 //   channel around mid-grey. `offset` is where the tensor starts in the buffer; with `minus` the value drawn is
 //   weight·(x[offset + i] − x[second + i]) (classifier-free guidance's term from the U-Net's two halves).
+//   `left`: the panel's first pixel column in the target (several views side by side, each in its viewport).
 // Bindings: 0 x (read-only storage, fragment stage); 1 params. Workgroup: none (render pipeline, 3 vertices).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     cols: u32, rows: u32, signed: u32, scale: f32,
     offset: u32, minus: u32, second: u32, weight: f32,
+    left: u32,
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -37,7 +39,7 @@ fn level(v: f32) -> f32 {
 
 @fragment
 fn fs_main(@builtin(position) pos: vec4<f32>) -> @location(0) vec4<f32> {
-    let gx = u32(pos.x);
+    let gx = u32(pos.x) - p.left;
     let gy = u32(pos.y);
     let tile = (gy / p.h) * p.cols + gx / p.w;
     if (tile >= p.n || gx >= p.cols * p.w || gy >= p.rows * p.h) {

@@ -16,8 +16,14 @@ fn render(x: &Tensor, cols: usize, signed: Option<f32>) -> (usize, usize, Vec<u8
 
 /// Draws the tensor of `shape` that `look` finds in `data`.
 fn render_look(data: &[f32], shape: [usize; 4], cols: usize, look: Look) -> (usize, usize, Vec<u8>) {
+    render_panels(data, shape, cols, &[(look, 0)], cols * shape[3])
+}
+
+/// Draws panels side by side into a target `width` wide: each the tensor `look` finds in `data`,
+/// from column `left`.
+fn render_panels(data: &[f32], shape: [usize; 4], cols: usize, panels: &[(Look, u32)], width: usize) -> (usize, usize, Vec<u8>) {
     let gpu = gpu();
-    let (w, h) = (cols * shape[3], shape[0].div_ceil(cols) * shape[2]);
+    let (w, h) = (width, shape[0].div_ceil(cols) * shape[2]);
     let src = gpu.upload(data, "x").unwrap();
     let format = wgpu::TextureFormat::Rgba8Unorm;
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
@@ -30,11 +36,15 @@ fn render_look(data: &[f32], shape: [usize; 4], cols: usize, look: Look) -> (usi
         usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
         view_formats: &[],
     });
-    let presenter = SampleDrawer::new(&gpu, &src, shape, cols, format, look);
+    let drawers: Vec<SampleDrawer> =
+        panels.iter().map(|&(look, left)| SampleDrawer::panel(&gpu, &src, (shape, cols), format, look, left)).collect();
     let pitch = (w * 4).next_multiple_of(256);
     let out = gpu.storage_buffer((pitch * h) as u64, "pixels").unwrap();
     let mut enc = gpu.device.create_command_encoder(&Default::default());
-    presenter.draw(&mut enc, &texture.create_view(&Default::default()));
+    let view = texture.create_view(&Default::default());
+    for (k, d) in drawers.iter().enumerate() {
+        d.draw_panel(&mut enc, &view, k == 0);
+    }
     enc.copy_texture_to_buffer(
         texture.as_image_copy(),
         wgpu::TexelCopyBufferInfo {
@@ -105,5 +115,36 @@ fn present_shader_draws_the_guidance_views_in_place() {
         let (_, _, got) = render_look(&m.data, shape, cols, look);
         let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
         assert!(worst <= 1, "{look:?}: max channel difference {worst}");
+    }
+}
+
+/// Several views side by side (`views` of a run): each panel drawn into its own viewport from
+/// column `left`, the pixels of the CPU presenter's grid of that view, the gap between them black.
+#[test]
+fn present_shader_draws_views_side_by_side() {
+    let shape = [3, 1, 6, 5];
+    let count: usize = shape.iter().product();
+    let m = scaled(randn(&[2 * shape[0], 1, 6, 5], 9), 2.0);
+    let cols = grid_cols(shape[0]);
+    let (gw, gap) = (cols * shape[3], 3);
+    let looks = [
+        Look::default(),
+        Look { signed: Some(SIGNED_SCALE), offset: count, minus: None },
+        Look { signed: Some(SIGNED_SCALE), offset: 0, minus: Some((count, 1.5)) },
+    ];
+    let panels: Vec<(Look, u32)> = looks.iter().enumerate().map(|(k, &l)| (l, (k * (gw + gap)) as u32)).collect();
+    let width = 3 * gw + 2 * gap;
+    let (w, h, got) = render_panels(&m.data, shape, cols, &panels, width);
+    let alone = |look: Look| render_look(&m.data, shape, cols, look).2;
+    for (k, &(look, left)) in panels.iter().enumerate() {
+        let want = alone(look);
+        for y in 0..h {
+            let row = &got[(y * w + left as usize) * 4..][..gw * 4];
+            assert_eq!(row, &want[y * gw * 4..][..gw * 4], "panel {k}, row {y}");
+            if k + 1 < panels.len() {
+                let gap_px = &got[(y * w + left as usize + gw) * 4..][..gap * 4];
+                assert!(gap_px.chunks(4).all(|p| p[..3] == [0, 0, 0]), "the gap after panel {k} is black");
+            }
+        }
     }
 }

@@ -170,7 +170,7 @@ async fn corpus_case_in_wasm(case: &corpus::Case) -> Result<(), String> {
     }
     if let Some(cap) = case.max_buffer_bytes {
         let model = Model::from_bytes(&inputs.config, &inputs.weights, inputs.scheduler.as_deref()).map_err(|e| e.to_string())?;
-        let (opts, _, _) = ddim_webgpu::web::read_run_options(&o.into(), &model, None).map_err(|e| e.to_string())?;
+        let opts = ddim_webgpu::web::read_run_options(&o.into(), &model, None).map_err(|e| e.to_string())?.opts;
         let plan = opts.plan(&model).map_err(|e| e.to_string())?;
         let mut device = gpu().await;
         device.cap_buffer_bytes(cap);

@@ -21,6 +21,7 @@ window.__frames = [];    // a checksum of the canvas after every step (read by t
 window.__loseDevice = () => sampler?.[Symbol.for('ddim-webgpu.loseDeviceForTest')](); // test hook (not public API): a device loss mid-run
 const pad = new Pad($('pad'));
 window.__pad = pad;      // the page tests draw and read it
+window.__sampler = () => sampler; // test hook (not public API): the page tests run the sampler directly
 let film = [];           // the recorded frames of the last run
 
 function setState(s) { document.body.dataset.state = s; }
@@ -39,6 +40,19 @@ for (const k of ['steps', 'eta', 'tolerance', 'seed', 'batch', 'guidance', 'clas
   if (params.has(k)) form.elements[k].value = params.get(k);
 }
 if (!params.has('seed')) form.elements.seed.value = Math.floor(Math.random() * 1e6);
+// ?views=xt,eps,x0: the view, then the others beside it.
+if (params.has('views')) {
+  const [first, ...rest] = params.get('views').split(',').map((v) => v.trim());
+  if ([...form.elements.view.options].some((o) => o.value === first)) form.elements.view.value = first;
+  for (const box of form.querySelectorAll('[name=also]')) box.checked = rest.includes(box.value);
+  if (rest.length) $('instruments').open = true;
+}
+const BRANCH_BUDGET_MB = Number(params.get('branchBudgetMB')) || 64;
+// The image controls open where the mode needs an image.
+const NEEDS_IMAGE = ['edit', 'inpaint', 'invert', 'forward'];
+const imageFollowsMode = () => { if (NEEDS_IMAGE.includes(form.elements.mode.value)) $('image-details').open = true; };
+form.elements.mode.addEventListener('change', imageFollowsMode);
+imageFollowsMode();
 // η belongs to DDIM; inpainting and inversion run DDIM's update (RePaint, DDIMInverseScheduler).
 const DDIM_ONLY = ['inpaint', 'invert'];
 const etaFollowsSampler = () => {
@@ -62,8 +76,15 @@ function readForm() {
     classifierClass: num('classifierScale') && f.classifierClass.value !== '' ? Number(f.classifierClass.value) : undefined,
     classLabel: f.class.value === '' ? undefined : Number(f.class.value),
     sampler: f.sampler.value, view: f.view.value, engine: f.engine.value, model: f.model.value.trim() || DEFAULT_MODEL,
-    mode: f.mode.value,
+    mode: f.mode.value, views: chosenViews(),
   };
+}
+
+/** The view and the ones checked to show beside it (those the run can give: enabled). */
+function chosenViews() {
+  const f = form.elements;
+  const also = [...form.querySelectorAll('[name=also]')].filter((b) => b.checked && !b.disabled && b.value !== f.view.value).map((b) => b.value);
+  return [f.view.value, ...also];
 }
 
 let latent = null; // x_T of the last inversion (an end of an interpolation)
@@ -73,6 +94,10 @@ function modeOptions(o) {
   const f = form.elements;
   const num = (k) => Number(f[k].value);
   const run = { ...o, record: true };
+  // Several views side by side (the canvas widens), else the one view.
+  if (o.views?.length > 1) { run.views = o.views; run.view = undefined; } else run.views = undefined;
+  // A sampling run keeps its nodes (the branch tree) and its x_t per frame (the thumbnails).
+  if (o.mode === 'sample' && FUSED.includes(o.sampler)) Object.assign(run, { branch: true, branchBudgetMB: BRANCH_BUDGET_MB, arrays: ['xt'] });
   if (['edit', 'inpaint', 'invert', 'forward'].includes(o.mode)) run.image = pad.image();
   if (o.mode === 'edit') run.strength = num('strength');
   if (DDIM_ONLY.includes(o.mode)) run.sampler = 'ddim';
@@ -156,6 +181,9 @@ function viewsFollowGuidance() {
   for (const o of f.view.options) if (o.value === 'classifier') o.disabled = !(Number(f.classifierScale.value) > 0);
   f.classifierClass.disabled = !(Number(f.classifierScale.value) > 0);
   if (f.view.selectedOptions[0]?.disabled) f.view.value = 'eps';
+  for (const box of form.querySelectorAll('[name=also]')) {
+    box.disabled = [...f.view.options].find((o) => o.value === box.value)?.disabled ?? false;
+  }
 }
 form.elements.guidance.addEventListener('input', viewsFollowGuidance);
 form.elements.classifierScale.addEventListener('input', viewsFollowGuidance);
@@ -176,6 +204,7 @@ function showSamplers(info) {
   const other = info.samplers.find((n) => n !== form.elements.sampler.value) ?? form.elements.sampler.value;
   fill($('compare-sampler'), info.samplers.includes($('compare-sampler').value) && $('compare-sampler').value !== form.elements.sampler.value ? $('compare-sampler').value : other);
   etaFollowsSampler();
+  raceChoices(info);
 }
 
 // The schedule plot: log-SNR over the train timesteps, this run's evaluations as dots (the
@@ -257,14 +286,20 @@ async function start(overrides = {}) {
   $('start').disabled = true; $('stop').disabled = false; $('download').disabled = true; $('compare-run').disabled = true;
   setState('running');
   const canvas = $('canvas');
+  let recorder = null;
   try {
     // The class and sampler lists and guidance's state exist once the model is known (showModel).
-    const { classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass } = readForm();
+    const { classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, views } = readForm();
     // Classifier guidance: the bundled digit classifier, loaded on first use.
     if (classifierScale && !sampler.modelInfo.classifier) await sampler.loadClassifier();
-    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, numbers: true, ...overrides });
+    const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, views, numbers: true, ...overrides });
+    if (form.elements.video.checked && !videoUnsupported()) recorder = await Recorder.start();
+    beginBranch(run);
     running = (async () => {
       for await (const s of sampler.run(run)) {
+        recorder?.frame(canvas);
+        onBranchFrame(s);
+        frameHook?.(s);
         $('step').textContent = `${s.step} / ${s.total}`;
         $('timestep').textContent = s.phase === 'reverse' ? s.timestep : `${s.timestep} (${s.phase})`;
         $('ms').textContent = s.ms.toFixed(1);
@@ -277,6 +312,7 @@ async function start(overrides = {}) {
     })();
     await running;
     window.__lastImage = sampler.lastImage();
+    if (currentBranch) currentBranch.final = sampler.lastSample();
     afterRun(run);
     setState('done');
     $('download').disabled = false;
@@ -286,7 +322,224 @@ async function start(overrides = {}) {
   } finally {
     running = null;
     $('start').disabled = false; $('stop').disabled = true; $('compare-run').disabled = false;
+    if (recorder) await showVideo(await recorder.stop(), recorder.frames);
+    renderTree();
   }
+}
+
+// ---- Branches: every evaluation of a sampling run is a node (the engine keeps its state); a run
+// started from a node forks the tree there.
+const FUSED = ['ddim', 'ddpm', 'dpm++2m', 'euler', 'heun'];
+let branches = [];       // {id, from (node id or null), run (its options), label, nodes: [{id, step, timestep, thumb, dropped}], final}
+let currentBranch = null;
+let selected = null;     // the selected node id
+const nodeHome = new Map(); // node id → its branch
+let nodeBytes = 0;       // what one node holds (x_t, x̂₀, h)
+let frameHook = null;    // the race's per-frame hook
+
+function branchLabel(run) {
+  const parts = [run.sampler, `${run.steps} steps`, `seed ${run.seed}`];
+  if (run.classLabel !== undefined) parts.push(`class ${run.classLabel}`);
+  if (run.guidance) parts.push(`w ${run.guidance}`);
+  if (run.eta) parts.push(`η ${run.eta}`);
+  if (run.classifierScale) parts.push(`classifier s ${run.classifierScale}`);
+  return parts.join(', ') + (run.resume != null ? ` ← node ${run.resume}` : '');
+}
+
+function beginBranch(run) {
+  currentBranch = null;
+  if (!run.branch) return;
+  currentBranch = { id: branches.length, from: run.resume ?? null, run: { ...run, views: undefined, record: undefined }, label: branchLabel(run), nodes: [], final: null };
+  branches.push(currentBranch);
+  renderTree();
+}
+
+/** A thumbnail of item 0 of x_t (values in −1 … 1). */
+function thumb(xt, info) {
+  const size = info.sampleSize, c = document.createElement('canvas');
+  c.width = size; c.height = size;
+  c.getContext('2d').putImageData(pixels(xt, 0, info.inChannels, size), 0, 0);
+  return c;
+}
+
+function onBranchFrame(f) {
+  if (!currentBranch || f.node == null) return;
+  const node = { id: f.node, step: f.step, total: f.total, timestep: f.timestep, thumb: f.xt ? thumb(f.xt, sampler.modelInfo) : null, dropped: false };
+  nodeBytes = f.xt ? 3 * 4 * f.xt.length : nodeBytes;
+  currentBranch.nodes.push(node);
+  nodeHome.set(node.id, currentBranch);
+  for (const id of f.dropped ?? []) {
+    const b = nodeHome.get(id);
+    const n = b?.nodes.find((m) => m.id === id);
+    if (n) n.dropped = true;
+    if (selected === id) selected = null;
+  }
+  const droppedCount = branches.reduce((a, b) => a + b.nodes.filter((n) => n.dropped).length, 0);
+  $('branch-note').textContent = droppedCount ? `${droppedCount} oldest node(s) dropped: the nodes would hold more than the budget.` : '';
+  $('branch-budget').textContent = `Each node holds x_t, x̂₀ and the solver's history: ${(nodeBytes / 1024).toFixed(1)} kB; the tree keeps up to ${BRANCH_BUDGET_MB} MB (the oldest nodes are dropped past it).`;
+  if (f.step === f.total || f.step % 5 === 0) renderTree();
+}
+
+function depth(b) { let d = 0; for (let x = b; x?.from != null; x = nodeHome.get(x.from)) d++; return d; }
+
+/** The tree: a row per branch (indented under the branch it grew from), a thumbnail per node. */
+function renderTree() {
+  const tree = $('tree');
+  tree.replaceChildren(...branches.map((b) => {
+    const row = document.createElement('div');
+    row.className = 'branch';
+    row.setAttribute('role', 'listitem');
+    row.style.marginLeft = `${depth(b) * 12}px`;
+    const label = document.createElement('div');
+    label.className = 'note';
+    label.textContent = `#${b.id}: ${b.label}${b.final ? '' : ' (paused)'}`;
+    const strip = document.createElement('div');
+    strip.className = 'nodes';
+    for (const n of b.nodes) {
+      const btn = document.createElement('button');
+      btn.type = 'button';
+      btn.className = 'node' + (n.id === selected ? ' selected' : '');
+      btn.disabled = n.dropped;
+      btn.title = `node ${n.id}: evaluation ${n.step} / ${n.total}, t = ${n.timestep}${n.dropped ? ' (dropped)' : ''}`;
+      btn.dataset.node = String(n.id);
+      if (n.thumb) btn.append(n.thumb);
+      btn.addEventListener('click', () => selectNode(n.id));
+      strip.append(btn);
+    }
+    row.append(label, strip);
+    return row;
+  }));
+  const node = selected == null ? null : nodeHome.get(selected);
+  $('branch-continue').disabled = $('branch-replay').disabled = node == null || running != null;
+  $('branch-pad').disabled = !node?.final;
+}
+
+function selectNode(id) { selected = id; renderTree(); }
+
+/** Continues from the selected node: with the form's settings, or (replay) with its branch's own. */
+function continueFrom(replay) {
+  const b = nodeHome.get(selected);
+  if (!b) return Promise.resolve();
+  const own = replay ? { ...b.run, resume: undefined, branch: undefined, branchBudgetMB: undefined, arrays: undefined } : {};
+  return start({ ...own, mode: 'sample', resume: selected });
+}
+
+window.__branches = () => branches.map((b) => ({ id: b.id, from: b.from, nodes: b.nodes.map((n) => n.id), dropped: b.nodes.filter((n) => n.dropped).map((n) => n.id), final: b.final && Array.from(b.final) }));
+window.__selectNode = selectNode;
+window.__continueFrom = (replay) => continueFrom(replay).catch(showError);
+
+// ---- Video: the run's frames, one per evaluation, recorded from the canvas as WebM.
+function videoUnsupported() {
+  if (typeof MediaRecorder !== 'function') return 'this browser has no MediaRecorder';
+  if (!['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm'].some((t) => MediaRecorder.isTypeSupported(t))) return 'this browser cannot record WebM';
+  if (typeof HTMLCanvasElement.prototype.captureStream !== 'function') return 'this browser cannot capture a canvas (no captureStream)';
+  return null;
+}
+
+class Recorder {
+  static async start() {
+    const r = new Recorder();
+    r.canvas = document.createElement('canvas');
+    r.stream = r.canvas.captureStream(0); // frames only when requested: one per evaluation
+    r.track = r.stream.getVideoTracks()[0];
+    r.mime = ['video/webm;codecs=vp8', 'video/webm;codecs=vp9', 'video/webm'].find((t) => MediaRecorder.isTypeSupported(t));
+    r.chunks = [];
+    r.frames = 0;
+    r.media = new MediaRecorder(r.stream, { mimeType: r.mime });
+    r.media.ondataavailable = (e) => { if (e.data.size) r.chunks.push(e.data); };
+    await new Promise((resolve) => { r.media.onstart = resolve; r.media.start(); });
+    return r;
+  }
+
+  /** The canvas now, scaled up by a whole factor (pixels stay crisp) to at least 256 px. */
+  frame(src) {
+    const k = Math.max(1, Math.ceil(256 / Math.max(1, Math.min(src.width, src.height))));
+    if (this.canvas.width !== src.width * k || this.canvas.height !== src.height * k) {
+      this.canvas.width = src.width * k; this.canvas.height = src.height * k;
+    }
+    const g = this.canvas.getContext('2d');
+    g.imageSmoothingEnabled = false;
+    g.drawImage(src, 0, 0, this.canvas.width, this.canvas.height);
+    this.track.requestFrame();
+    this.frames++;
+  }
+
+  stop() {
+    return new Promise((resolve) => {
+      this.media.onstop = () => resolve(new Blob(this.chunks, { type: this.mime }));
+      this.media.stop();
+      this.track.stop();
+    });
+  }
+}
+
+async function showVideo(blob, frames) {
+  const a = $('video-link');
+  if (a.href) URL.revokeObjectURL(a.href);
+  a.href = URL.createObjectURL(blob);
+  a.download = `ddim-seed${form.elements.seed.value}.webm`;
+  a.textContent = `WebM (${frames} frames, ${(blob.size / 1024).toFixed(0)} kB)`;
+  a.hidden = false;
+  window.__video = { frames, bytes: blob.size, blob };
+}
+
+// ---- The race: the same x_T through N samplers, one after another, each drawn live in its cell.
+function raceChoices(info) {
+  const box = $('race-samplers');
+  const want = new Set([...box.querySelectorAll('input:checked')].map((b) => b.value));
+  if (!want.size) ['ddim', 'dpm++2m', 'euler', 'heun'].forEach((n) => want.add(n));
+  box.replaceChildren(...info.samplers.map((n) => {
+    const l = document.createElement('label');
+    const b = Object.assign(document.createElement('input'), { type: 'checkbox', value: n, checked: want.has(n) });
+    l.append(b, ` ${SAMPLER_LABELS[n] ?? n}`);
+    return l;
+  }));
+}
+
+const RACE_COLOURS = ['#f93', '#6cf', '#9e6', '#e6c', '#fd5', '#aaa'];
+async function race(names = [...$('race-samplers').querySelectorAll('input:checked')].map((b) => b.value)) {
+  if (names.length < 2 || names.length > 6) throw new Error(`the race takes 2 to 6 samplers (${names.length} chosen)`);
+  const info = sampler.modelInfo, size = info.sampleSize, gap = 4;
+  const cells = $('race');
+  cells.width = names.length * (size + gap) - gap; cells.height = size;
+  const g = cells.getContext('2d');
+  g.fillStyle = '#333'; g.fillRect(0, 0, cells.width, cells.height);
+  const results = [];
+  for (const [k, name] of names.entries()) {
+    const trajectory = [];
+    frameHook = (f) => {
+      if (!f.xt) return;
+      trajectory.push(f.xt.slice());
+      g.putImageData(pixels(f.xt, 0, info.inChannels, size), k * (size + gap), 0);
+    };
+    const t0 = performance.now();
+    try {
+      await start({ sampler: name, mode: 'sample', arrays: ['xt'] });
+    } finally { frameHook = null; }
+    if (document.body.dataset.state !== 'done') return;
+    const final = sampler.lastSample();
+    const rms = (a) => Math.sqrt(a.reduce((s, v, i) => s + (v - final[i]) ** 2, 0) / a.length);
+    results.push({ sampler: name, evaluations: trajectory.length, ms: performance.now() - t0, final, distances: trajectory.map(rms) });
+  }
+  drawRacePlot(results);
+  $('race-label').textContent = results.map((r, k) => `${k + 1}. ${SAMPLER_LABELS[r.sampler] ?? r.sampler}: ${r.evaluations} evaluations, ${(r.ms / 1000).toFixed(2)} s`).join(' · ');
+  window.__race = results.map((r) => ({ sampler: r.sampler, evaluations: r.evaluations, ms: r.ms, final: Array.from(r.final), distances: r.distances }));
+}
+
+/** Each trajectory's RMS distance to its own final image against U-Net evaluations. */
+function drawRacePlot(results) {
+  const c = $('race-plot'), g = c.getContext('2d');
+  const maxE = Math.max(...results.map((r) => r.evaluations)), maxD = Math.max(...results.flatMap((r) => r.distances), 1e-6);
+  g.fillStyle = '#111'; g.fillRect(0, 0, c.width, c.height);
+  const x = (e) => 6 + (e / Math.max(1, maxE)) * (c.width - 12), y = (d) => c.height - 6 - (d / maxD) * (c.height - 12);
+  results.forEach((r, k) => {
+    g.strokeStyle = RACE_COLOURS[k % RACE_COLOURS.length]; g.lineWidth = 1.5;
+    g.beginPath();
+    r.distances.forEach((d, i) => (i ? g.lineTo(x(i + 1), y(d)) : g.moveTo(x(i + 1), y(d))));
+    g.stroke();
+    g.fillStyle = g.strokeStyle;
+    g.fillText(r.sampler, c.width - 70, 14 + 12 * k);
+  });
 }
 
 /** What a finished run leaves: the filmstrip, an inversion's error and x_T, an interpolation strip. */
@@ -396,6 +649,8 @@ function linkToThisRun() {
     if (k === 'model' && el.value.trim() === DEFAULT_MODEL) continue;
     q.set(k, el.value);
   }
+  const views = chosenViews();
+  if (views.length > 1) { q.delete('view'); q.set('views', views.join(',')); }
   for (const k of ['thread', 'hubEndpoint']) if (params.has(k)) q.set(k, params.get(k));
   return `${location.origin}${location.pathname}?${q}`;
 }
@@ -449,6 +704,16 @@ $('stop').addEventListener('click', () => sampler?.stop());
 $('download').addEventListener('click', download);
 $('copy-link').addEventListener('click', () => copyLink().catch(showError));
 $('film-sheet').addEventListener('click', downloadFilmSheet);
+$('branch-continue').addEventListener('click', () => continueFrom(false).catch(showError));
+$('branch-replay').addEventListener('click', () => continueFrom(true).catch(showError));
+$('branch-pad').addEventListener('click', () => { const b = nodeHome.get(selected); if (b?.final) { pad.setValues(b.final); pad.touched = true; $('image-details').open = true; } });
+$('race-run').addEventListener('click', () => race().catch(showError));
+window.__race = null;
+window.__runRace = (names) => race(names).catch(showError);
+{
+  const why = videoUnsupported();
+  if (why) { $('video-label').hidden = true; $('link').textContent = `video export: ${why}`; }
+}
 $('files').addEventListener('change', (e) => { userFiles = e.target.files.length ? e.target.files : null; });
 form.elements.model.addEventListener('change', () => { userFiles = null; $('files').value = ''; });
 

@@ -8,6 +8,7 @@ kernel_params!(DrawParams for "present" {
     n: u32, c: u32, h: u32, w: u32,
     cols: u32, rows: u32, signed: u32, scale: f32,
     offset: u32, minus: u32, second: u32, weight: f32,
+    left: u32,
 });
 
 /// How a buffer is drawn: plain ([−1, 1] levels) or on the signed map of v/scale; where in the
@@ -23,12 +24,26 @@ pub struct Look {
 pub struct SampleDrawer {
     pipeline: wgpu::RenderPipeline,
     bind_group: wgpu::BindGroup,
+    /// The panel: first column, width, height.
+    rect: (u32, u32, u32),
 }
 
 impl SampleDrawer {
     /// `src` holds `shape` = [N,C,H,W] (as `look` says); the grid has `cols` columns; `format` is
     /// the target's.
     pub fn new(gpu: &GpuDevice, src: &wgpu::Buffer, shape: [usize; 4], cols: usize, format: wgpu::TextureFormat, look: Look) -> Self {
+        Self::panel(gpu, src, (shape, cols), format, look, 0)
+    }
+
+    /// `new` for a panel whose first column in the target is `left` (views side by side).
+    pub fn panel(
+        gpu: &GpuDevice,
+        src: &wgpu::Buffer,
+        (shape, cols): ([usize; 4], usize),
+        format: wgpu::TextureFormat,
+        look: Look,
+        left: u32,
+    ) -> Self {
         let module = gpu.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("present"),
             source: wgpu::ShaderSource::Wgsl(super::PRESENT_SHADER.into()),
@@ -69,6 +84,7 @@ impl SampleDrawer {
             minus: look.minus.is_some() as u32,
             second: dim32(look.minus.map_or(0, |(s, _)| s)),
             weight: look.minus.map_or(0.0, |(_, w)| w),
+            left,
         });
         let layout = pipeline.get_bind_group_layout(0);
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -79,21 +95,32 @@ impl SampleDrawer {
                 wgpu::BindGroupEntry { binding: 1, resource: params.as_entire_binding() },
             ],
         });
-        SampleDrawer { pipeline, bind_group }
+        SampleDrawer { pipeline, bind_group, rect: (left, (cols * w) as u32, (n.div_ceil(cols) * h) as u32) }
     }
 
     /// Records the draw into `view`.
     pub fn draw(&self, enc: &mut wgpu::CommandEncoder, view: &wgpu::TextureView) {
+        self.draw_panel(enc, view, true)
+    }
+
+    /// Records the draw into its panel of `view`; `clear`: the whole target is cleared first
+    /// (the first panel of a frame).
+    pub fn draw_panel(&self, enc: &mut wgpu::CommandEncoder, view: &wgpu::TextureView, clear: bool) {
+        let load = if clear { wgpu::LoadOp::Clear(wgpu::Color::BLACK) } else { wgpu::LoadOp::Load };
         let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
             label: Some("present"),
             color_attachments: &[Some(wgpu::RenderPassColorAttachment {
                 view,
                 depth_slice: None,
                 resolve_target: None,
-                ops: wgpu::Operations { load: wgpu::LoadOp::Clear(wgpu::Color::BLACK), store: wgpu::StoreOp::Store },
+                ops: wgpu::Operations { load, store: wgpu::StoreOp::Store },
             })],
             ..Default::default()
         });
+        let (left, w, h) = self.rect;
+        if left > 0 {
+            pass.set_viewport(left as f32, 0.0, w as f32, h as f32, 0.0, 1.0);
+        }
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.draw(0..3, 0..1);

@@ -70,6 +70,8 @@ impl View {
         }
     }
 
+    pub const ALL: [View; 7] = [View::Xt, View::X0, View::Eps, View::EpsCond, View::EpsUncond, View::Guidance, View::Classifier];
+
     pub fn as_str(self) -> &'static str {
         match self {
             View::Xt => "xt",
@@ -80,6 +82,16 @@ impl View {
             View::Guidance => "guidance",
             View::Classifier => "classifier",
         }
+    }
+}
+
+impl std::str::FromStr for View {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        View::ALL.into_iter().find(|v| v.as_str() == s).ok_or_else(|| {
+            let names: Vec<String> = View::ALL.iter().map(|v| format!("{:?}", v.as_str())).collect();
+            Error::Input(format!("view {s:?}: expected one of {}", names.join(", ")))
+        })
     }
 }
 

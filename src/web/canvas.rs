@@ -192,36 +192,37 @@ pub async fn new_gpu_for_target(target: FrameTarget) -> Result<(GpuDevice, Frame
     Ok((GpuDevice::from_adapter(&adapter).await?, target))
 }
 
-/// Puts a batch, as a grid of `cols` columns, into a 2D context (`signed`: on the signed colour
-/// map of that scale, as `SampleDrawer`).
-pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize, signed: Option<f32>) -> Result<()> {
+/// Puts a batch, as a grid of `cols` columns, into a 2D context from column `left` (`signed`: on
+/// the signed colour map of that scale, as `SampleDrawer`).
+pub fn put_image(ctx: &Context2d, x: &Tensor, cols: usize, signed: Option<f32>, left: usize) -> Result<()> {
     let (w, h, px) = grid_rgba_mapped(x, cols, signed);
     let img = web_sys::ImageData::new_with_u8_clamped_array_and_sh(wasm_bindgen::Clamped(&px), w as u32, h as u32)
         .map_err(|e| Error::Input(format!("ImageData: {e:?}")))?;
     match ctx {
-        Context2d::Html(c) => c.put_image_data(&img, 0.0, 0.0),
-        Context2d::Offscreen(c) => c.put_image_data(&img, 0.0, 0.0),
+        Context2d::Html(c) => c.put_image_data(&img, left as f64, 0.0),
+        Context2d::Offscreen(c) => c.put_image_data(&img, left as f64, 0.0),
     }
     .map_err(|e| Error::Input(format!("putImageData: {e:?}")))
 }
 
-/// Draws GPU buffers into the canvas texture, frame after frame.
+/// Draws GPU buffers into the canvas texture, frame after frame: one panel per view.
 pub struct SurfaceFrames<'a> {
     surface: &'a wgpu::Surface<'static>,
-    drawer: SampleDrawer,
+    drawers: Vec<SampleDrawer>,
 }
 
 impl<'a> SurfaceFrames<'a> {
-    /// Configures the surface for a `width`×`height` grid that `drawer` draws (made for `format`).
+    /// Configures the surface for a `width`×`height` target whose panels `drawers` draw (made
+    /// for `format`).
     pub fn new(
         gpu: &GpuDevice,
         surface: &'a wgpu::Surface<'static>,
         format: wgpu::TextureFormat,
         (width, height): (u32, u32),
-        drawer: SampleDrawer,
+        drawers: Vec<SampleDrawer>,
     ) -> Self {
         surface.configure(&gpu.device, &surface_config(format, width, height));
-        SurfaceFrames { surface, drawer }
+        SurfaceFrames { surface, drawers }
     }
 
     /// One frame: draw and present.
@@ -232,7 +233,9 @@ impl<'a> SurfaceFrames<'a> {
         };
         let view = frame.texture.create_view(&Default::default());
         let mut enc = gpu.device.create_command_encoder(&Default::default());
-        self.drawer.draw(&mut enc, &view);
+        for (k, d) in self.drawers.iter().enumerate() {
+            d.draw_panel(&mut enc, &view, k == 0);
+        }
         gpu.queue.submit([enc.finish()]);
         gpu.queue.present(frame);
         gpu.check()

@@ -13,7 +13,9 @@ mod options;
 mod workers;
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use js_sys::{Object, Reflect};
 use wasm_bindgen::prelude::*;
@@ -26,6 +28,7 @@ use crate::gpu::draw::SampleDrawer;
 use crate::gpu::engine::GpuEngine;
 use crate::image_grid::{grid_cols, grid_rgba};
 use crate::reference::profile::now_ms;
+use crate::run::branch::{EngineState, Node};
 use crate::run::numbers::{NumbersTracker, StepNumbers};
 use crate::run::{self, CpuEngine, Engine, Flow, Phase, RunPlan, StepInfo, View};
 use crate::{Error, Model, Tensor};
@@ -90,6 +93,52 @@ struct Inner {
     film: RefCell<Vec<FilmFrame>>,
     /// The classifier of classifier guidance (kept to load it again onto a renewed device).
     classifier: RefCell<Option<Classifier>>,
+    /// The nodes kept by branching runs (`branch: true`), which later runs resume from.
+    branches: RefCell<Branches>,
+}
+
+/// The nodes of branching runs, oldest first, within the budget of the run that keeps them.
+#[derive(Default)]
+struct Branches {
+    nodes: VecDeque<(u64, Arc<Node>)>,
+    next: u64,
+    bytes: usize,
+}
+
+impl Branches {
+    /// Keeps `node`; drops the oldest nodes while all of them hold more than `budget` bytes (the
+    /// newest stays). Returns its id and the ids dropped.
+    fn keep(&mut self, node: Node, budget: usize) -> (u64, Vec<u64>) {
+        let id = self.next;
+        self.next += 1;
+        self.bytes += node.state.bytes();
+        self.nodes.push_back((id, Arc::new(node)));
+        let mut dropped = Vec::new();
+        while self.bytes > budget && self.nodes.len() > 1 {
+            let (old, n) = self.nodes.pop_front().expect("more than one node");
+            self.bytes -= n.state.bytes();
+            dropped.push(old);
+        }
+        (id, dropped)
+    }
+
+    fn get(&self, id: u64) -> Result<Arc<Node>, Error> {
+        self.nodes.iter().find(|(k, _)| *k == id).map(|(_, n)| n.clone()).ok_or_else(|| {
+            Error::Input(format!("resume: node {id} is not kept (dropped for the branching memory budget, or not made by this sampler)"))
+        })
+    }
+}
+
+/// What each frame of a run carries besides its step: the recorded film, the numbers row, the
+/// arrays asked for, and a branching run's node.
+struct FrameAsk {
+    record: bool,
+    numbers: Option<NumbersTracker>,
+    arrays: Vec<View>,
+    /// The node budget in bytes of a branching run.
+    branch: Option<usize>,
+    /// The node the next frame's node grows from.
+    parent: Option<u64>,
 }
 
 /// One recorded frame: x_t and x̂₀ (for forward frames: the clean image) on the host.
@@ -230,6 +279,7 @@ impl DiffusionSampler {
             latent: RefCell::new(None),
             film: RefCell::new(Vec::new()),
             classifier: RefCell::new(None),
+            branches: RefCell::new(Branches::default()),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
     }
@@ -447,9 +497,14 @@ async fn yield_to_event_loop() {
 }
 
 /// Reports a drawn step to the page and lets the browser paint; Stop once `cancel` was called.
-async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo, numbers: Option<StepNumbers>, started: &mut f64) -> Flow {
+async fn after_step(
+    inner: &Inner,
+    cb: Option<&js_sys::Function>,
+    info: StepInfo,
+    (o, numbers): (Object, Option<StepNumbers>),
+    started: &mut f64,
+) -> Flow {
     if let Some(cb) = cb {
-        let o = Object::new();
         if let Some(n) = numbers {
             let row = Object::new();
             for (k, v) in [("sigma", Some(n.sigma)), ("logSnr", Some(n.log_snr)), ("xNorm", Some(n.x_norm)), ("x0Change", n.x0_change)] {
@@ -479,23 +534,37 @@ async fn after_step(inner: &Inner, cb: Option<&js_sys::Function>, info: StepInfo
 
 /// One `run` call: the plan of its options, and for "invert" the reconstruction after it.
 async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Result<JsValue, Error> {
-    let (opts, view, mode) = options::read(o, &inner.model, inner.classifier.borrow().as_ref().map(|c| &c.config))?;
+    let options::WebRun { mut opts, views, arrays, mode, branch, resume } =
+        options::read(o, &inner.model, inner.classifier.borrow().as_ref().map(|c| &c.config))?;
     let record = Reflect::get(o, &"record".into()).is_ok_and(|v| v.is_truthy());
     let numbers = Reflect::get(o, &"numbers".into()).is_ok_and(|v| v.is_truthy());
+    if let Some(id) = resume {
+        opts = opts.resume(inner.branches.borrow().get(id)?);
+    }
     renew_lost_device(inner).await?;
     let plan = opts.plan(&inner.model)?;
+    if branch.is_some() && plan.origin.is_none() {
+        return Err(Error::Input("branch: only sampling runs keep nodes (mode \"sample\" with ddim, ddpm, dpm++2m, euler or heun)".into()));
+    }
+    let new_ask = || FrameAsk {
+        record,
+        numbers: numbers.then(|| NumbersTracker::new(crate::sampler::Schedule::new(inner.model.scheduler.clone()).alphas_cumprod)),
+        arrays: arrays.clone(),
+        branch,
+        parent: resume,
+    };
     if mode == options::Mode::Interpolate && plan.steps.iter().any(|s| s.coeffs.c_noise != 0.0) {
         return Err(Error::Input("interpolate needs a deterministic sampler (DDIM with η = 0, dpm++2m, euler or heun)".into()));
     }
     inner.film.borrow_mut().clear();
-    let x = run_plan(inner, &plan, view, cb, (record, numbers)).await?;
+    let x = run_plan(inner, &plan, &views, cb, &mut new_ask()).await?;
     if mode != options::Mode::Invert {
         *inner.last.borrow_mut() = Some(x);
         return Ok(JsValue::UNDEFINED);
     }
     let image = Tensor::new(plan.shape.to_vec(), plan.x_start.clone())?;
     *inner.latent.borrow_mut() = Some(x.clone());
-    let recon = run_plan(inner, &opts.reconstruction(x).plan(&inner.model)?, view, cb, (record, numbers)).await?;
+    let recon = run_plan(inner, &opts.reconstruction(x).plan(&inner.model)?, &views, cb, &mut new_ask()).await?;
     let (rmse, max, psnr) = recon.reconstruction_error(&image);
     *inner.last.borrow_mut() = Some(recon);
     let r = Object::new();
@@ -518,22 +587,28 @@ async fn record_frame<E: Engine>(inner: &Inner, e: &mut E, plan: &RunPlan, info:
     Ok(())
 }
 
+/// The gap between views drawn side by side, in pixels.
+const VIEW_GAP: usize = 4;
+
 // The engine stays borrowed for the whole run: `running` admits one run at a time, and nothing
 // else borrows the engine.
 #[allow(clippy::await_holding_refcell_ref)]
 async fn run_plan(
     inner: &Inner,
     plan: &RunPlan,
-    view: View,
+    views: &[View],
     cb: Option<&js_sys::Function>,
-    (record, numbers): (bool, bool),
+    ask: &mut FrameAsk,
 ) -> Result<Tensor, Error> {
-    view.check(plan)?;
-    let mut tracker = numbers.then(|| NumbersTracker::new(crate::sampler::Schedule::new(inner.model.scheduler.clone()).alphas_cumprod));
+    for v in views.iter().chain(&ask.arrays) {
+        v.check(plan)?;
+    }
     let [n, _, h, w] = plan.shape;
     let cols = grid_cols(n);
-    let (gw, gh) = ((cols * w) as u32, (n.div_ceil(cols) * h) as u32);
-    inner.canvas.set_size(gw, gh);
+    let (gw, gh) = (cols * w, n.div_ceil(cols) * h);
+    let width = views.len() * gw + (views.len() - 1) * VIEW_GAP;
+    inner.canvas.set_size(width as u32, gh as u32);
+    let lefts: Vec<usize> = (0..views.len()).map(|k| k * (gw + VIEW_GAP)).collect();
     let mut engine = inner.engine.borrow_mut();
     let mut started = now_ms();
     match &mut *engine {
@@ -541,32 +616,64 @@ async fn run_plan(
             let mut frames: Option<SurfaceFrames> = None;
             run::run(&mut **engine, plan, async |e: &mut GpuEngine, info| {
                 if frames.is_none() {
-                    let (src, look) = e.source(view).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
-                    let drawer = SampleDrawer::new(e.gpu(), src, plan.shape, cols, *format, look);
-                    frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, (gw, gh), drawer));
+                    let mut drawers = Vec::new();
+                    for (v, left) in views.iter().zip(&lefts) {
+                        let (src, look) = e.source(*v).ok_or_else(|| Error::Gpu("the run has no buffers".into()))?;
+                        drawers.push(SampleDrawer::panel(e.gpu(), src, (plan.shape, cols), *format, look, *left as u32));
+                    }
+                    frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, (width as u32, gh as u32), drawers));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
-                if record {
-                    record_frame(inner, e, plan, info).await?;
-                }
-                let numbers = frame_numbers(&mut tracker, e, info).await?;
-                Ok(after_step(inner, cb, info, numbers, &mut started).await)
+                let extras = frame_extras(inner, e, plan, info, ask).await?;
+                Ok(after_step(inner, cb, info, extras, &mut started).await)
             })
             .await
         }
         EngineKind::WebGpu { engine, target: FrameTarget::Readback(ctx) } => {
-            readback_run(inner, &mut **engine, plan, ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
+            readback_run(inner, &mut **engine, plan, ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Workers(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, plan, &ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
+            readback_run(inner, engine, plan, &ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Cpu(engine) => {
             let ctx = inner.canvas.context_2d()?;
-            readback_run(inner, engine, plan, &ctx, (view, cols, record), (cb, &mut tracker), &mut started).await
+            readback_run(inner, engine, plan, &ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Destroyed => Err(Error::Input("this sampler was destroyed".into())),
     }
+}
+
+/// What a frame carries besides its step (`FrameAsk`): recorded, its numbers, its arrays (each
+/// view's values as a Float32Array under the view's name), and a branching run's node {node,
+/// parent, dropped: the ids of nodes dropped for the budget}.
+async fn frame_extras<E: Engine>(
+    inner: &Inner,
+    e: &mut E,
+    plan: &RunPlan,
+    info: StepInfo,
+    ask: &mut FrameAsk,
+) -> Result<(Object, Option<StepNumbers>), Error> {
+    if ask.record {
+        record_frame(inner, e, plan, info).await?;
+    }
+    let numbers = frame_numbers(&mut ask.numbers, e, info).await?;
+    let o = Object::new();
+    let set = |k: &str, v: JsValue| {
+        let _ = Reflect::set(&o, &k.into(), &v);
+    };
+    for v in &ask.arrays {
+        set(v.as_str(), js_sys::Float32Array::from(&e.read(*v).await?.data[..]).into());
+    }
+    if let (Some(budget), Phase::Reverse) = (ask.branch, info.phase) {
+        let node = Node::new(plan, info.index, EngineState::save(e).await?)?;
+        let (id, dropped) = inner.branches.borrow_mut().keep(node, budget);
+        set("node", (id as f64).into());
+        set("parent", ask.parent.map_or(JsValue::NULL, |p| (p as f64).into()));
+        set("dropped", dropped.iter().map(|&d| JsValue::from(d as f64)).collect::<js_sys::Array>().into());
+        ask.parent = Some(id);
+    }
+    Ok((o, numbers))
 }
 
 /// After a device loss (a driver reset, the GPU process restarting, the test hook), the next run
@@ -592,23 +699,22 @@ async fn renew_lost_device(inner: &Inner) -> Result<(), Error> {
     Ok(())
 }
 
-/// A run whose frames are read to the host and put into a 2D canvas.
+/// A run whose frames are read to the host and put into a 2D canvas, each view at its column.
 async fn readback_run<E: Engine>(
     inner: &Inner,
     engine: &mut E,
     plan: &RunPlan,
     ctx: &Context2d,
-    (view, cols, record): (View, usize, bool),
-    (cb, tracker): (Option<&js_sys::Function>, &mut Option<NumbersTracker>),
+    (views, lefts, cols): (&[View], &[usize], usize),
+    (cb, ask): (Option<&js_sys::Function>, &mut FrameAsk),
     started: &mut f64,
 ) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
-        put_image(ctx, &e.read(view).await?, cols, view.signed())?;
-        if record {
-            record_frame(inner, e, plan, info).await?;
+        for (v, left) in views.iter().zip(lefts) {
+            put_image(ctx, &e.read(*v).await?, cols, v.signed(), *left)?;
         }
-        let numbers = frame_numbers(tracker, e, info).await?;
-        Ok(after_step(inner, cb, info, numbers, started).await)
+        let extras = frame_extras(inner, e, plan, info, ask).await?;
+        Ok(after_step(inner, cb, info, extras, started).await)
     })
     .await
 }

@@ -84,11 +84,13 @@ fn latent(model: &Model, o: &JsValue, k: &str) -> Result<Tensor> {
 /// {mode: "sample"|"edit"|"inpaint"|"invert"|"forward"|"interpolate", steps, eta, seed,
 /// sampler: a name of `modelInfo.samplers` ("ddim", "dpm++2m", "pndm", …) or a diffusers class name,
 /// tolerance (rtol = atol of "vp-ode-rk45"), batch, classLabel (one number or one per item),
-/// guidance, view: "xt"|"x0", image (Float32Array in −1 … 1 of N or 1 images of the model's size),
+/// guidance, view (one of `View::ALL`'s names) or views (several, drawn side by side: an array or
+/// "xt,eps,x0"), arrays (views whose values each frame carries), branch (keep a node at every
+/// evaluation, within branchBudgetMB), resume (a node's id: the run branches from it), image (Float32Array in −1 … 1 of N or 1 images of the model's size),
 /// strength (edit), mask (inpaint: Float32Array of N or 1 one-channel masks, 1 keeps, 0 fills),
 /// jumpLength, jumpNSample (inpaint), tEnd (forward: frames = steps), from, to (interpolate: a
 /// seed or an x_T; frames = batch)}; every key optional but the mode's own.
-pub fn read(o: &JsValue, model: &Model, classifier: Option<&ClassifierConfig>) -> Result<(RunOptions, View, Mode)> {
+pub fn read(o: &JsValue, model: &Model, classifier: Option<&ClassifierConfig>) -> Result<WebRun> {
     let mode = match string(o, "mode")?.as_deref() {
         None | Some("sample") => Mode::Sample,
         Some("edit") => Mode::Edit,
@@ -134,27 +136,72 @@ pub fn read(o: &JsValue, model: &Model, classifier: Option<&ClassifierConfig>) -
     if let Some(s) = string(o, "sampler")? {
         opts = opts.sampler(s.parse::<SamplerKind>()?);
     }
-    let view = match string(o, "view")?.as_deref() {
-        None | Some("xt") => View::Xt,
-        Some("x0") => View::X0,
-        Some("eps") => View::Eps,
-        Some("eps_cond") => View::EpsCond,
-        Some("eps_uncond") => View::EpsUncond,
-        Some("guidance") => View::Guidance,
-        Some("classifier") => View::Classifier,
-        Some(other) => {
-            return Err(Error::Input(format!(
-                "view {other:?}: expected \"xt\", \"x0\", \"eps\", \"eps_cond\", \"eps_uncond\", \"guidance\" or \"classifier\""
-            )))
-        }
+    let views = match (view_list(o, "views")?, string(o, "view")?) {
+        (Some(_), Some(_)) => return Err(Error::Input("both `view` and `views` were given: pick one".into())),
+        (Some(v), None) if v.is_empty() => return Err(Error::Input("views: name at least one view".into())),
+        (Some(v), None) => v,
+        (None, Some(v)) => vec![v.parse()?],
+        (None, None) => vec![View::Xt],
     };
+    let arrays = view_list(o, "arrays")?.unwrap_or_default();
     opts = classifier_options(o, opts, classifier)?;
     match edit_of(mode, o, model)? {
         (Some(edit), _) => opts = opts.edit(edit),
         (None, Some(noise)) => opts = opts.noise(noise),
         (None, None) => {}
     }
-    Ok((opts, view, mode))
+    let branch = match get(o, "branch").map(|v| v.as_bool()) {
+        None | Some(Some(false)) => None,
+        Some(Some(true)) => {
+            let mb = number(o, "branchBudgetMB")?.unwrap_or(DEFAULT_BRANCH_BUDGET_MB);
+            if !(mb.is_finite() && mb > 0.0) {
+                return Err(Error::Input(format!("branchBudgetMB = {mb}: must be a number of megabytes > 0")));
+            }
+            Some((mb * 1e6) as usize)
+        }
+        Some(None) => return Err(Error::Input("branch: expected true or false".into())),
+    };
+    let resume = number(o, "resume")?.map(|v| whole("resume", v, 0.0)).transpose()?;
+    Ok(WebRun { opts, views, arrays, mode, branch, resume })
+}
+
+/// The memory the nodes of a branching run may hold by default (`branchBudgetMB`).
+pub const DEFAULT_BRANCH_BUDGET_MB: f64 = 64.0;
+
+/// What `read` makes of the options: the run's options, the views drawn side by side, the arrays
+/// each frame carries, the mode, the node budget of a branching run (bytes) and the node a run
+/// resumes from.
+pub struct WebRun {
+    pub opts: RunOptions,
+    pub views: Vec<View>,
+    pub arrays: Vec<View>,
+    pub mode: Mode,
+    pub branch: Option<usize>,
+    pub resume: Option<u64>,
+}
+
+/// A list of view names: an array of strings or one comma-separated string; each once.
+fn view_list(o: &JsValue, k: &str) -> Result<Option<Vec<View>>> {
+    let names: Vec<String> = match get(o, k) {
+        None => return Ok(None),
+        Some(v) if js_sys::Array::is_array(&v) => js_sys::Array::from(&v)
+            .iter()
+            .map(|x| x.as_string().ok_or_else(|| Error::Input(format!("{k}: expected view names, got {x:?}"))))
+            .collect::<Result<_>>()?,
+        Some(v) => match v.as_string() {
+            Some(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
+            None => return Err(Error::Input(format!("{k}: expected an array of view names or a comma-separated string, got {v:?}"))),
+        },
+    };
+    let mut views: Vec<View> = Vec::new();
+    for n in names {
+        let v: View = n.parse().map_err(|e| Error::Input(format!("{k}: {e}")))?;
+        if views.contains(&v) {
+            return Err(Error::Input(format!("{k}: view {n:?} is named twice")));
+        }
+        views.push(v);
+    }
+    Ok(Some(views))
 }
 
 /// `classifierScale` and `classifierClass` (classifier guidance by the loaded classifier).

@@ -8,7 +8,8 @@
 //              --headless mode hangs here); no WebGPU in this build, so the CPU engine only.
 // launch(name, { webgpu }) gives { name, open(query, { noGpu }), close() }; a page gives
 // eval(fn, arg), waitFor(fn, ms), text(sel), visible(sel), click(sel), screenshot(file),
-// errors() (uncaught page errors) and close().
+// errors() (uncaught page errors) and close(); in Chromium also screenshotOf(sel, file) and
+// resize(width, height) (the viewport).
 import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -61,6 +62,7 @@ async function launchChromium(base) {
         click: (sel) => page.click(sel),
         screenshot: (file) => page.screenshot({ path: file }),
         screenshotOf: (sel, file) => page.locator(sel).screenshot({ path: file }),
+        resize: (width, height) => page.setViewportSize({ width, height }),
         errors: async () => errors,
         close: () => page.close(),
       };

@@ -76,6 +76,7 @@ async function openPage() {
   const page = await browser.open(QUERY);
   await waitForEnd(page);
   await page.waitFor(() => window.__pad && window.__pad.image().some((v) => v > 0), 10_000);
+  await page.eval(() => { document.getElementById('image-details').open = true; }); // the pad is drawn on: shown
   return page;
 }
 

@@ -167,7 +167,7 @@ for (const browserName of BROWSERS) {
     test('the page\'s embedded <ddim-sampler> element runs, with classifier guidance by attributes too', { timeout: 300_000 }, async () => {
       const page = await browser.open('?engine=cpu&steps=2&batch=1');
       await waitForEnd(page);
-      await page.click('#embed-start');
+      await page.eval(() => { document.getElementById('embed-section').open = true; }); await page.click('#embed-start');
       await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
       assert.match(await page.text('#embed-status'), /^done in/);
       assert.deepEqual(await page.errors(), []);
@@ -179,11 +179,11 @@ for (const browserName of BROWSERS) {
         for (const [k, v] of Object.entries({ engine: 'cpu', label: '10', 'classifier-scale': '4', 'classifier-class': '3', steps: '4' })) el.setAttribute(k, v);
         document.getElementById('embed-status').textContent = ''; // the last run's "done" is not this one's
       });
-      await page.click('#embed-start');
+      await page.eval(() => { document.getElementById('embed-section').open = true; }); await page.click('#embed-start');
       await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
       assert.match(await page.text('#embed-status'), /^done in/);
       await page.eval(() => { document.getElementById('embed').setAttribute('classifier-class', '12'); document.getElementById('embed-status').textContent = ''; });
-      await page.click('#embed-start');
+      await page.eval(() => { document.getElementById('embed-section').open = true; }); await page.click('#embed-start');
       await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
       assert.match(await page.text('#embed-status'), /class 12 is not one of the classifier's 10 classes/);
       await page.close();
@@ -545,7 +545,7 @@ for (const browserName of BROWSERS) {
         window.__embedErrors = [];
         e.addEventListener('error', (ev) => window.__embedErrors.push(ev.detail.message));
       });
-      await page.click('#embed-start');
+      await page.eval(() => { document.getElementById('embed-section').open = true; }); await page.click('#embed-start');
       await page.waitFor(() => /^step ([3-9]|[12][0-9])/.test(document.getElementById('embed-status').textContent), 240_000);
       // The test hook is a registered symbol, not public API (www/widget/sampler.js).
       assert.equal(await page.eval(() => document.getElementById('embed')[Symbol.for('ddim-webgpu.loseDeviceForTest')]()), true);
@@ -553,7 +553,7 @@ for (const browserName of BROWSERS) {
       assert.match(await page.eval(() => window.__embedErrors[0]), /the GPU device was lost/);
       assert.match(await page.text('#embed-status'), /the GPU device was lost/);
       await page.eval(() => { document.getElementById('embed-status').textContent = 'restarting'; });
-      await page.click('#embed-start');
+      await page.eval(() => { document.getElementById('embed-section').open = true; }); await page.click('#embed-start');
       await page.waitFor(() => /^(done|error)/.test(document.getElementById('embed-status').textContent), 240_000);
       assert.match(await page.text('#embed-status'), /^done in/);
       await page.close();

@@ -3,11 +3,13 @@
 // ids instead of https://huggingface.co), engine (auto | webgpu | cpu), steps, eta, seed, batch, label,
 // guidance, sampler (a name of modelInfo.samplers, e.g. ddim, dpm++2m, pndm, or a diffusers class name; the
 // model's own scheduler by default), view (xt | x0 | eps | eps_cond | eps_uncond | guidance: the predicted noise and guidance's parts on a signed
-// blue–white–red map; classifier: classifier guidance's term), classifier-scale (classifier guidance's s: a
+// blue–white–red map; classifier: classifier guidance's term), views (several of those side by side, e.g.
+// views="xt,eps,x0,guidance"), arrays (views whose values each frame event carries: arrays="eps,x0" gives
+// frame.detail.eps and frame.detail.x0, Float32Arrays [N, C, H, W]), classifier-scale (classifier guidance's s: a
 // noise-aware classifier steers the run), classifier-class (the class it steers towards), classifier (its folder
 // URL; the bundled digit classifier by default), autoplay. Methods: start(), stop().
 // Events: load {modelInfo, engine, reason, adapter, thread, threadReason}, progress {loaded, total, fromCache},
-// frame {step, total, timestep, phase, ms}, done {ms, steps}, error {message}. CSS parts: canvas,
+// frame {step, total, timestep, phase, ms, and the arrays asked for}, done {ms, steps}, error {message}. CSS parts: canvas,
 // progress, bar, status. Removing the element stops its run and frees its GPU device or workers.
 // Test hook (not public API): `element[Symbol.for('ddim-webgpu.loseDeviceForTest')]()` (sampler.js).
 import { createSampler, DEFAULT_CLASSIFIER, DEFAULT_MODEL, loseDeviceForTest } from './sampler.js';
@@ -16,7 +18,7 @@ import { createSampler, DEFAULT_CLASSIFIER, DEFAULT_MODEL, loseDeviceForTest } f
 /** @typedef {import('./index.js').RunOptions} RunOptions */
 
 /** @type {(keyof RunOptions)[]} */
-const RUN_ATTRS = ['steps', 'eta', 'seed', 'batch', 'label', 'guidance', 'sampler', 'view'];
+const RUN_ATTRS = ['steps', 'eta', 'seed', 'batch', 'label', 'guidance', 'sampler', 'view', 'views', 'arrays'];
 /** @type {Set<keyof RunOptions>} */
 const NUMERIC = new Set(['steps', 'eta', 'seed', 'batch', 'label', 'guidance']);
 

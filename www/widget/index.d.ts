@@ -87,7 +87,24 @@ export interface RunOptions {
   /** What the canvas shows: x_t, the predicted x̂₀, or on a signed colour map (blue, white, red) the predicted noise ε̂ (±3),
    * classifier-free guidance's parts: ε(c), ε(∅) (±3) and the guidance term w·(ε(c) − ε(∅)) (±0.5; the last two need guidance > 0),
    * or classifier guidance's term s·σ_t·∇ₓ log p(y | x_t, t), what the classifier pushes towards (±0.5; needs classifierScale > 0). */
-  view?: 'xt' | 'x0' | 'eps' | 'eps_cond' | 'eps_uncond' | 'guidance' | 'classifier';
+  view?: ViewName;
+  /** Several views side by side on the canvas, left to right (4 px apart), each drawn every step — on the WebGPU engine by
+   * the render pass from the engine's buffers, no readback: an array or a comma-separated string ("xt,eps,x0,guidance").
+   * Give `view` or `views`, not both. */
+  views?: ViewName[] | string;
+  /** Views whose values each frame carries as a Float32Array [N, C, H, W] under the view's name (`frame.eps`, `frame.x0`, …;
+   * on WebGPU each is read back per frame). */
+  arrays?: ViewName[] | string;
+  /** Branching: keep the engine's state (x_t, x̂₀, the solver's history) after every evaluation as a node (`frame.node`), so a
+   * later run can `resume` from it. Nodes past `branchBudgetMB` (default 64) are dropped oldest first (`frame.dropped`). */
+  branch?: boolean;
+  branchBudgetMB?: number;
+  /** A node's id (`frame.node`): this run starts from that node's state. Keeping the sampler and its steps it continues at the
+   * node's next evaluation — changing nothing else, it ends on the unforked run's image exactly; the class, guidance,
+   * classifier guidance, η and the seed of the noise still to come may change. Another sampler (or step count) continues
+   * at the node's noise level with its remaining steps, started afresh there (as diffusers' img2img starts a sampler); it
+   * must have a step at that level. The batch must stay. */
+  resume?: number;
   /**
    * sample (default): from noise. edit: SDEdit (diffusers img2img) of `image` at `strength`, its
    * noising shown first. inpaint: RePaint, keeps `image` where `mask` is 1 and fills where it is 0.
@@ -129,7 +146,23 @@ export interface FrameInfo {
   /** With `numbers: true` (denoising frames): the step's σ_t = √(1 − ᾱ_t) and log-SNR on the model's
    * schedule, ‖x_t‖ and ‖x̂₀ − x̂₀(previous frame)‖ (L2 over an image, averaged over the batch; null at the first frame). */
   numbers?: { sigma: number; logSnr: number; xNorm: number; x0Change: number | null };
+  /** With `branch: true`: this evaluation's node, the node it grew from (null for a run's first), and the nodes dropped
+   * for the budget at this frame. */
+  node?: number;
+  parent?: number | null;
+  dropped?: number[];
+  /** With `arrays`: each view asked for, [N, C, H, W] flattened. */
+  xt?: Float32Array;
+  x0?: Float32Array;
+  eps?: Float32Array;
+  eps_cond?: Float32Array;
+  eps_uncond?: Float32Array;
+  guidance?: Float32Array;
+  classifier?: Float32Array;
 }
+
+/** What a canvas can show: x_t, x̂₀, the predicted noise, classifier-free guidance's parts, classifier guidance's term. */
+export type ViewName = 'xt' | 'x0' | 'eps' | 'eps_cond' | 'eps_uncond' | 'guidance' | 'classifier';
 
 /** A recorded frame (`record: true`): RGBA grids of x_t and of the predicted clean image. */
 export interface FilmFrame {
