@@ -293,7 +293,7 @@ async function start(overrides = {}) {
     // Classifier guidance: the bundled digit classifier, loaded on first use.
     if (classifierScale && !sampler.modelInfo.classifier) await sampler.loadClassifier();
     const run = modeOptions({ ...opts, classLabel, guidance, sampler: samplerName, eta, tolerance, classifierScale, classifierClass, views, numbers: true, ...overrides });
-    if (form.elements.video.checked && !videoUnsupported()) recorder = await Recorder.start();
+    if (form.elements.video.checked && !videoUnsupported()) recorder = Recorder.start();
     beginBranch(run);
     running = (async () => {
       for await (const s of sampler.run(run)) {
@@ -437,7 +437,7 @@ function videoUnsupported() {
 }
 
 class Recorder {
-  static async start() {
+  static start() {
     const r = new Recorder();
     r.canvas = document.createElement('canvas');
     r.stream = r.canvas.captureStream(0); // frames only when requested: one per evaluation
@@ -447,7 +447,8 @@ class Recorder {
     r.frames = 0;
     r.media = new MediaRecorder(r.stream, { mimeType: r.mime });
     r.media.ondataavailable = (e) => { if (e.data.size) r.chunks.push(e.data); };
-    await new Promise((resolve) => { r.media.onstart = resolve; r.media.start(); });
+    // Recording from here (state "recording" at once; Chromium fires "start" only with the first frame).
+    r.media.start();
     return r;
   }
 
@@ -460,11 +461,16 @@ class Recorder {
     const g = this.canvas.getContext('2d');
     g.imageSmoothingEnabled = false;
     g.drawImage(src, 0, 0, this.canvas.width, this.canvas.height);
-    this.track.requestFrame();
+    // The track's requestFrame (Chromium), or the stream's (Firefox's CanvasCaptureMediaStream).
+    if (typeof this.track.requestFrame === 'function') this.track.requestFrame(); else this.stream.requestFrame();
     this.frames++;
   }
 
-  stop() {
+  async stop() {
+    // Chromium: the last requested frame reaches the encoder a task or two later, so let it arrive
+    // first. Firefox (the stream's requestFrame) has it at once, and a wait would add a repeated
+    // frame: its encoder repeats the last frame when about a second passes without one.
+    if (typeof this.track.requestFrame === 'function') await new Promise((r) => setTimeout(r, 250));
     return new Promise((resolve) => {
       this.media.onstop = () => resolve(new Blob(this.chunks, { type: this.mime }));
       this.media.stop();
