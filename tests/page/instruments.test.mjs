@@ -112,6 +112,25 @@ for (const browserName of BROWSERS) {
       });
     }
 
+    test('the element takes views and arrays as attributes: frame.detail carries the arrays', { timeout: 300_000 }, async () => {
+      const page = await browser.open('?engine=cpu&steps=2&batch=1&seed=1');
+      await waitForEnd(page);
+      const got = await page.eval(async () => {
+        const el = document.getElementById('embed');
+        document.getElementById('embed-section').open = true;
+        Object.entries({ engine: 'cpu', steps: '3', views: 'xt,eps,x0', arrays: 'eps,x0' }).forEach(([k, v]) => el.setAttribute(k, v));
+        const frames = [];
+        el.addEventListener('frame', (e) => frames.push({ eps: e.detail.eps?.length, x0: e.detail.x0?.length, xt: e.detail.xt?.length, isF32: e.detail.eps instanceof Float32Array }));
+        await el.start();
+        const canvas = el.shadowRoot.querySelector('canvas');
+        return { frames, width: canvas.width, height: canvas.height };
+      });
+      assert.equal(got.frames.length, 3);
+      assert.deepEqual(got.frames[0], { eps: 784, x0: 784, xt: undefined, isF32: true });
+      assert.deepEqual([got.width, got.height], [3 * 28 + 2 * 4, 28], 'three views side by side');
+      await page.close();
+    });
+
     test('branching: a fork that changes nothing reproduces the run; one that changes the class does not; the budget drops nodes', { timeout: 600_000 }, async () => {
       const page = await browser.open('?engine=cpu&steps=8&batch=2&seed=5&sampler=ddim&eta=0.5&class=3&guidance=2');
       await waitForEnd(page);
