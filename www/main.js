@@ -349,7 +349,7 @@ function branchLabel(run) {
 function beginBranch(run) {
   currentBranch = null;
   if (!run.branch) return;
-  currentBranch = { id: branches.length, from: run.resume ?? null, run: { ...run, views: undefined, record: undefined }, label: branchLabel(run), nodes: [], final: null };
+  currentBranch = { id: branches.length, from: run.resume ?? null, form: formSettings(), label: branchLabel(run), nodes: [], final: null };
   branches.push(currentBranch);
   renderTree();
 }
@@ -416,12 +416,42 @@ function renderTree() {
 
 function selectNode(id) { selected = id; renderTree(); }
 
-/** Continues from the selected node: with the form's settings, or (replay) with its branch's own. */
+/** Continues from the selected node: with the form's settings, or (replay) with its branch's own, put back into the form. */
 function continueFrom(replay) {
   const b = nodeHome.get(selected);
   if (!b) return Promise.resolve();
-  const own = replay ? { ...b.run, resume: undefined, branch: undefined, branchBudgetMB: undefined, arrays: undefined } : {};
-  return start({ ...own, mode: 'sample', resume: selected });
+  if (replay) applySettings(b.form);
+  return start({ mode: 'sample', resume: selected });
+}
+
+/** A link's `forks`: [{at, s}], checked (an error names what is wrong; values only ever go into form fields). */
+function parseForks(text) {
+  let forks;
+  try { forks = JSON.parse(text); } catch { throw new Error('forks: not JSON (a copied link holds [{"at": step, "s": {setting: value}}])'); }
+  if (!Array.isArray(forks)) throw new Error('forks: expected an array');
+  for (const f of forks) {
+    if (!f || !Number.isInteger(f.at) || f.at < 1) throw new Error(`forks: "at" must be a step number ≥ 1, got ${JSON.stringify(f?.at)}`);
+    if (!f.s || typeof f.s !== 'object') throw new Error('forks: each fork needs its settings "s"');
+    for (const [k, v] of Object.entries(f.s)) {
+      if (!LINK_KEYS.includes(k)) throw new Error(`forks: unknown setting ${JSON.stringify(k)}`);
+      if (typeof v !== 'string') throw new Error(`forks: setting ${k} must be a string`);
+    }
+  }
+  return forks;
+}
+
+/** Replays a link's forks after its root run: each from its node of the branch before, with its settings. */
+async function replayForks(forks) {
+  for (const f of forks) {
+    if (document.body.dataset.state !== 'done') return;
+    const b = currentBranch;
+    const node = b?.nodes[f.at - 1];
+    if (!node || node.dropped) throw new Error(`forks: step ${f.at} is not a kept node of branch #${b?.id ?? '–'} (${b?.nodes.length ?? 0} nodes)`);
+    applySettings(f.s);
+    selectNode(node.id);
+    await continueFrom(false);
+  }
+  window.__forksDone = true;
 }
 
 window.__branches = () => branches.map((b) => ({ id: b.id, from: b.from, nodes: b.nodes.map((n) => n.id), dropped: b.nodes.filter((n) => n.dropped).map((n) => n.id), final: b.final && Array.from(b.final) }));
@@ -647,14 +677,48 @@ function download() {
 // The settings of the form as URL parameters (the ones the page reads at load), so a copied link
 // samples the same image; the model only where it is not the bundled one.
 const LINK_KEYS = ['steps', 'eta', 'tolerance', 'seed', 'batch', 'class', 'guidance', 'classifierScale', 'classifierClass', 'sampler', 'view', 'mode', 'engine', 'model', 'strength', 'tEnd', 'toSeed', 'jumpLength', 'jumpNSample'];
-function linkToThisRun() {
-  const q = new URLSearchParams();
+/** The form's settings a link carries (enabled, set, the model only where it is not the bundled one). */
+function formSettings() {
+  const o = {};
   for (const k of LINK_KEYS) {
     const el = form.elements[k];
     if (!el || el.disabled || el.value === '') continue;
     if (k === 'model' && el.value.trim() === DEFAULT_MODEL) continue;
-    q.set(k, el.value);
+    o[k] = el.value;
   }
+  return o;
+}
+
+/** Sets the form to `o` (a link's or a branch's settings), firing change so dependent controls follow. */
+function applySettings(o) {
+  for (const [k, v] of Object.entries(o)) {
+    const el = LINK_KEYS.includes(k) ? form.elements[k] : null;
+    if (!el) continue;
+    el.value = String(v);
+    el.dispatchEvent(new Event('change'));
+    el.dispatchEvent(new Event('input'));
+  }
+}
+
+/** The forks from the root run to branch `b`: [{at: the node's place (1-based) in its branch, s: the settings}]. */
+function forkChain(b) {
+  const chain = [];
+  for (let x = b; x?.from != null; x = nodeHome.get(x.from)) {
+    const parent = nodeHome.get(x.from);
+    if (!parent) break;
+    chain.unshift({ at: parent.nodes.findIndex((n) => n.id === x.from) + 1, s: x.form });
+  }
+  return chain;
+}
+
+function linkToThisRun() {
+  const q = new URLSearchParams();
+  // The last run's branch: its root's settings, then each fork (`forks`), replayed at load.
+  const chain = currentBranch ? forkChain(currentBranch) : [];
+  let root = currentBranch;
+  while (root?.from != null && nodeHome.get(root.from)) root = nodeHome.get(root.from);
+  for (const [k, v] of Object.entries(chain.length ? root.form : formSettings())) q.set(k, v);
+  if (chain.length) q.set('forks', JSON.stringify(chain));
   const views = chosenViews();
   if (views.length > 1) { q.delete('view'); q.set('views', views.join(',')); }
   for (const k of ['thread', 'hubEndpoint']) if (params.has(k)) q.set(k, params.get(k));
@@ -733,4 +797,9 @@ window.addEventListener('unhandledrejection', (e) => { window.__pageErrors.push(
 // The wasm download and compile start now, beside the adapter request and the model download;
 // createSampler awaits it (and reports a failure).
 ready().catch(() => {});
-start().catch(showError);
+// A copied link of a branch: the root run, then its forks.
+(async () => {
+  const forks = params.has('forks') ? parseForks(params.get('forks')) : [];
+  await start();
+  await replayForks(forks);
+})().catch(showError);
