@@ -67,6 +67,7 @@ impl Canvas {
     }
 }
 
+#[derive(Clone)]
 pub enum Context2d {
     Html(web_sys::CanvasRenderingContext2d),
     Offscreen(web_sys::OffscreenCanvasRenderingContext2d),

@@ -95,6 +95,20 @@ struct Inner {
     classifier: RefCell<Option<Classifier>>,
     /// The nodes kept by branching runs (`branch: true`), which later runs resume from.
     branches: RefCell<Branches>,
+    /// The canvas's 2D context, asked for once: Firefox answers a second `getContext("2d")` on a
+    /// worker's OffscreenCanvas with null (a second run of one sampler in the engine worker failed).
+    ctx2d: RefCell<Option<Context2d>>,
+}
+
+impl Inner {
+    fn context_2d(&self) -> Result<Context2d, Error> {
+        if let Some(ctx) = self.ctx2d.borrow().as_ref() {
+            return Ok(ctx.clone());
+        }
+        let ctx = self.canvas.context_2d()?;
+        *self.ctx2d.borrow_mut() = Some(ctx.clone());
+        Ok(ctx)
+    }
 }
 
 /// The nodes of branching runs, oldest first, within the budget of the run that keeps them.
@@ -280,6 +294,7 @@ impl DiffusionSampler {
             film: RefCell::new(Vec::new()),
             classifier: RefCell::new(None),
             branches: RefCell::new(Branches::default()),
+            ctx2d: RefCell::new(None),
         };
         Ok(DiffusionSampler { inner: Rc::new(inner) })
     }
@@ -633,11 +648,11 @@ async fn run_plan(
             readback_run(inner, &mut **engine, plan, ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Workers(engine) => {
-            let ctx = inner.canvas.context_2d()?;
+            let ctx = inner.context_2d()?;
             readback_run(inner, engine, plan, &ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Cpu(engine) => {
-            let ctx = inner.canvas.context_2d()?;
+            let ctx = inner.context_2d()?;
             readback_run(inner, engine, plan, &ctx, (views, &lefts, cols), (cb, ask), &mut started).await
         }
         EngineKind::Destroyed => Err(Error::Input("this sampler was destroyed".into())),
