@@ -132,3 +132,27 @@ fn bundled_model_matches_diffusers() {
     let gpu = pollster::block_on(engine.forward(&io["sample"], &io["timestep"].data, Some(&labels))).unwrap();
     assert_close("bundled (gpu)", &gpu, &io["out"], 1e-4);
 }
+
+/// A forward whose convs split their output channels across threads (`fast::fork`; the cost model
+/// overruled so that every conv splits, into 2 and 3 uneven shares) computes the same bits as one
+/// thread: a split hands out whole channel tiles, each summed as it is alone. The shape of
+/// google/ddpm-cifar10-32 (128–256 channels: several channel tiles per conv) at 8×8, random weights.
+#[test]
+fn fast_cpu_convs_split_across_threads_compute_the_same_bits() {
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/configs/ddpm-cifar10-32.json")).unwrap(),
+    )
+    .unwrap();
+    config["sample_size"] = 8.into();
+    let model = Model::random(&config.to_string(), 3).unwrap();
+    let x = ddim_webgpu::Tensor::new(vec![1, 3, 8, 8], ddim_webgpu::sampler::rng::normal(5, 0, 3 * 64)).unwrap();
+    let t = [321.0];
+    let mut one = ddim_webgpu::fast::FastOps::new(&model).with_threads(1);
+    let want = ddim_webgpu::reference::forward_with(&mut one, &model.config, &x, &t, None).unwrap();
+    for threads in [2, 3] {
+        let forced = ddim_webgpu::fast::fork::Split { threads, min_share_forks: 0.0 };
+        let mut split = ddim_webgpu::fast::FastOps::new(&model).with_threads(1).with_split(forced);
+        let got = ddim_webgpu::reference::forward_with(&mut split, &model.config, &x, &t, None).unwrap();
+        assert_eq!(got, want, "{threads} threads: the split differs from one thread");
+    }
+}

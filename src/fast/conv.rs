@@ -13,6 +13,7 @@
 
 use super::bands::Bands;
 use super::epilogue::{Epilogue, ACC_STRIDE};
+use super::fork;
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
 use super::norm;
 use super::winograd::{self, WinogradScratch, WinogradWeights, FEW_CHANNELS};
@@ -63,7 +64,9 @@ pub struct PreNorm<'a> {
 /// where x is the concatenation of `parts` along channels (an up block's input, never stored) and
 /// x̂ = silu(group_norm(x)) where `pre` is given, x̂ = x elsewhere; it reads its padded input in
 /// bands of at most `band_bytes` (at least one output row). With `winograd`, a conv that
-/// `winograd::fits` and whose weights were transformed runs as F(2×2, 3×3).
+/// `winograd::fits` and whose weights were transformed runs as F(2×2, 3×3). Up to
+/// `split.threads` threads split each band's output channels where the cost model says it pays
+/// (`fork`).
 /// `conv.weight` is not read: `cw` is its packed copy.
 pub fn conv2d(
     kernel: Kernel,
@@ -71,8 +74,7 @@ pub fn conv2d(
     pre: Option<PreNorm>,
     cw: &ConvWeights,
     conv: ConvArgs<'_, Tensor>,
-    band_bytes: usize,
-    winograd: bool,
+    (band_bytes, winograd, split): (usize, bool, fork::Split),
 ) -> Result<Tensor> {
     let ConvArgs { bias, spec, chan_add, residual, out_scale, .. } = conv;
     let bias = &bias.data[..];
@@ -125,7 +127,7 @@ pub fn conv2d(
         let affine = pre.map(|p| norm::channel_affine(&xs, h * w, p.gamma, p.beta, p.groups, p.eps));
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         match &mut path {
-            Path::Direct(d) => d.item(kernel, cw, &xs, affine.as_deref(), &epi, out_item, oh),
+            Path::Direct(d) => d.item(kernel, cw, &xs, affine.as_deref(), &epi, out_item, (oh, split)),
             Path::Winograd(u, bands, scratch) => {
                 winograd::conv_item(kernel, u, bands, scratch, &xs, affine.as_deref(), &epi, out_item, (oh, ow))
             }
@@ -193,7 +195,7 @@ impl Direct {
         affine: Option<&[(f32, f32)]>,
         epi: &Epilogue,
         out_item: &mut [f32],
-        oh: usize,
+        (oh, split): (usize, fork::Split),
     ) {
         let (bands, ow, p_total) = (&self.bands, self.bands.ow, epi.pixels);
         for oy0 in (0..oh).step_by(bands.rows) {
@@ -211,35 +213,73 @@ impl Direct {
                 few_channels_band(cw, &sources, bands.wp, (p0, rows, ow), &mut self.few, epi, out_item);
                 continue;
             }
-            // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the band.
-            // Sequential: threads split the batch instead (`FastOps::forward_batch`); per-op
-            // fork/join cost more than these convs take (rayon measured 2× slower on 2 cores).
-            // Where the kernel computes two channel tiles per pass (`Kernel::pairs`), the rows
-            // come two tiles at a time (the last chunk may hold one). `acc` holds a pixel tile's
-            // accumulators, summed over the sources.
+            // Channel tiles outer: the weight panel stays in cache while the pixel tiles sweep the
+            // band. Where the kernel computes two channel tiles per pass (`Kernel::pairs`), the
+            // rows come two tiles at a time (the last chunk may hold one). Threads take
+            // contiguous runs of those chunks where the cost model says the split pays.
             let step = if kernel.pairs() { 2 } else { 1 };
-            let mut acc = [0f32; NP * ACC_STRIDE];
-            for (c, out_rows) in out_item.chunks_mut(step * MC * p_total).enumerate() {
-                let t = c * step;
-                let pair = out_rows.len() > MC * p_total;
-                for (pt, bases) in tiles.iter().enumerate() {
-                    let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
-                    for (i, &(c0, taps, src)) in sources.iter().enumerate() {
-                        let panel0 = &cw.a.panel(t)[c0 * MC..];
-                        if pair {
-                            kernel.tile2(panel0, &cw.a.panel(t + 1)[c0 * MC..], src, bases, taps, &mut acc, ACC_STRIDE, i > 0, n);
-                        } else {
-                            kernel.tile_into(panel0, src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
-                        }
-                    }
-                    if pair {
-                        let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
-                        epi.store(kernel, rows0, t, &acc, q, n);
-                        epi.store(kernel, rows1, t + 1, &acc[MC..], q, n);
-                    } else {
-                        epi.store(kernel, out_rows, t, &acc, q, n);
-                    }
+            let chunk = step * MC * p_total;
+            let flops = 2.0 * (cw.co * cw.a.depth * count) as f64;
+            let ways = split.ways(out_item.len().div_ceil(chunk), flops, &DIRECT_RATE);
+            let t0 = std::time::Instant::now();
+            let run = |first: usize, rows: &mut [f32]| channel_chunks(kernel, cw, (&sources, tiles), epi, (p0, count, step), (first, rows));
+            if ways <= 1 {
+                run(0, out_item);
+                DIRECT_RATE.note(flops, t0.elapsed().as_nanos() as f64);
+                continue;
+            }
+            let per = out_item.len().div_ceil(chunk).div_ceil(ways);
+            std::thread::scope(|s| {
+                let mut shares = out_item.chunks_mut(per * chunk).enumerate();
+                let (_, mine) = shares.next().expect("at least one share");
+                for (i, rows) in shares {
+                    let run = &run;
+                    s.spawn(move || run(i * per, rows));
                 }
+                run(0, mine);
+            });
+        }
+    }
+}
+
+/// What a direct conv's GEMM reads: a part's first channel, its taps, its values (or the band's).
+type Source<'a> = (usize, &'a Taps, &'a [f32]);
+
+/// One thread's GEMM rate on direct convs (`fork::ways`' estimate of a band's time).
+static DIRECT_RATE: fork::Rate = fork::Rate::new();
+
+/// The direct conv's channel chunks of one band, the first being chunk `first` of the output:
+/// `out_rows` holds those chunks' rows. `acc` holds a pixel tile's accumulators, summed over the
+/// sources.
+fn channel_chunks(
+    kernel: Kernel,
+    cw: &ConvWeights,
+    (sources, tiles): (&[Source], &[[usize; NP]]),
+    epi: &Epilogue,
+    (p0, count, step): (usize, usize, usize),
+    (first, out_rows): (usize, &mut [f32]),
+) {
+    let p_total = epi.pixels;
+    let mut acc = [0f32; NP * ACC_STRIDE];
+    for (c, out_rows) in out_rows.chunks_mut(step * MC * p_total).enumerate() {
+        let t = (first + c) * step;
+        let pair = out_rows.len() > MC * p_total;
+        for (pt, bases) in tiles.iter().enumerate() {
+            let (q, n) = (p0 + pt * NP, NP.min(count - pt * NP));
+            for (i, &(c0, taps, src)) in sources.iter().enumerate() {
+                let panel0 = &cw.a.panel(t)[c0 * MC..];
+                if pair {
+                    kernel.tile2(panel0, &cw.a.panel(t + 1)[c0 * MC..], src, bases, taps, &mut acc, ACC_STRIDE, i > 0, n);
+                } else {
+                    kernel.tile_into(panel0, src, bases, taps, &mut acc, ACC_STRIDE, i > 0);
+                }
+            }
+            if pair {
+                let (rows0, rows1) = out_rows.split_at_mut(MC * p_total);
+                epi.store(kernel, rows0, t, &acc, q, n);
+                epi.store(kernel, rows1, t + 1, &acc[MC..], q, n);
+            } else {
+                epi.store(kernel, out_rows, t, &acc, q, n);
             }
         }
     }

@@ -8,6 +8,7 @@ pub mod attention;
 mod bands;
 pub mod conv;
 mod epilogue;
+pub mod fork;
 pub mod gemm;
 pub mod linear;
 pub mod norm;
@@ -32,6 +33,9 @@ pub struct FastOps {
     packed: Arc<HashMap<usize, ConvWeights>>,
     kernel: Kernel,
     threads: usize,
+    /// How one op may split across threads (`fork`): all of them for a forward on one thread,
+    /// the rest per share where the batch is split.
+    split: fork::Split,
     /// Bytes of padded input a conv reads per band of output rows (`conv::BAND_BYTES`).
     band_bytes: usize,
     /// Stride-1 3×3 convs run as Winograd F(2×2, 3×3) where their weights were transformed.
@@ -67,7 +71,16 @@ impl FastOps {
     /// The engine over these weights, with this CPU's kernel and the default threads and bands.
     fn with_weights(weights: HashMap<String, Arc<Tensor>>, packed: HashMap<usize, ConvWeights>) -> Self {
         let (weights, packed) = (Arc::new(weights), Arc::new(packed));
-        FastOps { weights, packed, kernel: Kernel::detect(), threads: default_threads(), band_bytes: conv::BAND_BYTES, winograd: true }
+        let threads = default_threads();
+        FastOps {
+            weights,
+            packed,
+            kernel: Kernel::detect(),
+            threads,
+            split: fork::Split::new(threads),
+            band_bytes: conv::BAND_BYTES,
+            winograd: true,
+        }
     }
 
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Self {
@@ -80,9 +93,18 @@ impl FastOps {
         Self::with_weights(weights, packed)
     }
 
-    /// Threads a forward's batch is split across (natively; the browser splits it across workers).
+    /// Threads a forward uses (natively; the browser splits the batch across workers): the batch
+    /// split across them, and what is left to each share splits its ops (`fork`).
     pub fn with_threads(mut self, threads: usize) -> Self {
         self.threads = threads.max(1);
+        self.split.threads = self.threads;
+        self
+    }
+
+    /// How one op may split across threads, whatever the batch split (tests force splits with
+    /// `min_share_forks` 0; `ddim bench` compares 1 thread).
+    pub fn with_split(mut self, split: fork::Split) -> Self {
+        self.split = split;
         self
     }
 
@@ -121,7 +143,7 @@ impl FastOps {
             }
         };
         let parts: Vec<&Tensor> = parts.iter().map(|p| &**p).collect();
-        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, conv.map(|t| &**t), self.band_bytes, self.winograd)?))
+        Ok(Arc::new(conv::conv2d(self.kernel, &parts, pre, cw, conv.map(|t| &**t), (self.band_bytes, self.winograd, self.split))?))
     }
 
     /// The GEMM microkernel in use (reported by benchmarks and the page).
@@ -164,12 +186,14 @@ impl HostOps for FastOps {
         }
         let item = sample.len() / n;
         let per = n.div_ceil(threads);
+        // Each share's ops split across the threads left over for it (none where shares ≥ threads).
+        let split = fork::Split { threads: (self.split.threads / n.div_ceil(per)).max(1), ..self.split };
         let share = |i: usize| -> Result<Tensor> {
             let (a, b) = (i * per, ((i + 1) * per).min(n));
             let mut shape = sample.shape.clone();
             shape[0] = b - a;
             let x = Tensor::new(shape, sample.data[a * item..b * item].to_vec())?;
-            forward_in_place(&mut self.clone(), config, &x, &ts[a..b], labels.map(|l| &l[a..b]))
+            forward_in_place(&mut self.clone().with_split(split), config, &x, &ts[a..b], labels.map(|l| &l[a..b]))
         };
         let outs: Vec<Result<Tensor>> = std::thread::scope(|s| {
             let handles: Vec<_> = (1..n.div_ceil(per)).map(|i| s.spawn(move || share(i))).collect();

@@ -262,6 +262,41 @@ fn time_forwards<O: ddim_webgpu::reference::HostOps>(
     Ok(format!("{:.2} ms median ({:.2}–{:.2}, {reps} runs)", ms[reps / 2], ms[0], ms[reps - 1]))
 }
 
+/// The fast engine with its ops split across `threads` (`fast::fork`, where the cost model says
+/// it pays) against the same engine whose ops stay on one thread (the batch split alone, as before
+/// the split existed), alternated in rounds: the ratio is what to read (this VM drifts).
+fn split_against_one_thread_ops(model: &Model, (x, ts, labels): (&Tensor, &[f32], Option<&[u32]>), threads: usize) -> Result<()> {
+    use ddim_webgpu::fast::{fork::Split, FastOps};
+    let mut split = FastOps::new(model).with_threads(threads);
+    let mut single = FastOps::new(model).with_threads(threads).with_split(Split::new(1));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let time = |ops: &mut FastOps| -> Result<f64> {
+        let start = Instant::now();
+        ddim_webgpu::reference::forward_with(ops, &model.config, x, ts, labels)?;
+        Ok(start.elapsed().as_secs_f64() * 1e3)
+    };
+    time(&mut split)?;
+    time(&mut single)?;
+    for _ in 0..15 {
+        a.push(time(&mut split)?);
+        b.push(time(&mut single)?);
+    }
+    let mut ratios: Vec<f64> = a.iter().zip(&b).map(|(s, o)| s / o).collect();
+    for v in [&mut a, &mut b, &mut ratios] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!(
+        "  ops split across {threads} threads: {:.2} ms median; ops on one thread (batch split only): {:.2} ms; split / one-thread ops {:.2}× ({:.2}–{:.2}, 15 alternated pairs; fork/join here {:.0} µs)",
+        a[7],
+        b[7],
+        ratios[7],
+        ratios[0],
+        ratios[14],
+        ddim_webgpu::fast::fork::fork_join_ns() / 1e3
+    );
+    Ok(())
+}
+
 /// Peak resident memory of this process (VmHWM), in MB, where /proc has it.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -363,6 +398,9 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
         let (kernel, threads) = (fast.kernel_name(), fast.threads());
         let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
         println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
+        if threads > 1 {
+            split_against_one_thread_ops(&model, (&x, &ts, labels.as_deref()), threads)?;
+        }
         if let Some(mb) = peak_rss_mb() {
             let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
             println!("  peak resident memory so far: {mb:.0} MB (f32 weights {weights_mb:.0} MB, held by the model, the reference and the fast engine)");
