@@ -221,11 +221,17 @@ impl Direct {
             let chunk = step * MC * p_total;
             let flops = 2.0 * (cw.co * cw.a.depth * count) as f64;
             let ways = split.ways(out_item.len().div_ceil(chunk), flops, &DIRECT_RATE);
-            let t0 = std::time::Instant::now();
             let run = |first: usize, rows: &mut [f32]| channel_chunks(kernel, cw, (&sources, tiles), epi, (p0, count, step), (first, rows));
             if ways <= 1 {
+                // Timed only where a split could follow: wasm32 has no clock in std (and one thread).
+                #[cfg(not(target_arch = "wasm32"))]
+                if split.threads > 1 {
+                    let t0 = std::time::Instant::now();
+                    run(0, out_item);
+                    DIRECT_RATE.note(flops, t0.elapsed().as_nanos() as f64);
+                    continue;
+                }
                 run(0, out_item);
-                DIRECT_RATE.note(flops, t0.elapsed().as_nanos() as f64);
                 continue;
             }
             let per = out_item.len().div_ceil(chunk).div_ceil(ways);
