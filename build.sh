@@ -2,7 +2,8 @@
 # ddim-webgpu's one build entry point. Idempotent; installs what is missing (pinned versions).
 #   ./build.sh            release wasm build + wasm-bindgen (+ wasm-opt) into www/pkg/ (also an npm
 #                         package), the bundled default model copied to www/model/
-#   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080)
+#   ./build.sh serve [P]  build if needed, then serve www/ on http://127.0.0.1:P/ (default 8080), cross-origin
+#                         isolated (COOP/COEP): the CPU engine runs wasm threads
 #   ./build.sh test       installs the test tools, then lint, native cargo test (wgpu on lavapipe),
 #                         wasm-bindgen-test and the page tests in headless Chromium (WebGPU on
 #                         SwiftShader) and headless Firefox (WebGPU on its fallback adapter, which
@@ -61,6 +62,8 @@ wasm_bindgen_version() { awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version
 wasm_tools() {
     need_rust
     rustup target list --installed 2>/dev/null | grep -qx "$WASM_TARGET" || { log "rustup target add $WASM_TARGET"; rustup target add "$WASM_TARGET"; }
+    # The threaded build rebuilds std with atomics (-Z build-std): std's source.
+    rustup component list --installed 2>/dev/null | grep -q "^rust-src" || { log "rustup component add rust-src"; rustup component add rust-src; }
     local want; want=$(wasm_bindgen_version)
     if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
         # Not --locked: its published Cargo.lock pins a webpki-roots the index lacks (0.2.130).
@@ -135,7 +138,7 @@ copy_model() {
 # `git remote get-url origin`; the script checks that the package holds every file it lists.
 package() {
     cp www/widget/index.js www/widget/index.d.ts www/widget/sampler.js www/widget/hub.js www/widget/element.js www/widget/cpu-worker.js www/widget/engine-worker.js \
-        www/widget/wasm.js \
+        www/widget/cpu-worker-threads.js www/widget/fork-worker.js www/widget/wasm.js \
         www/widget/README.md www/widget/LICENSE www/pkg/
     cp -r www/model www/pkg/model
     cp -r www/classifier www/pkg/classifier
@@ -161,6 +164,17 @@ cmd_build() {
         die "the relaxed-SIMD build's JS glue differs from the simd128 build's"
     mv "$relaxed/ddim_webgpu_bg.wasm" www/pkg/ddim_webgpu_relaxed_bg.wasm
     rm -rf "$relaxed"
+    # The threaded build (cross-origin isolated pages: cpu-worker-threads.js and its fork workers):
+    # wasm atomics over one shared memory (at most 4 GiB, as the unthreaded heap). std itself is
+    # rebuilt with atomics (-Z build-std, which RUSTC_BOOTSTRAP=1 allows on the stable toolchain;
+    # std's source is the rust-src component). Its own target dir, and its own glue in threads/.
+    log "cargo build (wasm with threads, release)"
+    local tls=""
+    for e in __wasm_init_tls __tls_size __tls_align __tls_base; do tls+=" -C link-arg=--export=$e"; done
+    # The linker gets shared, imported memory and the TLS exports wasm-bindgen's thread start needs.
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296$tls" \
+        cargo build --release --lib --target "$WASM_TARGET" --no-default-features -Z build-std=std,panic_abort --target-dir "$(target_dir)/threads"
+    wasm-bindgen --target web --out-dir www/pkg/threads "$(target_dir)/threads/$WASM_TARGET/release/ddim_webgpu.wasm"
     # -ocimfs 100: binaryen inlines every function that has one caller by default, which made
     # Model::from_bytes 32 KB and FastOps::conv 17 KB of wasm; V8 then spent ~590 ms of a cold
     # page's two cores compiling optimised code (186 ms for from_bytes alone, which runs once)
@@ -168,9 +182,9 @@ cmd_build() {
     # as small (-O3 alone: 358 KB gzipped; with the bound: 349 KB).
     if [ -x node_modules/.bin/wasm-opt ]; then
         local f
-        for f in www/pkg/ddim_webgpu_bg.wasm www/pkg/ddim_webgpu_relaxed_bg.wasm; do
+        for f in www/pkg/ddim_webgpu_bg.wasm www/pkg/ddim_webgpu_relaxed_bg.wasm www/pkg/threads/ddim_webgpu_bg.wasm; do
             node_modules/.bin/wasm-opt -O3 -ocimfs 100 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
-                --enable-mutable-globals --enable-reference-types --enable-simd --enable-relaxed-simd "$f" -o "$f"
+                --enable-mutable-globals --enable-reference-types --enable-simd --enable-relaxed-simd --enable-threads "$f" -o "$f"
         done
     fi
     copy_model
@@ -183,7 +197,8 @@ cmd_serve() {
     local port=${1:-8080}
     { [ -f www/pkg/ddim_webgpu_bg.wasm ] && [ -f www/model/config.json ]; } || cmd_build
     log "serving www/ on http://127.0.0.1:$port/"
-    exec python3 tests/page/serve.py "$port" www --csp
+    # Cross-origin isolated (COOP/COEP): the CPU engine runs wasm threads (docs: README, "Hosting").
+    exec python3 tests/page/serve.py "$port" www --csp --isolated
 }
 
 lint() {

@@ -135,7 +135,8 @@ const onProgress = (p) => { $('step').textContent = `loading ${p.total ? Math.ro
 /** `prefetched`: the model's files, already downloading (loadModel) while the engine was chosen. */
 async function newSampler(choice, opts, prefetched) {
   const canvas = newCanvas();
-  // ?threads=N: the CPU engine on N Web Workers (default: one per core, up to 4).
+  // ?threads=N: the CPU engine on N threads: wasm threads where the page is cross-origin isolated, else N
+  // Web Workers splitting the batch (default: one per core, up to 8 threads or 4 workers).
   const engine = choice.engine === 'cpu' && params.has('threads') ? { ...choice, engine: `cpu:${params.get('threads')}` } : choice;
   let files = prefetched ?? undefined; // a promise: createSampler awaits it (and ends its spare workers if it fails)
   if (userFiles) {

@@ -223,27 +223,11 @@ impl Direct {
             let ways = split.ways(out_item.len().div_ceil(chunk), flops, &DIRECT_RATE);
             let run = |first: usize, rows: &mut [f32]| channel_chunks(kernel, cw, (&sources, tiles), epi, (p0, count, step), (first, rows));
             if ways <= 1 {
-                // Timed only where a split could follow: wasm32 has no clock in std (and one thread).
-                #[cfg(not(target_arch = "wasm32"))]
-                if split.threads > 1 {
-                    let t0 = std::time::Instant::now();
-                    run(0, out_item);
-                    DIRECT_RATE.note(flops, t0.elapsed().as_nanos() as f64);
-                    continue;
-                }
-                run(0, out_item);
+                DIRECT_RATE.timed(flops, split.threads, || run(0, out_item));
                 continue;
             }
             let per = out_item.len().div_ceil(chunk).div_ceil(ways);
-            std::thread::scope(|s| {
-                let mut shares = out_item.chunks_mut(per * chunk).enumerate();
-                let (_, mine) = shares.next().expect("at least one share");
-                for (i, rows) in shares {
-                    let run = &run;
-                    s.spawn(move || run(i * per, rows));
-                }
-                run(0, mine);
-            });
+            fork::map(out_item.chunks_mut(per * chunk).collect(), |i, rows| run(i * per, rows));
         }
     }
 }

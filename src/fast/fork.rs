@@ -1,32 +1,96 @@
-//! Splitting one op across threads (natively; wasm runs one thread per worker). Whether a split
-//! pays is decided by a cost model measured in this process, not by a constant: what a fork/join
-//! of scoped threads costs here (timed once), against the op's own time, estimated from the GEMM
-//! rate its earlier runs reached (`Rate`). A share shorter than `MIN_SHARE_FORKS` fork/joins
-//! stays on the calling thread.
+//! Splitting one op across threads. `map` hands shares to a pool of threads that live as long as
+//! the process: natively threads it spawns as forks ask for them; in the browser's threaded build
+//! (wasm with atomics over shared memory) the Web Workers that `serve` (src/web: `forkWorker`),
+//! started by the CPU engine's worker. Whether a split pays is decided by a cost model measured
+//! in this process, not by a constant: what a fork/join costs here (timed once), against the op's
+//! own time, estimated from the GEMM rate its earlier runs reached (`Rate`). A share shorter than
+//! `MIN_SHARE_FORKS` fork/joins stays on the calling thread.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// A thread's share must take at least this many fork/join costs, or the op is not split.
 pub const MIN_SHARE_FORKS: f64 = 8.0;
 
-/// Nanoseconds to start and join one scoped thread here: the median of 31 tries, timed once.
+/// Runs `f(i, item)` for every item, the first on the calling thread and the others on the pool's
+/// threads where it has them (in turn on this thread where it has none), and returns the results in
+/// order. A panic in a share is raised here once every share has ended.
+pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    if items.len() <= 1 || pool().threads() == 0 {
+        return items.into_iter().enumerate().map(|(i, t)| f(i, t)).collect();
+    }
+    let slots: Vec<Mutex<(Option<T>, Option<R>)>> = items.into_iter().map(|t| Mutex::new((Some(t), None))).collect();
+    let share = |i: usize| {
+        let item = lock(&slots[i]).0.take().expect("each share runs once");
+        let r = f(i, item);
+        lock(&slots[i]).1 = Some(r);
+    };
+    pool().run(slots.len(), &share);
+    slots.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).1.expect("every share ran")).collect()
+}
+
+/// How many threads a split may use here: natively the cores (`available_parallelism`); in wasm
+/// this thread and the pool's workers (one where there are none: the browser's unthreaded builds).
+pub fn threads_here() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::thread::available_parallelism().map_or(1, |n| n.get());
+    #[cfg(target_arch = "wasm32")]
+    return pool().threads() + 1;
+}
+
+/// The calling thread becomes one of the pool's workers and never returns (the browser's threaded
+/// build: each fork worker calls it once its instance shares the engine's memory).
+pub fn serve() -> ! {
+    pool().serve()
+}
+
+/// Nanoseconds for a fork/join of two shares on the pool here, a pool thread taking the second (a
+/// rendezvous: each share waits, up to 10 ms, for the other to start; were the forking thread
+/// free to take both, the timing would miss the wake-up a real split waits for): the median of 31
+/// tries, timed once.
 pub fn fork_join_ns() -> f64 {
     static COST: OnceLock<f64> = OnceLock::new();
     *COST.get_or_init(|| {
+        map(vec![(), ()], |_, _| ()); // natively, the first fork starts a thread
         let mut ns: Vec<f64> = (0..31)
             .map(|_| {
-                let t = Instant::now();
-                std::thread::scope(|s| {
-                    s.spawn(|| std::hint::black_box(0));
+                let started = AtomicUsize::new(0);
+                let t = now_ns();
+                map(vec![(), ()], |_, _| {
+                    started.fetch_add(1, Ordering::AcqRel);
+                    let give_up = now_ns() + 1e7;
+                    while started.load(Ordering::Acquire) < 2 && now_ns() < give_up {
+                        std::hint::spin_loop();
+                    }
                 });
-                t.elapsed().as_nanos() as f64
+                now_ns() - t
             })
             .collect();
         ns.sort_by(f64::total_cmp);
         ns[ns.len() / 2]
     })
+}
+
+/// A monotonic clock in nanoseconds (natively `Instant`; in wasm `performance.now()`, which
+/// std's clock is not on wasm32-unknown-unknown).
+pub fn now_ns() -> f64 {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as f64
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen::JsCast;
+        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+        let now =
+            perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok()).and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match (perf, now) {
+            (Some(p), Some(now)) => now.call0(&p).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) * 1e6,
+            _ => 0.0,
+        }
+    }
 }
 
 /// How an op may split: across at most `threads`, each share at least `min_share_forks`
@@ -75,10 +139,163 @@ impl Rate {
         let v = self.ns_per_flop().map_or(seen, |old| 0.8 * old + 0.2 * seen);
         self.0.store(v.to_bits(), Ordering::Relaxed);
     }
+
+    /// Runs `f` on one thread and notes its time where a split could follow (`threads` > 1): the
+    /// clock is read only where its reading can be used.
+    pub fn timed<R>(&self, flops: f64, threads: usize, f: impl FnOnce() -> R) -> R {
+        if threads <= 1 {
+            return f();
+        }
+        let t0 = now_ns();
+        let r = f();
+        self.note(flops, now_ns() - t0);
+        r
+    }
 }
 
 impl Default for Rate {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One share of a fork: the fork's function (its lifetime erased: `Pool::run` does not return
+/// before every share has ended) and the fork's count of shares still running.
+struct Task {
+    f: &'static (dyn Fn(usize) + Sync),
+    i: usize,
+    latch: &'static Latch,
+}
+
+impl Task {
+    /// Runs the share and counts it done (a panic is noted for the forking thread to raise).
+    fn run(self) {
+        let Task { f, i, latch } = self;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i))).is_err() {
+            latch.panicked.store(true, Ordering::Relaxed);
+        }
+        let mut left = lock(&latch.left);
+        *left -= 1;
+        if *left == 0 {
+            latch.done.notify_all();
+        }
+    }
+}
+
+struct Latch {
+    left: Mutex<usize>,
+    done: Condvar,
+    panicked: AtomicBool,
+}
+
+struct Pool {
+    queue: Mutex<VecDeque<Task>>,
+    work: Condvar,
+    /// Threads serving the queue.
+    threads: AtomicUsize,
+    /// Natively, threads asked for and not yet serving (counted before they start).
+    #[cfg(not(target_arch = "wasm32"))]
+    spawned: AtomicUsize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| Pool {
+        queue: Mutex::new(VecDeque::new()),
+        work: Condvar::new(),
+        threads: AtomicUsize::new(0),
+        #[cfg(not(target_arch = "wasm32"))]
+        spawned: AtomicUsize::new(0),
+    })
+}
+
+/// Natively the pool grows to what forks ask, never past this.
+#[cfg(not(target_arch = "wasm32"))]
+const MAX_THREADS: usize = 256;
+
+impl Pool {
+    fn threads(&self) -> usize {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.spawned.load(Ordering::Relaxed).max(1);
+        #[cfg(target_arch = "wasm32")]
+        return self.threads.load(Ordering::Relaxed);
+    }
+
+    /// Natively, starts threads until `n` serve (or were started to).
+    #[cfg(not(target_arch = "wasm32"))]
+    fn grow(&'static self, n: usize) {
+        let n = n.min(MAX_THREADS);
+        while self.spawned.load(Ordering::Relaxed) < n {
+            let k = self.spawned.fetch_add(1, Ordering::Relaxed);
+            if k >= n {
+                self.spawned.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+            let started = std::thread::Builder::new().name(format!("ddim-fork-{k}")).spawn(move || self.serve());
+            if started.is_err() {
+                self.spawned.fetch_sub(1, Ordering::Relaxed);
+                break; // the shares run on the threads there are (or on the forking one)
+            }
+        }
+    }
+
+    fn serve(&self) -> ! {
+        self.threads.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let task = {
+                let mut q = lock(&self.queue);
+                loop {
+                    if let Some(t) = q.pop_front() {
+                        break t;
+                    }
+                    q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            task.run();
+        }
+    }
+
+    /// Runs `f(0)` here and `f(1..n)` on the pool; returns once all have ended. While its shares
+    /// run, the forking thread takes queued shares too (its own or another fork's): a fork inside
+    /// a share (a conv in a batch share) never waits on threads that all wait.
+    fn run(&'static self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        #[cfg(not(target_arch = "wasm32"))]
+        self.grow(n - 1);
+        let latch = Latch { left: Mutex::new(n - 1), done: Condvar::new(), panicked: AtomicBool::new(false) };
+        // SAFETY: the lifetimes are erased, not extended: this function waits below until every
+        // task has ended, and no task keeps `f` or the latch after it has counted itself done.
+        let f_all = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f) };
+        let latch_all = unsafe { std::mem::transmute::<&Latch, &'static Latch>(&latch) };
+        {
+            let mut q = lock(&self.queue);
+            q.extend((1..n).map(|i| Task { f: f_all, i, latch: latch_all }));
+        }
+        self.work.notify_all();
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        loop {
+            if *lock(&latch.left) == 0 {
+                break;
+            }
+            let queued = lock(&self.queue).pop_front();
+            match queued {
+                Some(task) => task.run(),
+                None => {
+                    let left = lock(&latch.left);
+                    if *left > 0 {
+                        drop(latch.done.wait(left).unwrap_or_else(|e| e.into_inner()));
+                    }
+                }
+            }
+        }
+        if let Err(p) = mine {
+            std::panic::resume_unwind(p);
+        }
+        if latch.panicked.load(Ordering::Relaxed) {
+            panic!("a share of a CPU op panicked on another thread");
+        }
     }
 }

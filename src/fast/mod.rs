@@ -158,16 +158,14 @@ fn stride_one(name: &str) -> bool {
     !name.contains("downsamplers")
 }
 
-/// All cores natively (`DDIM_THREADS` overrides); one in wasm.
+/// All cores natively (`DDIM_THREADS` overrides); in wasm this thread and the fork workers
+/// (`fork::threads_here`: one in the unthreaded builds).
 fn default_threads() -> usize {
     #[cfg(not(target_arch = "wasm32"))]
     if let Some(n) = std::env::var("DDIM_THREADS").ok().and_then(|v| v.parse().ok()) {
         return n;
     }
-    #[cfg(not(target_arch = "wasm32"))]
-    return std::thread::available_parallelism().map_or(1, |n| n.get());
-    #[cfg(target_arch = "wasm32")]
-    1
+    fork::threads_here()
 }
 
 impl HostOps for FastOps {
@@ -181,7 +179,7 @@ impl HostOps for FastOps {
     fn forward_batch(&mut self, config: &UNetConfig, sample: &Tensor, ts: &[f32], labels: Option<&[u32]>) -> Result<Tensor> {
         let n = sample.shape[0];
         let threads = self.threads.min(n);
-        if threads <= 1 || cfg!(target_arch = "wasm32") {
+        if threads <= 1 {
             return forward_in_place(self, config, sample, ts, labels);
         }
         let item = sample.len() / n;
@@ -195,13 +193,7 @@ impl HostOps for FastOps {
             let x = Tensor::new(shape, sample.data[a * item..b * item].to_vec())?;
             forward_in_place(&mut self.clone().with_split(split), config, &x, &ts[a..b], labels.map(|l| &l[a..b]))
         };
-        let outs: Vec<Result<Tensor>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (1..n.div_ceil(per)).map(|i| s.spawn(move || share(i))).collect();
-            let first = share(0);
-            std::iter::once(first)
-                .chain(handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(Error::Input("a CPU thread panicked".into())))))
-                .collect()
-        });
+        let outs = fork::map((0..n.div_ceil(per)).collect(), |_, i| share(i));
         let mut data = Vec::with_capacity(n * item);
         let mut shape = Vec::new();
         for out in outs {

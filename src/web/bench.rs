@@ -33,7 +33,11 @@ pub async fn benchmark_config(config_json: String, engine: String, batch: u32, r
     let (memory, what) = match engine.as_str() {
         "cpu" => {
             let mut ops = crate::fast::FastOps::from_model(model);
-            let what = format!("fast CPU engine ({}), this thread", ops.kernel_name());
+            // The threaded build's instance also runs on its fork workers (cpu-worker-threads.js).
+            let what = match ops.threads() {
+                1 => format!("fast CPU engine ({}), this thread", ops.kernel_name()),
+                t => format!("fast CPU engine ({}), {t} wasm threads", ops.kernel_name()),
+            };
             for _ in 0..reps.max(1) {
                 let start = now_ms();
                 crate::reference::forward_with(&mut ops, &cfg, &x, &ts, labels.as_deref()).map_err(js_err)?;

@@ -36,7 +36,7 @@ pub use bench::benchmark_config;
 use canvas::{gpu_for_canvas, new_gpu_for_target, put_image, Canvas, Context2d, FrameTarget, SurfaceFrames};
 pub use options::read as read_run_options;
 pub use workers::UNetWorker;
-use workers::WorkerEngine;
+use workers::{WorkerEngine, WorkerKind};
 
 #[wasm_bindgen(start)]
 pub fn start() {
@@ -220,7 +220,8 @@ impl DiffusionSampler {
         // thread reads the header only (every check but the data's) and keeps no copy of them. Its
         // own parse used to compete with the workers' for the cores, before the first frame.
         let choice: EngineChoice = engine.parse().map_err(js_err)?;
-        let loading = cpu_workers(choice).map(|n| WorkerEngine::start(&config_json, &weights, n));
+        let workers = cpu_workers(choice);
+        let loading = workers.map(|w| WorkerEngine::start(&config_json, &weights, w));
         let parse = |header_only| match header_only {
             true => Model::without_weight_data(&config_json, &weights, scheduler_json.as_deref()),
             false => Model::from_bytes(&config_json, &weights, scheduler_json.as_deref()),
@@ -250,10 +251,28 @@ impl DiffusionSampler {
             (_, Some(loading)) => {
                 // The page's thread parses and packs weights of its own only where no worker starts.
                 let kernel = crate::fast::gemm::Kernel::detect().name();
-                match async { loading?.loaded().await }.await {
+                let mut loaded = async { loading?.loaded().await }.await;
+                // The threaded build failed to start (its files missing, shared memory refused):
+                // batch workers instead, and the note says why.
+                let mut fallback = String::new();
+                if let (Err(e), Some((WorkerKind::Threads, _))) = (&loaded, workers) {
+                    fallback = format!(" [no wasm threads: {e}]");
+                    loaded =
+                        async { WorkerEngine::start(&config_json, &weights, (WorkerKind::Batch, batch_workers(choice)))?.loaded().await }
+                            .await;
+                }
+                match loaded {
                     Ok(workers) => {
                         let n = workers.worker_count();
-                        (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) in {n} Web Worker(s)"))
+                        let how = match workers.threads() {
+                            Some(t) => format!("in 1 Web Worker with {t} wasm threads (cross-origin isolated: each forward splits across them)"),
+                            None if cross_origin_isolated() => format!("in {n} Web Worker(s), one image each{fallback}"),
+                            None => format!(
+                                "in {n} Web Worker(s), one image each [not cross-origin isolated: wasm threads need the page served with COOP/COEP headers]"
+                            ),
+                        };
+                        let kernel = workers.kernel().unwrap_or(kernel).to_string();
+                        (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) {how}"))
                     }
                     Err(e) => {
                         // Here the data is parsed (and checked: a NaN weight is named by this parse).
@@ -489,12 +508,27 @@ fn hardware_concurrency() -> f64 {
         .unwrap_or(1.0)
 }
 
-/// How many CPU workers an engine runs: "cpu" one per core up to 4, "cpu:N" N; none for the others.
-fn cpu_workers(choice: EngineChoice) -> Option<usize> {
+/// Whether this page or worker is cross-origin isolated (COOP/COEP): only then can wasm threads
+/// share memory.
+fn cross_origin_isolated() -> bool {
+    Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).ok().and_then(|v| v.as_bool()).unwrap_or(false)
+}
+
+/// How the CPU engine runs, for the CPU engines: where cross-origin isolated, one threaded worker
+/// ("cpu": a thread per core up to 8; "cpu:N": N threads); elsewhere batch workers (`batch_workers`).
+fn cpu_workers(choice: EngineChoice) -> Option<(WorkerKind, usize)> {
+    let EngineChoice::Cpu { threads } = choice else { return None };
+    Some(match cross_origin_isolated() {
+        true => (WorkerKind::Threads, threads.unwrap_or_else(|| (hardware_concurrency() as usize).clamp(1, 8))),
+        false => (WorkerKind::Batch, batch_workers(choice)),
+    })
+}
+
+/// Batch workers: "cpu" one per core up to 4, "cpu:N" N.
+fn batch_workers(choice: EngineChoice) -> usize {
     match choice {
-        EngineChoice::Cpu { threads: None } => Some((hardware_concurrency() as usize).clamp(1, 4)),
-        EngineChoice::Cpu { threads } => threads,
-        _ => None,
+        EngineChoice::Cpu { threads: Some(n) } => n,
+        _ => (hardware_concurrency() as usize).clamp(1, 4),
     }
 }
 

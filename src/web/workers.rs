@@ -1,10 +1,16 @@
-//! The CPU engine off the main thread: the fast CPU ops run in module Web Workers, each with its own
-//! wasm instance and copy of the weights (no SharedArrayBuffer, so any static server works). A step
-//! splits the U-Net batch (guidance halves, batch items) across the workers, and the main thread
-//! only applies the scheduler update and draws: the page stays responsive while sampling.
+//! The CPU engine off the main thread: the fast CPU ops run in module Web Workers, and the main
+//! thread only applies the scheduler update and draws: the page stays responsive while sampling.
+//! Two kinds (`WorkerKind`):
+//! - Batch (cpu-worker.js, any page): workers each with its own wasm instance and copy of the
+//!   weights (no SharedArrayBuffer, so any static server works); a step splits the U-Net batch
+//!   (guidance halves, batch items) across them, so one image runs on one core.
+//! - Threads (cpu-worker-threads.js, cross-origin isolated pages): one worker runs the threaded
+//!   build (wasm atomics, shared memory) with fork workers (fork-worker.js) on its memory, and
+//!   splits each forward as natively (`fast::fork`): the batch, and each big conv's channels.
 //!
 //! Protocol (structured clone; result buffers are transferred):
-//!   main → worker {type: "load", config, weights}      → {type: "ready"} | {type: "error", message}
+//!   main → worker {type: "load", config, weights, threads?}
+//!                                                      → {type: "ready", threads?, kernel?} | {type: "error", message}
 //!   main → worker {type: "forward", sample, shape, timesteps, labels}
 //!                                                      → {type: "result", out} | {type: "error", message}
 
@@ -26,6 +32,33 @@ thread_local! {
     /// How to start a CPU worker, set by the npm package (`setWorkerFactory`); without it the
     /// engine starts workers from an inline script (the raw wasm-bindgen output, unbundled).
     static WORKER_FACTORY: std::cell::RefCell<Option<js_sys::Function>> = const { std::cell::RefCell::new(None) };
+    /// The same for the threaded build's worker (`setThreadsWorkerFactory`, cpu-worker-threads.js).
+    static THREADS_FACTORY: std::cell::RefCell<Option<js_sys::Function>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sets the function that starts the threaded build's CPU worker (`() => Worker`): the package
+/// passes `() => new Worker(new URL('./cpu-worker-threads.js', import.meta.url), {type: 'module'})`.
+#[wasm_bindgen(js_name = setThreadsWorkerFactory)]
+pub fn set_threads_worker_factory(factory: js_sys::Function) {
+    THREADS_FACTORY.with(|f| *f.borrow_mut() = Some(factory));
+}
+
+/// Which worker script a CPU worker runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WorkerKind {
+    /// cpu-worker.js: an unthreaded instance of its own (batch split across such workers).
+    Batch,
+    /// cpu-worker-threads.js: the threaded build, its fork workers on one shared memory.
+    Threads,
+}
+
+impl WorkerKind {
+    fn script(self) -> &'static str {
+        match self {
+            WorkerKind::Batch => "./cpu-worker.js",
+            WorkerKind::Threads => "./cpu-worker-threads.js",
+        }
+    }
 }
 
 /// Sets the function that starts one CPU-engine worker (`() => Worker`). The package passes
@@ -37,14 +70,18 @@ pub fn set_worker_factory(factory: js_sys::Function) {
 }
 
 /// One worker: from the factory if one was set, else from the inline script.
-fn start_worker(blob_url: &mut Option<String>) -> Result<web_sys::Worker> {
+fn start_worker(kind: WorkerKind, blob_url: &mut Option<String>) -> Result<web_sys::Worker> {
     let failed = |e: JsValue| Error::Input(format!("cannot start a Web Worker: {}", js_msg(e)));
-    if let Some(factory) = WORKER_FACTORY.with(|f| f.borrow().clone()) {
+    let factory = match kind {
+        WorkerKind::Batch => WORKER_FACTORY.with(|f| f.borrow().clone()),
+        WorkerKind::Threads => THREADS_FACTORY.with(|f| f.borrow().clone()),
+    };
+    if let Some(factory) = factory {
         let w = factory.call0(&JsValue::NULL).map_err(failed)?;
         return w.dyn_into::<web_sys::Worker>().map_err(|_| Error::Input("the worker factory did not return a Worker".into()));
     }
     if blob_url.is_none() {
-        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script()?.into()), &{
+        let blob = web_sys::Blob::new_with_str_sequence_and_options(&Array::of1(&worker_script(kind)?.into()), &{
             let o = web_sys::BlobPropertyBag::new();
             o.set_type("text/javascript");
             o
@@ -74,6 +111,29 @@ impl UNetWorker {
         Ok(UNetWorker { ops: FastOps::from_model(model), config })
     }
 
+    /// Threads each forward may use (the threaded build: this worker and its fork workers).
+    #[wasm_bindgen(js_name = setThreads)]
+    pub fn set_threads(&mut self, threads: usize) {
+        self.ops = self.ops.clone().with_threads(threads);
+    }
+
+    /// Threads each forward uses.
+    pub fn threads(&self) -> usize {
+        self.ops.threads()
+    }
+
+    /// How an op may split (`fast::fork::Split`): tests force every conv to split with
+    /// `min_share_forks` 0, where the cost model would keep a small model's convs whole.
+    #[wasm_bindgen(js_name = setSplit)]
+    pub fn set_split(&mut self, threads: usize, min_share_forks: f64) {
+        self.ops = self.ops.clone().with_split(crate::fast::fork::Split { threads: threads.max(1), min_share_forks });
+    }
+
+    /// The GEMM microkernel this instance runs ("simd128", "relaxed-simd", …).
+    pub fn kernel(&self) -> String {
+        self.ops.kernel_name().into()
+    }
+
     /// One forward: `sample` of `shape` [N,C,H,W], one timestep and (class-conditional) one label per item.
     pub fn forward(
         &mut self,
@@ -98,13 +158,13 @@ extern "C" {
     fn url(this: &ImportMeta) -> String;
 }
 
-/// A blob module that imports the package's cpu-worker.js: it starts from any origin (a CDN), where
-/// `new Worker(url)` would need the page's own origin. (Read from the glue's own `import.meta`, not
-/// from an inline JS snippet: a snippet is one more module the page's module graph waits for.)
-fn worker_script() -> Result<String> {
+/// A blob module that imports the package's worker script (cpu-worker.js, cpu-worker-threads.js): it
+/// starts from any origin (a CDN), where `new Worker(url)` would need the page's own origin. (Read
+/// from the glue's own `import.meta`, not from an inline JS snippet: a snippet is one more module
+/// the page's module graph waits for.)
+fn worker_script(kind: WorkerKind) -> Result<String> {
     let glue = IMPORT_META.with(ImportMeta::url);
-    let url =
-        web_sys::Url::new_with_base("./cpu-worker.js", &glue).map_err(|e| Error::Input(format!("worker script URL: {}", js_msg(e))))?;
+    let url = web_sys::Url::new_with_base(kind.script(), &glue).map_err(|e| Error::Input(format!("worker script URL: {}", js_msg(e))))?;
     // A quoted, escaped JS string literal (Rust's and JS's escapes agree here).
     Ok(format!("import {:?};", url.href()))
 }
@@ -155,6 +215,10 @@ fn message(pairs: &[(&str, JsValue)]) -> Object {
 /// The run layer's CPU engine on Web Workers.
 pub struct WorkerEngine {
     workers: Vec<web_sys::Worker>,
+    /// Threads of the one threaded worker, as it reported them once loaded.
+    threads: Option<usize>,
+    /// The GEMM microkernel the threaded worker runs (its build's, not this thread's).
+    kernel: Option<String>,
     /// The model's config (the activations' size check: each worker is a heap of its own).
     config: UNetConfig,
     state: HostState,
@@ -184,9 +248,12 @@ pub struct LoadingWorkers {
 impl LoadingWorkers {
     /// The engine once every worker has loaded the model (an error names the first that failed;
     /// all of them are terminated then).
-    pub async fn loaded(self) -> Result<WorkerEngine> {
+    /// The threads' count the threaded worker reported (`threads`), else 1 per worker.
+    pub async fn loaded(mut self) -> Result<WorkerEngine> {
         for load in self.loads {
-            reply(load).await?;
+            let data = reply(load).await?;
+            self.engine.threads = Reflect::get(&data, &"threads".into()).ok().and_then(|t| t.as_f64()).map(|t| t as usize);
+            self.engine.kernel = Reflect::get(&data, &"kernel".into()).ok().and_then(|k| k.as_string());
         }
         Ok(self.engine)
     }
@@ -195,26 +262,46 @@ impl LoadingWorkers {
 impl WorkerEngine {
     /// Starts `count` workers and sends each the model: they load it while the caller goes on
     /// (the page's thread reads the header meanwhile), and `loaded` waits for them.
-    pub fn start(config_json: &str, weights: &[u8], count: usize) -> Result<LoadingWorkers> {
+    /// `kind` Threads starts one worker of `count` threads (the threaded build), Batch `count`
+    /// workers that split the batch.
+    pub fn start(config_json: &str, weights: &[u8], (kind, count): (WorkerKind, usize)) -> Result<LoadingWorkers> {
         // Checked before any worker starts: a bad config is this call's error, not the workers'
         // (whose failed loads nobody would then await).
         let config = UNetConfig::from_json(config_json)?;
         let mut blob_url = None;
-        let workers = (0..count.max(1)).map(|_| start_worker(&mut blob_url)).collect::<Result<Vec<_>>>()?;
+        let workers = match kind {
+            WorkerKind::Batch => count.max(1),
+            WorkerKind::Threads => 1,
+        };
+        let workers = (0..workers).map(|_| start_worker(kind, &mut blob_url)).collect::<Result<Vec<_>>>()?;
         let loads = workers
             .iter()
             .map(|w| {
                 let bytes = Uint8Array::from(weights).buffer();
-                let msg = message(&[("type", "load".into()), ("config", config_json.into()), ("weights", bytes.clone().into())]);
-                post(w, msg, Array::of1(&bytes))
+                let mut msg = vec![("type", "load".into()), ("config", config_json.into()), ("weights", bytes.clone().into())];
+                if kind == WorkerKind::Threads {
+                    msg.push(("threads", (count.max(1) as f64).into()));
+                }
+                post(w, message(&msg), Array::of1(&bytes))
             })
             .collect::<Result<_>>();
-        let engine = WorkerEngine { workers, config, state: HostState::default(), pending: None, classifier: None };
+        let engine =
+            WorkerEngine { workers, threads: None, kernel: None, config, state: HostState::default(), pending: None, classifier: None };
         Ok(LoadingWorkers { loads: loads?, engine })
     }
 
     pub fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The threads of the threaded build's worker (None: unthreaded workers).
+    pub fn threads(&self) -> Option<usize> {
+        self.threads
+    }
+
+    /// The threaded worker's GEMM microkernel (None: unthreaded workers, which run this thread's build).
+    pub fn kernel(&self) -> Option<&str> {
+        self.kernel.as_deref()
     }
 
     /// Loads the classifier of classifier guidance (replacing any earlier one).
@@ -312,4 +399,27 @@ impl Engine for WorkerEngine {
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {
         Ok(self.state.first_non_finite)
     }
+}
+
+/// This instance's memory (the threaded build's is shared: its fork workers instantiate on it).
+#[wasm_bindgen(js_name = engineMemory)]
+pub fn wasm_memory() -> JsValue {
+    wasm_bindgen::memory()
+}
+
+/// This instance's compiled module (the threaded build hands it to its fork workers).
+#[wasm_bindgen(js_name = engineModule)]
+pub fn wasm_module() -> JsValue {
+    wasm_bindgen::module()
+}
+
+/// The calling Web Worker becomes a thread of the CPU engine's fork pool (`fast::fork`) and never
+/// returns: the threaded build's fork-worker.js calls it once its instance shares the engine
+/// worker's memory. The unthreaded builds have no shared memory and refuse.
+#[wasm_bindgen(js_name = forkWorker)]
+pub fn fork_worker() -> std::result::Result<(), JsValue> {
+    if !cfg!(target_feature = "atomics") {
+        return Err(JsValue::from_str("forkWorker: this wasm build has no threads (the threaded build is threads/ddim_webgpu.js)"));
+    }
+    crate::fast::fork::serve()
 }

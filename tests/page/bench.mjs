@@ -22,6 +22,10 @@ const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(
   '--mount', `/ort=${ORT}`, '--mount', `/onnx=${ONNX}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`],
   { stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve) => server.stdout.once('data', resolve));
+// The same page not cross-origin isolated: the CPU engine's batch workers (the isolated page runs wasm threads).
+const plainServer = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT + 1000), path.join(ROOT, 'www')], { stdio: ['ignore', 'pipe', 'inherit'] });
+await new Promise((resolve) => plainServer.stdout.once('data', resolve));
+const PLAIN = `http://127.0.0.1:${PORT + 1000}`;
 const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmpdir(), 'ddim-bench-')), {
   executablePath: process.env.CHROMIUM || '/usr/lib/chromium/chromium',
   ignoreDefaultArgs: true,
@@ -34,10 +38,10 @@ const stats = (v) => { const s = [...v].sort((a, b) => a - b); return { median: 
 /// Our page: steps run until warm + timed seconds have passed, then Stop; ms per U-Net item. A run
 /// stops at 1000 steps (DDIM's limit), which a fast engine can finish inside warm + timed: then
 /// Start is pressed again (same sampler, model loaded) until enough steps were timed.
-async function ours(engine, threads) {
+async function ours(engine, threads, base = BASE) {
   const page = await context.newPage();
   const q = `engine=${engine}${threads ? `&threads=${threads}` : ''}&steps=1000&batch=1&guidance=3&seed=1`;
-  await page.goto(`${BASE}/?${q}`);
+  await page.goto(`${base}/?${q}`);
   let skip = warm * 1000, need = timed * 1000, what = '';
   const ms = [];
   for (;;) {
@@ -111,12 +115,15 @@ try {
   console.log(`Chromium ${version}; bundled mnist-cond; ms per U-Net item, median (min–max); ${warm} s warm-up each`);
   // BENCH_ONLY=webgpu (or cpu) runs those rows alone and skips the default page (kernel work).
   const only = process.env.BENCH_ONLY;
-  const row = async (name, engine, threads, ep, epThreads) =>
-    [name, await ours(engine, threads), withOrt && [ep === 'wasm' ? `wasm EP, ${epThreads} thread${epThreads > 1 ? 's' : ''}` : 'WebGPU EP', await ort(ep, epThreads)]];
+  const row = async (name, engine, threads, ep, epThreads, base) =>
+    [name, await ours(engine, threads, base), withOrt && [ep === 'wasm' ? `wasm EP, ${epThreads} thread${epThreads > 1 ? 's' : ''}` : 'WebGPU EP', await ort(ep, epThreads)]];
   const rows = [];
   if (!only || only === 'cpu') {
-    rows.push(await row('CPU engine, 1 worker', 'cpu', 1, 'wasm', 1));
-    rows.push(await row('CPU engine, 2 workers', 'cpu', 2, 'wasm', 2));
+    // Cross-origin isolated (the page and onnxruntime-web's threads): our wasm threads; not isolated: our batch workers.
+    rows.push(await row('CPU engine, 1 wasm thread (isolated)', 'cpu', 1, 'wasm', 1));
+    rows.push(await row('CPU engine, 1 worker (not isolated)', 'cpu', 1, 'wasm', 1, PLAIN));
+    rows.push(await row('CPU engine, 2 wasm threads (isolated)', 'cpu', 2, 'wasm', 2));
+    rows.push(await row('CPU engine, 2 workers (not isolated)', 'cpu', 2, 'wasm', 2, PLAIN));
   }
   if (!only || only === 'webgpu') rows.push(await row('WebGPU engine', 'webgpu', 0, 'webgpu', 1));
   console.log('| ours | ms/item | onnxruntime-web 1.30 | ms/item | ours / theirs |');
@@ -135,4 +142,5 @@ try {
 } finally {
   await context.close();
   server.kill();
+  plainServer.kill();
 }

@@ -1,6 +1,6 @@
 // Larger models in the browser: benchmarkConfig (src/web/bench.rs) on seeded random weights in the
 // shapes of google/ddpm-cifar10-32 and google/ddpm-celebahq-256 (tests/bench/configs/), on the CPU
-// engine (this thread) and on WebGPU within its default buffer limits, in headless Chromium.
+// engine (this thread; and the threaded build in its worker, "threads:N") and on WebGPU within its default buffer limits, in headless Chromium.
 // ms per forward (batch 1) and the memory it took. Run after ./build.sh (./build.sh bench does):
 //     node tests/page/scale_bench.mjs [max seconds per case] [only cases whose "shape engine" contains this]
 import { spawn } from 'node:child_process';
@@ -13,7 +13,7 @@ const ROOT = path.resolve(import.meta.dirname, '../..');
 const limit = Number(process.argv[2] ?? 900);
 const PORT = 19000 + Math.floor(Math.random() * 1000);
 const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'),
-  '--mount', `/configs=${path.join(ROOT, 'tests/bench/configs')}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`],
+  '--mount', `/configs=${path.join(ROOT, 'tests/bench/configs')}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`, '--isolated'],
   { stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve) => server.stdout.once('data', resolve));
 const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmpdir(), 'ddim-scale-')), {
@@ -22,7 +22,8 @@ const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmp
   args: ['--headless=new', '--no-sandbox', '--enable-unsafe-webgpu', '--disable-background-networking', '--disable-component-update',
          '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
 });
-const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
+// "threads:N": the threaded build in its worker on N wasm threads (the page is cross-origin isolated).
+const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'threads:1', 3], ['ddpm-cifar10-32', 'threads:2', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
   .filter(([name, engine]) => `${name} ${engine}`.includes(process.argv[3] ?? ''));
 try {
   console.log(`Chromium ${context.browser()?.version() ?? ''}; seeded random weights, batch 1; ms per forward (each run), memory after the runs`);
@@ -36,7 +37,8 @@ try {
     const started = Date.now();
     let timer;
     const r = await Promise.race([
-      page.evaluate(([n, e, r]) => window.__bench(n, e, 1, r).catch((err) => ({ error: String(err.message || err) })), [name, engine, reps]),
+      page.evaluate(([n, e, r]) => (e.startsWith('threads:') ? window.__benchThreads(n, Number(e.slice(8)), 1, r) : window.__bench(n, e, 1, r))
+        .catch((err) => ({ error: String(err.message || err) })), [name, engine, reps]),
       new Promise((resolve) => { timer = setTimeout(() => resolve({ error: `not finished after ${limit} s` }), limit * 1000); }),
     ]);
     // A pending limit would keep node alive for up to `limit` seconds after the last case.
@@ -46,7 +48,7 @@ try {
       console.log(`| ${name} | ${engine} | | ${r.error} (${((Date.now() - started) / 1000).toFixed(0)} s) | | |`);
       continue;
     }
-    const mem = engine === 'cpu' ? `wasm heap ${(r.memoryBytes / 1e6).toFixed(0)} MB` : `GPU buffers ${(r.memoryBytes / 1e6).toFixed(0)} MB`;
+    const mem = engine !== 'webgpu' ? `wasm heap ${(r.memoryBytes / 1e6).toFixed(0)} MB` : `GPU buffers ${(r.memoryBytes / 1e6).toFixed(0)} MB`;
     console.log(`| ${name} | ${engine} | ${(r.params / 1e6).toFixed(1)} M (${(r.weightsBytes / 1e6).toFixed(0)} MB f32) | ` +
                 `${r.msPerForward.map((v) => v.toFixed(0)).join(', ')} | ${mem} | ${r.what} |`);
   }

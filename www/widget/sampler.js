@@ -1,7 +1,7 @@
 // The package's JS API: createSampler() picks the engine (so every embedder gets the same choice
 // and reasons), loads a diffusers model folder with progress and Cache Storage, and wraps the wasm
 // DiffusionSampler in a small object whose run() is an async iterator of frames.
-import init, { DiffusionSampler, setWorkerFactory } from './ddim_webgpu.js';
+import init, { DiffusionSampler, setThreadsWorkerFactory, setWorkerFactory } from './ddim_webgpu.js';
 import { initWasm, wasmModule } from './wasm.js';
 import { explainMissingWeights, hubModelUrls, hubStatusMessage, isHubId, resolveHubModel } from './hub.js';
 
@@ -82,6 +82,8 @@ export function ready() {
   wasmReady ??= wasmModule().then((module) => { pageModule = module; return initWasm(init, module); }).then((wasm) => {
     wasmMemory = wasm.memory;
     setWorkerFactory(() => spareWorkers.pop() ?? newCpuWorker());
+    // Cross-origin isolated pages: the threaded build's worker (written out literally for bundlers).
+    setThreadsWorkerFactory(() => new Worker(new URL('./cpu-worker-threads.js', import.meta.url), { type: 'module' }));
     return wasm;
   });
   return wasmReady;

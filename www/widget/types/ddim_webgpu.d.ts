@@ -36,9 +36,22 @@ export class UNetWorker {
   free(): void;
   constructor(config_json: string, weights: Uint8Array);
   forward(sample: Float32Array, shape: Uint32Array, timesteps: Float32Array, labels?: Uint32Array | null): Float32Array;
+  setThreads(threads: number): void;
+  threads(): number;
+  setSplit(threads: number, min_share_forks: number): void;
+  kernel(): string;
 }
 
 export function setWorkerFactory(factory: () => Worker): void;
+/** src/web/bench.rs: `{engine, what, params, weightsBytes, msPerForward, memoryBytes}` on seeded random weights. */
+export function benchmarkConfig(config_json: string, engine: string, batch: number, reps: number): Promise<unknown>;
+export function setThreadsWorkerFactory(factory: () => Worker): void;
+/** This instance's memory (shared in the threaded build). */
+export function engineMemory(): WebAssembly.Memory;
+/** This instance's compiled module. */
+export function engineModule(): WebAssembly.Module;
+/** A fork worker of the threaded build: never returns (throws in the unthreaded builds). */
+export function forkWorker(): void;
 
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
 

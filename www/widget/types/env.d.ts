@@ -67,4 +67,5 @@ interface WorkerSelf {
   onmessage: ((event: MessageEvent) => unknown) | null;
   postMessage(message: unknown, transfer?: Transferable[]): void;
   requestAnimationFrame?: (callback: FrameRequestCallback) => number;
+  readonly crossOriginIsolated: boolean;
 }

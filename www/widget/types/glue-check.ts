@@ -11,6 +11,9 @@ declare const real: {
   UNetWorker: typeof Real.UNetWorker;
   unet: Real.UNetWorker;
   setWorkerFactory: typeof Real.setWorkerFactory;
+  setThreadsWorkerFactory: typeof Real.setThreadsWorkerFactory;
+  forkWorker: typeof Real.forkWorker;
+  benchmarkConfig: typeof Real.benchmarkConfig;
   init: typeof Real.default;
   initOutput: Real.InitOutput;
 };
@@ -21,6 +24,9 @@ export const glue: {
   UNetWorker: typeof Ours.UNetWorker;
   unet: Ours.UNetWorker;
   setWorkerFactory: typeof Ours.setWorkerFactory;
+  setThreadsWorkerFactory: typeof Ours.setThreadsWorkerFactory;
+  forkWorker: typeof Ours.forkWorker;
+  benchmarkConfig: typeof Ours.benchmarkConfig;
   init: typeof Ours.default;
   initOutput: Ours.InitOutput;
 } = {
@@ -29,6 +35,9 @@ export const glue: {
   UNetWorker: real.UNetWorker,
   unet: real.unet,
   setWorkerFactory: real.setWorkerFactory,
+  setThreadsWorkerFactory: real.setThreadsWorkerFactory,
+  forkWorker: real.forkWorker,
+  benchmarkConfig: real.benchmarkConfig,
   init: real.init,
   initOutput: real.initOutput,
 };
