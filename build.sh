@@ -165,14 +165,16 @@ cmd_build() {
     mv "$relaxed/ddim_webgpu_bg.wasm" www/pkg/ddim_webgpu_relaxed_bg.wasm
     rm -rf "$relaxed"
     # The threaded build (cross-origin isolated pages: cpu-worker-threads.js and its fork workers):
-    # wasm atomics over one shared memory (at most 4 GiB, as the unthreaded heap). std itself is
+    # wasm atomics over one shared memory (at most 4 GiB, as the unthreaded heap), with relaxed SIMD
+    # (it runs only where the browser has both; a simd128 one measured 1.26× slower per thread on the
+    # bundled model than the relaxed batch workers, so it would slow isolated pages down). std itself is
     # rebuilt with atomics (-Z build-std, which RUSTC_BOOTSTRAP=1 allows on the stable toolchain;
     # std's source is the rust-src component). Its own target dir, and its own glue in threads/.
     log "cargo build (wasm with threads, release)"
     local tls=""
     for e in __wasm_init_tls __tls_size __tls_align __tls_base; do tls+=" -C link-arg=--export=$e"; done
     # The linker gets shared, imported memory and the TLS exports wasm-bindgen's thread start needs.
-    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128 -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296$tls" \
+    RUSTC_BOOTSTRAP=1 RUSTFLAGS="-C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128,+relaxed-simd -C link-arg=--shared-memory -C link-arg=--import-memory -C link-arg=--max-memory=4294967296$tls" \
         cargo build --release --lib --target "$WASM_TARGET" --no-default-features -Z build-std=std,panic_abort --target-dir "$(target_dir)/threads"
     wasm-bindgen --target web --out-dir www/pkg/threads "$(target_dir)/threads/$WASM_TARGET/release/ddim_webgpu.wasm"
     # -ocimfs 100: binaryen inlines every function that has one caller by default, which made

@@ -264,12 +264,12 @@ impl DiffusionSampler {
                 match loaded {
                     Ok(workers) => {
                         let n = workers.worker_count();
-                        let how = match workers.threads() {
-                            Some(t) => format!("in 1 Web Worker with {t} wasm threads (cross-origin isolated: each forward splits across them)"),
-                            None if cross_origin_isolated() => format!("in {n} Web Worker(s), one image each{fallback}"),
-                            None => format!(
-                                "in {n} Web Worker(s), one image each [not cross-origin isolated: wasm threads need the page served with COOP/COEP headers]"
-                            ),
+                        let how = match (workers.threads(), threads_refusal()) {
+                            (Some(t), _) => {
+                                format!("in 1 Web Worker with {t} wasm threads (cross-origin isolated: each forward splits across them)")
+                            }
+                            (None, None) => format!("in {n} Web Worker(s), one image each{fallback}"),
+                            (None, Some(why)) => format!("in {n} Web Worker(s), one image each [{why}]"),
                         };
                         let kernel = workers.kernel().unwrap_or(kernel).to_string();
                         (EngineKind::Workers(workers), format!("CPU: Rust compiled to wasm ({kernel} GEMM) {how}"))
@@ -514,13 +514,26 @@ fn cross_origin_isolated() -> bool {
     Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).ok().and_then(|v| v.as_bool()).unwrap_or(false)
 }
 
-/// How the CPU engine runs, for the CPU engines: where cross-origin isolated, one threaded worker
+/// Why the CPU engine cannot run wasm threads here, if it cannot: they need a cross-origin isolated
+/// page (shared memory) and relaxed SIMD (the threaded build has it: this instance is the relaxed
+/// build exactly where the browser validates it, www/widget/wasm.js).
+fn threads_refusal() -> Option<&'static str> {
+    if !cross_origin_isolated() {
+        Some("not cross-origin isolated: wasm threads need the page served with COOP/COEP headers")
+    } else if !cfg!(target_feature = "relaxed-simd") {
+        Some("no wasm threads: the threaded build needs relaxed SIMD, which this browser lacks")
+    } else {
+        None
+    }
+}
+
+/// How the CPU engine runs, for the CPU engines: where wasm threads can run, one threaded worker
 /// ("cpu": a thread per core up to 8; "cpu:N": N threads); elsewhere batch workers (`batch_workers`).
 fn cpu_workers(choice: EngineChoice) -> Option<(WorkerKind, usize)> {
     let EngineChoice::Cpu { threads } = choice else { return None };
-    Some(match cross_origin_isolated() {
-        true => (WorkerKind::Threads, threads.unwrap_or_else(|| (hardware_concurrency() as usize).clamp(1, 8))),
-        false => (WorkerKind::Batch, batch_workers(choice)),
+    Some(match threads_refusal() {
+        None => (WorkerKind::Threads, threads.unwrap_or_else(|| (hardware_concurrency() as usize).clamp(1, 8))),
+        Some(_) => (WorkerKind::Batch, batch_workers(choice)),
     })
 }
 

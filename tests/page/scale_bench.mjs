@@ -23,7 +23,7 @@ const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmp
          '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
 });
 // "threads:N": the threaded build in its worker on N wasm threads (the page is cross-origin isolated).
-const cases = [['ddpm-cifar10-32', 'cpu', 3], ['ddpm-cifar10-32', 'threads:1', 3], ['ddpm-cifar10-32', 'threads:2', 3], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
+const cases = [['ddpm-cifar10-32', 'cpu', 8], ['ddpm-cifar10-32', 'threads:1', 8], ['ddpm-cifar10-32', 'threads:2', 8], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
   .filter(([name, engine]) => `${name} ${engine}`.includes(process.argv[3] ?? ''));
 try {
   console.log(`Chromium ${context.browser()?.version() ?? ''}; seeded random weights, batch 1; ms per forward (each run), memory after the runs`);
