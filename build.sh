@@ -282,6 +282,9 @@ cmd_bench() {
         log "native side by side: onnxruntime and PyTorch (also writes target/bench/mnist-cond.onnx)"
         .venv-ref/bin/python tests/bench/side_by_side.py | tee "$out/native.txt"
         node tests/bench/performance_doc.mjs --table native "$out/native.txt"
+        log "native side by side on the ddpm-cifar10-32 shape, batch 1 (also writes target/bench/ddpm-cifar10-32.onnx)"
+        .venv-ref/bin/python tests/bench/side_by_side.py --config tests/bench/configs/ddpm-cifar10-32.json --batch 1 | tee "$out/native-cifar.txt"
+        node tests/bench/performance_doc.mjs --table native-cifar "$out/native-cifar.txt"
     else
         log "no .venv-ref with torch, diffusers, onnxruntime: skipping the native side-by-side (docs/performance.md keeps the last one)"
     fi

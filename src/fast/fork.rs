@@ -17,6 +17,9 @@ pub const MIN_SHARE_FORKS: f64 = 8.0;
 /// threads where it has them (in turn on this thread where it has none), and returns the results in
 /// order. A panic in a share is raised here once every share has ended.
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    if POISONED.load(Ordering::Acquire) {
+        panic!("{POISONED_MSG}");
+    }
     if items.len() <= 1 || pool().threads() == 0 {
         return items.into_iter().enumerate().map(|(i, t)| f(i, t)).collect();
     }
@@ -37,6 +40,19 @@ pub fn threads_here() -> usize {
     return std::thread::available_parallelism().map_or(1, |n| n.get());
     #[cfg(target_arch = "wasm32")]
     return pool().threads() + 1;
+}
+
+/// Set when a pool thread can no longer run (the browser: a fork worker's instance trapped, and
+/// fork-worker.js called `forkWorkerFailed`): the share it held never ends, so a fork waiting on it
+/// stops instead of hanging, and every later fork fails at once.
+static POISONED: AtomicBool = AtomicBool::new(false);
+const POISONED_MSG: &str =
+    "a CPU thread stopped (a fork worker's WebAssembly trapped, most likely out of memory): this engine cannot run again";
+
+/// Marks the pool as broken (`POISONED`) and wakes the threads waiting on it.
+pub fn poison() {
+    POISONED.store(true, Ordering::Release);
+    pool().work.notify_all();
 }
 
 /// The calling thread becomes one of the pool's workers and never returns (the browser's threaded
@@ -286,7 +302,18 @@ impl Pool {
                 None => {
                     let left = lock(&latch.left);
                     if *left > 0 {
-                        drop(latch.done.wait(left).unwrap_or_else(|e| e.into_inner()));
+                        // Woken by the last share, or in turn to look at `POISONED`.
+                        drop(
+                            latch.done.wait_timeout(left, std::time::Duration::from_millis(50)).map_or_else(|e| e.into_inner().0, |r| r.0),
+                        );
+                    }
+                    if POISONED.load(Ordering::Acquire) {
+                        // Shares of this fork may still run elsewhere, on this stack's borrows: no
+                        // unwinding past them. In wasm a panic aborts (a trap the worker reports).
+                        #[cfg(target_arch = "wasm32")]
+                        panic!("{POISONED_MSG}");
+                        #[cfg(not(target_arch = "wasm32"))]
+                        std::process::abort();
                     }
                 }
             }

@@ -103,6 +103,17 @@ impl GpuEngine {
     fn current(&self) -> Result<&GpuRun> {
         self.run.as_ref().ok_or_else(|| Error::Input("no run was started on this engine".into()))
     }
+
+    /// Writes one of the run's sample-sized state buffers (x_t, x̂₀, the history), its length checked.
+    fn write_state(&self, what: &str, buffer: impl Fn(&GpuRun) -> &wgpu::Buffer, values: &[f32]) -> Result<()> {
+        let run = self.current()?;
+        let count: usize = run.shape.iter().product();
+        if values.len() != count {
+            return Err(Error::Input(format!("{what}: {} values for a sample of {count}", values.len())));
+        }
+        self.unet.gpu.queue.write_buffer(buffer(run), 0, bytemuck::cast_slice(values));
+        Ok(())
+    }
 }
 
 impl Engine for GpuEngine {
@@ -290,23 +301,11 @@ impl Engine for GpuEngine {
     }
 
     fn write_x(&mut self, x: &[f32]) -> Result<()> {
-        let run = self.current()?;
-        let count: usize = run.shape.iter().product();
-        if x.len() != count {
-            return Err(Error::Input(format!("write_x: {} values for a sample of {count}", x.len())));
-        }
-        self.unet.gpu.queue.write_buffer(&run.x, 0, bytemuck::cast_slice(x));
-        Ok(())
+        self.write_state("write_x", |run| &run.x, x)
     }
 
     fn write_x0(&mut self, x0: &[f32]) -> Result<()> {
-        let run = self.current()?;
-        let count: usize = run.shape.iter().product();
-        if x0.len() != count {
-            return Err(Error::Input(format!("write_x0: {} values for a sample of {count}", x0.len())));
-        }
-        self.unet.gpu.queue.write_buffer(&run.x0, 0, bytemuck::cast_slice(x0));
-        Ok(())
+        self.write_state("write_x0", |run| &run.x0, x0)
     }
 
     async fn read_history(&mut self) -> Result<Vec<f32>> {
@@ -315,13 +314,7 @@ impl Engine for GpuEngine {
     }
 
     fn write_history(&mut self, h: &[f32]) -> Result<()> {
-        let run = self.current()?;
-        let count: usize = run.shape.iter().product();
-        if h.len() != count {
-            return Err(Error::Input(format!("write_history: {} values for a sample of {count}", h.len())));
-        }
-        self.unet.gpu.queue.write_buffer(&run.h, 0, bytemuck::cast_slice(h));
-        Ok(())
+        self.write_state("write_history", |run| &run.h, h)
     }
 
     async fn first_non_finite_step(&mut self) -> Result<Option<usize>> {

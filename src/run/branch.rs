@@ -62,8 +62,8 @@ pub struct Node {
     /// The run's scheduler config (as `Schedule::new` was given it for `kind`).
     pub config: SchedulerConfig,
     pub shape: [usize; 4],
-    /// The timestep of every evaluation of the run.
-    pub timesteps: Vec<i64>,
+    /// The timestep of every evaluation of the run (shared by the run's nodes).
+    pub timesteps: Arc<[i64]>,
 }
 
 /// What a plan needs to be recorded as nodes: the sampler it runs, from `RunOptions::plan`.
@@ -72,6 +72,9 @@ pub struct PlanOrigin {
     pub kind: SamplerKind,
     pub steps: usize,
     pub config: SchedulerConfig,
+    /// The timestep of every evaluation of the whole run (a branch's plan may run only its tail):
+    /// computed once per plan, not per node.
+    pub timesteps: Arc<[i64]>,
 }
 
 impl Node {
@@ -80,8 +83,7 @@ impl Node {
     /// counts in the whole run's evaluations.
     pub fn new(plan: &RunPlan, index: usize, state: EngineState) -> Result<Self> {
         let origin = plan.origin.as_ref().ok_or_else(|| Error::Input("only sampling runs keep branch nodes".into()))?;
-        let timesteps: Vec<i64> =
-            Schedule::new(origin.config.clone()).steps(origin.kind, origin.steps, 0.0)?.iter().map(|s| s.timestep).collect();
+        let timesteps = origin.timesteps.clone();
         let skipped = timesteps.len().saturating_sub(plan.steps.len());
         Ok(Node {
             state: Arc::new(state),
@@ -121,7 +123,7 @@ pub fn fork(node: &Node, mut plan: RunPlan, eta: f32) -> Result<RunPlan> {
         return Err(Error::Input("the node is the run's last evaluation: nothing is left to branch".into()));
     }
     let timesteps: Vec<i64> = plan.steps.iter().map(|s| s.timestep).collect();
-    if origin.kind == node.kind && origin.steps == node.steps && origin.config == node.config && timesteps == node.timesteps {
+    if origin.kind == node.kind && origin.steps == node.steps && origin.config == node.config && timesteps[..] == node.timesteps[..] {
         plan.resume = Some(Resume { first: node.next, state: node.state.clone() });
         return Ok(plan);
     }

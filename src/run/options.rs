@@ -256,8 +256,10 @@ impl RunOptions {
                 // Euler and Heun start from noise · init_noise_sigma, as diffusers' pipelines do.
                 let init_sigma = schedule.init_noise_sigma(kind, n)?;
                 let x_start = base.x_start.iter().map(|v| v * init_sigma).collect();
-                let origin = PlanOrigin { kind, steps: n, config: config.for_sampler(kind) };
-                RunPlan { steps: schedule.steps(kind, n, eta)?, x_start, origin: Some(origin), ..base }
+                let steps = schedule.steps(kind, n, eta)?;
+                let timesteps = steps.iter().map(|s| s.timestep).collect();
+                let origin = PlanOrigin { kind, steps: n, config: config.for_sampler(kind), timesteps };
+                RunPlan { steps, x_start, origin: Some(origin), ..base }
             }
             (Some(edit), None) => self.edit_plan(edit, &config, (kind, n, eta), base)?,
         };

@@ -639,14 +639,32 @@ async fn sample(inner: &Inner, o: &JsValue, cb: Option<&js_sys::Function>) -> Re
 }
 
 /// Keeps frame `info` of a recorded run: x_t and x̂₀ read back (forward frames: the clean image).
-async fn record_frame<E: Engine>(inner: &Inner, e: &mut E, plan: &RunPlan, info: StepInfo) -> Result<(), Error> {
-    let xt = e.read(View::Xt).await?;
+async fn record_frame<E: Engine>(inner: &Inner, (e, reads): (&mut E, &mut Reads), plan: &RunPlan, info: StepInfo) -> Result<(), Error> {
+    let xt = Tensor::clone(&*reads.get(e, View::Xt).await?);
     let x0 = match (&plan.forward, info.phase) {
         (Some(path), Phase::Forward) => Tensor::new(plan.shape.to_vec(), path.x0.clone())?,
-        _ => e.read(View::X0).await?,
+        _ => Tensor::clone(&*reads.get(e, View::X0).await?),
     };
     inner.film.borrow_mut().push(FilmFrame { timestep: info.timestep, phase: info.phase, xt, x0 });
     Ok(())
+}
+
+/// One frame's readbacks: each view read from the engine at most once per frame, however many of
+/// the frame's consumers (the readback canvas, the film, the numbers, the arrays, a branch's node)
+/// ask for it. On WebGPU each read is a buffer mapped back; the page's default run asked for x_t
+/// four times and x̂₀ three times a frame before.
+#[derive(Default)]
+struct Reads(Vec<(View, std::rc::Rc<Tensor>)>);
+
+impl Reads {
+    async fn get<E: Engine>(&mut self, e: &mut E, v: View) -> Result<std::rc::Rc<Tensor>, Error> {
+        if let Some((_, t)) = self.0.iter().find(|(w, _)| *w == v) {
+            return Ok(t.clone());
+        }
+        let t = std::rc::Rc::new(e.read(v).await?);
+        self.0.push((v, t.clone()));
+        Ok(t)
+    }
 }
 
 /// The gap between views drawn side by side, in pixels.
@@ -686,7 +704,7 @@ async fn run_plan(
                     frames = Some(SurfaceFrames::new(e.gpu(), surface, *format, (width as u32, gh as u32), drawers));
                 }
                 frames.as_ref().map(|f| f.show(e.gpu())).transpose()?;
-                let extras = frame_extras(inner, e, plan, info, ask).await?;
+                let extras = frame_extras(inner, (e, &mut Reads::default()), plan, info, ask).await?;
                 Ok(after_step(inner, cb, info, extras, &mut started).await)
             })
             .await
@@ -711,24 +729,25 @@ async fn run_plan(
 /// parent, dropped: the ids of nodes dropped for the budget}.
 async fn frame_extras<E: Engine>(
     inner: &Inner,
-    e: &mut E,
+    (e, reads): (&mut E, &mut Reads),
     plan: &RunPlan,
     info: StepInfo,
     ask: &mut FrameAsk,
 ) -> Result<(Object, Option<StepNumbers>), Error> {
     if ask.record {
-        record_frame(inner, e, plan, info).await?;
+        record_frame(inner, (e, reads), plan, info).await?;
     }
-    let numbers = frame_numbers(&mut ask.numbers, e, info).await?;
+    let numbers = frame_numbers(&mut ask.numbers, (e, reads), info).await?;
     let o = Object::new();
     let set = |k: &str, v: JsValue| {
         let _ = Reflect::set(&o, &k.into(), &v);
     };
     for v in &ask.arrays {
-        set(v.as_str(), js_sys::Float32Array::from(&e.read(*v).await?.data[..]).into());
+        set(v.as_str(), js_sys::Float32Array::from(&reads.get(e, *v).await?.data[..]).into());
     }
     if let (Some(budget), Phase::Reverse) = (ask.branch, info.phase) {
-        let node = Node::new(plan, info.index, EngineState::save(e).await?)?;
+        let (x, x0) = (reads.get(e, View::Xt).await?.data.clone(), reads.get(e, View::X0).await?.data.clone());
+        let node = Node::new(plan, info.index, EngineState { x, x0, h: e.read_history().await? })?;
         let (id, dropped) = inner.branches.borrow_mut().keep(node, budget);
         set("node", (id as f64).into());
         set("parent", ask.parent.map_or(JsValue::NULL, |p| (p as f64).into()));
@@ -772,10 +791,11 @@ async fn readback_run<E: Engine>(
     started: &mut f64,
 ) -> Result<Tensor, Error> {
     run::run(engine, plan, async |e: &mut E, info| {
+        let mut reads = Reads::default();
         for (v, left) in views.iter().zip(lefts) {
-            put_image(ctx, &e.read(*v).await?, cols, v.signed(), *left)?;
+            put_image(ctx, &*reads.get(e, *v).await?, cols, v.signed(), *left)?;
         }
-        let extras = frame_extras(inner, e, plan, info, ask).await?;
+        let extras = frame_extras(inner, (e, &mut reads), plan, info, ask).await?;
         Ok(after_step(inner, cb, info, extras, started).await)
     })
     .await
@@ -783,10 +803,14 @@ async fn readback_run<E: Engine>(
 
 /// A denoising frame's numbers (`numbers: true`): x_t and x̂₀ read back (on WebGPU a readback per
 /// frame, asked for only then).
-async fn frame_numbers<E: Engine>(tracker: &mut Option<NumbersTracker>, e: &mut E, info: StepInfo) -> Result<Option<StepNumbers>, Error> {
+async fn frame_numbers<E: Engine>(
+    tracker: &mut Option<NumbersTracker>,
+    (e, reads): (&mut E, &mut Reads),
+    info: StepInfo,
+) -> Result<Option<StepNumbers>, Error> {
     match tracker {
         Some(t) if info.phase != Phase::Forward => {
-            let (x, x0) = (e.read(View::Xt).await?, e.read(View::X0).await?);
+            let (x, x0) = (reads.get(e, View::Xt).await?, reads.get(e, View::X0).await?);
             Ok(Some(t.frame(info.timestep as f32, &x, &x0)))
         }
         _ => Ok(None),

@@ -401,6 +401,14 @@ impl Engine for WorkerEngine {
     }
 }
 
+/// Called by fork-worker.js when its instance trapped while serving: the pool is marked broken
+/// (`fast::fork::poison`), so the engine's fork waiting on that worker's share fails, with a message
+/// saying so, instead of waiting forever.
+#[wasm_bindgen(js_name = forkWorkerFailed)]
+pub fn fork_worker_failed() {
+    crate::fast::fork::poison();
+}
+
 /// This instance's memory (the threaded build's is shared: its fork workers instantiate on it).
 #[wasm_bindgen(js_name = engineMemory)]
 pub fn wasm_memory() -> JsValue {

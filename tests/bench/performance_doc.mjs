@@ -21,7 +21,7 @@ import { pathToFileURL } from 'node:url';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 export const DEFAULT_DOC = path.join(ROOT, 'docs/performance.md');
 /** The sections ./build.sh bench writes (docs/performance.md has markers for each; a test checks). */
-export const BENCH_SECTIONS = ['native', 'ddim', 'browser', 'first-frame', 'browsers', 'scale'];
+export const BENCH_SECTIONS = ['native', 'native-cifar', 'ddim', 'browser', 'first-frame', 'browsers', 'scale'];
 
 export function markers(section) {
   return [`<!-- bench:${section}:start -->`, `<!-- bench:${section}:end -->`];

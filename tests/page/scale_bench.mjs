@@ -4,7 +4,7 @@
 // ms per forward (batch 1) and the memory it took. Run after ./build.sh (./build.sh bench does):
 //     node tests/page/scale_bench.mjs [max seconds per case] [only cases whose "shape engine" contains this]
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -12,8 +12,14 @@ import { chromium } from 'playwright-core';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const limit = Number(process.argv[2] ?? 900);
 const PORT = 19000 + Math.floor(Math.random() * 1000);
+// onnxruntime-web on the cifar10-32 shape where it is installed and the export exists
+// (tests/bench/side_by_side.py --config tests/bench/configs/ddpm-cifar10-32.json writes it).
+const ORT = path.join(ROOT, 'node_modules/onnxruntime-web/dist');
+const ONNX = path.join(ROOT, 'target/bench');
+const withOrt = existsSync(ORT) && existsSync(path.join(ONNX, 'ddpm-cifar10-32.onnx'));
 const server = spawn('python3', [path.join(ROOT, 'tests/page/serve.py'), String(PORT), path.join(ROOT, 'www'),
-  '--mount', `/configs=${path.join(ROOT, 'tests/bench/configs')}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`, '--isolated'],
+  '--mount', `/configs=${path.join(ROOT, 'tests/bench/configs')}`, '--mount', `/benchpage=${path.join(ROOT, 'tests/page')}`, '--isolated',
+  '--mount', `/ort=${ORT}`, '--mount', `/onnx=${ONNX}`],
   { stdio: ['ignore', 'pipe', 'inherit'] });
 await new Promise((resolve) => server.stdout.once('data', resolve));
 const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmpdir(), 'ddim-scale-')), {
@@ -23,8 +29,11 @@ const context = await chromium.launchPersistentContext(mkdtempSync(path.join(tmp
          '--disable-sync', '--no-first-run', '--disable-quic', '--remote-debugging-pipe', 'about:blank'],
 });
 // "threads:N": the threaded build in its worker on N wasm threads (the page is cross-origin isolated).
-const cases = [['ddpm-cifar10-32', 'cpu', 8], ['ddpm-cifar10-32', 'threads:1', 8], ['ddpm-cifar10-32', 'threads:2', 8], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
-  .filter(([name, engine]) => `${name} ${engine}`.includes(process.argv[3] ?? ''));
+// "ort:N": onnxruntime-web's wasm EP on N threads, the same shape's ONNX export (its own random weights).
+const cases = [['ddpm-cifar10-32', 'cpu', 8], ['ddpm-cifar10-32', 'threads:1', 8], ['ddpm-cifar10-32', 'ort:1', 8],
+  ['ddpm-cifar10-32', 'threads:2', 8], ['ddpm-cifar10-32', 'ort:2', 8], ['ddpm-cifar10-32', 'webgpu', 2], ['ddpm-celebahq-256', 'cpu', 1], ['ddpm-celebahq-256', 'webgpu', 1]]
+  .filter(([name, engine]) => `${name} ${engine}`.includes(process.argv[3] ?? ''))
+  .filter(([, engine]) => withOrt || !engine.startsWith('ort:'));
 try {
   console.log(`Chromium ${context.browser()?.version() ?? ''}; seeded random weights, batch 1; ms per forward (each run), memory after the runs`);
   console.log('| shape | engine | params | ms per forward | memory | what |');
@@ -32,6 +41,17 @@ try {
   for (const [name, engine, reps] of cases) {
     // A fresh page per case: the wasm heap of one case does not carry into the next.
     const page = await context.newPage();
+    if (engine.startsWith('ort:')) {
+      // Its own page: onnxruntime-web warms for 10 s, then times ≥ 20 runs (bench_ort.html).
+      const c = JSON.parse(readFileSync(path.join(ROOT, 'tests/bench/configs', `${name}.json`), 'utf8'));
+      const shape = `channels=${c.in_channels}&size=${c.sample_size}&labels=${c.num_class_embeds ? 1 : 0}`;
+      await page.goto(`http://127.0.0.1:${PORT}/benchpage/bench_ort.html?ep=wasm&threads=${engine.slice(4)}&batch=1&warm=10&onnx=${name}&${shape}`);
+      await page.waitForFunction(() => window.__result, null, { timeout: limit * 1000, polling: 500 });
+      const r = await page.evaluate(() => window.__result);
+      await page.close();
+      console.log(`| ${name} | ${engine} | | ${r.error ?? `${r.median.toFixed(0)} median (${r.min.toFixed(0)}–${r.max.toFixed(0)}, ${r.runs} runs)`} | | onnxruntime-web wasm EP, isolated=${r.isolated} |`);
+      continue;
+    }
     await page.goto(`http://127.0.0.1:${PORT}/benchpage/scale.html`);
     await page.waitForFunction(() => window.__ready, null, { timeout: 60_000 });
     const started = Date.now();

@@ -343,6 +343,10 @@ pub struct BenchOptions {
     /// only the GPU engine (the CPU engines' timings are skipped: for big shapes on a real GPU)
     #[arg(long, conflicts_with = "cpu_only")]
     gpu_only: bool,
+    /// only the fast CPU engine's forward (what tests/bench/side_by_side.py alternates with
+    /// onnxruntime: no reference, GPU or full-sample timings)
+    #[arg(long, conflicts_with = "gpu_only")]
+    fast_only: bool,
     /// conv2d_gemm.wgsl's GEMM workgroup size instead of the adapter's default (to tune it)
     #[arg(long)]
     gemm_workgroup: Option<u32>,
@@ -390,6 +394,13 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
     let ts = vec![500.0; batch];
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
+    if o.fast_only {
+        let mut fast = ddim_webgpu::fast::FastOps::new(&model);
+        let (kernel, threads) = (fast.kernel_name(), fast.threads());
+        let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
+        println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
+        return Ok(());
+    }
     let gpu_conv = if o.cpu_only { None } else { Some(bench_gpu_forward(bench_device(&o)?, &model, &x, &ts, labels.as_deref())?) };
     if !o.gpu_only {
         let reference = time_forwards(&mut ddim_webgpu::reference::ReferenceOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;

@@ -52,6 +52,8 @@ export function engineMemory(): WebAssembly.Memory;
 export function engineModule(): WebAssembly.Module;
 /** A fork worker of the threaded build: never returns (throws in the unthreaded builds). */
 export function forkWorker(): void;
+/** A fork worker's instance trapped: the engine's pool is marked broken (its forward then fails, named). */
+export function forkWorkerFailed(): void;
 
 export type InitInput = RequestInfo | URL | Response | BufferSource | WebAssembly.Module;
 

@@ -4,7 +4,7 @@
 // the workers against the real declarations once a build has written them.
 import type { InitOutput } from '../ddim_webgpu.js';
 
-export { UNetWorker, benchmarkConfig, engineMemory, engineModule, forkWorker } from '../ddim_webgpu.js';
+export { UNetWorker, benchmarkConfig, engineMemory, engineModule, forkWorker, forkWorkerFailed } from '../ddim_webgpu.js';
 export { default } from '../ddim_webgpu.js';
 
 export function initSync(module: { module: BufferSource | WebAssembly.Module; memory?: WebAssembly.Memory; thread_stack_size?: number }): InitOutput;
