@@ -15,22 +15,36 @@ pub const MIN_SHARE_FORKS: f64 = 8.0;
 
 /// Runs `f(i, item)` for every item, the first on the calling thread and the others on the pool's
 /// threads where it has them (in turn on this thread where it has none), and returns the results in
-/// order. A panic in a share is raised here once every share has ended.
+/// order. A panic in a share is raised here once every share has ended (`try_map` returns it).
 pub fn map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    try_map(items, f).into_iter().map(|r| r.unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+}
+
+/// `map`, each share's panic returned as its result (the payload `std::thread::Result` carries)
+/// instead of raised: a caller that reports errors turns a broken share into one.
+pub fn try_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<std::thread::Result<R>> {
     if POISONED.load(Ordering::Acquire) {
         panic!("{POISONED_MSG}");
     }
+    let caught = |i: usize, t: T| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, t)));
     if items.len() <= 1 || pool().threads() == 0 {
-        return items.into_iter().enumerate().map(|(i, t)| f(i, t)).collect();
+        return items.into_iter().enumerate().map(|(i, t)| caught(i, t)).collect();
     }
-    let slots: Vec<Mutex<(Option<T>, Option<R>)>> = items.into_iter().map(|t| Mutex::new((Some(t), None))).collect();
+    // Each share's item, taken by the share, and its result.
+    type Slot<T, R> = Mutex<(Option<T>, Option<std::thread::Result<R>>)>;
+    let slots: Vec<Slot<T, R>> = items.into_iter().map(|t| Mutex::new((Some(t), None))).collect();
     let share = |i: usize| {
         let item = lock(&slots[i]).0.take().expect("each share runs once");
-        let r = f(i, item);
+        let r = caught(i, item);
         lock(&slots[i]).1 = Some(r);
     };
     pool().run(slots.len(), &share);
     slots.into_iter().map(|s| s.into_inner().unwrap_or_else(|e| e.into_inner()).1.expect("every share ran")).collect()
+}
+
+/// A share's panic message, for an error that names it.
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>().copied().or_else(|| p.downcast_ref::<String>().map(String::as_str)).unwrap_or("(no message)")
 }
 
 /// How many threads a split may use here: natively the cores (`available_parallelism`); in wasm
@@ -99,13 +113,15 @@ pub fn now_ns() -> f64 {
     #[cfg(target_arch = "wasm32")]
     {
         use wasm_bindgen::JsCast;
-        let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
-        let now =
-            perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok()).and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        match (perf, now) {
-            (Some(p), Some(now)) => now.call0(&p).ok().and_then(|v| v.as_f64()).unwrap_or(0.0) * 1e6,
-            _ => 0.0,
+        thread_local! {
+            /// This thread's `performance` and its `now`, looked up once.
+            static NOW: Option<(wasm_bindgen::JsValue, js_sys::Function)> = {
+                let perf = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).ok();
+                let now = perf.as_ref().and_then(|p| js_sys::Reflect::get(p, &"now".into()).ok()).and_then(|f| f.dyn_into().ok());
+                perf.zip(now)
+            };
         }
+        NOW.with(|n| n.as_ref().and_then(|(p, now)| now.call0(p).ok()).and_then(|v| v.as_f64()).unwrap_or(0.0) * 1e6)
     }
 }
 
@@ -211,7 +227,8 @@ struct Latch {
 struct Pool {
     queue: Mutex<VecDeque<Task>>,
     work: Condvar,
-    /// Threads serving the queue.
+    /// In wasm, the fork workers serving the queue (natively `spawned` counts).
+    #[cfg(target_arch = "wasm32")]
     threads: AtomicUsize,
     /// Natively, threads asked for and not yet serving (counted before they start).
     #[cfg(not(target_arch = "wasm32"))]
@@ -223,6 +240,7 @@ fn pool() -> &'static Pool {
     POOL.get_or_init(|| Pool {
         queue: Mutex::new(VecDeque::new()),
         work: Condvar::new(),
+        #[cfg(target_arch = "wasm32")]
         threads: AtomicUsize::new(0),
         #[cfg(not(target_arch = "wasm32"))]
         spawned: AtomicUsize::new(0),
@@ -260,6 +278,7 @@ impl Pool {
     }
 
     fn serve(&self) -> ! {
+        #[cfg(target_arch = "wasm32")]
         self.threads.fetch_add(1, Ordering::Relaxed);
         loop {
             let task = {

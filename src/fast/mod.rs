@@ -193,11 +193,11 @@ impl HostOps for FastOps {
             let x = Tensor::new(shape, sample.data[a * item..b * item].to_vec())?;
             forward_in_place(&mut self.clone().with_split(split), config, &x, &ts[a..b], labels.map(|l| &l[a..b]))
         };
-        let outs = fork::map((0..n.div_ceil(per)).collect(), |_, i| share(i));
+        let outs = fork::try_map((0..n.div_ceil(per)).collect(), |_, i| share(i));
         let mut data = Vec::with_capacity(n * item);
         let mut shape = Vec::new();
         for out in outs {
-            let out = out?;
+            let out = out.map_err(|p| Error::Input(format!("a CPU thread panicked: {}", fork::panic_message(&*p))))??;
             shape = out.shape.clone();
             data.extend(out.data);
         }

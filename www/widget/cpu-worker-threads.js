@@ -7,6 +7,7 @@
 // tests, `minShareForks` (fast::fork::Split); the "ready" reply says how many threads run and the kernel.
 // {type: "bench", config, batch, reps, threads} → {type: "bench", result}: benchmarkConfig on these threads. A fork worker that fails to start is an error naming why.
 import init, { UNetWorker, benchmarkConfig, engineMemory, engineModule } from './threads/ddim_webgpu.js';
+import { errorMessage, trapReason } from './wasm.js';
 
 /** This worker's global scope (`npm run typecheck` sees the page's DOM types: types/env.d.ts). */
 const scope = /** @type {WorkerSelf} */ (/** @type {unknown} */ (globalThis));
@@ -61,12 +62,8 @@ scope.onmessage = async (/** @type {MessageEvent} */ e) => {
       scope.postMessage({ type: 'result', out }, [out.buffer]);
     }
   } catch (err) {
-    let message = String((err && /** @type {any} */ (err).message) || err);
-    if (err instanceof WebAssembly.RuntimeError) {
-      broken = `the CPU engine's worker stopped: its WebAssembly trapped (${message}), most likely out of memory (a shared wasm heap holds at most 4 GiB); reload the model with a smaller batch or model`;
-      unet = null;
-      message = broken;
-    }
-    scope.postMessage({ type: 'error', message });
+    broken ||= trapReason(err, 'a shared wasm heap');
+    if (broken) unet = null;
+    scope.postMessage({ type: 'error', message: broken || errorMessage(err) });
   }
 };

@@ -4,7 +4,7 @@
 // {type: "module", module} first, its compiled WebAssembly.Module (wasm.js), which this worker
 // instantiates instead of downloading and compiling its own.
 import init, { UNetWorker } from './ddim_webgpu.js';
-import { initWasm } from './wasm.js';
+import { initWasm, errorMessage, trapReason } from './wasm.js';
 
 /** This worker's global scope (`npm run typecheck` sees the page's DOM types: types/env.d.ts). */
 const scope = /** @type {WorkerSelf} */ (/** @type {unknown} */ (globalThis));
@@ -33,14 +33,8 @@ scope.onmessage = async (/** @type {MessageEvent} */ e) => {
       scope.postMessage({ type: 'result', out }, [out.buffer]);
     }
   } catch (err) {
-    let message = String((err && /** @type {any} */ (err).message) || err);
-    if (err instanceof WebAssembly.RuntimeError) {
-      // A trap leaves the instance's heap in an unknown state (a failed memory.grow aborts the
-      // allocator): this worker answers every later message with the reason, never a wrong result.
-      broken = `the CPU engine's worker stopped: its WebAssembly trapped (${message}), most likely out of memory (a wasm heap holds at most 4 GiB); reload the model with a smaller batch or model`;
-      unet = null;
-      message = broken;
-    }
-    scope.postMessage({ type: 'error', message });
+    broken ||= trapReason(err, 'a wasm heap');
+    if (broken) unet = null;
+    scope.postMessage({ type: 'error', message: broken || errorMessage(err) });
   }
 };

@@ -52,3 +52,20 @@ export function wasmModule() {
 export async function initWasm(init, module) {
   return init({ module_or_path: module ?? await wasmModule() });
 }
+
+/** @param {unknown} err @returns {string} an error's message, or the thrown value as text */
+export function errorMessage(err) {
+  return String((err && /** @type {any} */ (err).message) || err);
+}
+
+/**
+ * Why a worker's WebAssembly can no longer run, where `err` is a trap (out of memory, or a crash), else ''.
+ * A trap leaves the instance's heap in an unknown state (a failed memory.grow aborts the allocator):
+ * the CPU workers answer every later message with this reason, never a wrong result.
+ * @param {unknown} err
+ * @param {string} heap what the worker's heap is, for the message ("a wasm heap", "a shared wasm heap")
+ */
+export function trapReason(err, heap) {
+  if (!(err instanceof WebAssembly.RuntimeError)) return '';
+  return `the CPU engine's worker stopped: its WebAssembly trapped (${errorMessage(err)}), most likely out of memory (${heap} holds at most 4 GiB); reload the model with a smaller batch or model`;
+}
