@@ -16,34 +16,29 @@ use super::epilogue::{Epilogue, ACC_STRIDE};
 use super::fork;
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
 use super::norm;
-use super::winograd::{self, WinogradScratch, WinogradWeights, FEW_CHANNELS};
+use super::winograd::{self, WinogradScratch, FEW_CHANNELS};
 use crate::error::{Error, Result};
 use crate::model::{ConvArgs, ConvSpec};
 use crate::tensor::Tensor;
 
-/// A conv weight [Co, Ci, k, k] packed for the GEMM.
+/// A conv weight [Co, Ci, k, k] packed for the GEMM (Winograd makes its U from this too).
 #[derive(Clone, Debug)]
 pub struct ConvWeights {
     pub co: usize,
     pub ci: usize,
     pub k: usize,
     pub a: PackedA,
-    /// The weights transformed for `winograd` too, for a 3×3 conv with few enough channels.
-    pub winograd: Option<WinogradWeights>,
 }
 
 impl ConvWeights {
-    /// `winograd`: also transform a 3×3 weight of at most `winograd::MAX_CHANNEL_PAIRS` (ci, co)
-    /// for the stride-1 convs (the caller knows which weights those are).
-    pub fn pack(w: &Tensor, winograd: bool) -> Result<Self> {
+    pub fn pack(w: &Tensor) -> Result<Self> {
         let &[co, ci, k, k2] = &w.shape[..] else {
             return Err(Error::Input(format!("conv2d: weight must be [Co, Ci, k, k], got {:?}", w.shape)));
         };
         if k != k2 {
             return Err(Error::Input(format!("conv2d: non-square kernel {:?}", w.shape)));
         }
-        let winograd = (winograd && k == 3 && winograd::worth_it(co, ci)).then(|| WinogradWeights::pack(&w.data, co, ci));
-        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k), winograd })
+        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k) })
     }
 }
 
@@ -109,10 +104,10 @@ pub fn conv2d(
     // A 1×1 conv without padding reads its parts where they are (one GEMM over each part's
     // channels); anything else reads a padded, normalised or concatenated copy.
     let copied = pre.is_some() || (parts.len() > 1 && cw.k != 1);
-    let wino = cw.winograd.as_ref().filter(|_| winograd && winograd::fits(spec, cw.k) && !few_channels(co, spec.stride));
-    let mut path = match wino {
-        Some(u) => Path::Winograd(u, Bands::winograd((cw.ci, cw.co, cw.k), (h, w), spec, (oh, ow), band_bytes), winograd::take_scratch()),
-        None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
+    let mut path = if winograd && winograd::fits(spec, cw.k) && winograd::worth_it(co, ci) {
+        Path::Winograd(Bands::winograd((cw.ci, cw.co, cw.k), (h, w), spec, (oh, ow), band_bytes), winograd::take_scratch())
+    } else {
+        Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c))
     };
     for item in 0..n {
         let epi = Epilogue {
@@ -128,21 +123,21 @@ pub fn conv2d(
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         match &mut path {
             Path::Direct(d) => d.item(kernel, cw, &xs, affine.as_deref(), &epi, out_item, (oh, split)),
-            Path::Winograd(u, bands, scratch) => {
-                winograd::conv_item(kernel, u, bands, scratch, &xs, affine.as_deref(), &epi, out_item, (oh, ow))
+            Path::Winograd(bands, scratch) => {
+                winograd::conv_item(kernel, &cw.a, bands, scratch, &xs, affine.as_deref(), &epi, out_item, (oh, ow, band_bytes, split))
             }
         }
     }
-    if let Path::Winograd(_, _, scratch) = path {
+    if let Path::Winograd(_, scratch) = path {
         winograd::put_scratch(scratch);
     }
     Tensor::new(vec![n, co, oh, ow], out)
 }
 
 /// How a conv runs: directly (the GEMM over taps) or as F(2×2, 3×3).
-enum Path<'a> {
+enum Path {
     Direct(Direct),
-    Winograd(&'a WinogradWeights, (Bands, usize, usize), WinogradScratch),
+    Winograd((Bands, usize, usize), WinogradScratch),
 }
 
 /// The direct conv's bands and the tiles of pixels they hold.

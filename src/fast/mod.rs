@@ -54,7 +54,7 @@ impl FastOps {
         let mut weights = HashMap::new();
         let mut packed = HashMap::new();
         for (name, t) in model.weights.tensors {
-            let conv = (t.shape.len() == 4 && t.shape[2] == t.shape[3]).then(|| ConvWeights::pack(&t, stride_one(&name)).ok()).flatten();
+            let conv = (t.shape.len() == 4 && t.shape[2] == t.shape[3]).then(|| ConvWeights::pack(&t).ok()).flatten();
             let handle = match conv {
                 Some(cw) => {
                     let shape_only = Arc::new(Tensor { shape: t.shape, data: Vec::new() });
@@ -88,7 +88,7 @@ impl FastOps {
         let packed = weights
             .iter()
             .filter(|(_, t)| t.shape.len() == 4 && t.shape[2] == t.shape[3])
-            .filter_map(|(name, t)| ConvWeights::pack(t, stride_one(name)).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
+            .filter_map(|(_, t)| ConvWeights::pack(t).ok().map(|p| (Arc::as_ptr(t) as usize, p)))
             .collect();
         Self::with_weights(weights, packed)
     }
@@ -138,7 +138,7 @@ impl FastOps {
         let cw = match self.packed.get(&(Arc::as_ptr(w) as usize)) {
             Some(cw) => cw,
             None => {
-                packed = ConvWeights::pack(w, false)?;
+                packed = ConvWeights::pack(w)?;
                 &packed
             }
         };
@@ -150,12 +150,6 @@ impl FastOps {
     pub fn kernel_name(&self) -> &'static str {
         self.kernel.name()
     }
-}
-
-/// Whether a conv weight is used at stride 1 in a UNet2DModel: all but the downsamplers' (their
-/// stride-2 convs would never read a Winograd transform).
-fn stride_one(name: &str) -> bool {
-    !name.contains("downsamplers")
 }
 
 /// All cores natively (`DDIM_THREADS` overrides); in wasm this thread and the fork workers

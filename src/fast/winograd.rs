@@ -8,10 +8,17 @@
 //! - channel by channel, its padded (normalised, upsampled) input plane is made as for the direct
 //!   conv (`Bands::fill_channel`) and the input transform takes it to V[pos][c][tile], pos being
 //!   one of the 16 entries of Bᵀ d B (one plane of scratch, in L1 between the two);
-//! - 16 GEMMs, one per pos, M[pos] = U[pos] · V[pos], run on the direct conv's microkernel
-//!   (`Kernel::tile`, with tiles as its "pixels" and input channels as its taps);
-//! - the output transform takes M back to 2×2 outputs, and the conv's epilogue adds bias, time
-//!   embedding and residual.
+//! - then output channels a group at a time (the groups split across threads where that pays):
+//!   the group's U = G g Gᵀ is made from the direct conv's packed weights (`transform_group`, into
+//!   scratch of at most `U_GROUP_BYTES`), 16 GEMMs M[pos] = U[pos] · V[pos] run on the direct
+//!   conv's microkernel (`Kernel::tile`, with tiles as its "pixels" and input channels as its
+//!   taps), and the output transform takes M back to 2×2 outputs, stored through the conv's
+//!   epilogue (bias, time embedding, residual).
+//!
+//! U is never stored: it would be 16/9 of every 3×3 weight (ddpm-celebahq-256's browser memory
+//! goal left no room for it past 64 × 128 channels, so its bigger convs ran directly, at 2.25×
+//! the multiply-adds). Making it per group costs O(ci · co) per band against the GEMM's
+//! O(ci · co · tiles).
 //!
 //! The transforms run along rows of tiles on contiguous data (the even and odd columns of each
 //! padded row are split first), so they vectorise; they cost O(ci + co) per tile against the
@@ -20,15 +27,9 @@
 
 use super::bands::Bands;
 use super::epilogue::Epilogue;
+use super::fork;
 use super::gemm::{Kernel, PackedA, Taps, MC, NP};
 use crate::model::ConvSpec;
-
-/// Weights are transformed (16/9 of their size) only where ci · co is at most this: the
-/// high-resolution levels of a U-Net, which carry its multiply-adds, have the fewest channels.
-/// Memory decides the bound: with 128 × 128 convs included, ddpm-celebahq-256's peak grew by
-/// 58 MB (668 → 726 MB natively, more than its 16 MB of U), past what its browser memory goal
-/// leaves, so its convs (128 channels and up) stay direct.
-pub const MAX_CHANNEL_PAIRS: usize = 64 * 128;
 
 /// The convs F(2×2, 3×3) computes here: 3×3, stride 1, one pixel of zero padding on each side
 /// (an upsampler's conv runs on its 2× band like any other).
@@ -42,37 +43,16 @@ pub fn fits(spec: ConvSpec, k: usize) -> bool {
 /// multiplies save (conv_out took 2 % of the bundled model's forward as Winograd).
 pub(super) const FEW_CHANNELS: usize = 4;
 
-/// Whether a 3×3 weight [co, ci] is worth transforming: at most `MAX_CHANNEL_PAIRS`, enough
-/// input channels that the GEMM's depth (ci) outweighs the transforms (conv_in's 1 to 3 channels
-/// ran 2× slower as Winograd), and more output channels than a conv runs as axpys
-/// (`FEW_CHANNELS`: conv_out).
+/// Whether a 3×3 conv [co, ci] is worth running as Winograd: enough input channels that the
+/// GEMM's depth (ci) outweighs the transforms (conv_in's 1 to 3 channels ran 2× slower as
+/// Winograd), and more output channels than a conv runs as axpys (`FEW_CHANNELS`: conv_out).
 pub fn worth_it(co: usize, ci: usize) -> bool {
-    ci >= 8 && co > FEW_CHANNELS && co * ci <= MAX_CHANNEL_PAIRS
+    ci >= 8 && co > FEW_CHANNELS
 }
 
-/// U[pos] = (G g Gᵀ)[pos] of every (co, ci), packed for the GEMM as one [co, ci] matrix per pos.
-#[derive(Clone, Debug)]
-pub struct WinogradWeights {
-    pub u: Vec<PackedA>,
-}
-
-impl WinogradWeights {
-    /// `w`: [co, ci, 3, 3]. Each U = G g Gᵀ is written straight into its place in the 16 packed
-    /// matrices, with G's rows (1, 0, 0), ½(1, 1, 1), ½(1, −1, 1), (0, 0, 1) written out: in the
-    /// browser this runs on a worker's cold (baseline-compiled) code before its first step, where
-    /// a generic matrix product took most of the worker's load time.
-    pub fn pack(w: &[f32], co: usize, ci: usize) -> Self {
-        let mut u: Vec<PackedA> = (0..16).map(|_| PackedA::zeroed(co, ci)).collect();
-        for o in 0..co {
-            for i in 0..ci {
-                for (pos, v) in transform_weight(&w[(o * ci + i) * 9..][..9]).into_iter().enumerate() {
-                    u[pos].set(o, i, v);
-                }
-            }
-        }
-        WinogradWeights { u }
-    }
-}
+/// A group's U (16 · ci · its channels) is at most this many bytes where it has more than one
+/// register tile of channels: it is written, then read by the 16 GEMMs, from L2.
+const U_GROUP_BYTES: usize = 1 << 20;
 
 /// U = G g Gᵀ of one 3×3 kernel g (row-major), as its 16 entries U[pos], pos = 4·row + column.
 /// Also the GPU's (`gpu::weights::pack_winograd_weight`).
@@ -121,53 +101,103 @@ impl Band {
     }
 }
 
-/// M[pos][tile][co] of one band (co padded to whole register tiles and tiles to whole GEMM tiles,
-/// so the GEMM stores its accumulators straight into M as whole vectors): channel by channel,
-/// `fill(c, plane)` makes channel c's padded input quarters and the input transform takes them
-/// to V; then the 16 GEMMs. `plane`, `v`, `m` and `h` are scratch.
-#[allow(clippy::too_many_arguments)]
-pub fn transform_and_multiply(
-    kernel: Kernel,
-    wino: &WinogradWeights,
-    band: &Band,
-    mut fill: impl FnMut(usize, &mut [f32]),
-    plane: &mut Vec<f32>,
-    v: &mut Vec<f32>,
-    m: &mut Vec<f32>,
-    h: &mut Vec<f32>,
-) {
-    let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
-    let vt = band.stride();
+/// U of output channels' register tiles t0.. t0 + panels (`PackedA` panels of the direct conv's
+/// weights, k = 9·c + 3·ky + kx) into `u`, packed for the GEMM: pos's panel tl is
+/// u[(pos·panels + tl)·ci·MC..][..ci·MC], channel c's MC weights at c·MC. Each G g Gᵀ runs across
+/// the MC channels of a panel at once (`transform_lanes`).
+pub(super) fn transform_group(a: &PackedA, t0: usize, panels: usize, u: &mut Vec<f32>) {
+    let ci = a.depth / 9;
+    grow(u, 16 * panels * ci * MC);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: avx2 and fma were detected on this CPU.
+        return unsafe { transform_group_avx2(a, (t0, panels, ci), u) };
+    }
+    transform_group_body(a, (t0, panels, ci), u)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transform_group_avx2(a: &PackedA, tpc: (usize, usize, usize), u: &mut [f32]) {
+    transform_group_body(a, tpc, u)
+}
+
+#[inline(always)]
+fn transform_group_body(a: &PackedA, (t0, panels, ci): (usize, usize, usize), u: &mut [f32]) {
+    for tl in 0..panels {
+        let panel = a.panel(t0 + tl);
+        for c in 0..ci {
+            let g: &[f32; 9 * MC] = panel[9 * c * MC..][..9 * MC].try_into().expect("9 taps");
+            for (pos, lanes) in transform_lanes(g).iter().enumerate() {
+                u[((pos * panels + tl) * ci + c) * MC..][..MC].copy_from_slice(lanes);
+            }
+        }
+    }
+}
+
+/// `transform_weight` of MC kernels at once: g[k·MC + i] is tap k of kernel i.
+#[inline(always)]
+fn transform_lanes(g: &[f32; 9 * MC]) -> [[f32; MC]; 16] {
+    type L = [f32; MC];
+    let tap = |k: usize| -> L { g[k * MC..][..MC].try_into().expect("MC") };
+    let g_rows = |a: L, b: L, c: L| -> [L; 4] {
+        let (mut s, mut d) = ([0.0; MC], [0.0; MC]);
+        for i in 0..MC {
+            s[i] = 0.5 * (a[i] + b[i] + c[i]);
+            d[i] = 0.5 * (a[i] - b[i] + c[i]);
+        }
+        [a, s, d, c]
+    };
+    // G g: 4 rows of 3, column by column; then each row of it times Gᵀ.
+    let cols = [g_rows(tap(0), tap(3), tap(6)), g_rows(tap(1), tap(4), tap(7)), g_rows(tap(2), tap(5), tap(8))];
+    let mut u = [[0.0; MC]; 16];
+    for r in 0..4 {
+        u[4 * r..][..4].copy_from_slice(&g_rows(cols[0][r], cols[1][r], cols[2][r]));
+    }
+    u
+}
+
+/// V of one band: channel by channel, `fill(c, plane)` makes channel c's padded input quarters
+/// and the input transform takes them to V. `plane` and `h` are scratch.
+pub fn transform_input(band: &Band, mut fill: impl FnMut(usize, &mut [f32]), plane: &mut Vec<f32>, v: &mut Vec<f32>, h: &mut Vec<f32>) {
     grow(plane, band.plane);
-    grow(v, 16 * band.ci * vt);
-    grow(m, 16 * tp * cp);
+    grow(v, 16 * band.ci * band.stride());
     grow(h, 8 * (band.trows + 1) * (band.tw + 1));
     for c in 0..band.ci {
         let plane = &mut plane[..band.plane];
         fill(c, plane);
         input_transform(band, c, plane, v, h);
     }
-    let taps = Taps::new((0..band.ci).map(|c| c * vt).collect());
+}
+
+/// M[pos][tile][co] of one band's group of output channels (`band.co` of them; co padded to whole
+/// register tiles and tiles to whole GEMM tiles, so the GEMM stores its accumulators straight into
+/// M as whole vectors): 16 GEMMs, M[pos] = U[pos] · V[pos], U from `transform_group`.
+pub fn multiply(kernel: Kernel, u: &[f32], v: &[f32], band: &Band, m: &mut Vec<f32>) {
+    let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
+    let (vt, panels, ci) = (band.stride(), cp / MC, band.ci);
+    grow(m, 16 * tp * cp);
+    let taps = Taps::new((0..ci).map(|c| c * vt).collect());
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
     let bases: Vec<[usize; NP]> = (0..t.div_ceil(NP)).map(|g| std::array::from_fn(|j| base((g * NP + j).min(t - 1)))).collect();
-    for (pos, u) in wino.u.iter().enumerate() {
-        let vp = &v[pos * band.ci * vt..][..band.ci * vt];
+    for pos in 0..16 {
+        let vp = &v[pos * ci * vt..][..ci * vt];
         let mp = &mut m[pos * tp * cp..][..tp * cp];
+        let panel = |tl: usize| &u[(pos * panels + tl) * ci * MC..][..ci * MC];
         let mut ct = 0;
-        while ct < u.tiles() {
+        while ct < panels {
             // Two channel tiles per pass where the kernel does pairs (`Kernel::pairs`).
-            if kernel.pairs() && ct + 1 < u.tiles() {
-                let (panel0, panel1) = (u.panel(ct), u.panel(ct + 1));
+            if kernel.pairs() && ct + 1 < panels {
+                let (panel0, panel1) = (panel(ct), panel(ct + 1));
                 for (g, b) in bases.iter().enumerate() {
                     kernel.tile2(panel0, panel1, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp, false, t - g * NP);
                 }
                 ct += 2;
                 continue;
             }
-            let panel = u.panel(ct);
             for (g, b) in bases.iter().enumerate() {
-                kernel.tile_into(panel, vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp, false);
+                kernel.tile_into(panel(ct), vp, b, &taps, &mut mp[g * NP * cp + ct * MC..], cp, false);
             }
             ct += 1;
         }
@@ -312,12 +342,15 @@ const OC: usize = 8;
 
 /// Winograd scratch kept from one conv to the next, one per conv running at once (a thread of a
 /// batch split takes one and puts it back): fresh buffers of this size come from mmap, and
-/// faulting their pages in cost more than the transforms. A pool rather than a thread-local,
-/// because a batch split's threads are made per forward and their thread-locals die with them.
+/// faulting their pages in cost more than the transforms. A pool rather than a thread-local:
+/// the browser's unthreaded builds have no threads to key it on, and a pool is shared by all.
 static WINOGRAD_SCRATCH: std::sync::Mutex<Vec<WinogradScratch>> = std::sync::Mutex::new(Vec::new());
 
+/// Scratch for one conv: its groups hold no U yet.
 pub(super) fn take_scratch() -> WinogradScratch {
-    WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+    let mut s = WINOGRAD_SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+    s.groups.iter_mut().for_each(|g| g.u_of = None);
+    s
 }
 
 /// Gives a conv's scratch back to the pool.
@@ -332,73 +365,137 @@ pub(super) struct WinogradScratch {
     plane: Vec<f32>,
     normed: Vec<f32>,
     v: Vec<f32>,
-    m: Vec<f32>,
     h: Vec<f32>,
+    /// One per thread a band's channel groups split across.
+    groups: Vec<GroupScratch>,
+}
+
+/// What one thread of a band's channel groups writes: the group's U, its M and its output rows.
+#[derive(Default)]
+struct GroupScratch {
+    u: Vec<f32>,
+    /// The register tiles (first, count) of this conv that `u` holds: a conv whose U fits one
+    /// group per thread makes it once, not once per item and band.
+    u_of: Option<(usize, usize)>,
+    m: Vec<f32>,
     rows: Vec<f32>,
 }
 
-/// One item of a Winograd conv, band by band of tile rows (`winograd`).
+/// One thread's GEMM rate on Winograd bands (`fork::Split::ways`' estimate of a band's time).
+static WINOGRAD_RATE: fork::Rate = fork::Rate::new();
+
+/// One item of a Winograd conv, band by band of tile rows (`winograd`); each band's output
+/// channels split across up to `split.threads` threads where the cost model says it pays.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_item(
     kernel: Kernel,
-    u: &WinogradWeights,
+    a: &PackedA,
     (bands, tw, trows): &(Bands, usize, usize),
     s: &mut WinogradScratch,
     xs: &[&[f32]],
     affine: Option<&[(f32, f32)]>,
     epi: &Epilogue,
     out_item: &mut [f32],
-    (oh, ow): (usize, usize),
+    (oh, ow, band_bytes, split): (usize, usize, usize, fork::Split),
 ) {
     let (tw, th) = (*tw, oh.div_ceil(2));
-    grow(&mut s.rows, 4 * tw * epi.co);
     let channels: Vec<&[f32]> = xs.iter().flat_map(|part| part.chunks_exact(bands.h * bands.w)).collect();
+    let WinogradScratch { plane, normed, v, h, groups } = s;
+    // Register tiles per group: as many as U_GROUP_BYTES holds (and the band's bytes: tests
+    // with small bands run several groups on small convs), in whole steps of the kernel.
+    let step = if kernel.pairs() { 2 } else { 1 };
+    let co_panels = epi.co.div_ceil(MC);
+    let fit = (U_GROUP_BYTES.min(band_bytes) / (16 * bands.ci * MC * 4) / step).max(1) * step;
     for ty0 in (0..th).step_by(*trows) {
         let tr = (*trows).min(th - ty0);
         let read = bands.rows_read(2 * ty0, 2 * tr);
         let band = Band { plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
         // Each channel's padded quarters are made just before their transform, in one plane of
         // scratch that stays in L1 (a whole band's went through L2 between the two).
-        let normed = &mut s.normed;
         let fill = |c: usize, plane: &mut [f32]| bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true);
-        transform_and_multiply(kernel, u, &band, fill, &mut s.plane, &mut s.v, &mut s.m, &mut s.h);
-        #[cfg(target_arch = "x86_64")]
-        if kernel.avx2() {
-            // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
-            unsafe { winograd_outputs_avx2(&s.m, &band, ty0, epi, out_item, (oh, ow)) };
+        transform_input(&band, fill, plane, v, h);
+        let flops = 2.0 * 16.0 * (band.ci * band.co * band.tiles()) as f64;
+        let ways = split.ways(co_panels.div_ceil(step), flops, &WINOGRAD_RATE);
+        // Each thread takes a contiguous run of register tiles (whole steps), in groups.
+        let per_share = co_panels.div_ceil(ways).next_multiple_of(step);
+        let per_group = fit.min(per_share);
+        if groups.len() < ways {
+            groups.resize_with(ways, GroupScratch::default);
+        }
+        let v = &v[..];
+        let run = |t0: usize, rows: &mut [f32], g: &mut GroupScratch| {
+            let group_floats = per_group * MC * epi.pixels;
+            for (k, rows) in rows.chunks_mut(group_floats).enumerate() {
+                let t = t0 + k * per_group;
+                let band = Band { co: rows.len() / epi.pixels, ..band };
+                let panels = band.co_padded() / MC;
+                if g.u_of != Some((t, panels)) {
+                    transform_group(a, t, panels, &mut g.u);
+                    g.u_of = Some((t, panels));
+                }
+                multiply(kernel, &g.u, v, &band, &mut g.m);
+                store_outputs(kernel, &g.m, &band, (ty0, t * MC), epi, rows, &mut g.rows, (oh, ow));
+            }
+        };
+        if ways <= 1 {
+            WINOGRAD_RATE.timed(flops, split.threads, || run(0, out_item, &mut groups[0]));
             continue;
         }
-        for r in 0..tr {
-            output_rows(&s.m, &band, r, &mut s.rows);
-            for o in 0..epi.co {
-                for dy in 0..2 {
-                    let oy = 2 * (ty0 + r) + dy;
-                    if oy < oh {
-                        let p0 = oy * ow;
-                        let src = &s.rows[(o * 2 + dy) * 2 * tw..][..ow];
-                        epi.finish(o, p0, src, &mut out_item[o * epi.pixels + p0..][..ow]);
-                    }
+        let shares: Vec<_> = out_item.chunks_mut(per_share * MC * epi.pixels).zip(groups.iter_mut()).collect();
+        fork::map(shares, |i, (rows, g)| run(i * per_share, rows, g));
+    }
+}
+
+/// The outputs of a band's group of `band.co` output channels from c0 (`rows`: their rows of the
+/// output), its epilogue applied. `rows_scratch` holds the portable path's pixel rows.
+#[allow(clippy::too_many_arguments)]
+fn store_outputs(
+    kernel: Kernel,
+    m: &[f32],
+    band: &Band,
+    (ty0, c0): (usize, usize),
+    epi: &Epilogue,
+    rows: &mut [f32],
+    rows_scratch: &mut Vec<f32>,
+    (oh, ow): (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kernel.avx2() {
+        // SAFETY: avx2 and fma were detected on this CPU (`Kernel::avx2`).
+        return unsafe { winograd_outputs_avx2(m, band, (ty0, c0), epi, rows, (oh, ow)) };
+    }
+    let _ = kernel;
+    grow(rows_scratch, 4 * band.tw * band.co);
+    for r in 0..band.trows {
+        output_rows(m, band, r, rows_scratch);
+        for o in 0..band.co {
+            for dy in 0..2 {
+                let oy = 2 * (ty0 + r) + dy;
+                if oy < oh {
+                    let p0 = oy * ow;
+                    let src = &rows_scratch[(o * 2 + dy) * 2 * band.tw..][..ow];
+                    epi.finish(c0 + o, p0, src, &mut rows[o * epi.pixels + p0..][..ow]);
                 }
             }
         }
     }
 }
 
-/// The outputs of a Winograd band, its epilogue applied, stored straight into the output: blocks
-/// of 4 tiles × 8 channels (`output_block_avx2`), each row of a block one masked store.
+/// `store_outputs` on AVX2: blocks of 4 tiles × 8 channels (`output_block_avx2`), each row of a
+/// block one masked store.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn winograd_outputs_avx2(m: &[f32], band: &Band, ty0: usize, epi: &Epilogue, out_item: &mut [f32], (oh, ow): (usize, usize)) {
+fn winograd_outputs_avx2(m: &[f32], band: &Band, (ty0, c0): (usize, usize), epi: &Epilogue, rows: &mut [f32], (oh, ow): (usize, usize)) {
     for r in 0..band.trows {
         for x0 in (0..band.tw).step_by(4) {
             let n = (ow - 2 * x0).min(8);
-            for o0 in (0..epi.co).step_by(8) {
-                let rows = output_block_avx2(m, band, r, x0, o0);
-                for (dy, row) in rows.iter().enumerate() {
+            for o0 in (0..band.co).step_by(8) {
+                let block = output_block_avx2(m, band, r, x0, o0);
+                for (dy, row) in block.iter().enumerate() {
                     let oy = 2 * (ty0 + r) + dy;
                     if oy < oh {
-                        for (l, &v) in row.iter().enumerate().take(epi.co - o0) {
-                            epi.finish8(o0 + l, o0 + l, oy * ow + 2 * x0, n, v, out_item);
+                        for (l, &v) in row.iter().enumerate().take(band.co - o0) {
+                            epi.finish8(c0 + o0 + l, o0 + l, oy * ow + 2 * x0, n, v, rows);
                         }
                     }
                 }
