@@ -75,8 +75,13 @@ fn fast_conv_in_row_bands_matches_reference() {
         let ins: Vec<_> = c.inputs.iter().map(|t| Arc::new(t.clone())).collect();
         // 1 byte: one output row (Winograd: one tile row) per band; 500 and 2000: a few rows,
         // the last band shorter. Winograd off: the stride-1 3×3 convs run directly.
-        for (bytes, winograd) in [(1, true), (500, true), (2000, true), (1, false), (2000, false), (1 << 20, false)] {
-            let mut ops = FastOps::from_tensors(&c.weights).with_band_bytes(bytes).with_winograd(winograd);
+        // Winograd "making U": its U made per run a group of channels at a time (bands of 1
+        // byte: one register tile per group), as bigger convs run.
+        for (bytes, winograd) in
+            [(1, "on"), (500, "on"), (2000, "on"), (1, "making U"), (1 << 20, "making U"), (1, "off"), (2000, "off"), (1 << 20, "off")]
+        {
+            let ops = FastOps::from_tensors(&c.weights).with_band_bytes(bytes).with_winograd(winograd != "off");
+            let mut ops = if winograd == "making U" { ops.with_winograd_making_u() } else { ops };
             let got = apply(&mut ops, &c.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", c.name));
             let name = format!("{} (bands of {bytes} bytes, Winograd {winograd}, fast vs reference)", c.name);
             failures.extend(check_close(&name, &got, &on_cpu(c), c.tol, f32::MIN_POSITIVE).err());

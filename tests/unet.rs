@@ -133,9 +133,10 @@ fn bundled_model_matches_diffusers() {
     assert_close("bundled (gpu)", &gpu, &io["out"], 1e-4);
 }
 
-/// A forward whose convs split their output channels across threads (`fast::fork`; the cost model
-/// overruled so that every conv splits, into 2 and 3 uneven shares) computes the same bits as one
-/// thread: a split hands out whole channel tiles, each summed as it is alone. The shape of
+/// A forward whose convs split their output channels (and Winograd's input transform its input
+/// channels) across threads (`fast::fork`; the cost model overruled so that every conv splits,
+/// into 2 and 3 uneven shares) computes the same bits as one thread: a split hands out whole
+/// channel tiles, each summed as it is alone. The shape of
 /// google/ddpm-cifar10-32 (128–256 channels: several channel tiles per conv) at 8×8, random weights.
 #[test]
 fn fast_cpu_convs_split_across_threads_compute_the_same_bits() {
@@ -147,12 +148,22 @@ fn fast_cpu_convs_split_across_threads_compute_the_same_bits() {
     let model = Model::random(&config.to_string(), 3).unwrap();
     let x = ddim_webgpu::Tensor::new(vec![1, 3, 8, 8], ddim_webgpu::sampler::rng::normal(5, 0, 3 * 64)).unwrap();
     let t = [321.0];
-    let mut one = ddim_webgpu::fast::FastOps::new(&model).with_threads(1);
-    let want = ddim_webgpu::reference::forward_with(&mut one, &model.config, &x, &t, None).unwrap();
-    for threads in [2, 3] {
-        let forced = ddim_webgpu::fast::fork::Split { threads, min_share_forks: 0.0 };
-        let mut split = ddim_webgpu::fast::FastOps::new(&model).with_threads(1).with_split(forced);
-        let got = ddim_webgpu::reference::forward_with(&mut split, &model.config, &x, &t, None).unwrap();
-        assert_eq!(got, want, "{threads} threads: the split differs from one thread");
+    // Winograd making its U per run: the 3×3 convs split their input transform by channels and
+    // their GEMMs by groups of output channels (at 8 × 8, U would be kept or the convs direct).
+    for making_u in [false, true] {
+        let ops = || {
+            let ops = ddim_webgpu::fast::FastOps::new(&model).with_threads(1);
+            if making_u {
+                ops.with_winograd_making_u()
+            } else {
+                ops
+            }
+        };
+        let want = ddim_webgpu::reference::forward_with(&mut ops(), &model.config, &x, &t, None).unwrap();
+        for threads in [2, 3] {
+            let forced = ddim_webgpu::fast::fork::Split { threads, min_share_forks: 0.0 };
+            let got = ddim_webgpu::reference::forward_with(&mut ops().with_split(forced), &model.config, &x, &t, None).unwrap();
+            assert_eq!(got, want, "{threads} threads (Winograd making U: {making_u}): the split differs from one thread");
+        }
     }
 }

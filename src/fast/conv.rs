@@ -28,6 +28,9 @@ pub struct ConvWeights {
     pub ci: usize,
     pub k: usize,
     pub a: PackedA,
+    /// Winograd's U (`winograd::transform_group` of every register tile), made at the conv's first
+    /// Winograd run where it is small enough to keep (`winograd::KEEP_U_PAIRS`).
+    pub u: std::sync::OnceLock<Vec<f32>>,
 }
 
 impl ConvWeights {
@@ -38,8 +41,19 @@ impl ConvWeights {
         if k != k2 {
             return Err(Error::Input(format!("conv2d: non-square kernel {:?}", w.shape)));
         }
-        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k) })
+        Ok(ConvWeights { co, ci, k, a: PackedA::pack(&w.data, co, ci * k * k), u: Default::default() })
     }
+}
+
+/// Which stride-1 3×3 convs run as Winograd F(2×2, 3×3) (`winograd::fits`, `winograd::worth_it`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Winograd {
+    Off,
+    /// Those whose U is kept (`winograd::KEEP_U_PAIRS`), and those whose bands hold enough tiles
+    /// to make it per run (`winograd::MIN_TILES_MAKING_U`).
+    On,
+    /// All, each making its U per run (tests: that path on small shapes).
+    MakingU,
 }
 
 /// A band's padded input stays within this many bytes by default (a 256×256 model's padded input
@@ -69,7 +83,7 @@ pub fn conv2d(
     pre: Option<PreNorm>,
     cw: &ConvWeights,
     conv: ConvArgs<'_, Tensor>,
-    (band_bytes, winograd, split): (usize, bool, fork::Split),
+    (band_bytes, winograd, split): (usize, Winograd, fork::Split),
 ) -> Result<Tensor> {
     let ConvArgs { bias, spec, chan_add, residual, out_scale, .. } = conv;
     let bias = &bias.data[..];
@@ -104,10 +118,22 @@ pub fn conv2d(
     // A 1×1 conv without padding reads its parts where they are (one GEMM over each part's
     // channels); anything else reads a padded, normalised or concatenated copy.
     let copied = pre.is_some() || (parts.len() > 1 && cw.k != 1);
-    let mut path = if winograd && winograd::fits(spec, cw.k) && winograd::worth_it(co, ci) {
-        Path::Winograd(Bands::winograd((cw.ci, cw.co, cw.k), (h, w), spec, (oh, ow), band_bytes), winograd::take_scratch())
-    } else {
-        Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c))
+    let keep = winograd == Winograd::On && co * ci <= winograd::KEEP_U_PAIRS;
+    let wino = (winograd != Winograd::Off && winograd::fits(spec, cw.k) && winograd::worth_it(co, ci))
+        .then(|| Bands::winograd((cw.ci, cw.co, cw.k), (h, w), spec, (oh, ow), band_bytes))
+        .filter(|&(_, tw, trows)| keep || winograd == Winograd::MakingU || tw * trows >= winograd::MIN_TILES_MAKING_U);
+    let mut path = match wino {
+        Some(bands) => {
+            let kept = keep.then(|| {
+                let mut u = Vec::new();
+                &cw.u.get_or_init(|| {
+                    winograd::transform_group(&cw.a, 0, cw.a.tiles(), &mut u);
+                    u
+                })[..]
+            });
+            Path::Winograd(bands, winograd::take_scratch(), kept)
+        }
+        None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
     };
     for item in 0..n {
         let epi = Epilogue {
@@ -123,21 +149,30 @@ pub fn conv2d(
         let out_item = &mut out[item * co * p_total..][..co * p_total];
         match &mut path {
             Path::Direct(d) => d.item(kernel, cw, &xs, affine.as_deref(), &epi, out_item, (oh, split)),
-            Path::Winograd(bands, scratch) => {
-                winograd::conv_item(kernel, &cw.a, bands, scratch, &xs, affine.as_deref(), &epi, out_item, (oh, ow, band_bytes, split))
-            }
+            Path::Winograd(bands, scratch, kept) => winograd::conv_item(
+                kernel,
+                (&cw.a, *kept),
+                bands,
+                scratch,
+                &xs,
+                affine.as_deref(),
+                &epi,
+                out_item,
+                (oh, ow, band_bytes, split),
+            ),
         }
     }
-    if let Path::Winograd(_, scratch) = path {
+    if let Path::Winograd(_, scratch, _) = path {
         winograd::put_scratch(scratch);
     }
     Tensor::new(vec![n, co, oh, ow], out)
 }
 
 /// How a conv runs: directly (the GEMM over taps) or as F(2×2, 3×3).
-enum Path {
+enum Path<'a> {
     Direct(Direct),
-    Winograd((Bands, usize, usize), WinogradScratch),
+    /// The bands, their scratch, and U where the weights keep it.
+    Winograd((Bands, usize, usize), WinogradScratch, Option<&'a [f32]>),
 }
 
 /// The direct conv's bands and the tiles of pixels they hold.

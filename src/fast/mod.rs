@@ -39,7 +39,7 @@ pub struct FastOps {
     /// Bytes of padded input a conv reads per band of output rows (`conv::BAND_BYTES`).
     band_bytes: usize,
     /// Stride-1 3×3 convs run as Winograd F(2×2, 3×3) where their weights were transformed.
-    winograd: bool,
+    winograd: conv::Winograd,
 }
 
 impl FastOps {
@@ -79,7 +79,7 @@ impl FastOps {
             threads,
             split: fork::Split::new(threads),
             band_bytes: conv::BAND_BYTES,
-            winograd: true,
+            winograd: conv::Winograd::On,
         }
     }
 
@@ -117,7 +117,14 @@ impl FastOps {
     /// Whether stride-1 3×3 convs may run as Winograd F(2×2, 3×3) (`winograd`); off, every conv
     /// runs directly (tests check both paths).
     pub fn with_winograd(mut self, on: bool) -> Self {
-        self.winograd = on;
+        self.winograd = if on { conv::Winograd::On } else { conv::Winograd::Off };
+        self
+    }
+
+    /// Every Winograd conv makes its U per run, whatever its size (tests check that path on
+    /// small shapes, where `conv::Winograd::On` keeps U).
+    pub fn with_winograd_making_u(mut self) -> Self {
+        self.winograd = conv::Winograd::MakingU;
         self
     }
 

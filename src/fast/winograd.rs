@@ -50,6 +50,18 @@ pub fn worth_it(co: usize, ci: usize) -> bool {
     ci >= 8 && co > FEW_CHANNELS
 }
 
+/// A conv's U is kept from one run to the next where ci · co is at most this (16/9 of the weight:
+/// the high-resolution levels of a U-Net, which carry its multiply-adds, have the fewest
+/// channels). Bigger convs make U per run: kept, ddpm-celebahq-256's 128 × 128 convs grew its
+/// peak by 58 MB (668 → 726 MB natively), past what its browser memory goal leaves.
+pub const KEEP_U_PAIRS: usize = 64 * 128;
+
+/// A conv whose U is made per run runs as Winograd only where a band holds at least this many
+/// tiles: U costs ~1 ns per (ci, co) pair to make, which fewer tiles do not win back (256 × 256
+/// channels, measured on AVX-512 against the direct conv: 4 × 4 tiles 0.44 vs 0.19 ms, 8 × 8 0.88
+/// vs 0.77, 16 × 16 1.7 vs 3.1).
+pub const MIN_TILES_MAKING_U: usize = 32;
+
 /// A group's U (16 · ci · its channels) is at most this many bytes where it has more than one
 /// register tile of channels: it is written, then read by the 16 GEMMs, from L2.
 const U_GROUP_BYTES: usize = 1 << 20;
@@ -157,34 +169,50 @@ fn transform_lanes(g: &[f32; 9 * MC]) -> [[f32; MC]; 16] {
     u
 }
 
-/// V of one band: channel by channel, `fill(c, plane)` makes channel c's padded input quarters
-/// and the input transform takes them to V. `plane` and `h` are scratch.
-pub fn transform_input(band: &Band, mut fill: impl FnMut(usize, &mut [f32]), plane: &mut Vec<f32>, v: &mut Vec<f32>, h: &mut Vec<f32>) {
-    grow(plane, band.plane);
-    grow(v, 16 * band.ci * band.stride());
-    grow(h, 8 * (band.trows + 1) * (band.tw + 1));
-    for c in 0..band.ci {
-        let plane = &mut plane[..band.plane];
-        fill(c, plane);
-        input_transform(band, c, plane, v, h);
+/// `fill(c, plane, normed)`: channel c's padded quarters into `plane` (`normed`: scratch).
+type FillChannel<'a> = dyn Fn(usize, &mut [f32], &mut Vec<f32>) + Sync + 'a;
+
+/// V[c][pos][tile] of one band: channel by channel, `fill(c, plane, normed)` makes channel c's
+/// padded input quarters and the input transform takes them to V. The channels split across up
+/// to `ways` threads, each with its scratch in `scratch` (at least `ways` of them).
+fn transform_input(band: &Band, fill: &FillChannel, v: &mut Vec<f32>, scratch: &mut [GroupScratch], ways: usize) {
+    let per_c = 16 * band.stride();
+    grow(v, band.ci * per_c);
+    let run = |c0: usize, v: &mut [f32], g: &mut GroupScratch| {
+        grow(&mut g.plane, band.plane);
+        grow(&mut g.h, 8 * (band.trows + 1) * (band.tw + 1));
+        for (k, vc) in v.chunks_exact_mut(per_c).enumerate() {
+            let plane = &mut g.plane[..band.plane];
+            fill(c0 + k, plane, &mut g.normed);
+            input_transform(band, plane, vc, &mut g.h);
+        }
+    };
+    let v = &mut v[..band.ci * per_c];
+    if ways <= 1 {
+        return run(0, v, &mut scratch[0]);
     }
+    let per = band.ci.div_ceil(ways);
+    fork::map(v.chunks_mut(per * per_c).zip(scratch.iter_mut()).collect(), |i, (v, g)| run(i * per, v, g));
 }
 
 /// M[pos][tile][co] of one band's group of output channels (`band.co` of them; co padded to whole
 /// register tiles and tiles to whole GEMM tiles, so the GEMM stores its accumulators straight into
-/// M as whole vectors): 16 GEMMs, M[pos] = U[pos] · V[pos], U from `transform_group`.
-pub fn multiply(kernel: Kernel, u: &[f32], v: &[f32], band: &Band, m: &mut Vec<f32>) {
+/// M as whole vectors): 16 GEMMs, M[pos] = U[pos] · V[pos], U from `transform_group`, V from
+/// `transform_input` (channel c's V[pos] at (16·c + pos)·stride: the taps are 16 strides apart).
+/// `u` holds U of `u_panels` register tiles (`transform_group`'s layout), of which this group's
+/// start at `t_off`.
+pub fn multiply(kernel: Kernel, (u, u_panels, t_off): (&[f32], usize, usize), v: &[f32], band: &Band, m: &mut Vec<f32>) {
     let (t, tp, cp) = (band.tiles(), band.tiles_padded(), band.co_padded());
     let (vt, panels, ci) = (band.stride(), cp / MC, band.ci);
     grow(m, 16 * tp * cp);
-    let taps = Taps::new((0..ci).map(|c| c * vt).collect());
+    let taps = Taps::new((0..ci).map(|c| 16 * c * vt).collect());
     // Tile i is at (i / tw)·(tw + 1) + i % tw in V.
     let base = |i: usize| (i / band.tw) * (band.tw + 1) + i % band.tw;
     let bases: Vec<[usize; NP]> = (0..t.div_ceil(NP)).map(|g| std::array::from_fn(|j| base((g * NP + j).min(t - 1)))).collect();
     for pos in 0..16 {
-        let vp = &v[pos * ci * vt..][..ci * vt];
+        let vp = &v[pos * vt..][..16 * ci * vt - pos * vt];
         let mp = &mut m[pos * tp * cp..][..tp * cp];
-        let panel = |tl: usize| &u[(pos * panels + tl) * ci * MC..][..ci * MC];
+        let panel = |tl: usize| &u[(pos * u_panels + t_off + tl) * ci * MC..][..ci * MC];
         let mut ct = 0;
         while ct < panels {
             // Two channel tiles per pass where the kernel does pairs (`Kernel::pairs`).
@@ -212,28 +240,28 @@ pub fn grow(buf: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// V[pos][c][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in channel c (one
+/// V[pos][r·(tw + 1) + tx] = (Bᵀ d B)[pos] of the patch of tile (r, tx) in one channel (one
 /// unused column per tile row, so every step below is one contiguous loop over the whole band),
 /// from the channel's padded plane as its four `quarters`.
-fn input_transform(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
+fn input_transform(band: &Band, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: avx2 and fma were detected on this CPU.
-        return unsafe { input_transform_avx2(band, c, quarters, v, h) };
+        return unsafe { input_transform_avx2(band, quarters, v, h) };
     }
-    input_transform_body(band, c, quarters, v, h)
+    input_transform_body(band, quarters, v, h)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn input_transform_avx2(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
-    input_transform_body(band, c, quarters, v, h)
+fn input_transform_avx2(band: &Band, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
+    input_transform_body(band, quarters, v, h)
 }
 
 /// `h` (scratch, 8 quarters): h[parity][b], the horizontal transform (d Bᵀ)[b] of the even or
 /// odd padded rows.
 #[inline(always)]
-fn input_transform_body(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
+fn input_transform_body(band: &Band, quarters: &[f32], v: &mut [f32], h: &mut [f32]) {
     let (tw, trows) = (band.tw, band.trows);
     let s = tw + 1;
     // Quarter q = 2·(row parity) + (column parity) of the padded plane: (trows + 1) × (tw + 1).
@@ -258,7 +286,7 @@ fn input_transform_body(band: &Band, c: usize, quarters: &[f32], v: &mut [f32], 
     // rows 1 and 3 odd rows r and r + 1.
     for b in 0..4 {
         let (he, ho) = (&h[b * qn..][..qn], &h[(4 + b) * qn..][..qn]);
-        let at = |a: usize| ((4 * a + b) * band.ci + c) * vt;
+        let at = |a: usize| (4 * a + b) * vt;
         let (e0, e1, o0, o1) = (&he[..vt], &he[s..][..vt], &ho[..vt], &ho[s..][..vt]);
         v[at(0)..][..vt].iter_mut().zip(e0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p - q);
         v[at(1)..][..vt].iter_mut().zip(o0.iter().zip(e1)).for_each(|(d, (p, q))| *d = p + q);
@@ -361,18 +389,18 @@ pub(super) fn put_scratch(scratch: WinogradScratch) {
 /// A Winograd conv's buffers, reused across its items and bands.
 #[derive(Default)]
 pub(super) struct WinogradScratch {
-    /// One channel's padded plane of a band, as its quarters (`Bands::fill_channel`).
-    plane: Vec<f32>,
-    normed: Vec<f32>,
     v: Vec<f32>,
-    h: Vec<f32>,
-    /// One per thread a band's channel groups split across.
+    /// One per thread a band's channels or channel groups split across.
     groups: Vec<GroupScratch>,
 }
 
-/// What one thread of a band's channel groups writes: the group's U, its M and its output rows.
+/// What one thread of a band writes: a channel's padded plane as its quarters
+/// (`Bands::fill_channel`) and the input transform's rows; a group's U, its M and its output rows.
 #[derive(Default)]
 struct GroupScratch {
+    plane: Vec<f32>,
+    normed: Vec<f32>,
+    h: Vec<f32>,
     u: Vec<f32>,
     /// The register tiles (first, count) of this conv that `u` holds: a conv whose U fits one
     /// group per thread makes it once, not once per item and band.
@@ -383,13 +411,16 @@ struct GroupScratch {
 
 /// One thread's GEMM rate on Winograd bands (`fork::Split::ways`' estimate of a band's time).
 static WINOGRAD_RATE: fork::Rate = fork::Rate::new();
+/// One thread's rate on the input transform (with the fill of its padded planes).
+static INPUT_RATE: fork::Rate = fork::Rate::new();
 
 /// One item of a Winograd conv, band by band of tile rows (`winograd`); each band's output
-/// channels split across up to `split.threads` threads where the cost model says it pays.
+/// channels split across up to `split.threads` threads where the cost model says it pays. U is
+/// `kept` (`transform_group` of every register tile) or made from `a` a group at a time.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv_item(
     kernel: Kernel,
-    a: &PackedA,
+    (a, kept): (&PackedA, Option<&[f32]>),
     (bands, tw, trows): &(Bands, usize, usize),
     s: &mut WinogradScratch,
     xs: &[&[f32]],
@@ -400,7 +431,7 @@ pub(super) fn conv_item(
 ) {
     let (tw, th) = (*tw, oh.div_ceil(2));
     let channels: Vec<&[f32]> = xs.iter().flat_map(|part| part.chunks_exact(bands.h * bands.w)).collect();
-    let WinogradScratch { plane, normed, v, h, groups } = s;
+    let WinogradScratch { v, groups } = s;
     // Register tiles per group: as many as U_GROUP_BYTES holds (and the band's bytes: tests
     // with small bands run several groups on small convs), in whole steps of the kernel.
     let step = if kernel.pairs() { 2 } else { 1 };
@@ -412,8 +443,19 @@ pub(super) fn conv_item(
         let band = Band { plane: bands.plane, ci: bands.ci, co: epi.co, tw, trows: tr };
         // Each channel's padded quarters are made just before their transform, in one plane of
         // scratch that stays in L1 (a whole band's went through L2 between the two).
-        let fill = |c: usize, plane: &mut [f32]| bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true);
-        transform_input(&band, fill, plane, v, h);
+        let fill = |c: usize, plane: &mut [f32], normed: &mut Vec<f32>| {
+            bands.fill_channel(plane, normed, channels[c], affine.map(|a| a[c]), 2 * ty0, read, true)
+        };
+        // The input transform's work in its own unit: ~40 operations per tile, position and channel.
+        let work = 40.0 * 16.0 * (band.ci * band.tiles()) as f64;
+        let ways_in = split.ways(band.ci, work, &INPUT_RATE);
+        if groups.len() < ways_in {
+            groups.resize_with(ways_in, GroupScratch::default);
+        }
+        match ways_in {
+            0 | 1 => INPUT_RATE.timed(work, split.threads, || transform_input(&band, &fill, v, groups, 1)),
+            _ => transform_input(&band, &fill, v, groups, ways_in),
+        }
         let flops = 2.0 * 16.0 * (band.ci * band.co * band.tiles()) as f64;
         let ways = split.ways(co_panels.div_ceil(step), flops, &WINOGRAD_RATE);
         // Each thread takes a contiguous run of register tiles (whole steps), in groups.
@@ -429,11 +471,17 @@ pub(super) fn conv_item(
                 let t = t0 + k * per_group;
                 let band = Band { co: rows.len() / epi.pixels, ..band };
                 let panels = band.co_padded() / MC;
-                if g.u_of != Some((t, panels)) {
-                    transform_group(a, t, panels, &mut g.u);
-                    g.u_of = Some((t, panels));
-                }
-                multiply(kernel, &g.u, v, &band, &mut g.m);
+                let u = match kept {
+                    Some(kept) => (kept, co_panels, t),
+                    None => {
+                        if g.u_of != Some((t, panels)) {
+                            transform_group(a, t, panels, &mut g.u);
+                            g.u_of = Some((t, panels));
+                        }
+                        (&g.u[..], panels, 0)
+                    }
+                };
+                multiply(kernel, u, v, &band, &mut g.m);
                 store_outputs(kernel, &g.m, &band, (ty0, t * MC), epi, rows, &mut g.rows, (oh, ow));
             }
         };
