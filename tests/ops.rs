@@ -192,3 +192,36 @@ fn out_of_range_class_label_is_nan_on_the_gpu_and_an_error_on_the_cpu() {
     let e = apply(&mut ReferenceOps::from_tensors(&case.weights), &case.op, &ins).unwrap_err();
     assert!(e.to_string().contains("out of range"), "{e}");
 }
+
+/// The fast ops split across threads (`fast::fork`, the cost model overruled so that every op
+/// splits, into 2 and 3 uneven shares: conv channel tiles, Winograd's input channels and channel
+/// groups, attention's query panels) compute the same bits as one thread.
+#[test]
+fn fast_ops_split_across_threads_match_one_thread() {
+    let mut failures = Vec::new();
+    for c in random_cases().iter().filter(|c| c.name.starts_with("conv") || c.name == "attention") {
+        let ins: Vec<_> = c.inputs.iter().map(|t| Arc::new(t.clone())).collect();
+        for making_u in [false, true] {
+            let ops = || {
+                let ops = FastOps::from_tensors(&c.weights).with_threads(1).with_band_bytes(2000);
+                if making_u {
+                    ops.with_winograd_making_u()
+                } else {
+                    ops
+                }
+            };
+            let one = apply(&mut ops(), &c.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            for threads in [2, 3] {
+                let forced = ddim_webgpu::fast::fork::Split { threads, min_share_forks: 0.0 };
+                let got = apply(&mut ops().with_split(forced), &c.op, &ins).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+                if got.data != one.data {
+                    failures.push(format!(
+                        "{} ({:?}, Winograd making U: {making_u}): {threads} threads differ from one",
+                        c.name, c.inputs[0].shape
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

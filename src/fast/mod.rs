@@ -241,7 +241,7 @@ impl UNetOps for FastOps {
     }
 
     fn attention(&mut self, q: &Self::T, k: &Self::T, v: &Self::T, heads: usize, dim_head: usize) -> Result<Self::T> {
-        Ok(Arc::new(attention::attention(self.kernel, q, k, v, heads, dim_head)?))
+        Ok(Arc::new(attention::attention(self.kernel, q, k, v, heads, dim_head, self.split)?))
     }
 
     fn linear(&mut self, x: &Self::T, w: &Self::T, b: &Self::T, silu_in: bool, silu_out: bool) -> Result<Self::T> {
