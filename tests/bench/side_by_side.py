@@ -88,9 +88,10 @@ def timed(fn, seconds):
 DDIM = ROOT / "target" / "release" / "ddim"
 
 
-def ours(batch, threads, config=None):
+def ours(batch, threads, config=None, kernel=None):
     env = dict(os.environ, DDIM_THREADS=str(threads))
     model = ["--random-config", str(config)] if config else []
+    model += ["--kernel", kernel] if kernel else []
     out = subprocess.run([str(DDIM), "bench", "--batch", str(batch), "--steps", "1", "--fast-only", *model],
                          capture_output=True, text=True, env=env, check=True).stdout
     m = re.search(r"cpu fast forward \(([^)]*)\): ([\d.]+) ms median \(([\d.]+)–([\d.]+)", out)
@@ -105,6 +106,7 @@ def main():
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--ddim", type=Path, help="a built `ddim` to time instead of building target/release/ddim")
     ap.add_argument("--config", type=Path, help="a config.json: seeded random weights in its shape instead of the bundled model")
+    ap.add_argument("--kernel", help="our GEMM microkernel (ddim bench --kernel: avx512, avx2, portable): avx2 times an AVX2-only machine's path here")
     args = ap.parse_args()
     global DDIM
     if args.ddim:
@@ -135,7 +137,7 @@ def main():
     # spinning after its timings and would steal the cores.
     for _ in range(args.rounds):
         for threads in counts:
-            r_us, kernel = ours(b, threads, args.config)
+            r_us, kernel = ours(b, threads, args.config, args.kernel)
             r_ort = timed(lambda: sessions[threads].run(None, feeds), args.seconds)
             rounds[threads].append((r_us, r_ort, kernel))
     rows = []

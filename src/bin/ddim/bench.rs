@@ -265,10 +265,15 @@ fn time_forwards<O: ddim_webgpu::reference::HostOps>(
 /// The fast engine with its ops split across `threads` (`fast::fork`, where the cost model says
 /// it pays) against the same engine whose ops stay on one thread (the batch split alone, as before
 /// the split existed), alternated in rounds: the ratio is what to read (this VM drifts).
-fn split_against_one_thread_ops(model: &Model, (x, ts, labels): (&Tensor, &[f32], Option<&[u32]>), threads: usize) -> Result<()> {
+fn split_against_one_thread_ops(
+    model: &Model,
+    (x, ts, labels): (&Tensor, &[f32], Option<&[u32]>),
+    o: &BenchOptions,
+    threads: usize,
+) -> Result<()> {
     use ddim_webgpu::fast::{fork::Split, FastOps};
-    let mut split = FastOps::new(model).with_threads(threads);
-    let mut single = FastOps::new(model).with_threads(threads).with_split(Split::new(1));
+    let mut split = fast_ops(model, o)?.with_threads(threads);
+    let mut single = fast_ops(model, o)?.with_threads(threads).with_split(Split::new(1));
     let (mut a, mut b) = (Vec::new(), Vec::new());
     let time = |ops: &mut FastOps| -> Result<f64> {
         let start = Instant::now();
@@ -327,6 +332,20 @@ pub fn bench_memory(model: Model, batch: usize) -> Result<()> {
     Ok(())
 }
 
+/// The fast CPU engine on `model`, with the microkernel `--kernel` names.
+fn fast_ops(model: &Model, o: &BenchOptions) -> Result<ddim_webgpu::fast::FastOps> {
+    use ddim_webgpu::fast::gemm::Kernel;
+    let ops = ddim_webgpu::fast::FastOps::new(model);
+    let Some(id) = &o.kernel else { return Ok(ops) };
+    let available = Kernel::available();
+    match available.iter().find(|k| k.id() == id) {
+        Some(&k) => Ok(ops.with_kernel(k)),
+        None => {
+            Err(Error::Input(format!("--kernel {id}: this CPU runs {}", available.iter().map(|k| k.id()).collect::<Vec<_>>().join(", "))))
+        }
+    }
+}
+
 /// `ddim bench`'s flags (all but the model and --memory).
 #[derive(clap::Args)]
 pub struct BenchOptions {
@@ -343,6 +362,10 @@ pub struct BenchOptions {
     /// only the GPU engine (the CPU engines' timings are skipped: for big shapes on a real GPU)
     #[arg(long, conflicts_with = "cpu_only")]
     gpu_only: bool,
+    /// the fast CPU engine's GEMM microkernel: avx512, avx2 or portable (default: the best this
+    /// CPU has; an AVX-512 machine times an AVX2-only one's path with avx2)
+    #[arg(long)]
+    kernel: Option<String>,
     /// only the fast CPU engine's forward (what tests/bench/side_by_side.py alternates with
     /// onnxruntime: no reference, GPU or full-sample timings)
     #[arg(long, conflicts_with = "gpu_only")]
@@ -395,7 +418,7 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
     let labels = model.config.num_class_embeds.map(|_| vec![0u32; batch]);
     println!("model: {} parameters, {} x {}x{}x{}, batch {batch}", model.weights.parameter_count(), c, h, w, batch);
     if o.fast_only {
-        let mut fast = ddim_webgpu::fast::FastOps::new(&model);
+        let mut fast = fast_ops(&model, &o)?;
         let (kernel, threads) = (fast.kernel_name(), fast.threads());
         let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
         println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
@@ -405,12 +428,12 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
     if !o.gpu_only {
         let reference = time_forwards(&mut ddim_webgpu::reference::ReferenceOps::new(&model), &model, &x, &ts, labels.as_deref(), 5)?;
         println!("cpu reference forward (1 thread): {reference}");
-        let mut fast = ddim_webgpu::fast::FastOps::new(&model);
+        let mut fast = fast_ops(&model, &o)?;
         let (kernel, threads) = (fast.kernel_name(), fast.threads());
         let fast = time_forwards(&mut fast, &model, &x, &ts, labels.as_deref(), 20)?;
         println!("cpu fast forward ({kernel}, threads {threads}): {fast}");
         if threads > 1 {
-            split_against_one_thread_ops(&model, (&x, &ts, labels.as_deref()), threads)?;
+            split_against_one_thread_ops(&model, (&x, &ts, labels.as_deref()), &o, threads)?;
         }
         if let Some(mb) = peak_rss_mb() {
             let weights_mb = model.weights.parameter_count() as f64 * 4.0 / 1e6;
@@ -418,7 +441,7 @@ pub fn bench(model: Model, o: BenchOptions) -> Result<()> {
         }
     }
     // The fast engine's forward by op, and the conv FLOP count the GPU's conv GFLOP/s is taken from.
-    let mut profiled = ddim_webgpu::reference::profile::Profiled::new(ddim_webgpu::fast::FastOps::new(&model));
+    let mut profiled = ddim_webgpu::reference::profile::Profiled::new(fast_ops(&model, &o)?);
     let reps = if o.gpu_only { 1 } else { 10 };
     for _ in 0..reps {
         ddim_webgpu::reference::forward_with(&mut profiled, &model.config, &x, &ts, labels.as_deref())?;
