@@ -353,18 +353,6 @@ impl PackedA {
         PackedA { rows, depth, data }
     }
 
-    /// All zeros, to be filled with `set` (a packing that computes its values in place).
-    pub fn zeroed(rows: usize, depth: usize) -> Self {
-        PackedA { rows, depth, data: vec![0.0; rows.div_ceil(MC) * depth * MC] }
-    }
-
-    /// Element (row, k) of the [rows, depth] matrix: panels of MC rows, each stored k-major (the
-    /// layout `pack` writes).
-    #[inline]
-    pub fn set(&mut self, row: usize, k: usize, v: f32) {
-        self.data[(row / MC) * self.depth * MC + k * MC + row % MC] = v;
-    }
-
     pub fn panel(&self, tile: usize) -> &[f32] {
         &self.data[tile * self.depth * MC..][..self.depth * MC]
     }

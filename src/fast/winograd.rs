@@ -5,20 +5,21 @@
 //! tile and (ci, co) where the direct conv does 36, 2.25× fewer.
 //!
 //! Per band of tile rows:
-//! - channel by channel, its padded (normalised, upsampled) input plane is made as for the direct
-//!   conv (`Bands::fill_channel`) and the input transform takes it to V[pos][c][tile], pos being
-//!   one of the 16 entries of Bᵀ d B (one plane of scratch, in L1 between the two);
+//! - channel by channel (the channels split across threads where that pays), its padded
+//!   (normalised, upsampled) input plane is made as for the direct conv (`Bands::fill_channel`)
+//!   and the input transform takes it to V[c][pos][tile], pos being one of the 16 entries of
+//!   Bᵀ d B (one plane of scratch, in L1 between the two);
 //! - then output channels a group at a time (the groups split across threads where that pays):
-//!   the group's U = G g Gᵀ is made from the direct conv's packed weights (`transform_group`, into
-//!   scratch of at most `U_GROUP_BYTES`), 16 GEMMs M[pos] = U[pos] · V[pos] run on the direct
-//!   conv's microkernel (`Kernel::tile`, with tiles as its "pixels" and input channels as its
-//!   taps), and the output transform takes M back to 2×2 outputs, stored through the conv's
-//!   epilogue (bias, time embedding, residual).
+//!   16 GEMMs M[pos] = U[pos] · V[pos] run on the direct conv's microkernel (`Kernel::tile`, with
+//!   tiles as its "pixels" and input channels as its taps), and the output transform takes M back
+//!   to 2×2 outputs, stored through the conv's epilogue (bias, time embedding, residual).
 //!
-//! U is never stored: it would be 16/9 of every 3×3 weight (ddpm-celebahq-256's browser memory
-//! goal left no room for it past 64 × 128 channels, so its bigger convs ran directly, at 2.25×
-//! the multiply-adds). Making it per group costs O(ci · co) per band against the GEMM's
-//! O(ci · co · tiles).
+//! U = G g Gᵀ is 16/9 of a 3×3 weight: it is kept with the weights only for small convs
+//! (`KEEP_U_PAIRS`; ddpm-celebahq-256's browser memory goal left no room for more, so its bigger
+//! convs ran directly, at 2.25× the multiply-adds). Bigger convs make it from the direct conv's
+//! packed weights per run, a group of output channels at a time (`transform_group`, at most
+//! `U_GROUP_BYTES`): O(ci · co) per band against the GEMM's O(ci · co · tiles), so they run as
+//! Winograd only where a band holds enough tiles (`MIN_TILES_MAKING_U`), directly elsewhere.
 //!
 //! The transforms run along rows of tiles on contiguous data (the even and odd columns of each
 //! padded row are split first), so they vectorise; they cost O(ci + co) per tile against the
