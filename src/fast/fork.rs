@@ -191,6 +191,28 @@ impl Default for Rate {
     }
 }
 
+/// How long a thread with nothing to do spins before it sleeps on a condition variable: a forward
+/// forks per op, ops are microseconds apart, and a sleeping thread's wake-up (a futex wake, an
+/// interrupt between a VM's cores) took longer than the gap. onnxruntime's pool spins likewise.
+const SPIN_NS: f64 = 50_000.0;
+
+/// Spins until `ready()` or `SPIN_NS` have passed (the clock read every 64 tries: in wasm it is a
+/// call into JavaScript).
+fn spin_until(ready: impl Fn() -> bool) {
+    let give_up = now_ns() + SPIN_NS;
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if now_ns() > give_up {
+            return;
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -212,6 +234,7 @@ impl Task {
         }
         let mut left = lock(&latch.left);
         *left -= 1;
+        latch.left_hint.store(*left, Ordering::Release);
         if *left == 0 {
             latch.done.notify_all();
         }
@@ -220,12 +243,16 @@ impl Task {
 
 struct Latch {
     left: Mutex<usize>,
+    /// `left` as last written (under its lock), for the forking thread to spin on without it.
+    left_hint: AtomicUsize,
     done: Condvar,
     panicked: AtomicBool,
 }
 
 struct Pool {
     queue: Mutex<VecDeque<Task>>,
+    /// Tasks in `queue`, for idle threads to spin on without its lock.
+    queued: AtomicUsize,
     work: Condvar,
     /// In wasm, the fork workers serving the queue (natively `spawned` counts).
     #[cfg(target_arch = "wasm32")]
@@ -239,6 +266,7 @@ fn pool() -> &'static Pool {
     static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| Pool {
         queue: Mutex::new(VecDeque::new()),
+        queued: AtomicUsize::new(0),
         work: Condvar::new(),
         #[cfg(target_arch = "wasm32")]
         threads: AtomicUsize::new(0),
@@ -281,10 +309,11 @@ impl Pool {
         #[cfg(target_arch = "wasm32")]
         self.threads.fetch_add(1, Ordering::Relaxed);
         loop {
+            spin_until(|| self.queued.load(Ordering::Acquire) > 0);
             let task = {
                 let mut q = lock(&self.queue);
                 loop {
-                    if let Some(t) = q.pop_front() {
+                    if let Some(t) = self.pop(&mut q) {
                         break t;
                     }
                     q = self.work.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -294,13 +323,21 @@ impl Pool {
         }
     }
 
+    /// The queue's next task (`q`: the queue, locked), keeping `queued` true.
+    fn pop(&self, q: &mut VecDeque<Task>) -> Option<Task> {
+        let t = q.pop_front();
+        self.queued.store(q.len(), Ordering::Release);
+        t
+    }
+
     /// Runs `f(0)` here and `f(1..n)` on the pool; returns once all have ended. While its shares
     /// run, the forking thread takes queued shares too (its own or another fork's): a fork inside
     /// a share (a conv in a batch share) never waits on threads that all wait.
     fn run(&'static self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         #[cfg(not(target_arch = "wasm32"))]
         self.grow(n - 1);
-        let latch = Latch { left: Mutex::new(n - 1), done: Condvar::new(), panicked: AtomicBool::new(false) };
+        let latch =
+            Latch { left: Mutex::new(n - 1), left_hint: AtomicUsize::new(n - 1), done: Condvar::new(), panicked: AtomicBool::new(false) };
         // SAFETY: the lifetimes are erased, not extended: this function waits below until every
         // task has ended, and no task keeps `f` or the latch after it has counted itself done.
         let f_all = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f) };
@@ -308,6 +345,7 @@ impl Pool {
         {
             let mut q = lock(&self.queue);
             q.extend((1..n).map(|i| Task { f: f_all, i, latch: latch_all }));
+            self.queued.store(q.len(), Ordering::Release);
         }
         self.work.notify_all();
         let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
@@ -315,10 +353,11 @@ impl Pool {
             if *lock(&latch.left) == 0 {
                 break;
             }
-            let queued = lock(&self.queue).pop_front();
+            let queued = self.pop(&mut lock(&self.queue));
             match queued {
                 Some(task) => task.run(),
                 None => {
+                    spin_until(|| latch.left_hint.load(Ordering::Acquire) == 0 || self.queued.load(Ordering::Acquire) > 0);
                     let left = lock(&latch.left);
                     if *left > 0 {
                         // Woken by the last share, or in turn to look at `POISONED`.
