@@ -64,8 +64,10 @@ pub const KEEP_U_PAIRS: usize = 64 * 128;
 pub const MIN_TILES_MAKING_U: usize = 32;
 
 /// A group's U (16 · ci · its channels) is at most this many bytes where it has more than one
-/// register tile of channels: it is written, then read by the 16 GEMMs, from L2.
-const U_GROUP_BYTES: usize = 1 << 20;
+/// register tile of channels: it is written, then read by the 16 GEMMs, from L2 beside V (on a
+/// 1 MiB L2, 256 KiB to 4 MiB ran the same at 1 thread within noise; at 2 threads 1 and 4 MiB
+/// were slower on some shapes, 128 KiB slower at 1 thread).
+const U_GROUP_BYTES: usize = 512 << 10;
 
 /// U = G g Gᵀ of one 3×3 kernel g (row-major), as its 16 entries U[pos], pos = 4·row + column.
 /// Also the GPU's (`gpu::weights::pack_winograd_weight`).
