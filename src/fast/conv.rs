@@ -124,13 +124,12 @@ pub fn conv2d(
         .filter(|&(_, tw, trows)| keep || winograd == Winograd::MakingU || tw * trows >= winograd::MIN_TILES_MAKING_U);
     let mut path = match wino {
         Some(bands) => {
-            let kept = keep.then(|| {
+            let all_tiles = || {
                 let mut u = Vec::new();
-                &cw.u.get_or_init(|| {
-                    winograd::transform_group(&cw.a, 0, cw.a.tiles(), &mut u);
-                    u
-                })[..]
-            });
+                winograd::transform_group(&cw.a, 0, cw.a.tiles(), &mut u);
+                u
+            };
+            let kept = keep.then(|| &cw.u.get_or_init(all_tiles)[..]);
             Path::Winograd(bands, winograd::take_scratch(), kept)
         }
         None => Path::Direct(Direct::new(cw, (h, w), spec, (oh, ow), band_bytes, copied, &part_c)),
